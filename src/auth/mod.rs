@@ -1,0 +1,7 @@
+//! Credentials: bcrypt password hashes and signed access tokens. Pure
+//! computation; which thread runs it is the actors' concern.
+
+pub mod password;
+pub mod token;
+
+pub use token::{Claims, TokenError, TokenKeys};

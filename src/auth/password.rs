@@ -1,0 +1,47 @@
+//! bcrypt, refusing rather than truncating anything longer than it reads.
+//! These calls block for a long time by design: run them on the hasher pool.
+
+use crate::domain::Password;
+
+/// The bcrypt library refused an input; with a parsed `Password` and a hash
+/// written by [`hash`] this means a corrupt stored hash.
+#[derive(Debug, thiserror::Error)]
+#[error("bcrypt failed: {0}")]
+pub struct HashError(#[from] bcrypt::BcryptError);
+
+/// Hashes `password` at `cost` with a fresh salt.
+pub fn hash(password: &Password, cost: u32) -> Result<String, HashError> {
+    Ok(bcrypt::non_truncating_hash(password.expose(), cost)?)
+}
+
+/// Whether `password` matches the bcrypt `hash`.
+pub fn verify(password: &Password, hash: &str) -> Result<bool, HashError> {
+    Ok(bcrypt::non_truncating_verify(password.expose(), hash)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hash_verifies_its_password_and_nothing_else() {
+        let right = Password::parse("correct horse battery", "password").unwrap();
+        let wrong = Password::parse("correct horse battery!", "password").unwrap();
+        let hashed = hash(&right, 4).unwrap();
+        assert!(hashed.starts_with("$2b$04$"));
+        assert!(verify(&right, &hashed).unwrap());
+        assert!(!verify(&wrong, &hashed).unwrap());
+    }
+
+    #[test]
+    fn passwords_differing_only_past_byte_72_would_collide_so_they_never_get_here() {
+        // The domain type stops them; bcrypt itself would read only 72 bytes.
+        assert!(Password::parse(&"a".repeat(73), "password").is_err());
+    }
+
+    #[test]
+    fn a_corrupt_stored_hash_is_an_error_not_a_mismatch() {
+        let password = Password::parse("correct horse battery", "password").unwrap();
+        assert!(verify(&password, "not-a-bcrypt-hash").is_err());
+    }
+}

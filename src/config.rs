@@ -1,0 +1,520 @@
+//! The settings tree: loaded from the embedded default, an optional file and
+//! `TOLLGATE__SECTION__KEY` variables, then validated as a whole so that an
+//! operator sees every bad value at once. No globals: the tree is passed down.
+
+use std::{collections::HashMap, fmt, net::SocketAddr, path::Path, path::PathBuf, time::Duration};
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// `config/default.toml`, compiled in: the base layer of every configuration.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
+
+/// Prefix of the environment variables that override file values.
+const ENV_PREFIX: &str = "TOLLGATE";
+/// Separates prefix, section and key: `TOLLGATE__SECTION__KEY`.
+const ENV_SEPARATOR: &str = "__";
+
+/// Everything Tollgate can be told at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub session: SessionSettings,
+    /// PostgreSQL for users; absent means users are kept in memory.
+    #[serde(default)]
+    pub database: Option<DatabaseSettings>,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    /// HTTP worker threads; 0 means one per core.
+    pub http_workers: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HMAC signing secret; ignored when `jwt_key_file` is set.
+    #[serde(default)]
+    pub jwt_secret: Option<SecretString>,
+    #[serde(default)]
+    pub jwt_key_file: Option<PathBuf>,
+    pub jwt_algorithm: JwtAlgorithm,
+    pub issuer: String,
+    pub token_max_lifetime_secs: u64,
+    pub bcrypt_cost: u32,
+    /// Hasher pool threads; 0 means one per core.
+    pub hasher_threads: usize,
+    /// Service credential for introspection; `None` leaves it open.
+    #[serde(default)]
+    pub introspection_secret: Option<SecretString>,
+}
+
+/// The HMAC algorithms a token may be signed with. Verification accepts
+/// exactly the configured one, never what a token's header asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    pub idle_ttl_secs: u64,
+    pub shards: usize,
+    pub sweep_interval_secs: u64,
+    pub store: SessionStoreKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStoreKind {
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// A libpq-style URL; may carry a password, so it is never logged whole.
+    pub url: SecretString,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Bound on any one storage operation, connecting included.
+    #[serde(default = "default_database_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+fn default_database_timeout_secs() -> u64 {
+    5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub service_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Why a configuration was refused: every problem found, one per line.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid configuration:")?;
+        for problem in &self.0 {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Loads the embedded default, then `file` if given, then the process
+    /// environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, None)
+    }
+
+    /// Like [`Settings::load`], reading variables from `env` instead of the
+    /// process environment when it is given.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(EMBEDDED_DEFAULT, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        let environment = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator(ENV_SEPARATOR)
+            .separator(ENV_SEPARATOR)
+            .try_parsing(true)
+            .source(env);
+        let settings: Settings = builder
+            .add_source(environment)
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The embedded default alone, validated: the base tests start from.
+    pub fn embedded_default() -> Self {
+        Self::load_from(None, Some(HashMap::new()))
+            .expect("the embedded default configuration is valid")
+    }
+
+    /// Checks every value and reports all problems together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: String| {
+            if !ok {
+                problems.push(problem);
+            }
+        };
+
+        let server = &self.server;
+        check(
+            (1024..=64 * 1024 * 1024).contains(&server.max_body_bytes),
+            format!(
+                "server.max_body_bytes must be between 1024 and 67108864 (got {})",
+                server.max_body_bytes
+            ),
+        );
+        check(
+            server.http_workers <= 1024,
+            format!(
+                "server.http_workers must be at most 1024 (got {})",
+                server.http_workers
+            ),
+        );
+        check(
+            server.shutdown_timeout_secs <= 3600,
+            format!(
+                "server.shutdown_timeout_secs must be at most 3600 (got {})",
+                server.shutdown_timeout_secs
+            ),
+        );
+
+        let auth = &self.auth;
+        match (&auth.jwt_key_file, self.jwt_secret_literal()) {
+            (Some(path), _) => check(
+                std::fs::metadata(path).is_ok_and(|m| m.is_file()),
+                format!("auth.jwt_key_file: cannot read {}", path.display()),
+            ),
+            (None, None) => check(
+                false,
+                "auth.jwt_secret is not set: set TOLLGATE__AUTH__JWT_SECRET (32 bytes or more) \
+                 or auth.jwt_key_file"
+                    .into(),
+            ),
+            (None, Some(secret)) => {
+                check(
+                    secret.len() >= 32,
+                    format!(
+                        "auth.jwt_secret must be at least 32 bytes (got {})",
+                        secret.len()
+                    ),
+                );
+                check(
+                    !(self.is_durable() && self.uses_embedded_jwt_secret()),
+                    "auth.jwt_secret is the public default from config/default.toml; \
+                     set TOLLGATE__AUTH__JWT_SECRET before using a durable store"
+                        .into(),
+                );
+            }
+        }
+        check(
+            !auth.issuer.trim().is_empty(),
+            "auth.issuer must not be empty".into(),
+        );
+        check(
+            (4..=31).contains(&auth.bcrypt_cost),
+            format!(
+                "auth.bcrypt_cost must be between 4 and 31 (got {})",
+                auth.bcrypt_cost
+            ),
+        );
+        check(
+            auth.hasher_threads <= 256,
+            format!(
+                "auth.hasher_threads must be at most 256 (got {})",
+                auth.hasher_threads
+            ),
+        );
+        check(
+            auth.token_max_lifetime_secs >= self.session.idle_ttl_secs
+                && auth.token_max_lifetime_secs <= 30 * 24 * 3600,
+            format!(
+                "auth.token_max_lifetime_secs must be between session.idle_ttl_secs ({}) and \
+                 2592000 (got {})",
+                self.session.idle_ttl_secs, auth.token_max_lifetime_secs
+            ),
+        );
+        if let Some(secret) = &auth.introspection_secret {
+            check(
+                secret.expose_secret().len() >= 16,
+                "auth.introspection_secret must be at least 16 bytes".into(),
+            );
+        }
+
+        let session = &self.session;
+        check(
+            (1..=86_400).contains(&session.idle_ttl_secs),
+            format!(
+                "session.idle_ttl_secs must be between 1 and 86400 (got {})",
+                session.idle_ttl_secs
+            ),
+        );
+        check(
+            (1..=256).contains(&session.shards),
+            format!(
+                "session.shards must be between 1 and 256 (got {})",
+                session.shards
+            ),
+        );
+        check(
+            (1..=3600).contains(&session.sweep_interval_secs),
+            format!(
+                "session.sweep_interval_secs must be between 1 and 3600 (got {})",
+                session.sweep_interval_secs
+            ),
+        );
+
+        if let Some(database) = &self.database {
+            check(
+                database
+                    .url
+                    .expose_secret()
+                    .parse::<tokio_postgres::Config>()
+                    .is_ok(),
+                "database.url is not a valid PostgreSQL connection URL".into(),
+            );
+            check(
+                (1..=1000).contains(&database.pool_size),
+                format!(
+                    "database.pool_size must be between 1 and 1000 (got {})",
+                    database.pool_size
+                ),
+            );
+            check(
+                (1..=300).contains(&database.timeout_secs),
+                format!(
+                    "database.timeout_secs must be between 1 and 300 (got {})",
+                    database.timeout_secs
+                ),
+            );
+        }
+
+        let telemetry = &self.telemetry;
+        check(
+            tracing_subscriber::EnvFilter::try_new(&telemetry.log_level).is_ok(),
+            format!(
+                "telemetry.log_level is not a valid filter: {:?}",
+                telemetry.log_level
+            ),
+        );
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    /// Whether anything is kept beyond the life of the process.
+    pub fn is_durable(&self) -> bool {
+        self.database.is_some()
+    }
+
+    /// Whether the signing secret is the public one from the embedded default.
+    pub fn uses_embedded_jwt_secret(&self) -> bool {
+        self.auth.jwt_key_file.is_none()
+            && self.jwt_secret_literal() == Some(embedded_jwt_secret().as_str())
+    }
+
+    /// The signing secret: the key file's contents (trailing newline
+    /// trimmed) or the literal `auth.jwt_secret`.
+    pub fn jwt_secret(&self) -> std::io::Result<SecretString> {
+        match &self.auth.jwt_key_file {
+            Some(path) => {
+                let contents = std::fs::read_to_string(path)?;
+                Ok(contents.trim_end_matches(['\r', '\n']).into())
+            }
+            None => Ok(self.jwt_secret_literal().unwrap_or_default().into()),
+        }
+    }
+
+    /// `auth.jwt_secret`, with an empty value counted as unset.
+    fn jwt_secret_literal(&self) -> Option<&str> {
+        let secret = self.auth.jwt_secret.as_ref()?.expose_secret();
+        (!secret.is_empty()).then_some(secret)
+    }
+}
+
+/// The public secret written in the embedded default.
+fn embedded_jwt_secret() -> String {
+    #[derive(Deserialize)]
+    struct Defaults {
+        auth: DefaultAuth,
+    }
+    #[derive(Deserialize)]
+    struct DefaultAuth {
+        jwt_secret: String,
+    }
+    Config::builder()
+        .add_source(File::from_str(EMBEDDED_DEFAULT, FileFormat::Toml))
+        .build()
+        .and_then(Config::try_deserialize::<Defaults>)
+        .map(|d| d.auth.jwt_secret)
+        .expect("the embedded default names a jwt_secret")
+}
+
+impl ServerSettings {
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+impl AuthSettings {
+    pub fn token_max_lifetime(&self) -> Duration {
+        Duration::from_secs(self.token_max_lifetime_secs)
+    }
+}
+
+impl SessionSettings {
+    pub fn idle_ttl(&self) -> Duration {
+        Duration::from_secs(self.idle_ttl_secs)
+    }
+
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_secs(self.sweep_interval_secs)
+    }
+}
+
+impl DatabaseSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+/// A pool size of 0 in the settings means one per available core.
+pub fn threads_or_cores(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_env(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load_from(None, Some(env))
+    }
+
+    #[test]
+    fn embedded_default_keeps_everything_in_memory_with_a_30_second_idle_ttl() {
+        let settings = Settings::embedded_default();
+        assert!(settings.database.is_none());
+        assert_eq!(settings.session.idle_ttl_secs, 30);
+        assert_eq!(settings.auth.jwt_algorithm, JwtAlgorithm::HS256);
+        assert!(settings.uses_embedded_jwt_secret());
+    }
+
+    #[test]
+    fn environment_variables_override_file_values() {
+        let settings = load_env(&[
+            ("TOLLGATE__SESSION__IDLE_TTL_SECS", "5"),
+            ("TOLLGATE__SERVER__BIND", "127.0.0.1:9999"),
+        ])
+        .unwrap();
+        assert_eq!(settings.session.idle_ttl_secs, 5);
+        assert_eq!(settings.server.bind.port(), 9999);
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let err = load_env(&[
+            ("TOLLGATE__AUTH__BCRYPT_COST", "3"),
+            ("TOLLGATE__SESSION__SHARDS", "0"),
+            ("TOLLGATE__AUTH__JWT_SECRET", "short"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 3, "{text}");
+        assert!(
+            text.contains("auth.bcrypt_cost must be between 4 and 31 (got 3)"),
+            "{text}"
+        );
+        assert!(text.contains("session.shards"), "{text}");
+        assert!(
+            text.contains("auth.jwt_secret must be at least 32 bytes"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_rather_than_ignored() {
+        let err = load_env(&[("TOLLGATE__SESSION__IDLE_TTL", "5")]).unwrap_err();
+        assert!(err.to_string().contains("idle_ttl"), "{err}");
+    }
+
+    #[test]
+    fn durable_store_refuses_the_public_default_secret() {
+        let err =
+            load_env(&[("TOLLGATE__DATABASE__URL", "postgres://u@localhost/db")]).unwrap_err();
+        assert!(err.to_string().contains("public default"), "{err}");
+
+        let settings = load_env(&[
+            ("TOLLGATE__DATABASE__URL", "postgres://u@localhost/db"),
+            (
+                "TOLLGATE__AUTH__JWT_SECRET",
+                "an-operator-chosen-secret-of-32-bytes!",
+            ),
+        ])
+        .unwrap();
+        assert!(settings.is_durable());
+    }
+
+    #[test]
+    fn production_file_demands_a_secret_from_the_environment() {
+        let production = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.toml");
+        let err = Settings::load_from(Some(&production), Some(HashMap::new())).unwrap_err();
+        assert!(
+            err.to_string().contains("TOLLGATE__AUTH__JWT_SECRET"),
+            "{err}"
+        );
+
+        let env = HashMap::from([(
+            "TOLLGATE__AUTH__JWT_SECRET".to_string(),
+            "an-operator-chosen-secret-of-32-bytes!".to_string(),
+        )]);
+        let settings = Settings::load_from(Some(&production), Some(env)).unwrap();
+        assert_eq!(settings.telemetry.log_format, LogFormat::Json);
+        assert!(settings.database.is_some());
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let settings = load_env(&[(
+            "TOLLGATE__AUTH__INTROSPECTION_SECRET",
+            "introspect-me-please",
+        )])
+        .unwrap();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("introspect-me-please"));
+        assert!(!debug.contains("do-not-use-in-production"));
+    }
+}

@@ -1,0 +1,365 @@
+//! The error-code table and the one error type the HTTP edge returns. Every
+//! failure a client can see is a row here, rendered as RFC 9457 problem
+//! details with a stable `code` to switch on.
+
+use actix_web::{
+    HttpResponse, ResponseError,
+    http::{StatusCode, header},
+};
+use serde::Serialize;
+
+use crate::actors::RegistryError;
+use crate::domain::InvalidInput;
+use crate::storage::StoreError;
+
+/// Every error a client can receive: its code, status and title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    MalformedJson,
+    InvalidInput,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    MissingCredentials,
+    InvalidToken,
+    InvalidCredentials,
+    UsernameTaken,
+    EmailTaken,
+    NotFound,
+    MethodNotAllowed,
+    StorageUnavailable,
+    ServiceUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// `(code, status, title)`: the table itself.
+    const fn row(self) -> (&'static str, StatusCode, &'static str) {
+        use ErrorCode::*;
+        match self {
+            MalformedJson => ("malformed_json", StatusCode::BAD_REQUEST, "Malformed JSON"),
+            InvalidInput => (
+                "invalid_input",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid input",
+            ),
+            UnsupportedMediaType => (
+                "unsupported_media_type",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+            ),
+            PayloadTooLarge => (
+                "payload_too_large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+            ),
+            MissingCredentials => (
+                "missing_credentials",
+                StatusCode::UNAUTHORIZED,
+                "Authentication required",
+            ),
+            InvalidToken => ("invalid_token", StatusCode::UNAUTHORIZED, "Invalid token"),
+            InvalidCredentials => (
+                "invalid_credentials",
+                StatusCode::UNAUTHORIZED,
+                "Invalid credentials",
+            ),
+            UsernameTaken => ("username_taken", StatusCode::CONFLICT, "Username taken"),
+            EmailTaken => ("email_taken", StatusCode::CONFLICT, "E-mail address taken"),
+            NotFound => ("not_found", StatusCode::NOT_FOUND, "Not found"),
+            MethodNotAllowed => (
+                "method_not_allowed",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+            ),
+            StorageUnavailable => (
+                "storage_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Storage unavailable",
+            ),
+            ServiceUnavailable => (
+                "service_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+            ),
+            Internal => (
+                "internal",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+            ),
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.row().0
+    }
+
+    pub const fn status(self) -> StatusCode {
+        self.row().1
+    }
+
+    pub const fn title(self) -> &'static str {
+        self.row().2
+    }
+}
+
+/// An error on its way to the client.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {detail}", code.as_str())]
+pub struct ApiError {
+    pub code: ErrorCode,
+    /// Human-readable explanation, safe to show: never a secret or a cause
+    /// from inside the service.
+    pub detail: String,
+    /// The fields at fault, for `invalid_input`.
+    pub errors: Vec<InvalidInput>,
+    /// What went wrong inside, for the log only.
+    #[source]
+    cause: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            cause: None,
+        }
+    }
+
+    /// An error whose cause is logged but not shown.
+    pub fn with_cause(
+        code: ErrorCode,
+        detail: impl Into<String>,
+        cause: impl Into<anyhow::Error>,
+    ) -> Self {
+        Self {
+            cause: Some(cause.into()),
+            ..Self::new(code, detail)
+        }
+    }
+
+    /// One `invalid_input` naming every field that failed to parse.
+    pub fn invalid_fields(problems: impl IntoIterator<Item = Option<InvalidInput>>) -> Self {
+        let errors: Vec<InvalidInput> = problems.into_iter().flatten().collect();
+        let detail = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self {
+            errors,
+            ..Self::new(ErrorCode::InvalidInput, detail)
+        }
+    }
+
+    pub fn missing_credentials() -> Self {
+        Self::new(
+            ErrorCode::MissingCredentials,
+            "this route needs an `Authorization: Bearer` token",
+        )
+    }
+
+    pub fn invalid_token() -> Self {
+        Self::new(
+            ErrorCode::InvalidToken,
+            "the token is malformed, expired or revoked",
+        )
+    }
+
+    pub fn invalid_credentials() -> Self {
+        Self::new(
+            ErrorCode::InvalidCredentials,
+            "unknown user or wrong password",
+        )
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(ErrorCode::NotFound, "no such resource")
+    }
+}
+
+/// The problem-details body (RFC 9457) with Tollgate's `code` member.
+#[derive(Serialize)]
+struct Problem<'a> {
+    r#type: String,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    code: &'static str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: Vec<FieldProblem<'a>>,
+}
+
+#[derive(Serialize)]
+struct FieldProblem<'a> {
+    field: &'a str,
+    message: &'a str,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Some(cause) = &self.cause {
+            // `{:#}` prints the whole chain of causes on one line.
+            if self.code.status().is_server_error() {
+                tracing::error!(
+                    code = self.code.as_str(),
+                    cause = format!("{cause:#}"),
+                    "request failed"
+                );
+            } else {
+                tracing::info!(
+                    code = self.code.as_str(),
+                    cause = format!("{cause:#}"),
+                    "request refused"
+                );
+            }
+        }
+        let problem = Problem {
+            r#type: format!("urn:tollgate:problem:{}", self.code.as_str()),
+            title: self.code.title(),
+            status: self.code.status().as_u16(),
+            detail: &self.detail,
+            code: self.code.as_str(),
+            errors: self
+                .errors
+                .iter()
+                .map(|e| FieldProblem {
+                    field: e.field,
+                    message: e.message,
+                })
+                .collect(),
+        };
+        let mut response = HttpResponse::build(self.code.status());
+        response.content_type("application/problem+json");
+        // RFC 6750 §3: a bare challenge when no credentials came, an error
+        // code when the ones that came are no good.
+        match self.code {
+            ErrorCode::MissingCredentials => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ErrorCode::InvalidToken => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#));
+            }
+            _ => {}
+        }
+        response.json(problem)
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(err: InvalidInput) -> Self {
+        Self::invalid_fields([Some(err)])
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(err: actix::MailboxError) -> Self {
+        Self::with_cause(
+            ErrorCode::ServiceUnavailable,
+            "the service is busy or stopping; retry shortly",
+            err,
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::UsernameTaken => Self::new(
+                ErrorCode::UsernameTaken,
+                "that username is already registered",
+            ),
+            StoreError::EmailTaken => Self::new(
+                ErrorCode::EmailTaken,
+                "that e-mail address is already registered",
+            ),
+            StoreError::Unavailable(_) => Self::with_cause(
+                ErrorCode::StorageUnavailable,
+                "the user store is unavailable; retry shortly",
+                err,
+            ),
+            StoreError::Failed(_) => Self::with_cause(ErrorCode::Internal, "internal error", err),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(err: RegistryError) -> Self {
+        match err {
+            RegistryError::InvalidCredentials => Self::invalid_credentials(),
+            // The user behind a live session is gone: the token is worthless.
+            RegistryError::UnknownUser => Self::invalid_token(),
+            RegistryError::Store(err) => err.into(),
+            RegistryError::HasherUnavailable(err) => err.into(),
+            RegistryError::Hasher(_) => {
+                Self::with_cause(ErrorCode::Internal, "internal error", err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::to_bytes;
+
+    use super::*;
+
+    async fn body_of(err: ApiError) -> serde_json::Value {
+        let response = err.error_response();
+        serde_json::from_slice(&to_bytes(response.into_body()).await.unwrap()).unwrap()
+    }
+
+    #[actix_web::test]
+    async fn errors_render_as_problem_details_with_a_stable_code() {
+        let body = body_of(ApiError::new(ErrorCode::UsernameTaken, "taken")).await;
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "type": "urn:tollgate:problem:username_taken",
+                "title": "Username taken",
+                "status": 409,
+                "detail": "taken",
+                "code": "username_taken",
+            })
+        );
+    }
+
+    #[actix_web::test]
+    async fn invalid_input_names_the_field() {
+        let body = body_of(InvalidInput::new("username", "too short").into()).await;
+        assert_eq!(body["status"], 422);
+        assert_eq!(
+            body["errors"],
+            serde_json::json!([{"field": "username", "message": "too short"}])
+        );
+    }
+
+    #[test]
+    fn internal_causes_are_not_shown_to_clients() {
+        let err = ApiError::from(StoreError::Failed(anyhow::anyhow!(
+            "relation users does not exist"
+        )));
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert!(!err.detail.contains("relation"));
+    }
+
+    #[test]
+    fn token_challenges_follow_rfc_6750() {
+        let missing = ApiError::missing_credentials().error_response();
+        let invalid = ApiError::invalid_token().error_response();
+        assert_eq!(
+            missing.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer"
+        );
+        assert_eq!(
+            invalid.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            r#"Bearer error="invalid_token""#
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! `/api/v1/auth/*`: sign-up, sign-in, sign-out, sessions, password change
+//! and token introspection.
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::{AppState, Authenticated, extract::bearer_token, users::UserView};
+use crate::actors::{ChangePassword, GetUser, RegistryError, SignIn, SignUp};
+use crate::domain::{Email, InvalidInput, Login, Password, Session, User, Username};
+use crate::error::{ApiError, ErrorCode};
+
+#[derive(Deserialize)]
+pub struct SignUpBody {
+    username: String,
+    password: String,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct SignInBody {
+    /// A username, or an e-mail address (recognised by its `@`).
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    password: String,
+}
+
+#[derive(Deserialize)]
+pub struct ChangePasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+#[derive(Deserialize)]
+pub struct IntrospectBody {
+    token: String,
+}
+
+/// What a successful sign-up or sign-in returns.
+#[derive(Serialize)]
+pub struct Grant {
+    access_token: String,
+    token_type: &'static str,
+    /// Seconds until the token's absolute expiry. The session lapses sooner
+    /// if left idle: see `session.expires_at`.
+    expires_in: i64,
+    session: Session,
+    user: UserView,
+}
+
+/// RFC 7662 introspection response.
+#[derive(Serialize)]
+pub struct Introspection {
+    active: bool,
+    #[serde(flatten)]
+    details: Option<ActiveToken>,
+}
+
+#[derive(Serialize)]
+struct ActiveToken {
+    sub: Uuid,
+    /// Absent when the user store could not be asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    sid: Uuid,
+    exp: i64,
+    iat: i64,
+    refresh_count: u32,
+    expires_at: DateTime<Utc>,
+}
+
+pub async fn sign_up(
+    state: web::Data<AppState>,
+    body: web::Json<SignUpBody>,
+) -> Result<HttpResponse, ApiError> {
+    let username = Username::parse(&body.username);
+    let password = Password::parse(&body.password, "password");
+    let email = body.email.as_deref().map(Email::parse).transpose();
+    let (username, password, email) = match (username, password, email) {
+        (Ok(username), Ok(password), Ok(email)) => (username, password, email),
+        (u, p, e) => return Err(ApiError::invalid_fields([u.err(), p.err(), e.err()])),
+    };
+    let user = state
+        .registry
+        .send(SignUp {
+            username,
+            email,
+            password,
+        })
+        .await??;
+    let grant = open_session(&state, user).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, "/api/v1/users/me"))
+        .json(grant))
+}
+
+pub async fn sign_in(
+    state: web::Data<AppState>,
+    body: web::Json<SignInBody>,
+) -> Result<web::Json<Grant>, ApiError> {
+    let body = body.into_inner();
+    let login = match (body.username, body.email) {
+        (Some(name), None) if name.contains('@') => Email::parse(&name).map(Login::Email),
+        (Some(name), None) => Username::parse(&name).map(Login::Username),
+        (None, Some(email)) => Email::parse(&email).map(Login::Email),
+        (Some(_), Some(_)) => Err(InvalidInput::new(
+            "username",
+            "send a username or an email, not both",
+        )),
+        (None, None) => Err(InvalidInput::new(
+            "username",
+            "a username or an email is required",
+        )),
+    };
+    let password = Password::parse(&body.password, "password");
+    let (login, password) = match (login, password) {
+        (Ok(login), Ok(password)) => (login, password),
+        (login, password) => return Err(ApiError::invalid_fields([login.err(), password.err()])),
+    };
+    let user = state.registry.send(SignIn { login, password }).await??;
+    Ok(web::Json(open_session(&state, user).await?))
+}
+
+/// Opens a session for `user` and issues its token.
+async fn open_session(state: &AppState, user: User) -> Result<Grant, ApiError> {
+    let session = state.sessions.open(user.id).await?;
+    let access_token = state
+        .tokens
+        .issue(&session)
+        .map_err(|e| ApiError::with_cause(ErrorCode::Internal, "internal error", e))?;
+    let expires_in = (session.absolute_expires_at - session.last_seen_at).num_seconds();
+    Ok(Grant {
+        access_token,
+        token_type: "Bearer",
+        expires_in,
+        session,
+        user: user.into(),
+    })
+}
+
+pub async fn sign_out(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    state.sessions.revoke(auth.session.id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn sign_out_all(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .sessions
+        .revoke_user(auth.session.user_id, None)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn change_password(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    body: web::Json<ChangePasswordBody>,
+) -> Result<HttpResponse, ApiError> {
+    let current = Password::parse(&body.current_password, "current_password");
+    let new = Password::parse(&body.new_password, "new_password");
+    let (current, new) = match (current, new) {
+        (Ok(current), Ok(new)) => (current, new),
+        (current, new) => return Err(ApiError::invalid_fields([current.err(), new.err()])),
+    };
+    let user_id = auth.session.user_id;
+    match state
+        .registry
+        .send(ChangePassword {
+            user_id,
+            current,
+            new,
+        })
+        .await?
+    {
+        Err(RegistryError::InvalidCredentials) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "the current password is wrong",
+            ));
+        }
+        other => other?,
+    }
+    state
+        .sessions
+        .revoke_user(user_id, Some(auth.session.id))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn current_session(auth: Authenticated) -> web::Json<Session> {
+    web::Json(auth.session)
+}
+
+pub async fn introspect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<IntrospectBody>,
+) -> Result<web::Json<Introspection>, ApiError> {
+    if let Some(secret) = &state.introspection_secret {
+        let presented = bearer_token(&req).ok_or_else(ApiError::missing_credentials)?;
+        let matches: bool = presented
+            .as_bytes()
+            .ct_eq(secret.expose_secret().as_bytes())
+            .into();
+        if !matches {
+            return Err(ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "wrong introspection credential",
+            ));
+        }
+    }
+    let Ok(auth) = state.authenticate(&body.token).await else {
+        return Ok(web::Json(Introspection {
+            active: false,
+            details: None,
+        }));
+    };
+    let username = match state.registry.send(GetUser(auth.session.user_id)).await? {
+        Ok(user) => Some(user.username),
+        Err(RegistryError::UnknownUser) => {
+            return Ok(web::Json(Introspection {
+                active: false,
+                details: None,
+            }));
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "introspection answered without the username");
+            None
+        }
+    };
+    let (claims, session) = (auth.claims, auth.session);
+    Ok(web::Json(Introspection {
+        active: true,
+        details: Some(ActiveToken {
+            sub: claims.sub,
+            username,
+            sid: claims.sid,
+            exp: claims.exp,
+            iat: claims.iat,
+            refresh_count: session.refresh_count,
+            expires_at: session.expires_at,
+        }),
+    }))
+}

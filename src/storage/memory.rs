@@ -1,0 +1,90 @@
+//! Users in process memory: the embedded default. Lost on exit.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{StoreError, UserStore};
+use crate::domain::{Login, NewUser, User, UserId};
+
+#[derive(Debug, Default)]
+pub struct MemoryUserStore {
+    inner: Mutex<Indexes>,
+}
+
+/// Invariant: every id in `by_username` and `by_email` is a key of `users`,
+/// and the keys are the folded (lower-case) names.
+#[derive(Debug, Default)]
+struct Indexes {
+    users: HashMap<UserId, User>,
+    by_username: HashMap<String, UserId>,
+    by_email: HashMap<String, UserId>,
+}
+
+impl MemoryUserStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn indexes(&self) -> std::sync::MutexGuard<'_, Indexes> {
+        // A panic elsewhere while holding the lock cannot leave the indexes
+        // half updated (each update below is checked before it writes), so a
+        // poisoned lock is still safe to use.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl UserStore for MemoryUserStore {
+    async fn insert(&self, new: NewUser) -> Result<User, StoreError> {
+        let mut idx = self.indexes();
+        let username = new.username.folded();
+        let email = new.email.as_ref().map(|e| e.folded());
+        if idx.by_username.contains_key(&username) {
+            return Err(StoreError::UsernameTaken);
+        }
+        if email.as_ref().is_some_and(|e| idx.by_email.contains_key(e)) {
+            return Err(StoreError::EmailTaken);
+        }
+        let user = User::from(new);
+        idx.by_username.insert(username, user.id);
+        if let Some(email) = email {
+            idx.by_email.insert(email, user.id);
+        }
+        idx.users.insert(user.id, user.clone());
+        Ok(user)
+    }
+
+    async fn find_by_login(&self, login: &Login) -> Result<Option<User>, StoreError> {
+        let idx = self.indexes();
+        let id = match login {
+            Login::Username(name) => idx.by_username.get(&name.folded()),
+            Login::Email(email) => idx.by_email.get(&email.folded()),
+        };
+        Ok(id.and_then(|id| idx.users.get(id)).cloned())
+    }
+
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        Ok(self.indexes().users.get(&id).cloned())
+    }
+
+    async fn set_password_hash(&self, id: UserId, hash: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .indexes()
+            .users
+            .get_mut(&id)
+            .map(|user| user.password_hash = hash.to_owned())
+            .is_some())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}

@@ -1,0 +1,196 @@
+//! Users in PostgreSQL through a deadpool connection pool, with the schema
+//! managed by versioned migrations in `migrations/`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use secrecy::ExposeSecret;
+use tokio_postgres::{NoTls, Row, error::SqlState};
+
+use super::{StoreError, UserStore};
+use crate::config::DatabaseSettings;
+use crate::domain::{Login, NewUser, User, UserId};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Applies every migration not yet applied. Safe to run on each start and
+/// from several processes: each migration runs once, in its own transaction.
+pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<usize> {
+    let config = connection_config(settings)?;
+    let (mut client, connection) =
+        tokio::time::timeout(settings.timeout(), config.connect(NoTls)).await??;
+    let driver = tokio::spawn(connection);
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await?;
+    drop(client);
+    driver.await??;
+    Ok(report.applied_migrations().len())
+}
+
+fn connection_config(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = settings.url.expose_secret().parse()?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(settings.timeout());
+    }
+    config.application_name("tollgate");
+    Ok(config)
+}
+
+pub struct PostgresUserStore {
+    pool: Pool,
+    /// Bound on any one operation, waiting for a connection included.
+    timeout: Duration,
+}
+
+impl PostgresUserStore {
+    /// Builds the pool. Connections are opened on first use, so this
+    /// succeeds even while the database is down.
+    pub fn new(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let manager = Manager::from_config(
+            connection_config(settings)?,
+            NoTls,
+            // Fast: a connection the server closed is noticed and replaced
+            // when it is next taken, without a round trip per checkout.
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .wait_timeout(Some(settings.timeout()))
+            .create_timeout(Some(settings.timeout()))
+            .recycle_timeout(Some(settings.timeout()))
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        Ok(Self {
+            pool,
+            timeout: settings.timeout(),
+        })
+    }
+
+    /// Runs `op` on a pooled connection within the operation timeout.
+    async fn with_client<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, tokio_postgres::Error>,
+    {
+        let work = async {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            op(&client).await.map_err(query_error)
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(anyhow::anyhow!(
+                    "timed out after {:?}",
+                    self.timeout
+                )))
+            })
+    }
+}
+
+const USER_COLUMNS: &str = "id, username, email, password_hash, created_at";
+
+fn user_from_row(row: &Row) -> User {
+    User {
+        id: UserId(row.get("id")),
+        username: row.get("username"),
+        email: row.get("email"),
+        password_hash: row.get("password_hash"),
+        created_at: row.get("created_at"),
+    }
+}
+
+fn pool_error(err: PoolError) -> StoreError {
+    match err {
+        PoolError::Backend(err) => query_error(err),
+        other => StoreError::Unavailable(other.into()),
+    }
+}
+
+/// Errors the server reported are failures; anything else (refused, reset,
+/// closed) means the server is out of reach.
+fn query_error(err: tokio_postgres::Error) -> StoreError {
+    let Some(db) = err.as_db_error() else {
+        return StoreError::Unavailable(err.into());
+    };
+    match (db.code(), db.constraint()) {
+        (&SqlState::UNIQUE_VIOLATION, Some("users_username_key")) => StoreError::UsernameTaken,
+        (&SqlState::UNIQUE_VIOLATION, Some("users_email_key")) => StoreError::EmailTaken,
+        (code, _) if code.code().starts_with("08") || code == &SqlState::ADMIN_SHUTDOWN => {
+            StoreError::Unavailable(err.into())
+        }
+        _ => StoreError::Failed(err.into()),
+    }
+}
+
+#[async_trait]
+impl UserStore for PostgresUserStore {
+    async fn insert(&self, new: NewUser) -> Result<User, StoreError> {
+        let user = User::from(new);
+        self.with_client(async |client| {
+            client
+                .execute(
+                    "INSERT INTO users (id, username, email, password_hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &user.id.0,
+                        &user.username,
+                        &user.email,
+                        &user.password_hash,
+                        &user.created_at,
+                    ],
+                )
+                .await
+        })
+        .await?;
+        Ok(user)
+    }
+
+    async fn find_by_login(&self, login: &Login) -> Result<Option<User>, StoreError> {
+        let (sql, key) = match login {
+            Login::Username(name) => ("WHERE lower(username) = lower($1)", name.as_str()),
+            Login::Email(email) => ("WHERE lower(email) = lower($1)", email.as_str()),
+        };
+        let query = format!("SELECT {USER_COLUMNS} FROM users {sql}");
+        let row = self
+            .with_client(async |client| client.query_opt(&query, &[&key]).await)
+            .await?;
+        Ok(row.as_ref().map(user_from_row))
+    }
+
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let query = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row = self
+            .with_client(async |client| client.query_opt(&query, &[&id.0]).await)
+            .await?;
+        Ok(row.as_ref().map(user_from_row))
+    }
+
+    async fn set_password_hash(&self, id: UserId, hash: &str) -> Result<bool, StoreError> {
+        let updated = self
+            .with_client(async |client| {
+                client
+                    .execute(
+                        "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
+                        &[&id.0, &hash],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(updated == 1)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_client(async |client| client.simple_query("SELECT 1").await)
+            .await
+            .map(drop)
+    }
+
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+}
