@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix::{Arbiter, Supervisor, SyncArbiter};
+use actix::{Supervisor, SyncArbiter};
 use actix_web::{App, HttpServer, dev::Server, dev::ServerHandle, middleware::from_fn, web};
 use anyhow::Context as _;
 
@@ -27,8 +27,6 @@ pub struct Application {
     port: u16,
     server: Server,
     sessions: SessionManager,
-    /// Threads of the session shards, stopped when the server stops.
-    arbiters: Vec<Arbiter>,
 }
 
 impl Application {
@@ -76,7 +74,7 @@ impl Application {
             let clock = clock.clone();
             Supervisor::start(move |_| UserRegistry::new(store, hasher, dummy_hash, clock))
         };
-        let (sessions, arbiters) = SessionManager::start(
+        let sessions = SessionManager::start(
             &settings.session,
             settings.auth.token_max_lifetime(),
             clock.clone(),
@@ -115,7 +113,6 @@ impl Application {
             port,
             server,
             sessions,
-            arbiters,
         })
     }
 
@@ -135,12 +132,8 @@ impl Application {
     }
 
     /// Serves until the server is stopped (SIGINT, SIGTERM or a handle),
-    /// letting requests in flight finish, then stops the actors.
+    /// letting requests in flight finish.
     pub async fn run(self) -> std::io::Result<()> {
-        let result = self.server.await;
-        for arbiter in self.arbiters {
-            arbiter.stop();
-        }
-        result
+        self.server.await
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Addr, Arbiter, MailboxError, Supervisor};
+use actix::{Addr, Arbiter, ArbiterHandle, MailboxError, Supervisor};
 use futures_util::future::try_join_all;
 
 use super::session_shard::{Count, Open, Revoke, RevokeUser, SessionShard, Touch};
@@ -18,7 +18,7 @@ use crate::domain::{Session, SessionId, Touch as TouchOutcome, UserId};
 
 #[derive(Clone)]
 pub struct SessionManager {
-    shards: Arc<[Addr<SessionShard>]>,
+    shards: Arc<Shards>,
     clock: Clock,
     /// Absolute lifetime of a session (the token's `exp`).
     max_lifetime: Duration,
@@ -26,37 +26,33 @@ pub struct SessionManager {
 
 impl SessionManager {
     /// Starts `settings.shards` supervised shards, each on an arbiter (thread)
-    /// of its own. The arbiters are returned so the caller can stop them.
-    pub fn start(
-        settings: &SessionSettings,
-        max_lifetime: Duration,
-        clock: Clock,
-    ) -> (Self, Vec<Arbiter>) {
+    /// of its own. The threads stop when the last clone of the manager drops.
+    pub fn start(settings: &SessionSettings, max_lifetime: Duration, clock: Clock) -> Self {
         let (idle_ttl, sweep_interval) = (settings.idle_ttl(), settings.sweep_interval());
-        let arbiters: Vec<Arbiter> = (0..settings.shards).map(|_| Arbiter::new()).collect();
-        let shards = arbiters
+        let arbiters: Vec<ArbiterHandle> = (0..settings.shards)
+            .map(|_| Arbiter::new().handle())
+            .collect();
+        let addrs = arbiters
             .iter()
             .map(|arbiter| {
                 let clock = clock.clone();
-                Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                Supervisor::start_in_arbiter(arbiter, move |_| {
                     SessionShard::new(idle_ttl, sweep_interval, clock)
                 })
             })
             .collect();
-        (
-            Self {
-                shards,
-                clock,
-                max_lifetime,
-            },
-            arbiters,
-        )
+        let shards = Arc::new(Shards { addrs, arbiters });
+        Self {
+            shards,
+            clock,
+            max_lifetime,
+        }
     }
 
     fn shard(&self, id: SessionId) -> &Addr<SessionShard> {
         // Session ids are random, so their low bits spread sessions evenly.
-        let index = (id.0.as_u128() % self.shards.len() as u128) as usize;
-        &self.shards[index]
+        let addrs = &self.shards.addrs;
+        &addrs[(id.0.as_u128() % addrs.len() as u128) as usize]
     }
 
     /// Opens a session for `user_id`, ending at most `max_lifetime` from now.
@@ -95,6 +91,7 @@ impl SessionManager {
     ) -> Result<usize, MailboxError> {
         let ended = try_join_all(
             self.shards
+                .addrs
                 .iter()
                 .map(|s| s.send(RevokeUser { user_id, keep })),
         );
@@ -103,7 +100,21 @@ impl SessionManager {
 
     /// Sessions held across all shards, including lapsed ones not yet swept.
     pub async fn count(&self) -> Result<usize, MailboxError> {
-        let counts = try_join_all(self.shards.iter().map(|s| s.send(Count)));
+        let counts = try_join_all(self.shards.addrs.iter().map(|s| s.send(Count)));
         Ok(counts.await?.into_iter().sum())
+    }
+}
+
+/// The shards and the threads they run on.
+struct Shards {
+    addrs: Vec<Addr<SessionShard>>,
+    arbiters: Vec<ArbiterHandle>,
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
     }
 }

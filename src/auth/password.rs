@@ -1,4 +1,7 @@
-//! bcrypt, refusing rather than truncating anything longer than it reads.
+//! bcrypt. It reads at most 72 bytes of a password; `Password` refuses
+//! longer ones, so nothing is ever silently cut. (bcrypt's own
+//! `non_truncating_*` calls count the C string terminator and so refuse a
+//! password of exactly 72 bytes, which the contract allows.)
 //! These calls block for a long time by design: run them on the hasher pool.
 
 use crate::domain::Password;
@@ -11,12 +14,12 @@ pub struct HashError(#[from] bcrypt::BcryptError);
 
 /// Hashes `password` at `cost` with a fresh salt.
 pub fn hash(password: &Password, cost: u32) -> Result<String, HashError> {
-    Ok(bcrypt::non_truncating_hash(password.expose(), cost)?)
+    Ok(bcrypt::hash(password.expose(), cost)?)
 }
 
 /// Whether `password` matches the bcrypt `hash`.
 pub fn verify(password: &Password, hash: &str) -> Result<bool, HashError> {
-    Ok(bcrypt::non_truncating_verify(password.expose(), hash)?)
+    Ok(bcrypt::verify(password.expose(), hash)?)
 }
 
 #[cfg(test)]
@@ -31,6 +34,15 @@ mod tests {
         assert!(hashed.starts_with("$2b$04$"));
         assert!(verify(&right, &hashed).unwrap());
         assert!(!verify(&wrong, &hashed).unwrap());
+    }
+
+    #[test]
+    fn a_password_of_exactly_72_bytes_hashes_and_only_it_verifies() {
+        let longest = Password::parse(&"a".repeat(72), "password").unwrap();
+        let one_short = Password::parse(&"a".repeat(71), "password").unwrap();
+        let hashed = hash(&longest, 4).unwrap();
+        assert!(verify(&longest, &hashed).unwrap());
+        assert!(!verify(&one_short, &hashed).unwrap());
     }
 
     #[test]

@@ -1,0 +1,301 @@
+//! Reinflating sessions: idle expiry, refresh counts, revocation and the
+//! sweep. Time is moved by hand, so no test waits out a 30-second timeout.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp, eventually, problem, spawn_app, spawn_app_with};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+async fn session_body(app: &TestApp, token: &str) -> Value {
+    let response = app.session(token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn assert_refused(app: &TestApp, token: &str) {
+    let response = app.session(token).await;
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Bearer error="invalid_token""#
+    );
+    problem(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
+}
+
+#[actix_web::test]
+async fn a_token_used_every_20_seconds_outlives_60_seconds_and_counts_its_refreshes() {
+    let app = spawn_app().await;
+    let user = app.new_user("steady").await;
+
+    for expected_refreshes in 1..=4 {
+        app.clock.advance(20 * SECOND);
+        let session = session_body(&app, &user.token).await;
+        assert_eq!(session["refresh_count"], expected_refreshes);
+    }
+    // 80 seconds after sign-in, 20 after the last use: still live.
+    let me = app.me(&user.token).await;
+    assert_eq!(me.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn every_use_moves_expiry_to_30_seconds_after_it() {
+    let app = spawn_app().await;
+    let user = app.new_user("precise").await;
+
+    app.clock.advance(12 * SECOND);
+    let session = session_body(&app, &user.token).await;
+
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(session[field].as_str().unwrap()).unwrap()
+    };
+    assert_eq!(
+        at("expires_at") - at("last_seen_at"),
+        chrono::TimeDelta::seconds(30)
+    );
+    assert_eq!(
+        at("last_seen_at").timestamp_millis(),
+        app.clock.now_millis()
+    );
+}
+
+#[actix_web::test]
+async fn a_token_idle_for_31_seconds_is_refused() {
+    let app = spawn_app().await;
+    let user = app.new_user("idle").await;
+    app.clock.advance(20 * SECOND);
+    session_body(&app, &user.token).await;
+
+    app.clock.advance(31 * SECOND);
+
+    assert_refused(&app, &user.token).await;
+    // Once lapsed, it stays lapsed.
+    assert_refused(&app, &user.token).await;
+}
+
+#[actix_web::test]
+async fn a_session_lapses_exactly_at_the_idle_deadline() {
+    let app = spawn_app().await;
+    let user = app.new_user("edge").await;
+
+    app.clock.advance(Duration::from_millis(29_999));
+    session_body(&app, &user.token).await;
+    app.clock.advance(30 * SECOND);
+
+    assert_refused(&app, &user.token).await;
+}
+
+#[actix_web::test]
+async fn no_use_extends_a_session_past_the_tokens_expiry() {
+    let app = spawn_app_with(|s| s.auth.token_max_lifetime_secs = 50).await;
+    let user = app.new_user("bounded").await;
+
+    app.clock.advance(25 * SECOND);
+    let session = session_body(&app, &user.token).await;
+    assert_eq!(session["expires_at"], session["absolute_expires_at"]);
+    app.clock.advance(25 * SECOND);
+
+    assert_refused(&app, &user.token).await;
+}
+
+#[actix_web::test]
+async fn signout_revokes_the_token_at_once() {
+    let app = spawn_app().await;
+    let user = app.new_user("leaver").await;
+
+    let response = app
+        .post("/api/v1/auth/signout")
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_refused(&app, &user.token).await;
+}
+
+#[actix_web::test]
+async fn signout_all_revokes_every_session_of_the_user_only() {
+    let app = spawn_app().await;
+    let user = app.new_user("everywhere").await;
+    let second = app.new_token(&user).await;
+    let bystander = app.new_user("bystander").await;
+
+    let response = app
+        .post("/api/v1/auth/signout-all")
+        .bearer_auth(&second)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_refused(&app, &user.token).await;
+    assert_refused(&app, &second).await;
+    assert_eq!(app.session(&bystander.token).await.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn changing_the_password_revokes_the_other_sessions_and_keeps_this_one() {
+    let app = spawn_app().await;
+    let user = app.new_user("rotator").await;
+    let other = app.new_token(&user).await;
+    let new_password = "a brand new passphrase";
+
+    let response = app
+        .post("/api/v1/auth/password")
+        .bearer_auth(&user.token)
+        .json(&json!({ "current_password": PASSWORD, "new_password": new_password }))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_refused(&app, &other).await;
+    assert_eq!(app.session(&user.token).await.status(), StatusCode::OK);
+    let old = app.sign_in("rotator", PASSWORD).await;
+    problem(old, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    assert_eq!(
+        app.sign_in("rotator", new_password).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[actix_web::test]
+async fn changing_the_password_needs_the_current_one() {
+    let app = spawn_app().await;
+    let user = app.new_user("careful").await;
+    let other = app.new_token(&user).await;
+
+    let response = app
+        .post("/api/v1/auth/password")
+        .bearer_auth(&user.token)
+        .json(&json!({ "current_password": "not the password", "new_password": "whatever else" }))
+        .send()
+        .await
+        .unwrap();
+
+    problem(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    assert_eq!(app.session(&other).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.sign_in("careful", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[actix_web::test]
+async fn the_sweep_removes_expired_sessions_from_memory() {
+    let app = spawn_app().await;
+    let user = app.new_user("sweepme").await;
+    for _ in 0..4 {
+        app.new_token(&user).await;
+    }
+    assert_eq!(app.sessions.count().await.unwrap(), 5);
+
+    app.clock.advance(31 * SECOND);
+
+    // No request touches these sessions: only the sweep can remove them.
+    let swept = eventually(10 * SECOND, || async {
+        app.sessions.count().await.unwrap() == 0
+    })
+    .await;
+    assert!(
+        swept,
+        "{} sessions left",
+        app.sessions.count().await.unwrap()
+    );
+}
+
+#[actix_web::test]
+async fn the_sweep_spares_live_sessions() {
+    let app = spawn_app().await;
+    let stale = app.new_user("stale").await;
+    app.clock.advance(20 * SECOND);
+    let fresh = app.new_user("fresh").await;
+    app.clock.advance(15 * SECOND);
+
+    let swept = eventually(10 * SECOND, || async {
+        app.sessions.count().await.unwrap() == 1
+    })
+    .await;
+
+    assert!(swept);
+    assert_eq!(app.session(&fresh.token).await.status(), StatusCode::OK);
+    assert_refused(&app, &stale.token).await;
+}
+
+mod introspection {
+    use super::*;
+
+    const SERVICE_SECRET: &str = "business-service-credential";
+
+    async fn introspect(app: &TestApp, credential: Option<&str>, token: &str) -> reqwest::Response {
+        let mut request = app
+            .post("/api/v1/auth/introspect")
+            .json(&json!({ "token": token }));
+        if let Some(credential) = credential {
+            request = request.bearer_auth(credential);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn guarded_app() -> TestApp {
+        spawn_app_with(|s| s.auth.introspection_secret = Some(SERVICE_SECRET.into())).await
+    }
+
+    #[actix_web::test]
+    async fn introspection_needs_the_service_credential_when_one_is_set() {
+        let app = guarded_app().await;
+        let user = app.new_user("watched").await;
+
+        let without = introspect(&app, None, &user.token).await;
+        let wrong = introspect(&app, Some("not-the-credential"), &user.token).await;
+
+        problem(without, StatusCode::UNAUTHORIZED, "missing_credentials").await;
+        problem(wrong, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+        // Neither attempt counted as a use of the session.
+        assert_eq!(session_body(&app, &user.token).await["refresh_count"], 1);
+    }
+
+    #[actix_web::test]
+    async fn an_active_token_is_described_and_reinflated() {
+        let app = guarded_app().await;
+        let user = app.new_user("described").await;
+        app.clock.advance(25 * SECOND);
+
+        let response = introspect(&app, Some(SERVICE_SECRET), &user.token).await;
+
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["active"], true);
+        assert_eq!(body["sub"], user.id.as_str());
+        assert_eq!(body["username"], "described");
+        assert_eq!(body["refresh_count"], 1);
+        // Introspection kept the session alive past its first 30 seconds.
+        app.clock.advance(25 * SECOND);
+        assert_eq!(session_body(&app, &user.token).await["refresh_count"], 2);
+    }
+
+    #[actix_web::test]
+    async fn revoked_expired_and_garbage_tokens_are_inactive() {
+        let app = guarded_app().await;
+        let revoked = app.new_user("revoked").await;
+        app.post("/api/v1/auth/signout")
+            .bearer_auth(&revoked.token)
+            .send()
+            .await
+            .unwrap();
+        let idle = app.new_user("idle").await;
+        app.clock.advance(31 * SECOND);
+
+        for token in [revoked.token.as_str(), idle.token.as_str(), "garbage"] {
+            let body: Value = introspect(&app, Some(SERVICE_SECRET), token)
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(body, json!({ "active": false }));
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `POST /api/v1/auth/signin`.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, problem, spawn_app, spawn_app_with};
+
+#[actix_web::test]
+async fn signin_works_by_username_in_any_case_and_by_email() {
+    let app = spawn_app().await;
+    app.post("/api/v1/auth/signup")
+        .json(&json!({ "username": "Grace", "password": PASSWORD, "email": "grace@example.com" }))
+        .send()
+        .await
+        .unwrap();
+
+    for login in [
+        json!({ "username": "grace", "password": PASSWORD }),
+        json!({ "username": "GRACE", "password": PASSWORD }),
+        json!({ "email": "Grace@Example.com", "password": PASSWORD }),
+        json!({ "username": "grace@example.com", "password": PASSWORD }),
+    ] {
+        let response = app
+            .post("/api/v1/auth/signin")
+            .json(&login)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{login}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["user"]["username"], "Grace");
+        assert_eq!(body["token_type"], "Bearer");
+        let session = &body["session"];
+        assert_eq!(session["refresh_count"], 0);
+        assert!(session["expires_at"].as_str() < session["absolute_expires_at"].as_str());
+    }
+}
+
+#[actix_web::test]
+async fn each_signin_opens_a_separate_session() {
+    let app = spawn_app().await;
+    let user = app.new_user("hopper").await;
+
+    let first = app.new_token(&user).await;
+    let second = app.new_token(&user).await;
+
+    let sid = |body: Value| body["id"].as_str().unwrap().to_owned();
+    let first_sid = sid(app.session(&first).await.json().await.unwrap());
+    let second_sid = sid(app.session(&second).await.json().await.unwrap());
+    assert_ne!(first_sid, second_sid);
+}
+
+#[actix_web::test]
+async fn unknown_user_and_wrong_password_get_the_same_answer() {
+    let app = spawn_app().await;
+    app.new_user("known").await;
+
+    let wrong_password = app.sign_in("known", "not the password").await;
+    let unknown_user = app.sign_in("unknown", "not the password").await;
+
+    let a = problem(
+        wrong_password,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    let b = problem(
+        unknown_user,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    assert_eq!(a, b);
+}
+
+#[actix_web::test]
+async fn unknown_user_costs_about_as_much_time_as_a_wrong_password() {
+    // At cost 10 one bcrypt verification takes tens of milliseconds, far
+    // above the rest of a request: skipping it for unknown users would make
+    // them many times faster.
+    let app = spawn_app_with(|s| s.auth.bcrypt_cost = 10).await;
+    app.new_user("known").await;
+
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for _ in 0..5 {
+        for (name, times) in [("known", &mut known), ("unknown", &mut unknown)] {
+            let started = Instant::now();
+            assert_eq!(
+                app.sign_in(name, "not the password").await.status(),
+                StatusCode::UNAUTHORIZED
+            );
+            times.push(started.elapsed());
+        }
+    }
+
+    let median = |times: &mut Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2].as_secs_f64()
+    };
+    let ratio = median(&mut unknown) / median(&mut known);
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "unknown/known sign-in time ratio {ratio:.2}"
+    );
+}
+
+#[actix_web::test]
+async fn signin_needs_exactly_one_of_username_and_email() {
+    let app = spawn_app().await;
+    for body in [
+        json!({ "password": PASSWORD }),
+        json!({ "username": "ada", "email": "ada@example.com", "password": PASSWORD }),
+    ] {
+        let response = app
+            .post("/api/v1/auth/signin")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
+    }
+}

@@ -1,0 +1,177 @@
+//! The user-store contract: PostgreSQL and memory behave the same. Each
+//! check runs against both stores.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use tollgate::config::DatabaseSettings;
+use tollgate::domain::{Email, Login, NewUser, UserId, Username};
+use tollgate::storage::{self, MemoryUserStore, PostgresUserStore, StoreError, UserStore};
+
+use crate::helpers::TestSchema;
+
+fn new_user(username: &str, email: Option<&str>) -> NewUser {
+    NewUser {
+        id: UserId::new(),
+        username: Username::parse(username).unwrap(),
+        email: email.map(|e| Email::parse(e).unwrap()),
+        password_hash: format!("hash-of-{username}"),
+        created_at: DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap(),
+    }
+}
+
+fn by_name(name: &str) -> Login {
+    Login::Username(Username::parse(name).unwrap())
+}
+
+fn by_email(email: &str) -> Login {
+    Login::Email(Email::parse(email).unwrap())
+}
+
+async fn finds_a_stored_user_by_id_name_and_email_in_any_case(store: Arc<dyn UserStore>) {
+    let stored = store
+        .insert(new_user("Ada", Some("Ada@Example.com")))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.find_by_id(stored.id).await.unwrap().as_ref(),
+        Some(&stored)
+    );
+    assert_eq!(
+        store.find_by_login(&by_name("aDA")).await.unwrap().as_ref(),
+        Some(&stored)
+    );
+    assert_eq!(
+        store
+            .find_by_login(&by_email("ada@example.COM"))
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&stored)
+    );
+    assert_eq!(stored.username, "Ada", "stored as typed");
+}
+
+async fn misses_are_none_not_errors(store: Arc<dyn UserStore>) {
+    assert!(store.find_by_id(UserId::new()).await.unwrap().is_none());
+    assert!(
+        store
+            .find_by_login(&by_name("nobody"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .find_by_login(&by_email("nobody@example.com"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn usernames_and_emails_are_unique_regardless_of_case(store: Arc<dyn UserStore>) {
+    store
+        .insert(new_user("grace", Some("grace@example.com")))
+        .await
+        .unwrap();
+
+    let same_name = store.insert(new_user("GRACE", None)).await;
+    let same_email = store
+        .insert(new_user("other", Some("GRACE@example.com")))
+        .await;
+
+    assert!(
+        matches!(same_name, Err(StoreError::UsernameTaken)),
+        "{same_name:?}"
+    );
+    assert!(
+        matches!(same_email, Err(StoreError::EmailTaken)),
+        "{same_email:?}"
+    );
+    // Users without an e-mail address do not collide with each other.
+    store.insert(new_user("no-email-1", None)).await.unwrap();
+    store.insert(new_user("no-email-2", None)).await.unwrap();
+}
+
+async fn a_password_hash_can_be_replaced(store: Arc<dyn UserStore>) {
+    let user = store.insert(new_user("rotate", None)).await.unwrap();
+
+    assert!(store.set_password_hash(user.id, "new-hash").await.unwrap());
+    assert!(
+        !store
+            .set_password_hash(UserId::new(), "new-hash")
+            .await
+            .unwrap()
+    );
+
+    assert_eq!(
+        store
+            .find_by_id(user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "new-hash"
+    );
+}
+
+async fn ping_answers(store: Arc<dyn UserStore>) {
+    store.ping().await.unwrap();
+}
+
+async fn memory_store() -> (Arc<dyn UserStore>, Option<TestSchema>) {
+    (Arc::new(MemoryUserStore::new()), None)
+}
+
+async fn postgres_store() -> (Arc<dyn UserStore>, Option<TestSchema>) {
+    let schema = TestSchema::create().await;
+    let settings = DatabaseSettings {
+        url: SecretString::from(schema.url()),
+        pool_size: 2,
+        timeout_secs: 5,
+    };
+    assert_eq!(
+        storage::migrate(&settings).await.unwrap(),
+        1,
+        "a new schema gets every migration"
+    );
+    assert_eq!(
+        storage::migrate(&settings).await.unwrap(),
+        0,
+        "migrations apply once"
+    );
+    (
+        Arc::new(PostgresUserStore::new(&settings).unwrap()),
+        Some(schema),
+    )
+}
+
+macro_rules! for_each_store {
+    ($($check:ident),* $(,)?) => {
+        mod memory {
+            $(#[actix_web::test]
+            async fn $check() {
+                let (store, _schema) = super::memory_store().await;
+                super::$check(store).await;
+            })*
+        }
+        mod postgres {
+            $(#[actix_web::test]
+            async fn $check() {
+                let (store, _schema) = super::postgres_store().await;
+                super::$check(store).await;
+            })*
+        }
+    };
+}
+
+for_each_store!(
+    finds_a_stored_user_by_id_name_and_email_in_any_case,
+    misses_are_none_not_errors,
+    usernames_and_emails_are_unique_regardless_of_case,
+    a_password_hash_can_be_replaced,
+    ping_answers,
+);
