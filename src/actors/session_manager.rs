@@ -59,11 +59,13 @@ impl SessionManager {
     pub async fn open(&self, user_id: UserId) -> Result<Session, MailboxError> {
         let id = SessionId::random();
         let lifetime = i64::try_from(self.max_lifetime.as_millis()).unwrap_or(i64::MAX);
-        let absolute_ms = self.clock.now_millis().saturating_add(lifetime);
+        let now_ms = self.clock.now_millis();
+        let absolute_ms = now_ms.saturating_add(lifetime);
         self.shard(id)
             .send(Open {
                 id,
                 user_id,
+                now_ms,
                 absolute_ms,
             })
             .await

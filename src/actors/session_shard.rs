@@ -61,6 +61,8 @@ impl Supervised for SessionShard {
 pub struct Open {
     pub id: SessionId,
     pub user_id: UserId,
+    /// When it opened, in milliseconds since the epoch.
+    pub now_ms: i64,
     /// Milliseconds since the epoch after which no use can extend it.
     pub absolute_ms: i64,
 }
@@ -95,8 +97,10 @@ impl Handler<Open> for SessionShard {
     type Result = MessageResult<Open>;
 
     fn handle(&mut self, msg: Open, _: &mut Context<Self>) -> Self::Result {
-        let now = self.clock.now_millis();
-        MessageResult(self.table.open(msg.id, msg.user_id, now, msg.absolute_ms))
+        MessageResult(
+            self.table
+                .open(msg.id, msg.user_id, msg.now_ms, msg.absolute_ms),
+        )
     }
 }
 
