@@ -72,7 +72,7 @@ impl Application {
 
         let registry = {
             let clock = clock.clone();
-            Supervisor::start(move |_| UserRegistry::new(store, hasher, dummy_hash, clock))
+            Supervisor::start(move |_| UserRegistry::new(store, hasher, dummy_hash, cost, clock))
         };
         let sessions = SessionManager::start(
             &settings.session,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix::{Actor, Addr, Context, Handler, MailboxError, Message, ResponseFuture, Supervised};
 
 use super::{HashPassword, PasswordHasher, VerifyPassword};
-use crate::auth::password::HashError;
+use crate::auth::password::{self, HashError};
 use crate::clock::Clock;
 use crate::domain::{Email, Login, NewUser, Password, User, UserId, Username};
 use crate::storage::{StoreError, UserStore};
@@ -33,6 +33,9 @@ pub struct UserRegistry {
     /// A hash of a password nobody has, verified when the user is unknown so
     /// that an unknown user costs the same bcrypt time as a wrong password.
     dummy_hash: Arc<str>,
+    /// The configured bcrypt cost; hashes made at another are redone at
+    /// the user's next sign-in.
+    cost: u32,
     clock: Clock,
 }
 
@@ -41,12 +44,15 @@ impl UserRegistry {
         store: Arc<dyn UserStore>,
         hasher: Addr<PasswordHasher>,
         dummy_hash: String,
+        cost: u32,
         clock: Clock,
     ) -> Self {
+        let dummy_hash = dummy_hash.into();
         Self {
             store,
             hasher,
-            dummy_hash: dummy_hash.into(),
+            dummy_hash,
+            cost,
             clock,
         }
     }
@@ -122,27 +128,52 @@ impl Handler<SignIn> for UserRegistry {
     type Result = ResponseFuture<Result<User, RegistryError>>;
 
     fn handle(&mut self, msg: SignIn, _: &mut Context<Self>) -> Self::Result {
-        let (store, hasher, dummy) = (
-            self.store.clone(),
-            self.hasher.clone(),
-            self.dummy_hash.clone(),
-        );
+        let (store, hasher) = (self.store.clone(), self.hasher.clone());
+        let (dummy, cost) = (self.dummy_hash.clone(), self.cost);
         Box::pin(async move {
             let user = store.find_by_login(&msg.login).await?;
+            // An unknown user still costs one verification, against the
+            // dummy hash, so that timing does not tell the two cases apart.
             let hash = user
                 .as_ref()
                 .map_or_else(|| dummy.to_string(), |u| u.password_hash.clone());
-            let matches = hasher
-                .send(VerifyPassword {
-                    password: msg.password,
-                    hash,
-                })
-                .await??;
-            match user {
-                Some(user) if matches => Ok(user),
-                _ => Err(RegistryError::InvalidCredentials),
+            let verify = VerifyPassword {
+                password: msg.password.clone(),
+                hash,
+            };
+            let matches = hasher.send(verify).await??;
+            let Some(user) = user.filter(|_| matches) else {
+                return Err(RegistryError::InvalidCredentials);
+            };
+            if password::needs_rehash(&user.password_hash, cost) {
+                // After the reply: the caller should not wait for a second hash.
+                actix::spawn(rehash(store, hasher, user.clone(), msg.password));
             }
+            Ok(user)
         })
+    }
+}
+
+/// Stores a hash of `password` at the configured cost in place of the
+/// user's current one, unless the password was changed meanwhile.
+async fn rehash(
+    store: Arc<dyn UserStore>,
+    hasher: Addr<PasswordHasher>,
+    user: User,
+    password: Password,
+) {
+    let outcome = match hasher.send(HashPassword(password)).await {
+        Ok(Ok(new_hash)) => store
+            .replace_password_hash(user.id, &user.password_hash, &new_hash)
+            .await
+            .map_err(anyhow::Error::from),
+        Ok(Err(err)) => Err(err.into()),
+        Err(err) => Err(err.into()),
+    };
+    match outcome {
+        Ok(true) => tracing::info!(user_id = %user.id, "password rehashed at the configured cost"),
+        Ok(false) => {}
+        Err(err) => tracing::warn!(user_id = %user.id, error = %err, "password rehash failed"),
     }
 }
 
@@ -156,21 +187,23 @@ impl Handler<ChangePassword> for UserRegistry {
                 .find_by_id(msg.user_id)
                 .await?
                 .ok_or(RegistryError::UnknownUser)?;
-            let hash = user.password_hash;
-            if !hasher
-                .send(VerifyPassword {
-                    password: msg.current,
-                    hash,
-                })
-                .await??
-            {
+            let verify = VerifyPassword {
+                password: msg.current,
+                hash: user.password_hash.clone(),
+            };
+            if !hasher.send(verify).await?? {
                 return Err(RegistryError::InvalidCredentials);
             }
             let new_hash = hasher.send(HashPassword(msg.new)).await??;
-            if store.set_password_hash(msg.user_id, &new_hash).await? {
+            // Refused if another change landed since the check above: the
+            // password this request proved is no longer the current one.
+            if store
+                .replace_password_hash(msg.user_id, &user.password_hash, &new_hash)
+                .await?
+            {
                 Ok(())
             } else {
-                Err(RegistryError::UnknownUser)
+                Err(RegistryError::InvalidCredentials)
             }
         })
     }

@@ -22,6 +22,14 @@ pub fn verify(password: &Password, hash: &str) -> Result<bool, HashError> {
     Ok(bcrypt::verify(password.expose(), hash)?)
 }
 
+/// Whether `hash` was made at another cost than `cost` and should be made
+/// again the next time its password is known. An unreadable hash is left
+/// alone: verification will report it.
+pub fn needs_rehash(hash: &str, cost: u32) -> bool {
+    hash.parse::<bcrypt::HashParts>()
+        .is_ok_and(|parts| parts.get_cost() != cost)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +57,15 @@ mod tests {
     fn passwords_differing_only_past_byte_72_would_collide_so_they_never_get_here() {
         // The domain type stops them; bcrypt itself would read only 72 bytes.
         assert!(Password::parse(&"a".repeat(73), "password").is_err());
+    }
+
+    #[test]
+    fn a_hash_at_another_cost_needs_rehashing() {
+        let password = Password::parse("correct horse battery", "password").unwrap();
+        let hashed = hash(&password, 4).unwrap();
+        assert!(!needs_rehash(&hashed, 4));
+        assert!(needs_rehash(&hashed, 5));
+        assert!(!needs_rehash("not-a-bcrypt-hash", 5));
     }
 
     #[test]

@@ -71,13 +71,20 @@ impl UserStore for MemoryUserStore {
         Ok(self.indexes().users.get(&id).cloned())
     }
 
-    async fn set_password_hash(&self, id: UserId, hash: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .indexes()
-            .users
-            .get_mut(&id)
-            .map(|user| user.password_hash = hash.to_owned())
-            .is_some())
+    async fn replace_password_hash(
+        &self,
+        id: UserId,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let mut idx = self.indexes();
+        match idx.users.get_mut(&id) {
+            Some(user) if user.password_hash == current => {
+                user.password_hash = new.to_owned();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

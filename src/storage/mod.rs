@@ -39,8 +39,15 @@ pub trait UserStore: Send + Sync + 'static {
 
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
 
-    /// Replaces a user's password hash. Returns whether the user exists.
-    async fn set_password_hash(&self, id: UserId, hash: &str) -> Result<bool, StoreError>;
+    /// Replaces a user's password hash, but only while it is still
+    /// `current`: a change made meanwhile by someone else is never undone.
+    /// Returns whether the hash was replaced.
+    async fn replace_password_hash(
+        &self,
+        id: UserId,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -92,6 +92,16 @@ impl PostgresUserStore {
     }
 }
 
+/// One row or none, through the connection's statement cache.
+async fn query_opt(
+    client: &deadpool_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query_opt(&statement, params).await
+}
+
 const USER_COLUMNS: &str = "id, username, email, password_hash, created_at";
 
 fn user_from_row(row: &Row) -> User {
@@ -132,10 +142,15 @@ impl UserStore for PostgresUserStore {
     async fn insert(&self, new: NewUser) -> Result<User, StoreError> {
         let user = User::from(new);
         self.with_client(async |client| {
-            client
-                .execute(
+            let statement = client
+                .prepare_cached(
                     "INSERT INTO users (id, username, email, password_hash, created_at) \
                      VALUES ($1, $2, $3, $4, $5)",
+                )
+                .await?;
+            client
+                .execute(
+                    &statement,
                     &[
                         &user.id.0,
                         &user.username,
@@ -157,7 +172,7 @@ impl UserStore for PostgresUserStore {
         };
         let query = format!("SELECT {USER_COLUMNS} FROM users {sql}");
         let row = self
-            .with_client(async |client| client.query_opt(&query, &[&key]).await)
+            .with_client(async |client| query_opt(client, &query, &[&key]).await)
             .await?;
         Ok(row.as_ref().map(user_from_row))
     }
@@ -165,20 +180,26 @@ impl UserStore for PostgresUserStore {
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
         let query = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         let row = self
-            .with_client(async |client| client.query_opt(&query, &[&id.0]).await)
+            .with_client(async |client| query_opt(client, &query, &[&id.0]).await)
             .await?;
         Ok(row.as_ref().map(user_from_row))
     }
 
-    async fn set_password_hash(&self, id: UserId, hash: &str) -> Result<bool, StoreError> {
+    async fn replace_password_hash(
+        &self,
+        id: UserId,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
         let updated = self
             .with_client(async |client| {
-                client
-                    .execute(
-                        "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
-                        &[&id.0, &hash],
+                let statement = client
+                    .prepare_cached(
+                        "UPDATE users SET password_hash = $3, updated_at = now() \
+                         WHERE id = $1 AND password_hash = $2",
                     )
-                    .await
+                    .await?;
+                client.execute(&statement, &[&id.0, &current, &new]).await
             })
             .await?;
         Ok(updated == 1)

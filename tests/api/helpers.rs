@@ -262,13 +262,23 @@ impl TestSchema {
         )
     }
 
+    /// A connection working in this schema, to look behind the service.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let client = admin_connect().await;
+        let set_path = format!("SET search_path TO {}", self.name);
+        client.batch_execute(&set_path).await.unwrap();
+        client
+    }
+
     /// Counts the rows of `table` in this schema.
     pub async fn count(&self, table: &str) -> i64 {
-        let client = admin_connect().await;
-        let row = client
-            .query_one(&format!("SELECT count(*) FROM {}.{table}", self.name), &[])
-            .await;
-        row.unwrap().get(0)
+        let sql = format!("SELECT count(*) FROM {table}");
+        self.connect()
+            .await
+            .query_one(&sql, &[])
+            .await
+            .unwrap()
+            .get(0)
     }
 }
 

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, problem, spawn_app, spawn_app_with};
+use tollgate::auth::password;
+use tollgate::domain::Password;
+
+use crate::helpers::{PASSWORD, eventually, problem, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn signin_works_by_username_in_any_case_and_by_email() {
@@ -122,4 +125,47 @@ async fn signin_needs_exactly_one_of_username_and_email() {
             .unwrap();
         problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
     }
+}
+
+#[actix_web::test]
+async fn a_hash_made_at_another_cost_is_redone_at_the_next_signin() {
+    let app = spawn_app_with(|s| s.auth.bcrypt_cost = 5).await;
+    let old_hash = password::hash(&Password::parse(PASSWORD, "password").unwrap(), 4).unwrap();
+    let db = app.schema.connect().await;
+    db.execute(
+        "INSERT INTO users (id, username, password_hash, created_at) VALUES ($1, 'veteran', $2, now())",
+        &[&uuid::Uuid::now_v7(), &old_hash],
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        app.sign_in("veteran", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+
+    let stored_hash = || async {
+        let row = db
+            .query_one(
+                "SELECT password_hash FROM users WHERE username = 'veteran'",
+                &[],
+            )
+            .await;
+        row.unwrap().get::<_, String>(0)
+    };
+    let rehashed = eventually(Duration::from_secs(10), || async {
+        stored_hash().await.starts_with("$2b$05$")
+    })
+    .await;
+    assert!(rehashed, "still {}", stored_hash().await);
+    assert_eq!(
+        app.sign_in("veteran", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    problem(
+        app.sign_in("veteran", "not the password").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
 }

@@ -96,13 +96,26 @@ async fn usernames_and_emails_are_unique_regardless_of_case(store: Arc<dyn UserS
     store.insert(new_user("no-email-2", None)).await.unwrap();
 }
 
-async fn a_password_hash_can_be_replaced(store: Arc<dyn UserStore>) {
+async fn a_password_hash_is_replaced_only_while_it_is_current(store: Arc<dyn UserStore>) {
     let user = store.insert(new_user("rotate", None)).await.unwrap();
+    let original = user.password_hash.clone();
 
-    assert!(store.set_password_hash(user.id, "new-hash").await.unwrap());
+    assert!(
+        store
+            .replace_password_hash(user.id, &original, "second")
+            .await
+            .unwrap()
+    );
+    // A writer still holding the original hash loses: it is no longer current.
     assert!(
         !store
-            .set_password_hash(UserId::new(), "new-hash")
+            .replace_password_hash(user.id, &original, "stale")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .replace_password_hash(UserId::new(), "second", "x")
             .await
             .unwrap()
     );
@@ -114,7 +127,7 @@ async fn a_password_hash_can_be_replaced(store: Arc<dyn UserStore>) {
             .unwrap()
             .unwrap()
             .password_hash,
-        "new-hash"
+        "second"
     );
 }
 
@@ -172,6 +185,6 @@ for_each_store!(
     finds_a_stored_user_by_id_name_and_email_in_any_case,
     misses_are_none_not_errors,
     usernames_and_emails_are_unique_regardless_of_case,
-    a_password_hash_can_be_replaced,
+    a_password_hash_is_replaced_only_while_it_is_current,
     ping_answers,
 );
