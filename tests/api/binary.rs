@@ -76,6 +76,29 @@ impl Server {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
+
+    /// Sends SIGTERM, as an orchestrator stopping the service would.
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        assert!(status.unwrap().success());
+    }
+
+    /// Waits for the process to exit, for at most `limit`.
+    async fn exit_status(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tollgate did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Server {
@@ -220,4 +243,42 @@ async fn check_config_accepts_the_embedded_default_and_the_production_file_with_
         no_secret_text.contains("TOLLGATE__AUTH__JWT_SECRET"),
         "{no_secret_text}"
     );
+}
+
+#[actix_web::test]
+async fn sigterm_lets_requests_in_flight_finish_then_exits_cleanly() {
+    // One hasher thread at cost 11: the sign-ins below queue for a while.
+    let env = [
+        ("TOLLGATE__AUTH__HASHER_THREADS", "1"),
+        ("TOLLGATE__AUTH__BCRYPT_COST", "11"),
+    ];
+    let mut server = Server::start(&["serve"], &env).await;
+    sign_up_and_in(&server).await;
+    let credentials = json!({ "username": "ada", "password": PASSWORD });
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let signins: Vec<_> = (0..4)
+        .map(|_| {
+            let request = client()
+                .post(server.url("/api/v1/auth/signin"))
+                .json(&credentials);
+            let finished = finished.clone();
+            actix_web::rt::spawn(async move {
+                let status = request.send().await.map(|r| r.status());
+                finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                status
+            })
+        })
+        .collect();
+    let first_done = eventually(Duration::from_secs(30), || async {
+        finished.load(std::sync::atomic::Ordering::SeqCst) > 0
+    })
+    .await;
+    assert!(first_done);
+
+    server.terminate();
+
+    for signin in signins {
+        assert_eq!(signin.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    assert!(server.exit_status(Duration::from_secs(30)).await.success());
 }
