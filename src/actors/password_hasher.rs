@@ -1,6 +1,8 @@
 //! The password hasher pool: bcrypt on dedicated threads (a `SyncArbiter`),
 //! so a sign-in storm queues here instead of stalling HTTP workers.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use actix::{Actor, Handler, Message, SyncContext};
 
 use crate::auth::password::{self, HashError};
@@ -38,7 +40,7 @@ impl Handler<HashPassword> for PasswordHasher {
     type Result = Result<String, HashError>;
 
     fn handle(&mut self, msg: HashPassword, _: &mut SyncContext<Self>) -> Self::Result {
-        password::hash(&msg.0, self.cost)
+        guarded(|| password::hash(&msg.0, self.cost))
     }
 }
 
@@ -46,6 +48,51 @@ impl Handler<VerifyPassword> for PasswordHasher {
     type Result = Result<bool, HashError>;
 
     fn handle(&mut self, msg: VerifyPassword, _: &mut SyncContext<Self>) -> Self::Result {
-        password::verify(&msg.password, &msg.hash)
+        guarded(|| password::verify(&msg.password, &msg.hash))
+    }
+}
+
+/// Runs `work`, turning a panic into an error. A `SyncArbiter` does not
+/// replace a thread whose actor panicked, so an uncaught panic would shrink
+/// the pool for good; caught, it fails one request and the thread serves on.
+fn guarded<T>(work: impl FnOnce() -> Result<T, HashError>) -> Result<T, HashError> {
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        tracing::error!("password hasher panicked; the request fails and the thread serves on");
+        Err(HashError::Panicked)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_hashing_becomes_an_error() {
+        let outcome: Result<(), HashError> = guarded(|| panic!("bcrypt blew up"));
+        assert!(matches!(outcome, Err(HashError::Panicked)));
+    }
+
+    #[actix_web::test]
+    async fn the_pool_keeps_serving_after_a_failed_request() {
+        let pool = actix::SyncArbiter::start(1, || PasswordHasher::new(4));
+        let password = Password::parse("correct horse battery", "password").unwrap();
+
+        let corrupt = VerifyPassword {
+            password: password.clone(),
+            hash: "corrupt".into(),
+        };
+        assert!(pool.send(corrupt).await.unwrap().is_err());
+
+        let hash = pool
+            .send(HashPassword(password.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            pool.send(VerifyPassword { password, hash })
+                .await
+                .unwrap()
+                .unwrap()
+        );
     }
 }

@@ -6,11 +6,15 @@
 
 use crate::domain::Password;
 
-/// The bcrypt library refused an input; with a parsed `Password` and a hash
-/// written by [`hash`] this means a corrupt stored hash.
+/// Why hashing or verifying failed. With a parsed `Password` and a hash
+/// written by [`hash`], either means a bug or a corrupt stored hash.
 #[derive(Debug, thiserror::Error)]
-#[error("bcrypt failed: {0}")]
-pub struct HashError(#[from] bcrypt::BcryptError);
+pub enum HashError {
+    #[error("bcrypt failed: {0}")]
+    Bcrypt(#[from] bcrypt::BcryptError),
+    #[error("the password hasher panicked")]
+    Panicked,
+}
 
 /// Hashes `password` at `cost` with a fresh salt.
 pub fn hash(password: &Password, cost: u32) -> Result<String, HashError> {
