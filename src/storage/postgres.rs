@@ -16,19 +16,33 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-/// Applies every migration not yet applied. Safe to run on each start and
-/// from several processes: each migration runs once, in its own transaction.
+/// Key of the session-level advisory lock that serializes migrations.
+const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465; // "tollgate"
+
+/// Applies every migration not yet applied, returning how many it applied.
+/// Safe on every start and from several processes at once: an advisory lock
+/// lets one migrate while the others wait, and then find nothing to do.
 pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<usize> {
     let config = connection_config(settings)?;
     let (mut client, connection) =
         tokio::time::timeout(settings.timeout(), config.connect(NoTls)).await??;
     let driver = tokio::spawn(connection);
-    let report = embedded::migrations::runner()
-        .run_async(&mut client)
-        .await?;
+    let work = async {
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let report = embedded::migrations::runner().run_async(&mut client).await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        anyhow::Ok(report?.applied_migrations().len())
+    };
+    // Waiting for another process's migration counts against the bound too;
+    // migrations here are small, so the operation timeout is ample.
+    let applied = tokio::time::timeout(settings.timeout() * 4, work).await??;
     drop(client);
     driver.await??;
-    Ok(report.applied_migrations().len())
+    Ok(applied)
 }
 
 fn connection_config(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::Config> {
