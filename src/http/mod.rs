@@ -92,9 +92,20 @@ fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
             ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large")
         }
         // Well-formed JSON of the wrong shape: a missing field, a number
-        // where a string belongs.
+        // where a string belongs. serde quotes the offending value in its
+        // type errors, and that value may be a password: say less then.
         JsonPayloadError::Deserialize(e) if e.is_data() => {
-            ApiError::new(ErrorCode::InvalidInput, e.to_string())
+            let message = e.to_string();
+            let detail = if message.starts_with("invalid") {
+                format!(
+                    "a field has the wrong type (line {}, column {})",
+                    e.line(),
+                    e.column()
+                )
+            } else {
+                message
+            };
+            ApiError::new(ErrorCode::InvalidInput, detail)
         }
         _ => ApiError::new(ErrorCode::MalformedJson, "the body is not valid JSON"),
     };
