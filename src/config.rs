@@ -53,6 +53,9 @@ pub struct AuthSettings {
     pub bcrypt_cost: u32,
     /// Hasher pool threads; 0 means one per core.
     pub hasher_threads: usize,
+    /// Longest a request waits for the hasher pool, queueing included;
+    /// past it the request gets 503 and its queued work is dropped.
+    pub hasher_timeout_secs: u64,
     /// Service credential for introspection; `None` leaves it open.
     #[serde(default)]
     pub introspection_secret: Option<SecretString>,
@@ -152,13 +155,41 @@ impl Settings {
         let environment = Environment::with_prefix(ENV_PREFIX)
             .prefix_separator(ENV_SEPARATOR)
             .separator(ENV_SEPARATOR)
-            .try_parsing(true)
             .source(env);
-        let settings: Settings = builder
-            .add_source(environment)
-            .build()
-            .and_then(Config::try_deserialize)
-            .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        // No `try_parsing`: values stay strings until a field asks for a
+        // number, so an all-digit secret is not turned into a float.
+        let mut builder = builder.add_source(environment);
+        let mut problems = Vec::new();
+        // Deserialization stops at the first bad value. To name them all,
+        // each one found is noted and replaced by its embedded default, and
+        // the whole is read again.
+        let settings = loop {
+            let attempt = builder
+                .build_cloned()
+                .and_then(Config::try_deserialize::<Settings>);
+            let err = match attempt {
+                Ok(settings) if problems.is_empty() => break settings,
+                Ok(with_defaults) => {
+                    // The values that did parse may still be out of range.
+                    if let Err(ConfigError(more)) = with_defaults.validate() {
+                        problems.extend(more);
+                    }
+                    return Err(ConfigError(problems));
+                }
+                Err(err) => err,
+            };
+            problems.push(err.to_string());
+            let fallback = match &err {
+                config::ConfigError::Type { key: Some(key), .. } => {
+                    embedded_value(key).map(|v| (key, v))
+                }
+                _ => None,
+            };
+            match fallback.and_then(|(key, value)| builder.clone().set_override(key, value).ok()) {
+                Some(next) if problems.len() < 64 => builder = next,
+                _ => return Err(ConfigError(problems)),
+            }
+        };
         settings.validate()?;
         Ok(settings)
     }
@@ -203,10 +234,19 @@ impl Settings {
 
         let auth = &self.auth;
         match (&auth.jwt_key_file, self.jwt_secret_literal()) {
-            (Some(path), _) => check(
-                std::fs::metadata(path).is_ok_and(|m| m.is_file()),
-                format!("auth.jwt_key_file: cannot read {}", path.display()),
-            ),
+            (Some(path), _) => match self.jwt_secret() {
+                Ok(secret) => check(
+                    secret.expose_secret().len() >= 32,
+                    format!(
+                        "auth.jwt_key_file must hold at least 32 bytes (got {})",
+                        secret.expose_secret().len()
+                    ),
+                ),
+                Err(err) => check(
+                    false,
+                    format!("auth.jwt_key_file: cannot read {}: {err}", path.display()),
+                ),
+            },
             (None, None) => check(
                 false,
                 "auth.jwt_secret is not set: set TOLLGATE__AUTH__JWT_SECRET (32 bytes or more) \
@@ -245,6 +285,13 @@ impl Settings {
             format!(
                 "auth.hasher_threads must be at most 256 (got {})",
                 auth.hasher_threads
+            ),
+        );
+        check(
+            (1..=300).contains(&auth.hasher_timeout_secs),
+            format!(
+                "auth.hasher_timeout_secs must be between 1 and 300 (got {})",
+                auth.hasher_timeout_secs
             ),
         );
         check(
@@ -357,6 +404,15 @@ impl Settings {
     }
 }
 
+/// The embedded default's value for `key`, if it has one.
+fn embedded_value(key: &str) -> Option<config::Value> {
+    let defaults = Config::builder()
+        .add_source(File::from_str(EMBEDDED_DEFAULT, FileFormat::Toml))
+        .build()
+        .ok()?;
+    defaults.get::<config::Value>(key).ok()
+}
+
 /// The public secret written in the embedded default.
 fn embedded_jwt_secret() -> String {
     #[derive(Deserialize)]
@@ -384,6 +440,10 @@ impl ServerSettings {
 impl AuthSettings {
     pub fn token_max_lifetime(&self) -> Duration {
         Duration::from_secs(self.token_max_lifetime_secs)
+    }
+
+    pub fn hasher_timeout(&self) -> Duration {
+        Duration::from_secs(self.hasher_timeout_secs)
     }
 }
 
@@ -463,6 +523,51 @@ mod tests {
             text.contains("auth.jwt_secret must be at least 32 bytes"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn bad_types_and_bad_ranges_are_reported_together() {
+        let err = load_env(&[
+            ("TOLLGATE__SESSION__SHARDS", "four"),
+            ("TOLLGATE__AUTH__BCRYPT_COST", "twelve"),
+            ("TOLLGATE__SESSION__IDLE_TTL_SECS", "0"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(
+            err.to_string().contains("session.idle_ttl_secs must be"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("session.shards"), "{err}");
+        assert!(err.to_string().contains("auth.bcrypt_cost"), "{err}");
+    }
+
+    #[test]
+    fn an_all_digit_secret_is_kept_exactly() {
+        let digits = "01234567890123456789012345678901234567";
+        let settings = load_env(&[("TOLLGATE__AUTH__JWT_SECRET", digits)]).unwrap();
+        assert_eq!(settings.jwt_secret().unwrap().expose_secret(), digits);
+    }
+
+    #[test]
+    fn a_short_key_file_is_refused() {
+        let path = std::env::temp_dir().join(format!("tollgate-key-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "short\n").unwrap();
+        let key_file = path.to_str().unwrap();
+        let err = load_env(&[("TOLLGATE__AUTH__JWT_KEY_FILE", key_file)]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("auth.jwt_key_file must hold at least 32 bytes (got 5)"),
+            "{err}"
+        );
+
+        std::fs::write(&path, "a-key-file-secret-of-at-least-32-bytes\n").unwrap();
+        let settings = load_env(&[("TOLLGATE__AUTH__JWT_KEY_FILE", key_file)]).unwrap();
+        assert_eq!(
+            settings.jwt_secret().unwrap().expose_secret(),
+            "a-key-file-secret-of-at-least-32-bytes"
+        );
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
