@@ -8,7 +8,7 @@ use actix::{Supervisor, SyncArbiter};
 use actix_web::{App, HttpServer, dev::Server, dev::ServerHandle, middleware::from_fn, web};
 use anyhow::Context as _;
 
-use crate::actors::{HashPassword, PasswordHasher, SessionManager, UserRegistry};
+use crate::actors::{HashPassword, PasswordHasher, RegistryConfig, SessionManager, UserRegistry};
 use crate::auth::TokenKeys;
 use crate::clock::Clock;
 use crate::config::{Settings, threads_or_cores};
@@ -70,15 +70,21 @@ impl Application {
             .await?
             .context("hashing the dummy password")?;
 
-        let registry = {
-            let clock = clock.clone();
-            Supervisor::start(move |_| UserRegistry::new(store, hasher, dummy_hash, cost, clock))
-        };
         let sessions = SessionManager::start(
             &settings.session,
             settings.auth.token_max_lifetime(),
             clock.clone(),
         );
+        let registry = {
+            let sessions = sessions.clone();
+            let config = RegistryConfig {
+                dummy_hash,
+                cost,
+                hasher_timeout: settings.auth.hasher_timeout(),
+                clock: clock.clone(),
+            };
+            Supervisor::start(move |_| UserRegistry::new(store, hasher, sessions, config))
+        };
 
         let secret = settings.jwt_secret().context("reading auth.jwt_key_file")?;
         let state = web::Data::new(AppState {

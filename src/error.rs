@@ -22,6 +22,7 @@ pub enum ErrorCode {
     MissingCredentials,
     InvalidToken,
     InvalidCredentials,
+    IntrospectionDisabled,
     UsernameTaken,
     EmailTaken,
     NotFound,
@@ -62,6 +63,11 @@ impl ErrorCode {
                 "invalid_credentials",
                 StatusCode::UNAUTHORIZED,
                 "Invalid credentials",
+            ),
+            IntrospectionDisabled => (
+                "introspection_disabled",
+                StatusCode::UNAUTHORIZED,
+                "Introspection disabled",
             ),
             UsernameTaken => ("username_taken", StatusCode::CONFLICT, "Username taken"),
             EmailTaken => ("email_taken", StatusCode::CONFLICT, "E-mail address taken"),
@@ -296,7 +302,7 @@ impl From<RegistryError> for ApiError {
             // The user behind a live session is gone: the token is worthless.
             RegistryError::UnknownUser => Self::invalid_token(),
             RegistryError::Store(err) => err.into(),
-            RegistryError::HasherUnavailable(err) => err.into(),
+            RegistryError::Unavailable(err) => err.into(),
             RegistryError::Hasher(_) => {
                 Self::with_cause(ErrorCode::Internal, "internal error", err)
             }

@@ -10,5 +10,6 @@ pub use password_hasher::{HashPassword, PasswordHasher, VerifyPassword};
 pub use session_manager::SessionManager;
 pub use session_shard::SessionShard;
 pub use user_registry::{
-    ChangePassword, GetUser, PingStore, RegistryError, SignIn, SignUp, UserRegistry,
+    ChangePassword, GetUser, Grant, PingStore, RegistryConfig, RegistryError, SignIn, SignUp,
+    UserRegistry,
 };

@@ -14,7 +14,7 @@ use futures_util::future::try_join_all;
 use super::session_shard::{Count, Open, Revoke, RevokeUser, SessionShard, Touch};
 use crate::clock::Clock;
 use crate::config::SessionSettings;
-use crate::domain::{Session, SessionId, Touch as TouchOutcome, UserId};
+use crate::domain::{Session, SessionId, TouchOutcome, UserId};
 
 #[derive(Clone)]
 pub struct SessionManager {
@@ -60,7 +60,10 @@ impl SessionManager {
         let id = SessionId::random();
         let lifetime = i64::try_from(self.max_lifetime.as_millis()).unwrap_or(i64::MAX);
         let now_ms = self.clock.now_millis();
+        // Whole seconds, as the token's `exp` has them: a session must not
+        // promise a moment the token no longer verifies.
         let absolute_ms = now_ms.saturating_add(lifetime);
+        let absolute_ms = absolute_ms - absolute_ms.rem_euclid(1000);
         self.shard(id)
             .send(Open {
                 id,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult, Supervised};
 
 use crate::clock::Clock;
-use crate::domain::{Session, SessionId, SessionTable, Touch as TouchOutcome, UserId};
+use crate::domain::{Session, SessionId, SessionTable, TouchOutcome, UserId};
 
 pub struct SessionShard {
     table: SessionTable,

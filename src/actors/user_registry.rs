@@ -1,14 +1,17 @@
 //! The user registry: sign-up, sign-in and password changes. It owns the
-//! user store and sends every bcrypt call to the hasher pool.
+//! user store, sends every bcrypt call to the hasher pool, and opens and
+//! revokes sessions where a credential change demands it, so that each rule
+//! below runs to the end as one unit even if the HTTP request is dropped.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Actor, Addr, Context, Handler, MailboxError, Message, ResponseFuture, Supervised};
 
-use super::{HashPassword, PasswordHasher, VerifyPassword};
+use super::{HashPassword, PasswordHasher, SessionManager, VerifyPassword};
 use crate::auth::password::{self, HashError};
 use crate::clock::Clock;
-use crate::domain::{Email, Login, NewUser, Password, User, UserId, Username};
+use crate::domain::{Email, Login, NewUser, Password, Session, SessionId, User, UserId, Username};
 use crate::storage::{StoreError, UserStore};
 
 /// Why a registry request failed.
@@ -23,37 +26,66 @@ pub enum RegistryError {
     Store(#[from] StoreError),
     #[error("password hasher failed")]
     Hasher(#[from] HashError),
-    #[error("password hasher pool is not answering")]
-    HasherUnavailable(#[from] MailboxError),
+    /// The hasher pool or a session shard did not answer in time.
+    #[error("an actor is not answering")]
+    Unavailable(#[from] MailboxError),
 }
 
+/// A user with the session just opened for them.
+pub type Grant = (User, Session);
+
 pub struct UserRegistry {
+    parts: Arc<Parts>,
+}
+
+/// What every request needs, shared with the futures that serve them.
+struct Parts {
     store: Arc<dyn UserStore>,
     hasher: Addr<PasswordHasher>,
+    sessions: SessionManager,
     /// A hash of a password nobody has, verified when the user is unknown so
     /// that an unknown user costs the same bcrypt time as a wrong password.
-    dummy_hash: Arc<str>,
+    dummy_hash: String,
     /// The configured bcrypt cost; hashes made at another are redone at
     /// the user's next sign-in.
     cost: u32,
+    /// Longest wait for the hasher pool, queueing included.
+    hasher_timeout: Duration,
     clock: Clock,
+}
+
+/// How the registry is put together.
+pub struct RegistryConfig {
+    pub dummy_hash: String,
+    pub cost: u32,
+    pub hasher_timeout: Duration,
+    pub clock: Clock,
 }
 
 impl UserRegistry {
     pub fn new(
         store: Arc<dyn UserStore>,
         hasher: Addr<PasswordHasher>,
-        dummy_hash: String,
-        cost: u32,
-        clock: Clock,
+        sessions: SessionManager,
+        config: RegistryConfig,
     ) -> Self {
-        let dummy_hash = dummy_hash.into();
-        Self {
-            store,
-            hasher,
+        let RegistryConfig {
             dummy_hash,
             cost,
+            hasher_timeout,
             clock,
+        } = config;
+        let parts = Parts {
+            store,
+            hasher,
+            sessions,
+            dummy_hash,
+            cost,
+            hasher_timeout,
+            clock,
+        };
+        Self {
+            parts: Arc::new(parts),
         }
     }
 }
@@ -62,36 +94,39 @@ impl Actor for UserRegistry {
     type Context = Context<Self>;
 }
 
-/// Restarted by its `Supervisor` if it ever stops; it holds no state of its
-/// own beyond handles, so a restart loses nothing.
+/// Restarted by its `Supervisor` if it ever stops. It holds no state of its
+/// own, and each request runs as a task of its own, so a panic while serving
+/// one fails that request only.
 impl Supervised for UserRegistry {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!(actor = "UserRegistry", "restarting");
     }
 }
 
-/// Register a user; replies with the stored user.
+/// Register a user and open their first session.
 #[derive(Message)]
-#[rtype(result = "Result<User, RegistryError>")]
+#[rtype(result = "Result<Grant, RegistryError>")]
 pub struct SignUp {
     pub username: Username,
     pub email: Option<Email>,
     pub password: Password,
 }
 
-/// Check credentials; replies with the user they belong to.
+/// Check credentials and open a session for the user they belong to.
 #[derive(Message)]
-#[rtype(result = "Result<User, RegistryError>")]
+#[rtype(result = "Result<Grant, RegistryError>")]
 pub struct SignIn {
     pub login: Login,
     pub password: Password,
 }
 
-/// Replace a user's password after checking the current one.
+/// Replace a user's password after checking the current one, then revoke
+/// every session of the user but `keep`.
 #[derive(Message)]
 #[rtype(result = "Result<(), RegistryError>")]
 pub struct ChangePassword {
     pub user_id: UserId,
+    pub keep: SessionId,
     pub current: Password,
     pub new: Password,
 }
@@ -105,75 +140,151 @@ pub struct GetUser(pub UserId);
 #[rtype(result = "Result<&'static str, RegistryError>")]
 pub struct PingStore;
 
+impl Parts {
+    async fn hash(&self, password: Password) -> Result<String, RegistryError> {
+        let hashed = self
+            .hasher
+            .send(HashPassword(password))
+            .timeout(self.hasher_timeout);
+        Ok(hashed.await??)
+    }
+
+    async fn verify(&self, password: &Password, hash: &str) -> Result<bool, RegistryError> {
+        let verify = VerifyPassword {
+            password: password.clone(),
+            hash: hash.to_owned(),
+        };
+        Ok(self
+            .hasher
+            .send(verify)
+            .timeout(self.hasher_timeout)
+            .await??)
+    }
+
+    async fn sign_up(&self, msg: SignUp) -> Result<Grant, RegistryError> {
+        let password_hash = self.hash(msg.password).await?;
+        let new = NewUser {
+            id: UserId::new(),
+            username: msg.username,
+            email: msg.email,
+            password_hash,
+            created_at: self.clock.now(),
+        };
+        let user = self.store.insert(new).await?;
+        let session = self.sessions.open(user.id).await?;
+        Ok((user, session))
+    }
+
+    async fn sign_in(self: Arc<Self>, msg: SignIn) -> Result<Grant, RegistryError> {
+        let Some(user) = self.store.find_by_login(&msg.login).await? else {
+            // An unknown user still costs one verification, against the
+            // dummy hash, so that timing does not tell the two cases apart.
+            self.verify(&msg.password, &self.dummy_hash).await?;
+            return Err(RegistryError::InvalidCredentials);
+        };
+        let stale_cost = password::needs_rehash(&user.password_hash, self.cost);
+        if !self.verify(&msg.password, &user.password_hash).await? {
+            if stale_cost {
+                // A hash from a cheaper cost verifies faster than the dummy;
+                // pad the failure so it does not stand out from an unknown
+                // user's.
+                self.verify(&msg.password, &self.dummy_hash).await?;
+            }
+            return Err(RegistryError::InvalidCredentials);
+        }
+        let session = self.sessions.open(user.id).await?;
+
+        // A password change may have swapped the hash while this sign-in
+        // checked the old one, and revoked the user's sessions before this
+        // one opened. Looking again after opening closes that gap: either
+        // the change comes later and its revocation ends this session, or
+        // it came first and the stored hash shows it.
+        let current = self.store.find_by_id(user.id).await?;
+        let still_valid = match &current {
+            Some(now) if now.password_hash == user.password_hash => true,
+            // Changed meanwhile: by a rehash (same password) or by a
+            // password change. Only the password itself can tell.
+            Some(now) => self.verify(&msg.password, &now.password_hash).await?,
+            None => false,
+        };
+        if !still_valid {
+            self.sessions.revoke(session.id).await?;
+            return Err(RegistryError::InvalidCredentials);
+        }
+
+        if stale_cost {
+            // After the reply: the caller should not wait for a second hash.
+            actix::spawn(self.clone().rehash(user.clone(), msg.password));
+        }
+        Ok((user, session))
+    }
+
+    /// Stores a hash of `password` at the configured cost in place of the
+    /// user's current one, unless the password was changed meanwhile.
+    async fn rehash(self: Arc<Self>, user: User, password: Password) {
+        let outcome = async {
+            let new_hash = self.hash(password).await?;
+            let replaced =
+                self.store
+                    .replace_password_hash(user.id, &user.password_hash, &new_hash);
+            Ok::<_, RegistryError>(replaced.await?)
+        };
+        match outcome.await {
+            Ok(true) => {
+                tracing::info!(user_id = %user.id, "password rehashed at the configured cost")
+            }
+            Ok(false) => {}
+            Err(err) => tracing::warn!(user_id = %user.id, error = %err, "password rehash failed"),
+        }
+    }
+
+    async fn change_password(&self, msg: ChangePassword) -> Result<(), RegistryError> {
+        // The swap only succeeds while the stored hash is the one checked.
+        // If a rehash slipped in between, the second round checks again
+        // against the rehashed value; a real change in between makes the
+        // current password wrong.
+        let mut new_hash = None;
+        for _ in 0..2 {
+            let user = self
+                .store
+                .find_by_id(msg.user_id)
+                .await?
+                .ok_or(RegistryError::UnknownUser)?;
+            if !self.verify(&msg.current, &user.password_hash).await? {
+                return Err(RegistryError::InvalidCredentials);
+            }
+            let new_hash = match new_hash {
+                Some(ref hash) => hash,
+                None => new_hash.insert(self.hash(msg.new.clone()).await?),
+            };
+            let replace =
+                self.store
+                    .replace_password_hash(msg.user_id, &user.password_hash, new_hash);
+            if replace.await? {
+                self.sessions
+                    .revoke_user(msg.user_id, Some(msg.keep))
+                    .await?;
+                return Ok(());
+            }
+        }
+        Err(RegistryError::InvalidCredentials)
+    }
+}
+
 impl Handler<SignUp> for UserRegistry {
-    type Result = ResponseFuture<Result<User, RegistryError>>;
+    type Result = ResponseFuture<Result<Grant, RegistryError>>;
 
     fn handle(&mut self, msg: SignUp, _: &mut Context<Self>) -> Self::Result {
-        let (store, hasher, clock) = (self.store.clone(), self.hasher.clone(), self.clock.clone());
-        Box::pin(async move {
-            let password_hash = hasher.send(HashPassword(msg.password)).await??;
-            let user = NewUser {
-                id: UserId::new(),
-                username: msg.username,
-                email: msg.email,
-                password_hash,
-                created_at: clock.now(),
-            };
-            Ok(store.insert(user).await?)
-        })
+        let parts = self.parts.clone();
+        Box::pin(async move { parts.sign_up(msg).await })
     }
 }
 
 impl Handler<SignIn> for UserRegistry {
-    type Result = ResponseFuture<Result<User, RegistryError>>;
+    type Result = ResponseFuture<Result<Grant, RegistryError>>;
 
     fn handle(&mut self, msg: SignIn, _: &mut Context<Self>) -> Self::Result {
-        let (store, hasher) = (self.store.clone(), self.hasher.clone());
-        let (dummy, cost) = (self.dummy_hash.clone(), self.cost);
-        Box::pin(async move {
-            let user = store.find_by_login(&msg.login).await?;
-            // An unknown user still costs one verification, against the
-            // dummy hash, so that timing does not tell the two cases apart.
-            let hash = user
-                .as_ref()
-                .map_or_else(|| dummy.to_string(), |u| u.password_hash.clone());
-            let verify = VerifyPassword {
-                password: msg.password.clone(),
-                hash,
-            };
-            let matches = hasher.send(verify).await??;
-            let Some(user) = user.filter(|_| matches) else {
-                return Err(RegistryError::InvalidCredentials);
-            };
-            if password::needs_rehash(&user.password_hash, cost) {
-                // After the reply: the caller should not wait for a second hash.
-                actix::spawn(rehash(store, hasher, user.clone(), msg.password));
-            }
-            Ok(user)
-        })
-    }
-}
-
-/// Stores a hash of `password` at the configured cost in place of the
-/// user's current one, unless the password was changed meanwhile.
-async fn rehash(
-    store: Arc<dyn UserStore>,
-    hasher: Addr<PasswordHasher>,
-    user: User,
-    password: Password,
-) {
-    let outcome = match hasher.send(HashPassword(password)).await {
-        Ok(Ok(new_hash)) => store
-            .replace_password_hash(user.id, &user.password_hash, &new_hash)
-            .await
-            .map_err(anyhow::Error::from),
-        Ok(Err(err)) => Err(err.into()),
-        Err(err) => Err(err.into()),
-    };
-    match outcome {
-        Ok(true) => tracing::info!(user_id = %user.id, "password rehashed at the configured cost"),
-        Ok(false) => {}
-        Err(err) => tracing::warn!(user_id = %user.id, error = %err, "password rehash failed"),
+        Box::pin(self.parts.clone().sign_in(msg))
     }
 }
 
@@ -181,31 +292,8 @@ impl Handler<ChangePassword> for UserRegistry {
     type Result = ResponseFuture<Result<(), RegistryError>>;
 
     fn handle(&mut self, msg: ChangePassword, _: &mut Context<Self>) -> Self::Result {
-        let (store, hasher) = (self.store.clone(), self.hasher.clone());
-        Box::pin(async move {
-            let user = store
-                .find_by_id(msg.user_id)
-                .await?
-                .ok_or(RegistryError::UnknownUser)?;
-            let verify = VerifyPassword {
-                password: msg.current,
-                hash: user.password_hash.clone(),
-            };
-            if !hasher.send(verify).await?? {
-                return Err(RegistryError::InvalidCredentials);
-            }
-            let new_hash = hasher.send(HashPassword(msg.new)).await??;
-            // Refused if another change landed since the check above: the
-            // password this request proved is no longer the current one.
-            if store
-                .replace_password_hash(msg.user_id, &user.password_hash, &new_hash)
-                .await?
-            {
-                Ok(())
-            } else {
-                Err(RegistryError::InvalidCredentials)
-            }
-        })
+        let parts = self.parts.clone();
+        Box::pin(async move { parts.change_password(msg).await })
     }
 }
 
@@ -213,9 +301,10 @@ impl Handler<GetUser> for UserRegistry {
     type Result = ResponseFuture<Result<User, RegistryError>>;
 
     fn handle(&mut self, msg: GetUser, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
+        let parts = self.parts.clone();
         Box::pin(async move {
-            store
+            parts
+                .store
                 .find_by_id(msg.0)
                 .await?
                 .ok_or(RegistryError::UnknownUser)
@@ -227,10 +316,10 @@ impl Handler<PingStore> for UserRegistry {
     type Result = ResponseFuture<Result<&'static str, RegistryError>>;
 
     fn handle(&mut self, _: PingStore, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
+        let parts = self.parts.clone();
         Box::pin(async move {
-            store.ping().await?;
-            Ok(store.name())
+            parts.store.ping().await?;
+            Ok(parts.store.name())
         })
     }
 }

@@ -6,7 +6,7 @@ mod session;
 mod user;
 
 pub use credentials::{Email, Login, Password, Username};
-pub use session::{Session, SessionId, SessionTable, Touch};
+pub use session::{Session, SessionId, SessionTable, TouchOutcome};
 pub use user::{NewUser, User, UserId};
 
 /// Why a value was refused, naming the field so a client can point at it.

@@ -39,7 +39,7 @@ pub struct Session {
 
 /// What a use of a session found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Touch {
+pub enum TouchOutcome {
     /// The session was live and is now reinflated.
     Live(Session),
     /// No such session for this user: never existed, revoked or swept.
@@ -128,20 +128,20 @@ impl SessionTable {
 
     /// Uses a session: if it is live and belongs to `user_id`, it is
     /// reinflated (seen now, count up). A lapsed session is removed.
-    pub fn touch(&mut self, id: SessionId, user_id: UserId, now_ms: i64) -> Touch {
+    pub fn touch(&mut self, id: SessionId, user_id: UserId, now_ms: i64) -> TouchOutcome {
         let Some(entry) = self.entries.get_mut(&id) else {
-            return Touch::Unknown;
+            return TouchOutcome::Unknown;
         };
         if entry.user_id != user_id {
-            return Touch::Unknown;
+            return TouchOutcome::Unknown;
         }
         if now_ms >= entry.expires_ms(self.idle_ttl_ms) {
             self.entries.remove(&id);
-            return Touch::Expired;
+            return TouchOutcome::Expired;
         }
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
         entry.refresh_count = entry.refresh_count.saturating_add(1);
-        Touch::Live(entry.snapshot(id, self.idle_ttl_ms))
+        TouchOutcome::Live(entry.snapshot(id, self.idle_ttl_ms))
     }
 
     /// Ends one session. Returns whether it existed.
@@ -206,7 +206,7 @@ mod tests {
     fn each_use_pushes_the_idle_deadline_back_and_counts() {
         let (mut table, id, user) = table_with_one(0);
         for (i, at) in [20_000, 40_000, 60_000].into_iter().enumerate() {
-            let Touch::Live(session) = table.touch(id, user, at) else {
+            let TouchOutcome::Live(session) = table.touch(id, user, at) else {
                 panic!("lapsed at {at}")
             };
             assert_eq!(session.refresh_count, i as u32 + 1);
@@ -217,8 +217,8 @@ mod tests {
     #[test]
     fn a_session_idle_for_the_ttl_has_lapsed_and_is_removed() {
         let (mut table, id, user) = table_with_one(0);
-        assert_eq!(table.touch(id, user, 30_000), Touch::Expired);
-        assert_eq!(table.touch(id, user, 30_001), Touch::Unknown);
+        assert_eq!(table.touch(id, user, 30_000), TouchOutcome::Expired);
+        assert_eq!(table.touch(id, user, 30_001), TouchOutcome::Unknown);
         assert!(table.is_empty());
     }
 
@@ -227,17 +227,17 @@ mod tests {
         let mut table = SessionTable::new(TTL);
         let (id, user) = (SessionId::random(), UserId::new());
         table.open(id, user, 0, 45_000);
-        let Touch::Live(session) = table.touch(id, user, 25_000) else {
+        let TouchOutcome::Live(session) = table.touch(id, user, 25_000) else {
             panic!()
         };
         assert_eq!(session.expires_at.timestamp_millis(), 45_000);
-        assert_eq!(table.touch(id, user, 45_000), Touch::Expired);
+        assert_eq!(table.touch(id, user, 45_000), TouchOutcome::Expired);
     }
 
     #[test]
     fn another_users_token_cannot_use_the_session() {
         let (mut table, id, _) = table_with_one(0);
-        assert_eq!(table.touch(id, UserId::new(), 1), Touch::Unknown);
+        assert_eq!(table.touch(id, UserId::new(), 1), TouchOutcome::Unknown);
         assert_eq!(table.len(), 1);
     }
 
@@ -253,8 +253,8 @@ mod tests {
         let bobs = SessionId::random();
         table.open(bobs, bob, 0, HOUR_MS);
         assert_eq!(table.revoke_user(alice, Some(kept)), 3);
-        assert!(matches!(table.touch(kept, alice, 1), Touch::Live(_)));
-        assert!(matches!(table.touch(bobs, bob, 1), Touch::Live(_)));
+        assert!(matches!(table.touch(kept, alice, 1), TouchOutcome::Live(_)));
+        assert!(matches!(table.touch(bobs, bob, 1), TouchOutcome::Live(_)));
         assert!(table.revoke(kept));
         assert!(!table.revoke(kept));
     }
@@ -280,7 +280,7 @@ mod tests {
         );
         assert!(matches!(
             table.touch(survivor, user, 30_000),
-            Touch::Live(_)
+            TouchOutcome::Live(_)
         ));
     }
 }

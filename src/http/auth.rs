@@ -5,12 +5,13 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::{AppState, Authenticated, extract::bearer_token, users::UserView};
-use crate::actors::{ChangePassword, GetUser, RegistryError, SignIn, SignUp};
-use crate::domain::{Email, InvalidInput, Login, Password, Session, User, Username};
+use crate::actors::{ChangePassword, GetUser, Grant, RegistryError, SignIn, SignUp};
+use crate::domain::{Email, InvalidInput, Login, Password, Session, Username};
 use crate::error::{ApiError, ErrorCode};
 
 #[derive(Deserialize)]
@@ -44,7 +45,7 @@ pub struct IntrospectBody {
 
 /// What a successful sign-up or sign-in returns.
 #[derive(Serialize)]
-pub struct Grant {
+pub struct TokenGrant {
     access_token: String,
     token_type: &'static str,
     /// Seconds until the token's absolute expiry. The session lapses sooner
@@ -86,7 +87,7 @@ pub async fn sign_up(
         (Ok(username), Ok(password), Ok(email)) => (username, password, email),
         (u, p, e) => return Err(ApiError::invalid_fields([u.err(), p.err(), e.err()])),
     };
-    let user = state
+    let grant = state
         .registry
         .send(SignUp {
             username,
@@ -94,16 +95,15 @@ pub async fn sign_up(
             password,
         })
         .await??;
-    let grant = open_session(&state, user).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/api/v1/users/me"))
-        .json(grant))
+        .json(token_grant(&state, grant)?))
 }
 
 pub async fn sign_in(
     state: web::Data<AppState>,
     body: web::Json<SignInBody>,
-) -> Result<web::Json<Grant>, ApiError> {
+) -> Result<web::Json<TokenGrant>, ApiError> {
     let body = body.into_inner();
     let login = match (body.username, body.email) {
         (Some(name), None) if name.contains('@') => Email::parse(&name).map(Login::Email),
@@ -123,19 +123,19 @@ pub async fn sign_in(
         (Ok(login), Ok(password)) => (login, password),
         (login, password) => return Err(ApiError::invalid_fields([login.err(), password.err()])),
     };
-    let user = state.registry.send(SignIn { login, password }).await??;
-    Ok(web::Json(open_session(&state, user).await?))
+    let grant = state.registry.send(SignIn { login, password }).await??;
+    Ok(web::Json(token_grant(&state, grant)?))
 }
 
-/// Opens a session for `user` and issues its token.
-async fn open_session(state: &AppState, user: User) -> Result<Grant, ApiError> {
-    let session = state.sessions.open(user.id).await?;
+/// Issues the token for a freshly opened session.
+fn token_grant(state: &AppState, (user, session): Grant) -> Result<TokenGrant, ApiError> {
     let access_token = state
         .tokens
         .issue(&session)
         .map_err(|e| ApiError::with_cause(ErrorCode::Internal, "internal error", e))?;
-    let expires_in = (session.absolute_expires_at - session.last_seen_at).num_seconds();
-    Ok(Grant {
+    // The token's lifetime, `exp - iat`, both whole seconds.
+    let expires_in = session.absolute_expires_at.timestamp() - session.created_at.timestamp();
+    Ok(TokenGrant {
         access_token,
         token_type: "Bearer",
         expires_in,
@@ -174,29 +174,24 @@ pub async fn change_password(
         (Ok(current), Ok(new)) => (current, new),
         (current, new) => return Err(ApiError::invalid_fields([current.err(), new.err()])),
     };
-    let user_id = auth.session.user_id;
+    let (user_id, keep) = (auth.session.user_id, auth.session.id);
     match state
         .registry
         .send(ChangePassword {
             user_id,
+            keep,
             current,
             new,
         })
         .await?
     {
-        Err(RegistryError::InvalidCredentials) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidCredentials,
-                "the current password is wrong",
-            ));
-        }
-        other => other?,
+        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+        Err(RegistryError::InvalidCredentials) => Err(ApiError::new(
+            ErrorCode::InvalidCredentials,
+            "the current password is wrong",
+        )),
+        Err(err) => Err(err.into()),
     }
-    state
-        .sessions
-        .revoke_user(user_id, Some(auth.session.id))
-        .await?;
-    Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn current_session(auth: Authenticated) -> web::Json<Session> {
@@ -208,33 +203,40 @@ pub async fn introspect(
     req: HttpRequest,
     body: web::Json<IntrospectBody>,
 ) -> Result<web::Json<Introspection>, ApiError> {
-    if let Some(secret) = &state.introspection_secret {
-        let presented = bearer_token(&req).ok_or_else(ApiError::missing_credentials)?;
-        let matches: bool = presented
-            .as_bytes()
-            .ct_eq(secret.expose_secret().as_bytes())
-            .into();
-        if !matches {
-            return Err(ApiError::new(
-                ErrorCode::InvalidCredentials,
-                "wrong introspection credential",
-            ));
-        }
+    let Some(secret) = &state.introspection_secret else {
+        return Err(ApiError::new(
+            ErrorCode::IntrospectionDisabled,
+            "introspection is disabled: no auth.introspection_secret is configured",
+        ));
+    };
+    let presented = bearer_token(&req).ok_or_else(ApiError::missing_credentials)?;
+    // Digests have one length whatever was sent, so the comparison's time
+    // says nothing about the secret, not even its length.
+    let matches: bool = Sha256::digest(presented.as_bytes())
+        .ct_eq(&Sha256::digest(secret.expose_secret().as_bytes()))
+        .into();
+    if !matches {
+        return Err(ApiError::new(
+            ErrorCode::InvalidCredentials,
+            "wrong introspection credential",
+        ));
     }
-    let Ok(auth) = state.authenticate(&body.token).await else {
-        return Ok(web::Json(Introspection {
+    let inactive = || {
+        Ok(web::Json(Introspection {
             active: false,
             details: None,
-        }));
+        }))
+    };
+    let auth = match state.authenticate(&body.token).await {
+        Ok(auth) => auth,
+        // Overload is not an answer about the token: a resource server
+        // must not sign its user out because Tollgate was busy.
+        Err(err) if err.code == ErrorCode::ServiceUnavailable => return Err(err),
+        Err(_) => return inactive(),
     };
     let username = match state.registry.send(GetUser(auth.session.user_id)).await? {
         Ok(user) => Some(user.username),
-        Err(RegistryError::UnknownUser) => {
-            return Ok(web::Json(Introspection {
-                active: false,
-                details: None,
-            }));
-        }
+        Err(RegistryError::UnknownUser) => return inactive(),
         Err(err) => {
             tracing::warn!(error = %err, "introspection answered without the username");
             None

@@ -6,7 +6,7 @@ use futures_util::future::LocalBoxFuture;
 
 use super::AppState;
 use crate::auth::Claims;
-use crate::domain::{Session, Touch};
+use crate::domain::{Session, TouchOutcome};
 use crate::error::{ApiError, ErrorCode};
 
 /// The caller's verified token and its session, just reinflated.
@@ -55,7 +55,7 @@ impl AppState {
             .touch(claims.session_id(), claims.user_id())
             .await?
         {
-            Touch::Live(session) => Ok(Authenticated { claims, session }),
+            TouchOutcome::Live(session) => Ok(Authenticated { claims, session }),
             outcome => {
                 tracing::debug!(?outcome, "session refused");
                 Err(ApiError::invalid_token())

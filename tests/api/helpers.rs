@@ -184,6 +184,13 @@ impl TestApp {
     }
 }
 
+/// The claims inside a token, read without checking anything.
+pub fn claims_of(token: &str) -> Value {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
 /// Reads a problem-details response, checking its form, and returns it.
 pub async fn problem(response: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(response.status(), status);

@@ -1,12 +1,16 @@
 //! Reinflating sessions: idle expiry, refresh counts, revocation and the
 //! sweep. Time is moved by hand, so no test waits out a 30-second timeout.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, eventually, problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    PASSWORD, TestApp, claims_of, eventually, problem, spawn_app, spawn_app_with,
+};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -95,6 +99,13 @@ async fn no_use_extends_a_session_past_the_tokens_expiry() {
     app.clock.advance(25 * SECOND);
     let session = session_body(&app, &user.token).await;
     assert_eq!(session["expires_at"], session["absolute_expires_at"]);
+    // The session ends exactly when the token does, to the second.
+    let absolute =
+        chrono::DateTime::parse_from_rfc3339(session["absolute_expires_at"].as_str().unwrap());
+    assert_eq!(
+        absolute.unwrap().timestamp_millis(),
+        claims_of(&user.token)["exp"].as_i64().unwrap() * 1000
+    );
     app.clock.advance(25 * SECOND);
 
     assert_refused(&app, &user.token).await;
@@ -160,6 +171,60 @@ async fn changing_the_password_revokes_the_other_sessions_and_keeps_this_one() {
         app.sign_in("rotator", new_password).await.status(),
         StatusCode::OK
     );
+}
+
+#[actix_web::test]
+async fn no_signin_with_the_old_password_outlives_a_password_change() {
+    // One slow hasher thread: sign-ins with the old password are checked
+    // while the change is in progress, the race a change must win.
+    let app = spawn_app_with(|s| {
+        s.auth.bcrypt_cost = 10;
+        s.auth.hasher_threads = 1;
+    })
+    .await;
+    let user = app.new_user("targeted").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let loops: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, tokens) = (stop.clone(), tokens.clone());
+            let (client, url) = (app.client.clone(), app.url("/api/v1/auth/signin"));
+            actix_web::rt::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let body = json!({ "username": "targeted", "password": PASSWORD });
+                    let response = client.post(&url).json(&body).send().await.unwrap();
+                    if response.status() == StatusCode::OK {
+                        let grant: Value = response.json().await.unwrap();
+                        tokens
+                            .lock()
+                            .unwrap()
+                            .push(grant["access_token"].as_str().unwrap().to_owned());
+                    }
+                }
+            })
+        })
+        .collect();
+    let signing_in = eventually(30 * SECOND, || async { !tokens.lock().unwrap().is_empty() }).await;
+    assert!(signing_in);
+
+    let change = app
+        .post("/api/v1/auth/password")
+        .bearer_auth(&user.token)
+        .json(&json!({ "current_password": PASSWORD, "new_password": "a brand new passphrase" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(change.status(), StatusCode::NO_CONTENT);
+    stop.store(true, Ordering::SeqCst);
+    for signin in loops {
+        signin.await.unwrap();
+    }
+
+    let tokens = tokens.lock().unwrap().clone();
+    for token in &tokens {
+        assert_refused(&app, token).await;
+    }
+    assert_eq!(app.session(&user.token).await.status(), StatusCode::OK);
 }
 
 #[actix_web::test]
@@ -242,6 +307,19 @@ mod introspection {
 
     async fn guarded_app() -> TestApp {
         spawn_app_with(|s| s.auth.introspection_secret = Some(SERVICE_SECRET.into())).await
+    }
+
+    #[actix_web::test]
+    async fn introspection_is_closed_until_a_credential_is_configured() {
+        let app = spawn_app().await;
+        let user = app.new_user("unwatched").await;
+
+        let anyone = introspect(&app, None, &user.token).await;
+        let guessing = introspect(&app, Some("anything-at-all"), &user.token).await;
+
+        problem(anyone, StatusCode::UNAUTHORIZED, "introspection_disabled").await;
+        problem(guessing, StatusCode::UNAUTHORIZED, "introspection_disabled").await;
+        assert_eq!(session_body(&app, &user.token).await["refresh_count"], 1);
     }
 
     #[actix_web::test]

@@ -6,13 +6,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{JWT_SECRET, TestApp, problem, spawn_app};
-
-/// The claims inside a token, read without checking anything.
-fn claims_of(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
+use crate::helpers::{JWT_SECRET, TestApp, claims_of, problem, spawn_app};
 
 fn sign(claims: &Value, algorithm: Algorithm, secret: &str) -> String {
     jsonwebtoken::encode(

@@ -188,3 +188,18 @@ for_each_store!(
     a_password_hash_is_replaced_only_while_it_is_current,
     ping_answers,
 );
+
+#[actix_web::test]
+async fn replicas_migrating_at_once_apply_each_migration_once() {
+    let schema = TestSchema::create().await;
+    let settings = DatabaseSettings {
+        url: SecretString::from(schema.url()),
+        pool_size: 2,
+        timeout_secs: 5,
+    };
+
+    let (first, second) = tokio::join!(storage::migrate(&settings), storage::migrate(&settings));
+
+    assert_eq!(first.unwrap() + second.unwrap(), 1);
+    assert_eq!(schema.count("users").await, 0);
+}
