@@ -62,3 +62,48 @@ async fn a_signin_storm_queues_on_the_hasher_pool_without_stalling_other_routes(
         assert_eq!(signin.await.unwrap(), StatusCode::OK);
     }
 }
+
+#[actix_web::test]
+async fn signins_that_wait_past_the_hasher_timeout_get_a_503() {
+    // One hasher thread at cost 13 (hundreds of milliseconds a hash) and a
+    // one-second bound: of eight sign-ins at once, the last ones time out.
+    let app = spawn_app_with(|s| {
+        s.auth.bcrypt_cost = 13;
+        s.auth.hasher_threads = 1;
+        s.auth.hasher_timeout_secs = 1;
+    })
+    .await;
+    // Sign-up itself may time out under this load; store the user directly.
+    let user = app.new_user_with_hash_cost("patient", 4).await;
+
+    let signins = (0..8).map(|_| {
+        app.post("/api/v1/auth/signin")
+            .json(&json!({ "username": user, "password": PASSWORD }))
+            .send()
+    });
+    let responses = futures_util::future::join_all(signins).await;
+
+    let mut statuses: Vec<StatusCode> = Vec::new();
+    for response in responses {
+        let response = response.unwrap();
+        statuses.push(response.status());
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            crate::helpers::problem(
+                response,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+            )
+            .await;
+        }
+    }
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE].contains(s))
+    );
+}

@@ -158,6 +158,19 @@ impl TestApp {
         }
     }
 
+    /// Stores a user with [`PASSWORD`] hashed at `cost` straight into the
+    /// database, bypassing the hasher pool. Returns the username.
+    pub async fn new_user_with_hash_cost(&self, username: &str, cost: u32) -> String {
+        let password = tollgate::domain::Password::parse(PASSWORD, "password").unwrap();
+        let hash = tollgate::auth::password::hash(&password, cost).unwrap();
+        let sql = "INSERT INTO users (id, username, password_hash, created_at) VALUES ($1, $2, $3, now())";
+        let db = self.schema.connect().await;
+        db.execute(sql, &[&uuid::Uuid::now_v7(), &username, &hash])
+            .await
+            .unwrap();
+        username.to_owned()
+    }
+
     /// Signs `user` in again, returning the new session's token.
     pub async fn new_token(&self, user: &TestUser) -> String {
         let response = self.sign_in(&user.username, &user.password).await;

@@ -5,9 +5,6 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use tollgate::auth::password;
-use tollgate::domain::Password;
-
 use crate::helpers::{PASSWORD, eventually, problem, spawn_app, spawn_app_with};
 
 #[actix_web::test]
@@ -130,14 +127,8 @@ async fn signin_needs_exactly_one_of_username_and_email() {
 #[actix_web::test]
 async fn a_hash_made_at_another_cost_is_redone_at_the_next_signin() {
     let app = spawn_app_with(|s| s.auth.bcrypt_cost = 5).await;
-    let old_hash = password::hash(&Password::parse(PASSWORD, "password").unwrap(), 4).unwrap();
+    app.new_user_with_hash_cost("veteran", 4).await;
     let db = app.schema.connect().await;
-    db.execute(
-        "INSERT INTO users (id, username, password_hash, created_at) VALUES ($1, 'veteran', $2, now())",
-        &[&uuid::Uuid::now_v7(), &old_hash],
-    )
-    .await
-    .unwrap();
 
     assert_eq!(
         app.sign_in("veteran", PASSWORD).await.status(),
