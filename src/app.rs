@@ -56,7 +56,7 @@ impl Application {
         }
         if settings.auth.introspection_secret.is_none() {
             tracing::warn!(
-                "token introspection is open to anyone holding a token; set auth.introspection_secret"
+                "token introspection is disabled until auth.introspection_secret is set"
             );
         }
 

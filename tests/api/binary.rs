@@ -282,3 +282,44 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_cleanly() {
     }
     assert!(server.exit_status(Duration::from_secs(30)).await.success());
 }
+
+#[actix_web::test]
+async fn the_readme_walkthrough_runs_as_written() {
+    let server = Server::start(&["serve"], &[]).await;
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let walkthrough = readme
+        .split("With `make run` going in another terminal:")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has its curl walkthrough");
+    let host = server.address.trim_start_matches("http://");
+    // The walkthrough, pointed at this server, then one more call with the
+    // signed-out token.
+    let script = format!(
+        "{}\ncurl -s -o /dev/null -w 'after signout: %{{http_code}}' {host}/api/v1/users/me \
+         -H \"authorization: Bearer $TOKEN\"\n",
+        walkthrough.replace("localhost:8080", host)
+    );
+
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("bash runs");
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(r#""username":"ada""#), "{stdout}");
+    assert!(
+        stdout.contains(r#""refresh_count":2"#),
+        "the session call reinflated twice: {stdout}"
+    );
+    assert!(stdout.ends_with("after signout: 401"), "{stdout}");
+}
