@@ -55,7 +55,7 @@ impl Application {
             );
         }
         if settings.auth.introspection_secret.is_none() {
-            tracing::warn!(
+            tracing::info!(
                 "token introspection is disabled until auth.introspection_secret is set"
             );
         }
