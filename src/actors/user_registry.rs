@@ -3,7 +3,8 @@
 //! revokes sessions where a credential change demands it, so that each rule
 //! below runs to the end as one unit even if the HTTP request is dropped.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix::{Actor, Addr, Context, Handler, MailboxError, Message, ResponseFuture, Supervised};
@@ -52,6 +53,9 @@ struct Parts {
     /// Longest wait for the hasher pool, queueing included.
     hasher_timeout: Duration,
     clock: Clock,
+    /// Users whose rehash is queued or running: one at a time each, so a
+    /// burst of sign-ins does not queue a burst of extra hashes.
+    rehashing: Mutex<HashSet<UserId>>,
 }
 
 /// How the registry is put together.
@@ -83,6 +87,7 @@ impl UserRegistry {
             cost,
             hasher_timeout,
             clock,
+            rehashing: Mutex::default(),
         };
         Self {
             parts: Arc::new(parts),
@@ -212,7 +217,7 @@ impl Parts {
             return Err(RegistryError::InvalidCredentials);
         }
 
-        if stale_cost {
+        if stale_cost && self.rehashing().insert(user.id) {
             // After the reply: the caller should not wait for a second hash.
             actix::spawn(self.clone().rehash(user.clone(), msg.password));
         }
@@ -229,13 +234,23 @@ impl Parts {
                     .replace_password_hash(user.id, &user.password_hash, &new_hash);
             Ok::<_, RegistryError>(replaced.await?)
         };
-        match outcome.await {
+        let outcome = outcome.await;
+        self.rehashing().remove(&user.id);
+        match outcome {
             Ok(true) => {
                 tracing::info!(user_id = %user.id, "password rehashed at the configured cost")
             }
             Ok(false) => {}
             Err(err) => tracing::warn!(user_id = %user.id, error = %err, "password rehash failed"),
         }
+    }
+
+    fn rehashing(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
+        // The set is only inserted into and removed from: a panic cannot
+        // leave it half changed, so a poisoned lock is still sound.
+        self.rehashing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn change_password(&self, msg: ChangePassword) -> Result<(), RegistryError> {
