@@ -129,6 +129,11 @@ impl TestApp {
         self.client.post(self.url(path))
     }
 
+    /// POSTs `body` as JSON to `path`.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.post(path).json(body).send().await.unwrap()
+    }
+
     pub async fn sign_up(&self, username: &str, password: &str) -> Response {
         self.post("/api/v1/auth/signup")
             .json(&json!({ "username": username, "password": password }))
@@ -217,6 +222,15 @@ pub async fn problem(response: Response, status: StatusCode, code: &str) -> Valu
     assert_eq!(body["status"], status.as_u16());
     assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
     body
+}
+
+/// Checks that a response refuses its bearer token as RFC 6750 says.
+pub async fn refused_as_invalid_token(response: Response) {
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Bearer error="invalid_token""#
+    );
+    problem(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
 }
 
 /// Waits until `condition` holds, checking every 20 ms, for at most `limit`.

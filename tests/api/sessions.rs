@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PASSWORD, TestApp, claims_of, eventually, problem, spawn_app, spawn_app_with,
+    PASSWORD, TestApp, claims_of, eventually, problem, refused_as_invalid_token, spawn_app,
+    spawn_app_with,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -21,12 +22,7 @@ async fn session_body(app: &TestApp, token: &str) -> Value {
 }
 
 async fn assert_refused(app: &TestApp, token: &str) {
-    let response = app.session(token).await;
-    assert_eq!(
-        response.headers()["www-authenticate"],
-        r#"Bearer error="invalid_token""#
-    );
-    problem(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    refused_as_invalid_token(app.session(token).await).await;
 }
 
 #[actix_web::test]

@@ -10,11 +10,11 @@ use crate::helpers::{PASSWORD, eventually, problem, spawn_app, spawn_app_with};
 #[actix_web::test]
 async fn signin_works_by_username_in_any_case_and_by_email() {
     let app = spawn_app().await;
-    app.post("/api/v1/auth/signup")
-        .json(&json!({ "username": "Grace", "password": PASSWORD, "email": "grace@example.com" }))
-        .send()
-        .await
-        .unwrap();
+    app.post_json(
+        "/api/v1/auth/signup",
+        &json!({ "username": "Grace", "password": PASSWORD, "email": "grace@example.com" }),
+    )
+    .await;
 
     for login in [
         json!({ "username": "grace", "password": PASSWORD }),
@@ -22,12 +22,7 @@ async fn signin_works_by_username_in_any_case_and_by_email() {
         json!({ "email": "Grace@Example.com", "password": PASSWORD }),
         json!({ "username": "grace@example.com", "password": PASSWORD }),
     ] {
-        let response = app
-            .post("/api/v1/auth/signin")
-            .json(&login)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_json("/api/v1/auth/signin", &login).await;
         assert_eq!(response.status(), StatusCode::OK, "{login}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["user"]["username"], "Grace");
@@ -114,12 +109,7 @@ async fn signin_needs_exactly_one_of_username_and_email() {
         json!({ "password": PASSWORD }),
         json!({ "username": "ada", "email": "ada@example.com", "password": PASSWORD }),
     ] {
-        let response = app
-            .post("/api/v1/auth/signin")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_json("/api/v1/auth/signin", &body).await;
         problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
     }
 }

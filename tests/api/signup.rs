@@ -10,11 +10,11 @@ async fn signup_stores_the_user_and_returns_a_working_token() {
     let app = spawn_app().await;
 
     let response = app
-        .post("/api/v1/auth/signup")
-        .json(&json!({ "username": "Ada", "password": PASSWORD, "email": "ada@example.com" }))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/auth/signup",
+            &json!({ "username": "Ada", "password": PASSWORD, "email": "ada@example.com" }),
+        )
+        .await;
 
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(response.headers()["location"], "/api/v1/users/me");
@@ -89,11 +89,11 @@ async fn every_invalid_field_is_named_in_one_answer() {
     let app = spawn_app().await;
 
     let response = app
-        .post("/api/v1/auth/signup")
-        .json(&json!({ "username": "a b", "password": "short", "email": "nope" }))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/auth/signup",
+            &json!({ "username": "a b", "password": "short", "email": "nope" }),
+        )
+        .await;
 
     let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
     let fields: Vec<&str> = body["errors"]
@@ -147,12 +147,7 @@ async fn a_missing_field_or_wrong_type_is_a_422() {
         json!({ "username": "ada" }),
         json!({ "username": 7, "password": PASSWORD }),
     ] {
-        let response = app
-            .post("/api/v1/auth/signup")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_json("/api/v1/auth/signup", &body).await;
         problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
     }
 }
@@ -182,12 +177,7 @@ async fn a_body_over_the_limit_is_a_413() {
     let app = spawn_app().await;
     let huge = json!({ "username": "ada", "password": PASSWORD, "email": "x".repeat(70_000) });
 
-    let response = app
-        .post("/api/v1/auth/signup")
-        .json(&huge)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_json("/api/v1/auth/signup", &huge).await;
 
     problem(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 }

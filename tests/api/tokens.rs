@@ -6,7 +6,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{JWT_SECRET, TestApp, claims_of, problem, spawn_app};
+use crate::helpers::{
+    JWT_SECRET, TestApp, claims_of, problem, refused_as_invalid_token, spawn_app,
+};
 
 fn sign(claims: &Value, algorithm: Algorithm, secret: &str) -> String {
     jsonwebtoken::encode(
@@ -18,12 +20,7 @@ fn sign(claims: &Value, algorithm: Algorithm, secret: &str) -> String {
 }
 
 async fn assert_refused(app: &TestApp, token: &str) {
-    let response = app.me(token).await;
-    assert_eq!(
-        response.headers()["www-authenticate"],
-        r#"Bearer error="invalid_token""#
-    );
-    problem(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    refused_as_invalid_token(app.me(token).await).await;
 }
 
 #[actix_web::test]
