@@ -149,8 +149,7 @@ impl Settings {
         file: Option<&Path>,
         env: Option<HashMap<String, String>>,
     ) -> Result<Self, ConfigError> {
-        let mut builder =
-            Config::builder().add_source(File::from_str(EMBEDDED_DEFAULT, FileFormat::Toml));
+        let mut builder = Config::builder().add_source(embedded_source());
         if let Some(path) = file {
             builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
         }
@@ -210,7 +209,11 @@ impl Settings {
     /// Whether the signing secret is the public one from the embedded default.
     pub fn uses_embedded_jwt_secret(&self) -> bool {
         self.auth.jwt_key_file.is_none()
-            && self.jwt_secret_literal() == Some(embedded_jwt_secret().as_str())
+            && self.jwt_secret_literal().is_some_and(|secret| {
+                embedded_value("auth.jwt_secret")
+                    .and_then(|public| public.into_string().ok())
+                    .is_some_and(|public| public == secret)
+            })
     }
 
     /// The signing secret: the key file's contents (trailing newline
@@ -235,28 +238,15 @@ impl Settings {
 /// The embedded default's value for `key`, if it has one.
 fn embedded_value(key: &str) -> Option<config::Value> {
     let defaults = Config::builder()
-        .add_source(File::from_str(EMBEDDED_DEFAULT, FileFormat::Toml))
+        .add_source(embedded_source())
         .build()
         .ok()?;
     defaults.get::<config::Value>(key).ok()
 }
 
-/// The public secret written in the embedded default.
-fn embedded_jwt_secret() -> String {
-    #[derive(Deserialize)]
-    struct Defaults {
-        auth: DefaultAuth,
-    }
-    #[derive(Deserialize)]
-    struct DefaultAuth {
-        jwt_secret: String,
-    }
-    Config::builder()
-        .add_source(File::from_str(EMBEDDED_DEFAULT, FileFormat::Toml))
-        .build()
-        .and_then(Config::try_deserialize::<Defaults>)
-        .map(|d| d.auth.jwt_secret)
-        .expect("the embedded default names a jwt_secret")
+/// `config/default.toml` as a configuration source.
+fn embedded_source() -> File<config::FileSourceString, FileFormat> {
+    File::from_str(EMBEDDED_DEFAULT, FileFormat::Toml)
 }
 
 impl ServerSettings {

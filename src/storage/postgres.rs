@@ -116,7 +116,15 @@ async fn query_opt(
     client.query_opt(&statement, params).await
 }
 
-const USER_COLUMNS: &str = "id, username, email, password_hash, created_at";
+/// The columns every user query selects, in `user_from_row`'s terms.
+macro_rules! select_user {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, username, email, password_hash, created_at FROM users ",
+            $where
+        )
+    };
+}
 
 fn user_from_row(row: &Row) -> User {
     User {
@@ -181,20 +189,25 @@ impl UserStore for PostgresUserStore {
 
     async fn find_by_login(&self, login: &Login) -> Result<Option<User>, StoreError> {
         let (sql, key) = match login {
-            Login::Username(name) => ("WHERE lower(username) = lower($1)", name.as_str()),
-            Login::Email(email) => ("WHERE lower(email) = lower($1)", email.as_str()),
+            Login::Username(name) => (
+                select_user!("WHERE lower(username) = lower($1)"),
+                name.as_str(),
+            ),
+            Login::Email(email) => (
+                select_user!("WHERE lower(email) = lower($1)"),
+                email.as_str(),
+            ),
         };
-        let query = format!("SELECT {USER_COLUMNS} FROM users {sql}");
         let row = self
-            .with_client(async |client| query_opt(client, &query, &[&key]).await)
+            .with_client(async |client| query_opt(client, sql, &[&key]).await)
             .await?;
         Ok(row.as_ref().map(user_from_row))
     }
 
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let query = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let sql = select_user!("WHERE id = $1");
         let row = self
-            .with_client(async |client| query_opt(client, &query, &[&id.0]).await)
+            .with_client(async |client| query_opt(client, sql, &[&id.0]).await)
             .await?;
         Ok(row.as_ref().map(user_from_row))
     }

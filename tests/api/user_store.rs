@@ -135,17 +135,21 @@ async fn ping_answers(store: Arc<dyn UserStore>) {
     store.ping().await.unwrap();
 }
 
+fn database_settings(schema: &TestSchema) -> DatabaseSettings {
+    DatabaseSettings {
+        url: SecretString::from(schema.url()),
+        pool_size: 2,
+        timeout_secs: 5,
+    }
+}
+
 async fn memory_store() -> (Arc<dyn UserStore>, Option<TestSchema>) {
     (Arc::new(MemoryUserStore::new()), None)
 }
 
 async fn postgres_store() -> (Arc<dyn UserStore>, Option<TestSchema>) {
     let schema = TestSchema::create().await;
-    let settings = DatabaseSettings {
-        url: SecretString::from(schema.url()),
-        pool_size: 2,
-        timeout_secs: 5,
-    };
+    let settings = database_settings(&schema);
     assert_eq!(
         storage::migrate(&settings).await.unwrap(),
         1,
@@ -192,11 +196,7 @@ for_each_store!(
 #[actix_web::test]
 async fn replicas_migrating_at_once_apply_each_migration_once() {
     let schema = TestSchema::create().await;
-    let settings = DatabaseSettings {
-        url: SecretString::from(schema.url()),
-        pool_size: 2,
-        timeout_secs: 5,
-    };
+    let settings = database_settings(&schema);
 
     let (first, second) = tokio::join!(storage::migrate(&settings), storage::migrate(&settings));
 
