@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::Application;
+use crate::app::{Application, Signals};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::{storage, telemetry};
@@ -41,7 +41,7 @@ impl Cli {
             }
         };
         let outcome = match self.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(settings).await,
+            Command::Serve => serve(settings, self.config).await,
             Command::CheckConfig => {
                 check_config(&settings);
                 Ok(())
@@ -58,13 +58,18 @@ impl Cli {
     }
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
-    telemetry::init(&settings.telemetry);
-    Application::build(settings, Clock::system())
-        .await?
-        .run()
-        .await?;
-    Ok(())
+/// Serves until stopped, reloading `config` (and the environment) on
+/// SIGHUP as at start.
+async fn serve(settings: Settings, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let logs = telemetry::init(&settings.telemetry)?;
+    let signals = Signals::listen()?;
+    let reload = move || Settings::load(config.as_deref());
+    let served = match Application::build(settings, Clock::system()).await {
+        Ok(app) => app.run_until_signal(signals, reload).await,
+        Err(err) => Err(err),
+    };
+    logs.shutdown().await;
+    served
 }
 
 fn check_config(settings: &Settings) {
@@ -76,6 +81,11 @@ fn check_config(settings: &Settings) {
     println!("configuration is valid");
     println!("  listen          {}", settings.server.bind);
     println!("  users           {users}");
+    println!(
+        "  tasks           {}, {} workers",
+        settings.queue.backend.as_str(),
+        settings.queue.workers
+    );
     println!(
         "  session idle    {} s, {} shards",
         settings.session.idle_ttl_secs, settings.session.shards

@@ -8,9 +8,9 @@ use actix_web::{
 };
 use serde::Serialize;
 
-use crate::actors::RegistryError;
+use crate::actors::{RegistryError, SessionError};
 use crate::domain::InvalidInput;
-use crate::storage::StoreError;
+use crate::storage::{QueueError, RedisFailure, StoreError};
 
 /// Every error a client can receive: its code, status and title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,11 @@ pub enum ErrorCode {
     EmailTaken,
     NotFound,
     MethodNotAllowed,
+    TaskNotCancellable,
+    IdempotencyKeyReused,
+    QueueFull,
     StorageUnavailable,
+    QueueUnavailable,
     ServiceUnavailable,
     Internal,
 }
@@ -76,6 +80,22 @@ impl ErrorCode {
                 "method_not_allowed",
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Method not allowed",
+            ),
+            TaskNotCancellable => (
+                "task_not_cancellable",
+                StatusCode::CONFLICT,
+                "Task not cancellable",
+            ),
+            IdempotencyKeyReused => (
+                "idempotency_key_reused",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Idempotency key reused",
+            ),
+            QueueFull => ("queue_full", StatusCode::TOO_MANY_REQUESTS, "Queue full"),
+            QueueUnavailable => (
+                "queue_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Queue unavailable",
             ),
             StorageUnavailable => (
                 "storage_unavailable",
@@ -274,6 +294,22 @@ impl From<actix::MailboxError> for ApiError {
     }
 }
 
+impl From<SessionError> for ApiError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::Shard(err) => err.into(),
+            SessionError::Store(RedisFailure::Unavailable(_)) => Self::with_cause(
+                ErrorCode::StorageUnavailable,
+                "the session store is unavailable; retry shortly",
+                err,
+            ),
+            SessionError::Store(RedisFailure::Failed(_)) => {
+                Self::with_cause(ErrorCode::Internal, "internal error", err)
+            }
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -295,6 +331,19 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
+        match err {
+            QueueError::Unavailable(_) => Self::with_cause(
+                ErrorCode::QueueUnavailable,
+                "the task queue is unavailable; retry shortly",
+                err,
+            ),
+            QueueError::Failed(_) => Self::with_cause(ErrorCode::Internal, "internal error", err),
+        }
+    }
+}
+
 impl From<RegistryError> for ApiError {
     fn from(err: RegistryError) -> Self {
         match err {
@@ -303,6 +352,8 @@ impl From<RegistryError> for ApiError {
             RegistryError::UnknownUser => Self::invalid_token(),
             RegistryError::Store(err) => err.into(),
             RegistryError::Unavailable(err) => err.into(),
+            RegistryError::Sessions(err) => err.into(),
+            RegistryError::Queue(err) => err.into(),
             RegistryError::Hasher(_) => {
                 Self::with_cause(ErrorCode::Internal, "internal error", err)
             }

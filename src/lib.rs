@@ -9,6 +9,8 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod storage;
+pub mod tasks;
 pub mod telemetry;

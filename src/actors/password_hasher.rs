@@ -1,26 +1,125 @@
 //! The password hasher pool: bcrypt on dedicated threads (a `SyncArbiter`),
-//! so a sign-in storm queues here instead of stalling HTTP workers.
+//! so a sign-in storm queues here instead of stalling HTTP workers. The
+//! [`HasherPool`] handle resizes it while the service runs.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
 
-use actix::{Actor, Handler, Message, SyncContext};
+use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 
 use crate::auth::password::{self, HashError};
 use crate::domain::Password;
+use crate::telemetry::Metrics;
+
+/// The hasher threads, behind a handle that can swap them for a pool of
+/// another size: requests go to the new threads at once, and the old ones
+/// finish what they hold and exit. Cheap to share.
+pub struct HasherPool {
+    current: RwLock<Addr<PasswordHasher>>,
+    /// Threads asked for.
+    target: AtomicUsize,
+    /// Threads running, old pools' included until they exit.
+    live: Arc<AtomicUsize>,
+    cost: u32,
+    metrics: Metrics,
+}
+
+impl HasherPool {
+    /// Starts `threads` hasher threads at bcrypt `cost`.
+    pub fn start(threads: usize, cost: u32, metrics: Metrics) -> Self {
+        let live = Arc::new(AtomicUsize::new(0));
+        let current = Self::spawn(threads, cost, &metrics, &live);
+        Self {
+            current: RwLock::new(current),
+            target: AtomicUsize::new(threads),
+            live,
+            cost,
+            metrics,
+        }
+    }
+
+    fn spawn(
+        threads: usize,
+        cost: u32,
+        metrics: &Metrics,
+        live: &Arc<AtomicUsize>,
+    ) -> Addr<PasswordHasher> {
+        let (metrics, live) = (metrics.clone(), live.clone());
+        SyncArbiter::start(threads, move || {
+            PasswordHasher::new(cost, metrics.clone(), live.clone())
+        })
+    }
+
+    /// The threads to send work to now.
+    pub fn addr(&self) -> Addr<PasswordHasher> {
+        // Only ever swapped whole: a poisoned lock still holds a valid one.
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the threads with `threads` new ones, if that is a change.
+    pub fn resize(&self, threads: usize) {
+        if self.target.swap(threads, Ordering::SeqCst) == threads {
+            return;
+        }
+        let fresh = Self::spawn(threads, self.cost, &self.metrics, &self.live);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+    }
+
+    /// `(asked for, running)`.
+    pub fn sizes(&self) -> (usize, usize) {
+        (
+            self.target.load(Ordering::SeqCst),
+            self.live.load(Ordering::SeqCst),
+        )
+    }
+}
 
 /// One hasher thread's actor. Stateless apart from the work factor.
 pub struct PasswordHasher {
     cost: u32,
+    metrics: Metrics,
+    /// Hasher threads running now, over every pool this one belongs to.
+    live: Arc<AtomicUsize>,
 }
 
 impl PasswordHasher {
-    pub fn new(cost: u32) -> Self {
-        Self { cost }
+    pub fn new(cost: u32, metrics: Metrics, live: Arc<AtomicUsize>) -> Self {
+        Self {
+            cost,
+            metrics,
+            live,
+        }
+    }
+
+    /// Runs one bcrypt call, timed, with a panic turned into an error.
+    fn timed<T>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce() -> Result<T, HashError>,
+    ) -> Result<T, HashError> {
+        let started = Instant::now();
+        let outcome = guarded(work);
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.password_hashed(operation, seconds);
+        outcome
     }
 }
 
 impl Actor for PasswordHasher {
     type Context = SyncContext<Self>;
+
+    fn started(&mut self, _: &mut SyncContext<Self>) {
+        self.live.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn stopped(&mut self, _: &mut SyncContext<Self>) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Hash a password with a fresh salt at the configured cost.
@@ -40,7 +139,8 @@ impl Handler<HashPassword> for PasswordHasher {
     type Result = Result<String, HashError>;
 
     fn handle(&mut self, msg: HashPassword, _: &mut SyncContext<Self>) -> Self::Result {
-        guarded(|| password::hash(&msg.0, self.cost))
+        let cost = self.cost;
+        self.timed("hash", || password::hash(&msg.0, cost))
     }
 }
 
@@ -48,7 +148,7 @@ impl Handler<VerifyPassword> for PasswordHasher {
     type Result = Result<bool, HashError>;
 
     fn handle(&mut self, msg: VerifyPassword, _: &mut SyncContext<Self>) -> Self::Result {
-        guarded(|| password::verify(&msg.password, &msg.hash))
+        self.timed("verify", || password::verify(&msg.password, &msg.hash))
     }
 }
 
@@ -74,7 +174,9 @@ mod tests {
 
     #[actix_web::test]
     async fn the_pool_keeps_serving_after_a_failed_request() {
-        let pool = actix::SyncArbiter::start(1, || PasswordHasher::new(4));
+        let pool = actix::SyncArbiter::start(1, || {
+            PasswordHasher::new(4, Metrics::noop(), Arc::default())
+        });
         let password = Password::parse("correct horse battery", "password").unwrap();
 
         let corrupt = VerifyPassword {

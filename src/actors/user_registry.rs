@@ -1,7 +1,8 @@
-//! The user registry: sign-up, sign-in and password changes. It owns the
-//! user store, sends every bcrypt call to the hasher pool, and opens and
-//! revokes sessions where a credential change demands it, so that each rule
-//! below runs to the end as one unit even if the HTTP request is dropped.
+//! The user registry: sign-up, sign-in, password changes and account
+//! deletion. It owns the user store, sends every bcrypt call to the hasher
+//! pool, and opens and revokes sessions (and cancels queued tasks) where a
+//! credential change demands it, so that each rule below runs to the end as
+//! one unit even if the HTTP request is dropped.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -9,11 +10,15 @@ use std::time::Duration;
 
 use actix::{Actor, Addr, Context, Handler, MailboxError, Message, ResponseFuture, Supervised};
 
-use super::{HashPassword, PasswordHasher, SessionManager, VerifyPassword};
+use super::{
+    CancelAll, HashPassword, HasherPool, QueueRouter, SessionError, SessionManager, VerifyPassword,
+};
 use crate::auth::password::{self, HashError};
 use crate::clock::Clock;
 use crate::domain::{Email, Login, NewUser, Password, Session, SessionId, User, UserId, Username};
-use crate::storage::{StoreError, UserStore};
+use crate::events::{Event, Events, RevokeReason};
+use crate::storage::{QueueError, StoreError, UserStore};
+use crate::telemetry::Metrics;
 
 /// Why a registry request failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +32,27 @@ pub enum RegistryError {
     Store(#[from] StoreError),
     #[error("password hasher failed")]
     Hasher(#[from] HashError),
-    /// The hasher pool or a session shard did not answer in time.
+    /// The hasher pool did not answer in time.
     #[error("an actor is not answering")]
     Unavailable(#[from] MailboxError),
+    #[error(transparent)]
+    Sessions(#[from] SessionError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl RegistryError {
+    /// The outcome label of a failed sign-in or sign-up.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Store(StoreError::Unavailable(_))
+            | Self::Unavailable(_)
+            | Self::Queue(QueueError::Unavailable(_)) => "unavailable",
+            Self::Sessions(err) if err.is_unavailable() => "unavailable",
+            _ => "error",
+        }
+    }
 }
 
 /// A user with the session just opened for them.
@@ -42,8 +65,11 @@ pub struct UserRegistry {
 /// What every request needs, shared with the futures that serve them.
 struct Parts {
     store: Arc<dyn UserStore>,
-    hasher: Addr<PasswordHasher>,
+    hasher: Arc<HasherPool>,
     sessions: SessionManager,
+    queue: Addr<QueueRouter>,
+    metrics: Metrics,
+    events: Events,
     /// A hash of a password nobody has, verified when the user is unknown so
     /// that an unknown user costs the same bcrypt time as a wrong password.
     dummy_hash: String,
@@ -64,13 +90,16 @@ pub struct RegistryConfig {
     pub cost: u32,
     pub hasher_timeout: Duration,
     pub clock: Clock,
+    pub metrics: Metrics,
+    pub events: Events,
 }
 
 impl UserRegistry {
     pub fn new(
         store: Arc<dyn UserStore>,
-        hasher: Addr<PasswordHasher>,
+        hasher: Arc<HasherPool>,
         sessions: SessionManager,
+        queue: Addr<QueueRouter>,
         config: RegistryConfig,
     ) -> Self {
         let RegistryConfig {
@@ -78,11 +107,16 @@ impl UserRegistry {
             cost,
             hasher_timeout,
             clock,
+            metrics,
+            events,
         } = config;
         let parts = Parts {
             store,
             hasher,
             sessions,
+            queue,
+            metrics,
+            events,
             dummy_hash,
             cost,
             hasher_timeout,
@@ -105,6 +139,7 @@ impl Actor for UserRegistry {
 impl Supervised for UserRegistry {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!(actor = "UserRegistry", "restarting");
+        self.parts.metrics.actor_restarted("UserRegistry");
     }
 }
 
@@ -136,6 +171,15 @@ pub struct ChangePassword {
     pub new: Password,
 }
 
+/// Delete a user after checking their password: their waiting tasks are
+/// cancelled, the user removed, and every session of theirs revoked.
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct DeleteAccount {
+    pub user_id: UserId,
+    pub password: Password,
+}
+
 #[derive(Message)]
 #[rtype(result = "Result<User, RegistryError>")]
 pub struct GetUser(pub UserId);
@@ -149,6 +193,7 @@ impl Parts {
     async fn hash(&self, password: Password) -> Result<String, RegistryError> {
         let hashed = self
             .hasher
+            .addr()
             .send(HashPassword(password))
             .timeout(self.hasher_timeout);
         Ok(hashed.await??)
@@ -161,6 +206,7 @@ impl Parts {
         };
         Ok(self
             .hasher
+            .addr()
             .send(verify)
             .timeout(self.hasher_timeout)
             .await??)
@@ -176,7 +222,12 @@ impl Parts {
             created_at: self.clock.now(),
         };
         let user = self.store.insert(new).await?;
+        self.events.publish(Event::SignedUp {
+            user_id: user.id,
+            username: user.username.as_str().to_owned(),
+        });
         let session = self.sessions.open(user.id).await?;
+        self.signed_in(&session);
         Ok((user, session))
     }
 
@@ -216,6 +267,7 @@ impl Parts {
             self.sessions.revoke(session.id).await?;
             return Err(RegistryError::InvalidCredentials);
         }
+        self.signed_in(&session);
 
         if stale_cost && self.rehashing().insert(user.id) {
             // After the reply: the caller should not wait for a second hash.
@@ -276,13 +328,52 @@ impl Parts {
                 self.store
                     .replace_password_hash(msg.user_id, &user.password_hash, new_hash);
             if replace.await? {
-                self.sessions
+                let ended = self
+                    .sessions
                     .revoke_user(msg.user_id, Some(msg.keep))
                     .await?;
+                self.revoked(msg.user_id, ended, RevokeReason::PasswordChanged);
                 return Ok(());
             }
         }
         Err(RegistryError::InvalidCredentials)
+    }
+}
+
+impl Parts {
+    async fn delete_account(&self, msg: DeleteAccount) -> Result<(), RegistryError> {
+        let user = self
+            .store
+            .find_by_id(msg.user_id)
+            .await?
+            .ok_or(RegistryError::UnknownUser)?;
+        if !self.verify(&msg.password, &user.password_hash).await? {
+            return Err(RegistryError::InvalidCredentials);
+        }
+        // Tasks first: if the queue is down, nothing has changed yet and
+        // the client can simply try again.
+        self.queue.send(CancelAll(user.id)).await??;
+        self.store.delete(user.id).await?;
+        let ended = self.sessions.revoke_user(user.id, None).await?;
+        self.revoked(user.id, ended, RevokeReason::AccountDeleted);
+        Ok(())
+    }
+
+    fn signed_in(&self, session: &Session) {
+        self.events.publish(Event::SignedIn {
+            user_id: session.user_id,
+            session_id: session.id,
+        });
+    }
+
+    /// Tells other services that `sessions` of a user's ended at once.
+    fn revoked(&self, user_id: UserId, sessions: usize, reason: RevokeReason) {
+        self.events.publish(Event::SessionsRevoked {
+            user_id,
+            session_id: None,
+            sessions,
+            reason,
+        });
     }
 }
 
@@ -291,7 +382,16 @@ impl Handler<SignUp> for UserRegistry {
 
     fn handle(&mut self, msg: SignUp, _: &mut Context<Self>) -> Self::Result {
         let parts = self.parts.clone();
-        Box::pin(async move { parts.sign_up(msg).await })
+        Box::pin(async move {
+            let outcome = parts.sign_up(msg).await;
+            parts.metrics.signup(match &outcome {
+                Ok(_) => "created",
+                Err(RegistryError::Store(StoreError::UsernameTaken)) => "username_taken",
+                Err(RegistryError::Store(StoreError::EmailTaken)) => "email_taken",
+                Err(err) => err.outcome(),
+            });
+            outcome
+        })
     }
 }
 
@@ -299,7 +399,15 @@ impl Handler<SignIn> for UserRegistry {
     type Result = ResponseFuture<Result<Grant, RegistryError>>;
 
     fn handle(&mut self, msg: SignIn, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.parts.clone().sign_in(msg))
+        let parts = self.parts.clone();
+        Box::pin(async move {
+            let outcome = parts.clone().sign_in(msg).await;
+            parts.metrics.signin(match &outcome {
+                Ok(_) => "success",
+                Err(err) => err.outcome(),
+            });
+            outcome
+        })
     }
 }
 
@@ -309,6 +417,15 @@ impl Handler<ChangePassword> for UserRegistry {
     fn handle(&mut self, msg: ChangePassword, _: &mut Context<Self>) -> Self::Result {
         let parts = self.parts.clone();
         Box::pin(async move { parts.change_password(msg).await })
+    }
+}
+
+impl Handler<DeleteAccount> for UserRegistry {
+    type Result = ResponseFuture<Result<(), RegistryError>>;
+
+    fn handle(&mut self, msg: DeleteAccount, _: &mut Context<Self>) -> Self::Result {
+        let parts = self.parts.clone();
+        Box::pin(async move { parts.delete_account(msg).await })
     }
 }
 

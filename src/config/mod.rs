@@ -25,9 +25,16 @@ pub struct Settings {
     pub server: ServerSettings,
     pub auth: AuthSettings,
     pub session: SessionSettings,
+    pub queue: QueueSettings,
     /// PostgreSQL for users; absent means users are kept in memory.
     #[serde(default)]
     pub database: Option<DatabaseSettings>,
+    /// Redis for queues, sessions and events; required by any of them.
+    #[serde(default)]
+    pub redis: Option<RedisSettings>,
+    /// Domain events for other services; absent means none are written.
+    #[serde(default)]
+    pub events: Option<EventSettings>,
     pub telemetry: TelemetrySettings,
 }
 
@@ -84,7 +91,146 @@ pub struct SessionSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionStoreKind {
+    /// In the session actors' memory: one node.
     Memory,
+    /// In Redis, shared by every replica.
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    pub backend: QueueBackend,
+    /// Task workers serving every user's queue.
+    pub workers: usize,
+    /// Most tasks one user may have running at once; 0 means no limit
+    /// beyond `workers`.
+    pub max_running_per_user: usize,
+    /// Most tasks one user may have waiting (queued or awaiting a retry);
+    /// beyond it enqueue answers 429.
+    pub max_pending_per_user: usize,
+    /// Largest task payload, in bytes of JSON.
+    pub max_payload_bytes: usize,
+    /// How long a lease lasts without renewal; a running task's lease is
+    /// renewed well within it, and one that lapses is run again.
+    pub visibility_timeout_secs: u64,
+    /// Attempts a task gets unless it asks for another number.
+    pub max_attempts: u32,
+    /// Delay before the first retry; each later one doubles it, with jitter.
+    pub backoff_base_ms: u64,
+    /// Longest delay between two attempts.
+    pub backoff_max_ms: u64,
+    /// How long finished tasks (succeeded, dead, cancelled) stay readable.
+    pub result_ttl_secs: u64,
+    /// How long an `Idempotency-Key` keeps returning its task.
+    pub idempotency_ttl_secs: u64,
+    /// A user's queue manager stops after this long without requests.
+    pub manager_idle_secs: u64,
+    /// How often idle workers look for work that no local enqueue announced:
+    /// due delayed tasks, retries, and tasks enqueued by other replicas.
+    pub poll_interval_ms: u64,
+    /// Hosts the `webhook` task kind may call; empty refuses every URL.
+    /// A TOML list, or comma-separated in an environment variable.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub webhook_allowed_hosts: Vec<String>,
+    /// Bound on one webhook call.
+    pub webhook_timeout_secs: u64,
+    /// The kind of the tasks `POST /enqueue` (the old systems' route) queues.
+    pub default_kind: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    Memory,
+    Redis,
+}
+
+impl QueueBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://`, `rediss://` or `redis-cluster://`; may carry a password,
+    /// so it is never logged whole. With `cluster_nodes` it only gives the
+    /// credentials and TLS.
+    #[serde(default)]
+    pub url: Option<SecretString>,
+    /// `host:port` of some nodes of a Redis Cluster; the rest are found
+    /// from them. A TOML list, or comma-separated in an environment
+    /// variable.
+    #[serde(default, deserialize_with = "list_or_comma_separated")]
+    pub cluster_nodes: Vec<String>,
+    #[serde(default = "default_redis_pool_size")]
+    pub pool_size: usize,
+    /// Every key Tollgate writes starts with `{key_prefix}`; the braces make
+    /// it a Redis Cluster hash tag, so each script's keys share one slot.
+    #[serde(default = "default_redis_key_prefix")]
+    pub key_prefix: String,
+    /// Bound on any one command; past it the caller gets 503.
+    #[serde(default = "default_redis_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+/// A list from a file, or the comma-separated string an environment
+/// variable holds.
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(deserializer)? {
+        ListOrString::List(items) => items,
+        ListOrString::String(joined) => joined
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// Where domain events go: a Redis stream other services read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Name of the stream, under the key prefix: `{key_prefix}:<stream>`.
+    #[serde(default = "default_event_stream")]
+    pub stream: String,
+    /// About how many events the stream keeps; older ones are trimmed.
+    #[serde(default = "default_event_max_len")]
+    pub max_len: u64,
+}
+
+fn default_event_stream() -> String {
+    "events".into()
+}
+
+fn default_event_max_len() -> u64 {
+    100_000
+}
+
+fn default_redis_pool_size() -> usize {
+    4
+}
+
+fn default_redis_key_prefix() -> String {
+    "tollgate".into()
+}
+
+fn default_redis_timeout_secs() -> u64 {
+    2
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +258,15 @@ fn default_database_timeout_secs() -> u64 {
 pub struct TelemetrySettings {
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Also log to this file, rotated daily (`tollgate.log.2026-11-23`).
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
+    /// An OpenTelemetry collector's OTLP/HTTP address (such as
+    /// `http://collector:4318`); metrics and spans are pushed there.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// How often metrics are pushed to the collector.
+    pub otlp_interval_secs: u64,
     pub service_name: String,
 }
 
@@ -204,6 +359,8 @@ impl Settings {
     /// Whether anything is kept beyond the life of the process.
     pub fn is_durable(&self) -> bool {
         self.database.is_some()
+            || self.queue.backend == QueueBackend::Redis
+            || self.session.store == SessionStoreKind::Redis
     }
 
     /// Whether the signing secret is the public one from the embedded default.
@@ -275,7 +432,45 @@ impl SessionSettings {
     }
 }
 
+impl QueueSettings {
+    pub fn visibility_timeout(&self) -> Duration {
+        Duration::from_secs(self.visibility_timeout_secs)
+    }
+
+    pub fn manager_idle(&self) -> Duration {
+        Duration::from_secs(self.manager_idle_secs)
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    pub fn result_ttl(&self) -> Duration {
+        Duration::from_secs(self.result_ttl_secs)
+    }
+
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_ttl_secs)
+    }
+
+    pub fn webhook_timeout(&self) -> Duration {
+        Duration::from_secs(self.webhook_timeout_secs)
+    }
+}
+
+impl TelemetrySettings {
+    pub fn otlp_interval(&self) -> Duration {
+        Duration::from_secs(self.otlp_interval_secs)
+    }
+}
+
 impl DatabaseSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+impl RedisSettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
     }
@@ -320,6 +515,84 @@ mod tests {
         .unwrap();
         assert_eq!(settings.session.idle_ttl_secs, 5);
         assert_eq!(settings.server.bind.port(), 9999);
+    }
+
+    #[test]
+    fn lists_come_from_the_environment_comma_separated() {
+        let settings = load_env(&[(
+            "TOLLGATE__QUEUE__WEBHOOK_ALLOWED_HOSTS",
+            "hooks.example.com,127.0.0.1",
+        )])
+        .unwrap();
+        assert_eq!(
+            settings.queue.webhook_allowed_hosts,
+            ["hooks.example.com", "127.0.0.1"]
+        );
+    }
+
+    #[test]
+    fn a_log_file_must_be_a_file_in_a_directory_that_exists() {
+        let err = load_env(&[(
+            "TOLLGATE__TELEMETRY__LOG_FILE",
+            "/no/such/directory/tollgate.log",
+        )])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the directory /no/such/directory does not exist"),
+            "{err}"
+        );
+        let dir = std::env::temp_dir().join("tollgate.log");
+        let settings =
+            load_env(&[("TOLLGATE__TELEMETRY__LOG_FILE", dir.to_str().unwrap())]).unwrap();
+        assert_eq!(settings.telemetry.log_file, Some(dir));
+    }
+
+    #[test]
+    fn a_redis_queue_needs_a_redis_section_and_a_real_secret() {
+        let err = load_env(&[("TOLLGATE__QUEUE__BACKEND", "redis")]).unwrap_err();
+        assert!(err.to_string().contains("needs a [redis] section"), "{err}");
+        assert!(err.to_string().contains("public default"), "{err}");
+
+        let settings = load_env(&[
+            ("TOLLGATE__QUEUE__BACKEND", "redis"),
+            ("TOLLGATE__REDIS__URL", "redis://127.0.0.1:6379"),
+            (
+                "TOLLGATE__AUTH__JWT_SECRET",
+                "an-operator-chosen-secret-of-32-bytes!",
+            ),
+        ])
+        .unwrap();
+        let redis = settings.redis.unwrap();
+        assert_eq!(
+            (redis.pool_size, redis.key_prefix.as_str()),
+            (4, "tollgate")
+        );
+    }
+
+    #[test]
+    fn queue_values_are_checked() {
+        let err = load_env(&[
+            ("TOLLGATE__QUEUE__WORKERS", "0"),
+            ("TOLLGATE__QUEUE__BACKOFF_BASE_MS", "5000"),
+            ("TOLLGATE__QUEUE__BACKOFF_MAX_MS", "1000"),
+            (
+                "TOLLGATE__QUEUE__WEBHOOK_ALLOWED_HOSTS",
+                "ok.example.com,bad host",
+            ),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 3, "{text}");
+        assert!(
+            text.contains("queue.workers must be between 1 and 1024 (got 0)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("queue.backoff_max_ms must be between 5000"),
+            "{text}"
+        );
+        assert!(text.contains("\"bad host\" is not a host"), "{text}");
     }
 
     #[test]

@@ -6,10 +6,13 @@ use std::ops::RangeInclusive;
 
 use secrecy::ExposeSecret;
 
-use super::{ConfigError, Settings};
+use super::{ConfigError, QueueBackend, SessionStoreKind, Settings};
+use crate::domain::{MAX_ATTEMPTS, TaskKind};
 
 /// Longest absolute token lifetime accepted: 30 days.
 const MAX_TOKEN_LIFETIME_SECS: u64 = 30 * 24 * 3600;
+/// Longest that finished tasks and idempotency keys may be kept: 30 days.
+const MAX_RETENTION_SECS: u64 = 30 * 24 * 3600;
 
 /// The problems found so far.
 #[derive(Default)]
@@ -121,6 +124,136 @@ impl Settings {
             1..=3600,
         );
 
+        let queue = &self.queue;
+        problems.range("queue.workers", queue.workers, 1..=1024);
+        problems.range(
+            "queue.max_running_per_user",
+            queue.max_running_per_user,
+            0..=1024,
+        );
+        problems.range(
+            "queue.max_pending_per_user",
+            queue.max_pending_per_user,
+            1..=10_000_000,
+        );
+        problems.range(
+            "queue.max_payload_bytes",
+            queue.max_payload_bytes,
+            2..=16 * 1024 * 1024,
+        );
+        problems.range(
+            "queue.visibility_timeout_secs",
+            queue.visibility_timeout_secs,
+            1..=3600,
+        );
+        problems.range("queue.max_attempts", queue.max_attempts, 1..=MAX_ATTEMPTS);
+        problems.range(
+            "queue.backoff_base_ms",
+            queue.backoff_base_ms,
+            1..=3_600_000,
+        );
+        problems.range(
+            "queue.backoff_max_ms",
+            queue.backoff_max_ms,
+            queue.backoff_base_ms..=86_400_000,
+        );
+        problems.range(
+            "queue.result_ttl_secs",
+            queue.result_ttl_secs,
+            1..=MAX_RETENTION_SECS,
+        );
+        problems.range(
+            "queue.idempotency_ttl_secs",
+            queue.idempotency_ttl_secs,
+            1..=MAX_RETENTION_SECS,
+        );
+        problems.range("queue.manager_idle_secs", queue.manager_idle_secs, 1..=3600);
+        problems.range(
+            "queue.poll_interval_ms",
+            queue.poll_interval_ms,
+            10..=60_000,
+        );
+        problems.range(
+            "queue.webhook_timeout_secs",
+            queue.webhook_timeout_secs,
+            1..=300,
+        );
+        for host in &queue.webhook_allowed_hosts {
+            problems.require(valid_host(host), || {
+                format!("queue.webhook_allowed_hosts: {host:?} is not a host name or address")
+            });
+        }
+        problems.require(TaskKind::parse(&queue.default_kind).is_ok(), || {
+            format!(
+                "queue.default_kind is not a task kind name: {:?}",
+                queue.default_kind
+            )
+        });
+        let needs_redis = [
+            (
+                queue.backend == QueueBackend::Redis,
+                "queue.backend = \"redis\"",
+            ),
+            (
+                self.session.store == SessionStoreKind::Redis,
+                "session.store = \"redis\"",
+            ),
+            (self.events.is_some(), "[events]"),
+        ];
+        for (_, what) in needs_redis.iter().filter(|(needed, _)| *needed) {
+            problems.require(self.redis.is_some(), || {
+                format!("{what} needs a [redis] section with a url or cluster_nodes")
+            });
+        }
+
+        if let Some(events) = &self.events {
+            problems.require(
+                !events.stream.is_empty()
+                    && events.stream.len() <= 64
+                    && events.stream.bytes().all(|b| b.is_ascii_graphic()),
+                || {
+                    format!(
+                        "events.stream must be 1 to 64 printable characters (got {:?})",
+                        events.stream
+                    )
+                },
+            );
+            problems.range("events.max_len", events.max_len, 100..=100_000_000);
+        }
+
+        if let Some(redis) = &self.redis {
+            match &redis.url {
+                Some(url) => problems.require(
+                    fred::types::config::Config::from_url(url.expose_secret()).is_ok(),
+                    || "redis.url is not a valid Redis URL".into(),
+                ),
+                None => problems.require(!redis.cluster_nodes.is_empty(), || {
+                    "[redis] needs a url or cluster_nodes".into()
+                }),
+            }
+            for node in &redis.cluster_nodes {
+                problems.require(crate::storage::cluster_node(node).is_ok(), || {
+                    format!("redis.cluster_nodes: {node:?} is not host:port")
+                });
+            }
+            problems.range("redis.pool_size", redis.pool_size, 1..=256);
+            problems.range("redis.timeout_secs", redis.timeout_secs, 1..=60);
+            let prefix = &redis.key_prefix;
+            problems.require(
+                !prefix.is_empty()
+                    && prefix.len() <= 64
+                    && prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}'),
+                || {
+                    format!(
+                        "redis.key_prefix must be 1 to 64 printable characters without braces \
+                         (got {prefix:?})"
+                    )
+                },
+            );
+        }
+
         if let Some(database) = &self.database {
             let url = database.url.expose_secret();
             problems.require(url.parse::<tokio_postgres::Config>().is_ok(), || {
@@ -130,6 +263,30 @@ impl Settings {
             problems.range("database.timeout_secs", database.timeout_secs, 1..=300);
         }
 
+        let telemetry = &self.telemetry;
+        problems.range(
+            "telemetry.otlp_interval_secs",
+            telemetry.otlp_interval_secs,
+            1..=3600,
+        );
+        if let Some(endpoint) = &telemetry.otlp_endpoint {
+            let url = reqwest::Url::parse(endpoint);
+            problems.require(
+                url.is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
+                || format!("telemetry.otlp_endpoint is not an http(s) URL: {endpoint:?}"),
+            );
+        }
+        if let Some(path) = &telemetry.log_file {
+            match crate::telemetry::log_file_parts(path) {
+                Ok((directory, _)) => problems.require(directory.is_dir(), || {
+                    format!(
+                        "telemetry.log_file: the directory {} does not exist",
+                        directory.display()
+                    )
+                }),
+                Err(err) => problems.require(false, || err.to_string()),
+            }
+        }
         let log_level = &self.telemetry.log_level;
         problems.require(
             tracing_subscriber::EnvFilter::try_new(log_level).is_ok(),
@@ -142,4 +299,13 @@ impl Settings {
             Err(ConfigError(problems.0))
         }
     }
+}
+
+/// A DNS name or an IP address, as the webhook allowlist compares them.
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
 }

@@ -3,10 +3,15 @@
 
 mod credentials;
 mod session;
+mod task;
 mod user;
 
 pub use credentials::{Email, Login, Password, Username};
-pub use session::{Session, SessionId, SessionTable, TouchOutcome};
+pub use session::{Session, SessionId, SessionTable, StoredSession, TouchOutcome};
+pub use task::{
+    Fence, IdempotencyKey, LeasedTask, MAX_ATTEMPTS, MAX_DELAY_MS, NewTask, Outcome, RetryPolicy,
+    Task, TaskCounts, TaskId, TaskKind, TaskStatus,
+};
 pub use user::{NewUser, User, UserId};
 
 /// Why a value was refused, naming the field so a client can point at it.

@@ -51,22 +51,24 @@ pub enum TouchOutcome {
 /// One stored session, kept small: at a million idle sessions every byte
 /// here costs a megabyte. Times are milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
-    user_id: UserId,
-    created_ms: i64,
-    last_seen_ms: i64,
-    absolute_ms: i64,
-    refresh_count: u32,
+pub struct StoredSession {
+    pub user_id: UserId,
+    pub created_ms: i64,
+    pub last_seen_ms: i64,
+    pub absolute_ms: i64,
+    pub refresh_count: u32,
 }
 
-impl Entry {
-    fn expires_ms(&self, idle_ttl_ms: i64) -> i64 {
+impl StoredSession {
+    /// When it lapses unless used again: the idle deadline, capped by the
+    /// absolute expiry.
+    pub fn expires_ms(&self, idle_ttl_ms: i64) -> i64 {
         self.last_seen_ms
             .saturating_add(idle_ttl_ms)
             .min(self.absolute_ms)
     }
 
-    fn snapshot(&self, id: SessionId, idle_ttl_ms: i64) -> Session {
+    pub fn snapshot(&self, id: SessionId, idle_ttl_ms: i64) -> Session {
         let at = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
         Session {
             id,
@@ -90,7 +92,7 @@ impl Entry {
 #[derive(Debug)]
 pub struct SessionTable {
     idle_ttl_ms: i64,
-    entries: HashMap<SessionId, Entry>,
+    entries: HashMap<SessionId, StoredSession>,
 }
 
 impl SessionTable {
@@ -115,7 +117,7 @@ impl SessionTable {
         now_ms: i64,
         absolute_ms: i64,
     ) -> Session {
-        let entry = Entry {
+        let entry = StoredSession {
             user_id,
             created_ms: now_ms,
             last_seen_ms: now_ms,

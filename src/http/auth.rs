@@ -13,6 +13,7 @@ use super::{AppState, Authenticated, extract::bearer_token, users::UserView};
 use crate::actors::{ChangePassword, GetUser, Grant, RegistryError, SignIn, SignUp};
 use crate::domain::{Email, InvalidInput, Login, Password, Session, Username};
 use crate::error::{ApiError, ErrorCode};
+use crate::events::{Event, RevokeReason};
 
 #[derive(Deserialize)]
 pub struct SignUpBody {
@@ -64,7 +65,7 @@ pub struct Introspection {
 }
 
 #[derive(Serialize)]
-struct ActiveToken {
+pub struct ActiveToken {
     sub: Uuid,
     /// Absent when the user store could not be asked.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +81,14 @@ pub async fn sign_up(
     state: web::Data<AppState>,
     body: web::Json<SignUpBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let grant = signed_up(&state, body.into_inner()).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, "/api/v1/users/me"))
+        .json(token_grant(&state, grant)?))
+}
+
+/// Registers the user a sign-up body describes and opens their session.
+pub async fn signed_up(state: &AppState, body: SignUpBody) -> Result<Grant, ApiError> {
     let username = Username::parse(&body.username);
     let password = Password::parse(&body.password, "password");
     let email = body.email.as_deref().map(Email::parse).transpose();
@@ -87,24 +96,23 @@ pub async fn sign_up(
         (Ok(username), Ok(password), Ok(email)) => (username, password, email),
         (u, p, e) => return Err(ApiError::invalid_fields([u.err(), p.err(), e.err()])),
     };
-    let grant = state
-        .registry
-        .send(SignUp {
-            username,
-            email,
-            password,
-        })
-        .await??;
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, "/api/v1/users/me"))
-        .json(token_grant(&state, grant)?))
+    let sign_up = SignUp {
+        username,
+        email,
+        password,
+    };
+    Ok(state.registry.send(sign_up).await??)
 }
 
 pub async fn sign_in(
     state: web::Data<AppState>,
     body: web::Json<SignInBody>,
 ) -> Result<web::Json<TokenGrant>, ApiError> {
-    let body = body.into_inner();
+    Ok(web::Json(signed_in(&state, body.into_inner()).await?))
+}
+
+/// Checks the credentials of a sign-in body and issues a token.
+pub async fn signed_in(state: &AppState, body: SignInBody) -> Result<TokenGrant, ApiError> {
     let login = match (body.username, body.email) {
         (Some(name), None) if name.contains('@') => Email::parse(&name).map(Login::Email),
         (Some(name), None) => Username::parse(&name).map(Login::Username),
@@ -124,7 +132,13 @@ pub async fn sign_in(
         (login, password) => return Err(ApiError::invalid_fields([login.err(), password.err()])),
     };
     let grant = state.registry.send(SignIn { login, password }).await??;
-    Ok(web::Json(token_grant(&state, grant)?))
+    token_grant(state, grant)
+}
+
+impl TokenGrant {
+    pub fn access_token(&self) -> &str {
+        &self.access_token
+    }
 }
 
 /// Issues the token for a freshly opened session.
@@ -148,7 +162,13 @@ pub async fn sign_out(
     state: web::Data<AppState>,
     auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    state.sessions.revoke(auth.session.id).await?;
+    let revoked = state.sessions.revoke(auth.session.id).await?;
+    state.events.publish(Event::SessionsRevoked {
+        user_id: auth.session.user_id,
+        session_id: Some(auth.session.id),
+        sessions: usize::from(revoked),
+        reason: RevokeReason::SignOut,
+    });
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -156,10 +176,14 @@ pub async fn sign_out_all(
     state: web::Data<AppState>,
     auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .sessions
-        .revoke_user(auth.session.user_id, None)
-        .await?;
+    let user_id = auth.session.user_id;
+    let revoked = state.sessions.revoke_user(user_id, None).await?;
+    state.events.publish(Event::SessionsRevoked {
+        user_id,
+        session_id: None,
+        sessions: revoked,
+        reason: RevokeReason::SignOutAll,
+    });
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -203,13 +227,29 @@ pub async fn introspect(
     req: HttpRequest,
     body: web::Json<IntrospectBody>,
 ) -> Result<web::Json<Introspection>, ApiError> {
+    let details = introspection(&state, &req, &body.token).await?;
+    Ok(web::Json(Introspection {
+        active: details.is_some(),
+        details,
+    }))
+}
+
+/// What introspection finds of `token` for the service `req` comes from:
+/// `None` when the token is not active. Refused without the service
+/// credential, or with introspection disabled. An active answer reinflates
+/// the session.
+pub async fn introspection(
+    state: &AppState,
+    req: &HttpRequest,
+    token: &str,
+) -> Result<Option<ActiveToken>, ApiError> {
     let Some(secret) = &state.introspection_secret else {
         return Err(ApiError::new(
             ErrorCode::IntrospectionDisabled,
             "introspection is disabled: no auth.introspection_secret is configured",
         ));
     };
-    let presented = bearer_token(&req).ok_or_else(ApiError::missing_credentials)?;
+    let presented = bearer_token(req).ok_or_else(ApiError::missing_credentials)?;
     // Digests have one length whatever was sent, so the comparison's time
     // says nothing about the secret, not even its length.
     let matches: bool = Sha256::digest(presented.as_bytes())
@@ -221,38 +261,29 @@ pub async fn introspect(
             "wrong introspection credential",
         ));
     }
-    let inactive = || {
-        Ok(web::Json(Introspection {
-            active: false,
-            details: None,
-        }))
-    };
-    let auth = match state.authenticate(&body.token).await {
+    let auth = match state.authenticate(token).await {
         Ok(auth) => auth,
         // Overload is not an answer about the token: a resource server
         // must not sign its user out because Tollgate was busy.
         Err(err) if err.code == ErrorCode::ServiceUnavailable => return Err(err),
-        Err(_) => return inactive(),
+        Err(_) => return Ok(None),
     };
     let username = match state.registry.send(GetUser(auth.session.user_id)).await? {
         Ok(user) => Some(user.username),
-        Err(RegistryError::UnknownUser) => return inactive(),
+        Err(RegistryError::UnknownUser) => return Ok(None),
         Err(err) => {
             tracing::warn!(error = %err, "introspection answered without the username");
             None
         }
     };
     let (claims, session) = (auth.claims, auth.session);
-    Ok(web::Json(Introspection {
-        active: true,
-        details: Some(ActiveToken {
-            sub: claims.sub,
-            username,
-            sid: claims.sid,
-            exp: claims.exp,
-            iat: claims.iat,
-            refresh_count: session.refresh_count,
-            expires_at: session.expires_at,
-        }),
+    Ok(Some(ActiveToken {
+        sub: claims.sub,
+        username,
+        sid: claims.sid,
+        exp: claims.exp,
+        iat: claims.iat,
+        refresh_count: session.refresh_count,
+        expires_at: session.expires_at,
     }))
 }

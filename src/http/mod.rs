@@ -3,10 +3,14 @@
 //! parse input, send a message to an actor and map the reply.
 
 mod auth;
+mod compat;
 mod extract;
 mod health;
-mod request_id;
+mod observe;
+mod tasks;
 mod users;
+
+use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::{
@@ -17,12 +21,16 @@ use actix_web::{
 use secrecy::SecretString;
 
 pub use extract::Authenticated;
-pub use request_id::{REQUEST_ID, request_id};
+pub use observe::{REQUEST_ID, observe};
 
-use crate::actors::{SessionManager, UserRegistry};
+use crate::actors::{Queue, SessionManager, UserRegistry};
 use crate::auth::TokenKeys;
 use crate::clock::Clock;
+use crate::domain::TaskKind;
 use crate::error::{ApiError, ErrorCode};
+use crate::events::Events;
+use crate::tasks::TaskHandlers;
+use crate::telemetry::{Metrics, MetricsExport};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -32,31 +40,82 @@ pub struct AppState {
     pub clock: Clock,
     /// Credential for introspection; `None` leaves it open.
     pub introspection_secret: Option<SecretString>,
+    pub queue: Queue,
+    /// The task kinds there are handlers for, to check tasks at enqueue.
+    pub handlers: Arc<TaskHandlers>,
+    /// Largest task payload, in bytes of JSON.
+    pub max_payload_bytes: usize,
+    /// What `POST /enqueue` queues.
+    pub default_kind: TaskKind,
+    pub metrics: Metrics,
+    /// Where domain events go.
+    pub events: Events,
+    /// What `/metrics` renders.
+    pub export: Arc<MetricsExport>,
 }
 
-/// Registers every route, with JSON bodies limited to `max_body_bytes`.
-pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) {
+/// How large a request body may be.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Every route but the one below.
+    pub default: usize,
+    /// `POST /api/v1/tasks`: room for the largest payload and the rest.
+    pub tasks: usize,
+}
+
+/// Registers every route, with JSON bodies limited as `limits` says.
+pub fn configure(limits: BodyLimits) -> impl FnOnce(&mut web::ServiceConfig) {
+    let json = |limit| {
+        web::JsonConfig::default()
+            .limit(limit)
+            .error_handler(json_error)
+    };
     move |cfg| {
-        cfg.app_data(
-            web::JsonConfig::default()
-                .limit(max_body_bytes)
-                .error_handler(json_error),
-        )
-        .app_data(web::PayloadConfig::new(max_body_bytes))
-        .service(
-            web::scope("/api/v1")
-                .service(resource("/auth/signup").post(auth::sign_up))
-                .service(resource("/auth/signin").post(auth::sign_in))
-                .service(resource("/auth/signout").post(auth::sign_out))
-                .service(resource("/auth/signout-all").post(auth::sign_out_all))
-                .service(resource("/auth/password").post(auth::change_password))
-                .service(resource("/auth/session").get(auth::current_session))
-                .service(resource("/auth/introspect").post(auth::introspect))
-                .service(resource("/users/me").get(users::get_me)),
-        )
-        .service(resource("/health/live").get(health::live))
-        .service(resource("/health/ready").get(health::ready))
-        .default_service(web::to(not_found));
+        cfg.app_data(json(limits.default))
+            .app_data(web::PayloadConfig::new(limits.default))
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                ApiError::new(ErrorCode::InvalidInput, err.to_string()).into()
+            }))
+            .service(
+                web::scope("/api/v1")
+                    .service(resource("/auth/signup").post(auth::sign_up))
+                    .service(resource("/auth/signin").post(auth::sign_in))
+                    .service(resource("/auth/signout").post(auth::sign_out))
+                    .service(resource("/auth/signout-all").post(auth::sign_out_all))
+                    .service(resource("/auth/password").post(auth::change_password))
+                    .service(resource("/auth/session").get(auth::current_session))
+                    .service(resource("/auth/introspect").post(auth::introspect))
+                    .service(
+                        resource("/users/me")
+                            .get(users::get_me)
+                            .delete(users::delete_me),
+                    )
+                    .service(
+                        resource("/tasks")
+                            .app_data(json(limits.tasks))
+                            .app_data(web::PayloadConfig::new(limits.tasks))
+                            .post(tasks::enqueue_task)
+                            .get(tasks::list_tasks),
+                    )
+                    .service(
+                        resource("/tasks/{id}")
+                            .get(tasks::get_task)
+                            .delete(tasks::cancel_task),
+                    )
+                    .service(resource("/queue").get(tasks::get_queue)),
+            )
+            .service(resource("/health/live").get(health::live))
+            .service(resource("/health/ready").get(health::ready))
+            .service(resource("/metrics").get(health::metrics))
+            .service(resource("/register").post(compat::register))
+            .service(resource("/login").post(compat::login))
+            .service(resource("/enqueue").post(compat::enqueue))
+            .service(resource("/protected-route").get(compat::protected_route))
+            .service(resource("/data").get(compat::data))
+            .service(resource("/validateToken").post(compat::validate_token))
+            .service(resource("/profile").get(compat::profile))
+            .service(resource("/auth/health").get(compat::auth_health))
+            .default_service(web::to(not_found));
     }
 }
 

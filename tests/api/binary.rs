@@ -1,149 +1,44 @@
 //! The `tollgate` binary itself, as an operator runs it: `make run`'s
 //! embedded default, the production file, `check-config` and `migrate`.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{JWT_SECRET, PASSWORD, TestSchema, client, eventually};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_tollgate");
-
-/// A `tollgate` command with a clean environment: only what the test sets.
-fn tollgate(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::null());
-    command
-}
-
-fn output_of(args: &[&str], env: &[(&str, &str)]) -> (Output, String) {
-    let output = tollgate(args, env).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output, text)
-}
-
-/// A running server process, killed when dropped.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Server {
-    async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let bind = format!("127.0.0.1:{port}");
-        let mut env = env.to_vec();
-        env.push(("TOLLGATE__SERVER__BIND", &bind));
-        env.push(("TOLLGATE__AUTH__BCRYPT_COST", "4"));
-        let child = tollgate(args, &env)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Self {
-            child,
-            address: format!("http://{bind}"),
-        };
-        let up = eventually(Duration::from_secs(30), || async {
-            client()
-                .get(format!("{}/health/live", server.address))
-                .send()
-                .await
-                .is_ok()
-        })
-        .await;
-        assert!(up, "tollgate did not start listening on {bind}");
-        server
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.address)
-    }
-
-    /// Sends SIGTERM, as an orchestrator stopping the service would.
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        assert!(status.unwrap().success());
-    }
-
-    /// Waits for the process to exit, for at most `limit`.
-    async fn exit_status(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "tollgate did not exit"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::helpers::{JWT_SECRET, PASSWORD, Server, TestSchema, client, eventually, output_of};
 
 /// Signs up and in as the README shows, returning the sign-in token.
 async fn sign_up_and_in(server: &Server) -> String {
-    let http = client();
-    let credentials = json!({ "username": "ada", "password": PASSWORD });
-    let signup = http
-        .post(server.url("/api/v1/auth/signup"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signup.status(), StatusCode::CREATED);
-    let signin = http
-        .post(server.url("/api/v1/auth/signin"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signin.status(), StatusCode::OK);
-    let body: Value = signin.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
+    server.sign_up("ada").await;
+    server.sign_in("ada").await.0
 }
 
 #[actix_web::test]
-async fn the_embedded_default_serves_signup_signin_and_profile() {
+async fn the_embedded_default_serves_signup_signin_profile_and_tasks() {
     let server = Server::start(&["serve"], &[]).await;
 
     let token = sign_up_and_in(&server).await;
-    let me = client()
-        .get(server.url("/api/v1/users/me"))
-        .bearer_auth(&token)
+    let me = server.get_json("/api/v1/users/me", &token).await;
+    let enqueue = server.request(reqwest::Method::POST, "/api/v1/tasks", Some(&token));
+    let accepted = enqueue
+        .json(&json!({ "kind": "sha256", "payload": { "data": "abc", "rounds": 2 } }))
         .send()
         .await
         .unwrap();
 
-    assert_eq!(me.status(), StatusCode::OK);
-    assert_eq!(me.json::<Value>().await.unwrap()["username"], "ada");
+    assert_eq!(me["username"], "ada");
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let location = accepted.headers()["location"].to_str().unwrap().to_owned();
+    let finished = eventually(Duration::from_secs(30), || async {
+        server.get_json(&location, &token).await["status"] == "succeeded"
+    })
+    .await;
+    let task = server.get_json(&location, &token).await;
+    assert!(finished, "{task}");
+    assert_eq!(task["result"]["rounds"], 2);
 }
 
 #[actix_web::test]
@@ -321,5 +216,10 @@ async fn the_readme_walkthrough_runs_as_written() {
         stdout.contains(r#""refresh_count":2"#),
         "the session call reinflated twice: {stdout}"
     );
+    assert!(
+        stdout.contains(r#""kind":"echo","payload":{"hello":"world"}"#),
+        "the task was accepted and read back: {stdout}"
+    );
+    assert!(stdout.contains(r#""limit":100000"#), "{stdout}");
     assert!(stdout.ends_with("after signout: 401"), "{stdout}");
 }

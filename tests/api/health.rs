@@ -1,11 +1,15 @@
-//! `/health/*`, and what clients see while PostgreSQL is out of reach.
+//! `/health/*`, and what clients see while PostgreSQL or Redis is out of
+//! reach.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TcpProxy, TestSchema, eventually, problem, spawn_app, spawn_app_on};
+use crate::helpers::{
+    PrivateRedis, TcpProxy, TestRedis, TestSchema, eventually, problem, spawn_app, spawn_app_on,
+    spawn_app_with,
+};
 
 #[actix_web::test]
 async fn liveness_and_readiness_answer_when_all_is_well() {
@@ -19,7 +23,14 @@ async fn liveness_and_readiness_answer_when_all_is_well() {
     let body: Value = ready.json().await.unwrap();
     assert_eq!(
         body,
-        json!({ "status": "ready", "checks": { "users": { "store": "postgres", "status": "up" } } })
+        json!({
+            "status": "ready",
+            "checks": {
+                "users": { "store": "postgres", "status": "up" },
+                "sessions": { "store": "memory", "status": "up" },
+                "tasks": { "store": "redis", "status": "up" },
+            }
+        })
     );
 }
 
@@ -77,5 +88,81 @@ async fn with_postgres_unreachable_signin_is_a_503_sessions_live_on_and_all_reco
             .await
             .status(),
         StatusCode::CREATED
+    );
+}
+
+#[actix_web::test]
+async fn with_redis_stopped_enqueue_is_a_503_nothing_is_half_written_and_all_recovers() {
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(|s| {
+        s.redis = Some(tollgate::config::RedisSettings {
+            url: Some(url.into()),
+            timeout_secs: 1,
+            ..TestRedis::settings("outage")
+        });
+    })
+    .await;
+    let user = app.new_user("unfazed").await;
+    let before = app
+        .enqueued(&user.token, &json!({ "kind": "echo", "delay_ms": 60_000 }))
+        .await;
+
+    redis.stop();
+
+    let refused = app.enqueue(&user.token, &json!({ "kind": "echo" })).await;
+    problem(
+        refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "queue_unavailable",
+    )
+    .await;
+    let counts = app
+        .get("/api/v1/queue")
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    problem(counts, StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable").await;
+    let ready = app.get("/health/ready").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let checks = ready.json::<Value>().await.unwrap()["checks"].clone();
+    assert_eq!(checks["tasks"]["status"], "down");
+    assert_eq!(checks["users"]["status"], "up");
+    assert_eq!(
+        app.me(&user.token).await.status(),
+        StatusCode::OK,
+        "auth carries on"
+    );
+
+    redis.resume().await;
+
+    let recovered = eventually(Duration::from_secs(15), || async {
+        app.get("/health/ready").send().await.unwrap().status() == StatusCode::OK
+    })
+    .await;
+    assert!(recovered, "readiness did not come back");
+    let after = app
+        .enqueued(&user.token, &json!({ "kind": "echo", "payload": "back" }))
+        .await;
+    let done = app
+        .finished_task(
+            &user.token,
+            after["id"].as_str().unwrap(),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(done["result"], "back", "the workers recovered too");
+    let listed = app.tasks(&user.token, "").await;
+    let ids: Vec<&Value> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["id"])
+        .collect();
+    assert_eq!(
+        ids,
+        [&after["id"], &before["id"]],
+        "the refused task left no trace"
     );
 }

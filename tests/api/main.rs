@@ -1,12 +1,28 @@
 //! Integration tests: the real HTTP server on a random port, on a real
 //! PostgreSQL with a schema per test. One binary, a module per resource.
 
+#[macro_use]
+mod helpers;
+
+mod account;
 mod binary;
+mod business;
+mod compat;
+mod deploy;
+mod durability;
+mod events;
 mod hasher_storm;
 mod health;
-mod helpers;
+mod metrics;
+mod queue_store;
+mod reload;
+mod retries;
+mod scale_out;
+mod session_store;
 mod sessions;
 mod signin;
 mod signup;
+mod tasks;
+mod telemetry;
 mod tokens;
 mod user_store;

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, problem, spawn_app};
+use crate::helpers::{PASSWORD, fields_at_fault, problem, spawn_app};
 
 #[actix_web::test]
 async fn signup_stores_the_user_and_returns_a_working_token() {
@@ -96,13 +96,7 @@ async fn every_invalid_field_is_named_in_one_answer() {
         .await;
 
     let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
-    assert_eq!(fields, ["username", "password", "email"]);
+    assert_eq!(fields_at_fault(&body), ["username", "password", "email"]);
 }
 
 #[actix_web::test]

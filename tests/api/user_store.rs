@@ -166,26 +166,8 @@ async fn postgres_store() -> (Arc<dyn UserStore>, Option<TestSchema>) {
     )
 }
 
-macro_rules! for_each_store {
-    ($($check:ident),* $(,)?) => {
-        mod memory {
-            $(#[actix_web::test]
-            async fn $check() {
-                let (store, _schema) = super::memory_store().await;
-                super::$check(store).await;
-            })*
-        }
-        mod postgres {
-            $(#[actix_web::test]
-            async fn $check() {
-                let (store, _schema) = super::postgres_store().await;
-                super::$check(store).await;
-            })*
-        }
-    };
-}
-
 for_each_store!(
+    Arc<dyn UserStore>: memory => memory_store, postgres => postgres_store;
     finds_a_stored_user_by_id_name_and_email_in_any_case,
     misses_are_none_not_errors,
     usernames_and_emails_are_unique_regardless_of_case,

@@ -232,6 +232,18 @@ impl UserStore for PostgresUserStore {
         Ok(updated == 1)
     }
 
+    async fn delete(&self, id: UserId) -> Result<bool, StoreError> {
+        let deleted = self
+            .with_client(async |client| {
+                let statement = client
+                    .prepare_cached("DELETE FROM users WHERE id = $1")
+                    .await?;
+                client.execute(&statement, &[&id.0]).await
+            })
+            .await?;
+        Ok(deleted == 1)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.with_client(async |client| client.simple_query("SELECT 1").await)
             .await

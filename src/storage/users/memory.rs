@@ -87,6 +87,18 @@ impl UserStore for MemoryUserStore {
         }
     }
 
+    async fn delete(&self, id: UserId) -> Result<bool, StoreError> {
+        let mut idx = self.indexes();
+        let Some(user) = idx.users.remove(&id) else {
+            return Ok(false);
+        };
+        idx.by_username.remove(&user.username.to_ascii_lowercase());
+        if let Some(email) = &user.email {
+            idx.by_email.remove(&email.to_ascii_lowercase());
+        }
+        Ok(true)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

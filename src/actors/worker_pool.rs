@@ -1,0 +1,490 @@
+//! The worker pool: it supervises `queue.workers` task workers and keeps
+//! them fed. It leases tasks for idle workers (the store picks them round
+//! robin between users), renews the leases of running tasks, takes back
+//! leases that lapsed anywhere (a crashed replica's), purges expired
+//! results, grows or shrinks when told, and at shutdown stops leasing and
+//! hands back what is unfinished.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, MessageResult,
+    ResponseActFuture, Supervised, Supervisor, WrapFuture,
+};
+use tokio::sync::oneshot;
+
+use super::queue::QueueParts;
+use super::task_worker::{Run, TaskWorker};
+use crate::domain::{Fence, LeasedTask, TaskId};
+use crate::storage::{LeaseCall, QueueError, QueueStats};
+use crate::tasks::TaskHandlers;
+
+/// How often lapsed leases are taken back and expired results purged.
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The pool's figures at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Workers asked for.
+    pub workers: usize,
+    /// Workers running now.
+    pub live: usize,
+    /// Workers running a task.
+    pub busy: usize,
+}
+
+/// How many workers the pool is asked for and how many run, shared with
+/// whoever reports them.
+#[derive(Debug, Default)]
+pub struct PoolSizes {
+    pub target: AtomicUsize,
+    /// Each worker counts itself in when it starts and out when it stops.
+    pub live: Arc<AtomicUsize>,
+}
+
+pub struct WorkerPool {
+    parts: Arc<QueueParts>,
+    handlers: Arc<TaskHandlers>,
+    sizes: Arc<PoolSizes>,
+    /// One per worker; at most `sizes.target` of them once the surplus of a
+    /// shrink has finished what it was running.
+    slots: Vec<Slot>,
+    /// The id the next slot gets.
+    next_slot: u64,
+    /// A lease call is out; no second one starts meanwhile.
+    leasing: bool,
+    /// A lease call whose answer did not arrive, to be made again as it
+    /// was: the store then answers the leases it made instead of new ones.
+    unanswered: Option<(LeaseCall, usize)>,
+    /// Work was announced while a lease call was out: lease again after it.
+    rewake: bool,
+    /// A reclaim-and-purge round is out.
+    reaping: bool,
+    /// Whether the last call to the store failed, so an outage is logged
+    /// when it starts and when it ends, not at every poll.
+    store_down: bool,
+    /// Set by `Drain`: no more leasing; told when the last worker is idle.
+    draining: Option<Option<oneshot::Sender<()>>>,
+}
+
+/// A worker and the lease of the task it runs, if any. Dropping the slot
+/// drops the only address of the worker, which then stops for good.
+struct Slot {
+    /// Stable while slots come and go, unlike a position.
+    id: u64,
+    worker: Addr<TaskWorker>,
+    lease: Option<Held>,
+}
+
+#[derive(Clone, Copy)]
+struct Held {
+    id: TaskId,
+    fence: Fence,
+    /// A renewal was refused: the task was taken back and runs elsewhere.
+    lost: bool,
+}
+
+impl WorkerPool {
+    pub fn new(parts: Arc<QueueParts>, handlers: Arc<TaskHandlers>, sizes: Arc<PoolSizes>) -> Self {
+        Self {
+            parts,
+            handlers,
+            sizes,
+            slots: Vec::new(),
+            next_slot: 0,
+            leasing: false,
+            unanswered: None,
+            rewake: false,
+            reaping: false,
+            store_down: false,
+            draining: None,
+        }
+    }
+
+    fn busy(&self) -> usize {
+        self.slots.iter().filter(|s| s.lease.is_some()).count()
+    }
+
+    fn status(&self) -> PoolStatus {
+        PoolStatus {
+            workers: self.sizes.target.load(Ordering::SeqCst),
+            live: self.sizes.live.load(Ordering::SeqCst),
+            busy: self.busy(),
+        }
+    }
+
+    /// Starts or retires workers until there are `target`: idle ones retire
+    /// at once, busy ones when their attempt ends, and none while a lease
+    /// call is out (it was sized for the idle ones).
+    fn resize(&mut self, target: usize) {
+        self.sizes.target.store(target, Ordering::SeqCst);
+        while self.slots.len() < target {
+            let (parts, handlers) = (self.parts.clone(), self.handlers.clone());
+            let live = self.sizes.live.clone();
+            let worker = Supervisor::start(move |_| TaskWorker::new(parts, handlers, live));
+            self.next_slot += 1;
+            self.slots.push(Slot {
+                id: self.next_slot,
+                worker,
+                lease: None,
+            });
+        }
+        if self.leasing {
+            return;
+        }
+        let mut surplus = self.slots.len().saturating_sub(target);
+        self.slots.retain(|slot| {
+            let retire = surplus > 0 && slot.lease.is_none();
+            surplus -= usize::from(retire);
+            !retire
+        });
+    }
+
+    fn store_answered(&mut self, outcome: Result<(), &QueueError>) {
+        match (outcome, self.store_down) {
+            (Ok(()), true) => {
+                tracing::info!("the queue store answers again");
+                self.store_down = false;
+            }
+            (Err(err), false) => {
+                tracing::warn!(error = %err, "the queue store is not answering; retrying");
+                self.store_down = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Tells a waiting `Drain` that nothing runs and no lease call is out.
+    fn notify_if_drained(&mut self) {
+        if self.leasing || self.busy() > 0 {
+            return;
+        }
+        if let Some(drained) = self.draining.as_mut().and_then(Option::take) {
+            let _ = drained.send(());
+        }
+    }
+
+    /// Leases tasks for every idle worker, unless a lease call is out.
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        if self.draining.is_some() {
+            return;
+        }
+        if self.leasing {
+            self.rewake = true;
+            return;
+        }
+        let idle = self.slots.len() - self.busy();
+        // A call whose answer was lost is made again as it was, whatever
+        // the pool's size now: what it leased must come back to a holder.
+        let (call, want) = match self.unanswered.take() {
+            Some(unanswered) => unanswered,
+            None if idle == 0 => return,
+            None => (LeaseCall::new(), idle),
+        };
+        self.leasing = true;
+        self.rewake = false;
+        let parts = self.parts.clone();
+        let now = parts.clock.now_millis();
+        let lease = async move {
+            let deadline = parts.later_ms(now, parts.config.lease_for);
+            let limits = parts.limits.get();
+            parts.store.lease(call, want, limits, now, deadline).await
+        };
+        ctx.spawn(lease.into_actor(self).map(move |leased, pool, ctx| {
+            pool.store_answered(leased.as_ref().map(drop));
+            let tasks = match leased {
+                Ok(tasks) => tasks,
+                Err(_) => {
+                    pool.unanswered = Some((call, want));
+                    pool.lease_call_over(false, ctx);
+                    return;
+                }
+            };
+            let more = tasks.len() == want || pool.rewake;
+            // Leased as the pool began to stop, or more than the workers
+            // idle now (it shrank meanwhile): those go straight back.
+            let mut surplus: Vec<(TaskId, Fence)> = Vec::new();
+            for task in tasks {
+                let undispatched = match pool.draining {
+                    Some(_) => Some(task),
+                    None => pool.dispatch(task, ctx),
+                };
+                surplus.extend(undispatched.map(|t| (t.task.id, t.fence)));
+            }
+            let more = more && surplus.is_empty();
+            pool.hand_back(surplus, ctx, move |pool, ctx| {
+                pool.lease_call_over(more, ctx)
+            });
+        }));
+    }
+
+    /// A lease call has ended: a shrink held back meanwhile can happen now,
+    /// a drain waiting for it can end, and the next call can start.
+    fn lease_call_over(&mut self, more: bool, ctx: &mut Context<Self>) {
+        self.leasing = false;
+        let target = self.sizes.target.load(Ordering::SeqCst);
+        self.resize(target);
+        self.notify_if_drained();
+        if more {
+            self.fill(ctx);
+        }
+    }
+
+    /// Returns leases to the store unfinished and uncounted (when there are
+    /// any), then calls `then`.
+    fn hand_back(
+        &self,
+        leases: Vec<(TaskId, Fence)>,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
+        if leases.is_empty() {
+            ctx.spawn(actix::fut::ready(()).map(move |(), pool, ctx| then(pool, ctx)));
+            return;
+        }
+        let parts = self.parts.clone();
+        let release = async move {
+            if let Err(err) = parts.store.release(&leases, parts.limits.get()).await {
+                tracing::warn!(error = %err, "could not hand leases back; they will lapse");
+            }
+        };
+        ctx.spawn(
+            release
+                .into_actor(self)
+                .map(move |(), pool, ctx| then(pool, ctx)),
+        );
+    }
+
+    /// Hands a leased task to an idle worker; gives it back if none is idle.
+    fn dispatch(&mut self, leased: LeasedTask, ctx: &mut Context<Self>) -> Option<LeasedTask> {
+        let Some(slot) = self.slots.iter_mut().find(|s| s.lease.is_none()) else {
+            return Some(leased);
+        };
+        slot.lease = Some(Held {
+            id: leased.task.id,
+            fence: leased.fence,
+            lost: false,
+        });
+        let (slot_id, run) = (slot.id, slot.worker.send(Run(leased)));
+        self.parts.metrics.workers_busy(self.busy());
+        ctx.spawn(run.into_actor(self).map(move |ran, pool, ctx| {
+            if let Err(err) = ran {
+                // The worker is gone with the task: its lease will lapse
+                // and the task run again.
+                tracing::warn!(error = %err, "a task worker did not answer");
+            }
+            if let Some(slot) = pool.slots.iter_mut().find(|s| s.id == slot_id) {
+                slot.lease = None;
+            }
+            // The surplus of a shrink retires as its attempts end.
+            let target = pool.sizes.target.load(Ordering::SeqCst);
+            pool.resize(target);
+            pool.parts.metrics.workers_busy(pool.busy());
+            pool.notify_if_drained();
+            pool.fill(ctx);
+        }));
+        None
+    }
+
+    /// Extends the lease of every running task whose lease is still held.
+    fn renew(&mut self, ctx: &mut Context<Self>) {
+        let held: Vec<(TaskId, Fence)> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.lease.filter(|l| !l.lost))
+            .map(|l| (l.id, l.fence))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let parts = self.parts.clone();
+        let renew = async move {
+            let deadline = parts.later_ms(parts.clock.now_millis(), parts.config.lease_for);
+            let renewed = parts.store.renew(&held, deadline).await;
+            renewed.map(|renewed| (held, renewed))
+        };
+        ctx.spawn(renew.into_actor(self).map(|outcome, pool, _| {
+            pool.store_answered(outcome.as_ref().map(drop));
+            let Ok((held, renewed)) = outcome else { return };
+            for ((id, fence), renewed) in held.into_iter().zip(renewed) {
+                // Refused, and still held by a worker: not merely finished
+                // while the renewal was on its way.
+                let holder = pool
+                    .slots
+                    .iter_mut()
+                    .filter_map(|s| s.lease.as_mut())
+                    .find(|l| l.fence == fence && !l.lost);
+                let Some(lease) = holder.filter(|_| !renewed) else {
+                    continue;
+                };
+                lease.lost = true;
+                pool.parts.metrics.fencing_rejected("renew");
+                tracing::warn!(
+                    task_id = %id,
+                    "lease lost: the task was taken back to run elsewhere; this attempt's \
+                     outcome will be refused"
+                );
+            }
+        }));
+    }
+
+    /// Takes back lapsed leases (of any replica), purges expired results,
+    /// and records the queue's figures.
+    fn reap(&mut self, ctx: &mut Context<Self>) {
+        if self.reaping {
+            return;
+        }
+        self.reaping = true;
+        let parts = self.parts.clone();
+        let reap = async move {
+            let now = parts.clock.now_millis();
+            let expires = parts.later_ms(now, parts.config.result_ttl);
+            let limits = parts.limits.get();
+            let reclaimed = parts.store.reclaim(limits, now, expires).await?;
+            let purged = parts.store.purge(now).await?;
+            let QueueStats {
+                waiting,
+                users_waiting,
+                oldest_due_ms,
+            } = parts.store.stats().await?;
+            let oldest_wait = oldest_due_ms.map_or(0.0, |due| (now - due).max(0) as f64 / 1e3);
+            parts
+                .metrics
+                .queue_depth(waiting, users_waiting, oldest_wait);
+            Ok::<_, QueueError>((reclaimed, purged))
+        };
+        self.parts.metrics.workers_busy(self.busy());
+        ctx.spawn(reap.into_actor(self).map(|outcome, pool, ctx| {
+            pool.reaping = false;
+            pool.store_answered(outcome.as_ref().map(drop));
+            if let Ok((reclaimed, purged)) = outcome {
+                if purged > 0 {
+                    tracing::debug!(purged, "purged expired tasks");
+                }
+                if reclaimed > 0 {
+                    tracing::info!(reclaimed, "took back lapsed leases; those tasks run again");
+                    pool.fill(ctx);
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for WorkerPool {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // A restart keeps the workers: they are actors of their own.
+        if self.slots.is_empty() {
+            self.resize(self.sizes.target.load(Ordering::SeqCst));
+        }
+        let config = &self.parts.config;
+        ctx.run_interval(config.poll_interval, |pool, ctx| pool.fill(ctx));
+        // Three renewals per lease period: a lease survives two lost ones.
+        ctx.run_interval(config.lease_for / 3, |pool, ctx| pool.renew(ctx));
+        ctx.run_interval(REAP_INTERVAL, |pool, ctx| pool.reap(ctx));
+        self.parts.metrics.workers_busy(0);
+        self.fill(ctx);
+    }
+}
+
+impl Supervised for WorkerPool {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!(actor = "WorkerPool", "restarting");
+        self.parts.metrics.actor_restarted("WorkerPool");
+        // The old context's futures are gone, and with them the answers
+        // from the workers; their tasks' leases lapse and are taken back.
+        for slot in &mut self.slots {
+            slot.lease = None;
+        }
+        self.leasing = false;
+        self.reaping = false;
+    }
+}
+
+/// New work was enqueued: lease it if a worker is idle.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wake;
+
+impl Handler<Wake> for WorkerPool {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.fill(ctx);
+    }
+}
+
+/// Grow or shrink to this many workers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resize(pub usize);
+
+impl Handler<Resize> for WorkerPool {
+    type Result = ();
+
+    fn handle(&mut self, Resize(target): Resize, ctx: &mut Context<Self>) {
+        self.resize(target);
+        self.fill(ctx);
+    }
+}
+
+/// Report the pool's figures.
+#[derive(Message)]
+#[rtype(result = "PoolStatus")]
+pub struct Status;
+
+impl Handler<Status> for WorkerPool {
+    type Result = MessageResult<Status>;
+
+    fn handle(&mut self, _: Status, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status())
+    }
+}
+
+/// Stop leasing, wait up to `timeout` for running tasks, then hand back the
+/// leases of those still running. Replies how many were handed back.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct Drain {
+    pub timeout: Duration,
+}
+
+impl Handler<Drain> for WorkerPool {
+    type Result = ResponseActFuture<Self, u64>;
+
+    fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
+        let (drained, idle) = oneshot::channel();
+        self.draining = Some(Some(drained));
+        self.notify_if_drained();
+        let wait = async move {
+            let _ = tokio::time::timeout(msg.timeout, idle).await;
+        };
+        Box::pin(wait.into_actor(self).then(|(), pool, _| {
+            let mut unfinished: Vec<(TaskId, Fence)> = Vec::new();
+            for lease in pool.slots.iter_mut().filter_map(|s| s.lease.as_mut()) {
+                if !lease.lost {
+                    unfinished.push((lease.id, lease.fence));
+                    // Handed back: no more renewals for it.
+                    lease.lost = true;
+                }
+            }
+            let parts = pool.parts.clone();
+            async move {
+                match parts.store.release(&unfinished, parts.limits.get()).await {
+                    Ok(released) => released,
+                    Err(err) => {
+                        tracing::warn!(
+                            error = %err,
+                            "could not hand back unfinished leases; they will lapse instead"
+                        );
+                        0
+                    }
+                }
+            }
+            .into_actor(pool)
+        }))
+    }
+}

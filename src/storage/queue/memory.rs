@@ -1,0 +1,667 @@
+//! Tasks in process memory: the embedded default. Lost on exit. Every
+//! operation takes one lock and never awaits while holding it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{
+    Cancelled, Enqueued, Finished, Idempotency, LEASE_LAPSED, LeaseCall, Limits, PROMOTE_BATCH,
+    Page, QueueError, QueueStats, QueueStore,
+};
+use crate::domain::{
+    Fence, LeasedTask, NewTask, Outcome, Task, TaskCounts, TaskId, TaskStatus, UserId,
+};
+
+#[derive(Default)]
+pub struct MemoryQueueStore {
+    state: Mutex<State>,
+}
+
+impl MemoryQueueStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Each operation checks before it writes, and no write can panic
+        // half way, so the state behind a poisoned lock is still whole.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Invariants: every id in a user's indexes, `delayed`, `leases` and
+/// `expiry` is a key of `tasks`; a task is in exactly one status index of
+/// its user, the one its status names; a user's `ready` holds exactly their
+/// waiting tasks that are due; `ring` and `tickets` mirror each other; a
+/// user entry exists only while it indexes a task.
+#[derive(Default)]
+struct State {
+    tasks: HashMap<TaskId, Entry>,
+    users: HashMap<UserId, UserTasks>,
+    /// The dispatch ring: users with ready work and room to run, by ticket.
+    ring: BTreeMap<u64, UserId>,
+    tickets: HashMap<UserId, u64>,
+    last_ticket: u64,
+    last_fence: u64,
+    /// Waiting tasks not yet due, by `run_at`.
+    delayed: BTreeSet<(i64, TaskId)>,
+    /// Every user's ready tasks, by `run_at`.
+    due: BTreeSet<(i64, TaskId)>,
+    /// Running tasks by lease deadline.
+    leases: BTreeSet<(i64, TaskId)>,
+    /// Finished tasks by `expires_at`.
+    expiry: BTreeSet<(i64, TaskId)>,
+    idempotency: HashMap<(UserId, String), Remembered>,
+    idempotency_expiry: BTreeSet<(i64, UserId, String)>,
+    /// What each recent lease call leased, until its leases' deadline.
+    lease_calls: HashMap<LeaseCall, (i64, Vec<(TaskId, Fence)>)>,
+}
+
+struct Entry {
+    task: Task,
+    /// The current lease's fencing token; 0 before the first lease.
+    fence: u64,
+    /// The current lease's deadline, while running.
+    deadline_ms: i64,
+    /// The lease whose outcome was recorded last, and what it made the task.
+    recorded: Option<(u64, TaskStatus)>,
+}
+
+#[derive(Default)]
+struct UserTasks {
+    /// Ready task ids in the order they run.
+    ready: VecDeque<TaskId>,
+    all: BTreeSet<TaskId>,
+    by_status: HashMap<TaskStatus, BTreeSet<TaskId>>,
+}
+
+impl UserTasks {
+    fn count(&self, status: TaskStatus) -> u64 {
+        self.by_status
+            .get(&status)
+            .map_or(0, |ids| ids.len() as u64)
+    }
+}
+
+struct Remembered {
+    task: TaskId,
+    fingerprint: String,
+    expires_ms: i64,
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl State {
+    fn user(&mut self, id: UserId) -> &mut UserTasks {
+        self.users.entry(id).or_default()
+    }
+
+    fn running(&self, user: UserId) -> u64 {
+        self.users
+            .get(&user)
+            .map_or(0, |u| u.count(TaskStatus::Running))
+    }
+
+    /// Puts `user` at the back of the ring if it has ready work and room.
+    fn activate(&mut self, user: UserId, limits: Limits) {
+        let has_ready = self.users.get(&user).is_some_and(|u| !u.ready.is_empty());
+        if self.tickets.contains_key(&user) || !has_ready || !limits.may_run(self.running(user)) {
+            return;
+        }
+        self.last_ticket += 1;
+        self.ring.insert(self.last_ticket, user);
+        self.tickets.insert(user, self.last_ticket);
+    }
+
+    fn deactivate(&mut self, user: UserId) {
+        if let Some(ticket) = self.tickets.remove(&user) {
+            self.ring.remove(&ticket);
+        }
+    }
+
+    /// Adds a task behind its user's ready tasks.
+    fn push_back(&mut self, id: TaskId) {
+        let (user, run_at) = self.user_and_run_at(id);
+        self.user(user).ready.push_back(id);
+        self.due.insert((run_at, id));
+    }
+
+    /// Puts a task before all of its user's ready tasks.
+    fn push_front(&mut self, id: TaskId) {
+        let (user, run_at) = self.user_and_run_at(id);
+        self.user(user).ready.push_front(id);
+        self.due.insert((run_at, id));
+    }
+
+    /// Takes the first of `user`'s ready tasks.
+    fn pop_ready(&mut self, user: UserId) -> Option<TaskId> {
+        let id = self.users.get_mut(&user)?.ready.pop_front()?;
+        let (_, run_at) = self.user_and_run_at(id);
+        self.due.remove(&(run_at, id));
+        Some(id)
+    }
+
+    /// Takes a task out of its user's ready tasks, wherever it stands.
+    fn unready(&mut self, id: TaskId) {
+        let (user, run_at) = self.user_and_run_at(id);
+        self.user(user).ready.retain(|ready| *ready != id);
+        self.due.remove(&(run_at, id));
+    }
+
+    fn user_and_run_at(&self, id: TaskId) -> (UserId, i64) {
+        let task = &self.tasks[&id].task;
+        (task.user_id, task.run_at.timestamp_millis())
+    }
+
+    /// Makes waiting tasks due by `now_ms` ready, in `run_at` order.
+    fn promote(&mut self, now_ms: i64, limits: Limits) {
+        for _ in 0..PROMOTE_BATCH {
+            let Some(&(run_at, id)) = self.delayed.first() else {
+                return;
+            };
+            if run_at > now_ms {
+                return;
+            }
+            self.delayed.remove(&(run_at, id));
+            self.push_back(id);
+            self.activate(self.tasks[&id].task.user_id, limits);
+        }
+    }
+
+    /// Moves a task to `to`, in its record and in its user's indexes.
+    fn set_status(&mut self, id: TaskId, to: TaskStatus) {
+        let Some(entry) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let (user, from) = (entry.task.user_id, entry.task.status);
+        entry.task.status = to;
+        let indexes = self.user(user);
+        if let Some(ids) = indexes.by_status.get_mut(&from) {
+            ids.remove(&id);
+        }
+        indexes.by_status.entry(to).or_default().insert(id);
+    }
+
+    /// Takes a waiting task out of its user's ready tasks and the delayed
+    /// ones, and ends it cancelled.
+    fn cancel(&mut self, id: TaskId, now_ms: i64, expires_ms: i64) {
+        let (_, run_at) = self.user_and_run_at(id);
+        self.delayed.remove(&(run_at, id));
+        self.unready(id);
+        self.finalize(id, TaskStatus::Cancelled, now_ms, expires_ms);
+    }
+
+    /// Ends a task in a final state, kept until `expires_ms`.
+    fn finalize(&mut self, id: TaskId, to: TaskStatus, now_ms: i64, expires_ms: i64) {
+        self.set_status(id, to);
+        if let Some(entry) = self.tasks.get_mut(&id) {
+            entry.task.finished_at = Some(at(now_ms));
+            entry.task.expires_at = Some(at(expires_ms));
+        }
+        self.expiry.insert((expires_ms, id));
+    }
+
+    /// Ends the current lease of a running task.
+    fn end_lease(&mut self, id: TaskId) {
+        if let Some(entry) = self.tasks.get(&id) {
+            self.leases.remove(&(entry.deadline_ms, id));
+        }
+    }
+
+    /// The task if `fence` is its current lease.
+    fn leased(&self, id: TaskId, fence: Fence) -> Option<&Task> {
+        self.tasks
+            .get(&id)
+            .filter(|e| e.task.status == TaskStatus::Running && e.fence == fence.0)
+            .map(|e| &e.task)
+    }
+
+    /// Sends running tasks back to the front of their queues, newest lease
+    /// first, so that they end up in the order they ran; `back` ends each
+    /// lease and sets what the task becomes.
+    fn send_back(
+        &mut self,
+        mut leases: Vec<(TaskId, Fence)>,
+        limits: Limits,
+        mut back: impl FnMut(&mut Self, TaskId),
+    ) {
+        leases.sort_by_key(|&(_, fence)| std::cmp::Reverse(fence));
+        for (id, _) in leases {
+            back(self, id);
+            if self.tasks[&id].task.status.is_waiting() {
+                self.push_front(id);
+            }
+            self.activate(self.tasks[&id].task.user_id, limits);
+        }
+    }
+
+    /// A task of `user`'s that has not expired.
+    fn visible(&self, user: UserId, id: TaskId, now_ms: i64) -> Option<&Task> {
+        self.tasks
+            .get(&id)
+            .map(|e| &e.task)
+            .filter(|t| t.user_id == user)
+            .filter(|t| t.expires_at.is_none_or(|e| e.timestamp_millis() > now_ms))
+    }
+
+    fn remember(&mut self, user: UserId, idempotency: Idempotency, task: TaskId) {
+        let key = idempotency.key.as_str().to_owned();
+        if let Some(old) = self.idempotency.remove(&(user, key.clone())) {
+            self.idempotency_expiry
+                .remove(&(old.expires_ms, user, key.clone()));
+        }
+        self.idempotency_expiry
+            .insert((idempotency.expires_ms, user, key.clone()));
+        self.idempotency.insert(
+            (user, key),
+            Remembered {
+                task,
+                fingerprint: idempotency.fingerprint,
+                expires_ms: idempotency.expires_ms,
+            },
+        );
+    }
+
+    /// Drops a user's entry once it indexes nothing, so memory follows the
+    /// users with tasks, not every user ever seen.
+    fn forget_if_empty(&mut self, user: UserId) {
+        if self
+            .users
+            .get(&user)
+            .is_some_and(|u| u.all.is_empty() && u.ready.is_empty())
+        {
+            self.users.remove(&user);
+            self.deactivate(user);
+        }
+    }
+}
+
+#[async_trait]
+impl QueueStore for MemoryQueueStore {
+    async fn enqueue(
+        &self,
+        new: NewTask,
+        idempotency: Option<Idempotency>,
+        limits: Limits,
+        now_ms: i64,
+    ) -> Result<Enqueued, QueueError> {
+        let mut state = self.state();
+        let user = new.user_id;
+        if let Some(idem) = &idempotency {
+            let key = (user, idem.key.as_str().to_owned());
+            if let Some(seen) = state
+                .idempotency
+                .get(&key)
+                .filter(|r| r.expires_ms > now_ms)
+            {
+                if seen.fingerprint != idem.fingerprint {
+                    return Ok(Enqueued::KeyReused);
+                }
+                if let Some(entry) = state.tasks.get(&seen.task) {
+                    return Ok(Enqueued::Replayed(entry.task.clone()));
+                }
+            }
+        }
+        if let Some(entry) = state.tasks.get(&new.id) {
+            return Ok(Enqueued::Created(entry.task.clone()));
+        }
+        let pending = state.users.get(&user).map_or(0, |u| {
+            u.count(TaskStatus::Queued) + u.count(TaskStatus::Failed)
+        });
+        if pending >= limits.max_pending {
+            return Ok(Enqueued::Full { pending });
+        }
+
+        // Tasks already due go first: they have the earlier run_at.
+        state.promote(now_ms, limits);
+        let task = new.into_task();
+        let (id, run_at_ms) = (task.id, task.run_at.timestamp_millis());
+        state.tasks.insert(
+            id,
+            Entry {
+                task: task.clone(),
+                fence: 0,
+                deadline_ms: 0,
+                recorded: None,
+            },
+        );
+        let indexes = state.user(user);
+        indexes.all.insert(id);
+        indexes
+            .by_status
+            .entry(TaskStatus::Queued)
+            .or_default()
+            .insert(id);
+        if run_at_ms <= now_ms {
+            state.push_back(id);
+            state.activate(user, limits);
+        } else {
+            state.delayed.insert((run_at_ms, id));
+        }
+        if let Some(idem) = idempotency {
+            state.remember(user, idem, id);
+        }
+        Ok(Enqueued::Created(task))
+    }
+
+    async fn get(&self, user: UserId, id: TaskId, now_ms: i64) -> Result<Option<Task>, QueueError> {
+        Ok(self.state().visible(user, id, now_ms).cloned())
+    }
+
+    async fn list(
+        &self,
+        user: UserId,
+        status: Option<TaskStatus>,
+        before: Option<TaskId>,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<Page, QueueError> {
+        let state = self.state();
+        let Some(indexes) = state.users.get(&user) else {
+            return Ok(Page::default());
+        };
+        let empty = BTreeSet::new();
+        let ids = match status {
+            Some(status) => indexes.by_status.get(&status).unwrap_or(&empty),
+            None => &indexes.all,
+        };
+        let older = match before {
+            Some(before) => ids.range(..before),
+            None => ids.range(..),
+        };
+        let page: Vec<TaskId> = older.rev().take(limit + 1).copied().collect();
+        let next = (page.len() > limit).then(|| page[limit - 1]);
+        let items = page
+            .iter()
+            .take(limit)
+            .filter_map(|id| state.visible(user, *id, now_ms).cloned())
+            .collect();
+        Ok(Page { items, next })
+    }
+
+    async fn counts(&self, user: UserId) -> Result<TaskCounts, QueueError> {
+        let state = self.state();
+        let mut counts = TaskCounts::default();
+        if let Some(indexes) = state.users.get(&user) {
+            for status in TaskStatus::ALL {
+                counts.add(status, indexes.count(status));
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn cancel(
+        &self,
+        user: UserId,
+        id: TaskId,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<Cancelled, QueueError> {
+        let mut state = self.state();
+        let Some(task) = state.visible(user, id, now_ms).cloned() else {
+            return Ok(Cancelled::NotFound);
+        };
+        if task.status == TaskStatus::Cancelled {
+            return Ok(Cancelled::Cancelled(task));
+        }
+        if !task.status.is_waiting() {
+            return Ok(Cancelled::NotWaiting(task));
+        }
+        state.cancel(id, now_ms, expires_ms);
+        Ok(Cancelled::Cancelled(state.tasks[&id].task.clone()))
+    }
+
+    async fn cancel_all(
+        &self,
+        user: UserId,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<u64, QueueError> {
+        let mut state = self.state();
+        let Some(indexes) = state.users.get(&user) else {
+            return Ok(0);
+        };
+        let waiting: Vec<TaskId> = [TaskStatus::Queued, TaskStatus::Failed]
+            .iter()
+            .filter_map(|status| indexes.by_status.get(status))
+            .flatten()
+            .copied()
+            .collect();
+        for id in &waiting {
+            state.cancel(*id, now_ms, expires_ms);
+        }
+        Ok(waiting.len() as u64)
+    }
+
+    async fn lease(
+        &self,
+        call: LeaseCall,
+        max: usize,
+        limits: Limits,
+        now_ms: i64,
+        deadline_ms: i64,
+    ) -> Result<Vec<LeasedTask>, QueueError> {
+        let mut state = self.state();
+        if let Some((_, made)) = state.lease_calls.get(&call) {
+            let still_held = made
+                .iter()
+                .filter_map(|&(id, fence)| {
+                    let task = state.leased(id, fence)?.clone();
+                    Some(LeasedTask { task, fence })
+                })
+                .collect();
+            return Ok(still_held);
+        }
+        state.promote(now_ms, limits);
+
+        let mut tasks = Vec::new();
+        while tasks.len() < max {
+            let Some((_, &user)) = state.ring.first_key_value() else {
+                break;
+            };
+            state.deactivate(user);
+            let ready = match limits.may_run(state.running(user)) {
+                true => state.pop_ready(user),
+                false => None,
+            };
+            if let Some(id) = ready {
+                state.last_fence += 1;
+                let fence = state.last_fence;
+                state.set_status(id, TaskStatus::Running);
+                let entry = state.tasks.get_mut(&id).expect("ready ids are stored");
+                entry.fence = fence;
+                entry.deadline_ms = deadline_ms;
+                entry.task.attempts += 1;
+                entry.task.started_at = Some(at(now_ms));
+                tasks.push(LeasedTask {
+                    task: entry.task.clone(),
+                    fence: Fence(fence),
+                });
+                state.leases.insert((deadline_ms, id));
+            }
+            state.activate(user, limits);
+        }
+        if !tasks.is_empty() {
+            let made = tasks.iter().map(|t| (t.task.id, t.fence)).collect();
+            state.lease_calls.insert(call, (deadline_ms, made));
+        }
+        Ok(tasks)
+    }
+
+    async fn renew(
+        &self,
+        leases: &[(TaskId, Fence)],
+        deadline_ms: i64,
+    ) -> Result<Vec<bool>, QueueError> {
+        let mut state = self.state();
+        let renewed = leases
+            .iter()
+            .map(|&(id, fence)| {
+                if state.leased(id, fence).is_none() {
+                    return false;
+                }
+                state.end_lease(id);
+                state.leases.insert((deadline_ms, id));
+                state.tasks.get_mut(&id).expect("leased").deadline_ms = deadline_ms;
+                true
+            })
+            .collect();
+        Ok(renewed)
+    }
+
+    async fn finish(
+        &self,
+        id: TaskId,
+        fence: Fence,
+        outcome: Outcome,
+        limits: Limits,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<Finished, QueueError> {
+        let mut state = self.state();
+        let Some(task) = state.leased(id, fence) else {
+            // This lease's outcome, recorded already (a call sent again).
+            let recorded = state.tasks.get(&id).and_then(|e| e.recorded);
+            return Ok(match recorded {
+                Some((by, status)) if by == fence.0 => Finished::Recorded(status),
+                _ => Finished::Stale,
+            });
+        };
+        let (user, attempts_left) = (task.user_id, task.attempts < task.max_attempts);
+        state.end_lease(id);
+        let task = &mut state.tasks.get_mut(&id).expect("leased").task;
+        let status = match outcome {
+            Outcome::Succeeded(result) => {
+                task.result = Some(result);
+                task.error = None;
+                TaskStatus::Succeeded
+            }
+            Outcome::Failed { error, retry_at } if attempts_left => {
+                task.error = Some(error);
+                task.run_at = retry_at;
+                TaskStatus::Failed
+            }
+            Outcome::Failed { error, .. } | Outcome::Rejected { error } => {
+                task.error = Some(error);
+                TaskStatus::Dead
+            }
+        };
+        if status == TaskStatus::Failed {
+            let run_at = task.run_at.timestamp_millis();
+            state.set_status(id, status);
+            state.delayed.insert((run_at, id));
+        } else {
+            state.finalize(id, status, now_ms, expires_ms);
+        }
+        state.tasks.get_mut(&id).expect("leased").recorded = Some((fence.0, status));
+        state.activate(user, limits);
+        Ok(Finished::Recorded(status))
+    }
+
+    async fn release(&self, leases: &[(TaskId, Fence)], limits: Limits) -> Result<u64, QueueError> {
+        let mut state = self.state();
+        let current: Vec<(TaskId, Fence)> = leases
+            .iter()
+            .copied()
+            .filter(|&(id, fence)| state.leased(id, fence).is_some())
+            .collect();
+        let released = current.len() as u64;
+        state.send_back(current, limits, |state, id| {
+            state.end_lease(id);
+            let task = &mut state.tasks.get_mut(&id).expect("leased").task;
+            task.attempts -= 1;
+            task.started_at = None;
+            state.set_status(id, TaskStatus::Queued);
+        });
+        Ok(released)
+    }
+
+    async fn reclaim(
+        &self,
+        limits: Limits,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<u64, QueueError> {
+        let mut state = self.state();
+        let lapsed: Vec<(i64, TaskId)> = state
+            .leases
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now_ms)
+            .copied()
+            .collect();
+        let running = lapsed
+            .iter()
+            .map(|&(_, id)| (id, Fence(state.tasks[&id].fence)))
+            .collect();
+        state.send_back(running, limits, |state, id| {
+            state.end_lease(id);
+            let task = &mut state.tasks.get_mut(&id).expect("leased").task;
+            task.error = Some(LEASE_LAPSED.to_owned());
+            if task.attempts < task.max_attempts {
+                task.run_at = at(now_ms);
+                state.set_status(id, TaskStatus::Failed);
+            } else {
+                state.finalize(id, TaskStatus::Dead, now_ms, expires_ms);
+            }
+        });
+        Ok(lapsed.len() as u64)
+    }
+
+    async fn purge(&self, now_ms: i64) -> Result<u64, QueueError> {
+        let mut state = self.state();
+        let expired: Vec<(i64, TaskId)> = state
+            .expiry
+            .iter()
+            .take_while(|(expires, _)| *expires <= now_ms)
+            .copied()
+            .collect();
+        for &(expires, id) in &expired {
+            state.expiry.remove(&(expires, id));
+            let Some(entry) = state.tasks.remove(&id) else {
+                continue;
+            };
+            let user = entry.task.user_id;
+            let indexes = state.user(user);
+            indexes.all.remove(&id);
+            if let Some(ids) = indexes.by_status.get_mut(&entry.task.status) {
+                ids.remove(&id);
+            }
+            state.forget_if_empty(user);
+        }
+        while let Some(first) = state.idempotency_expiry.first().cloned() {
+            if first.0 > now_ms {
+                break;
+            }
+            state.idempotency_expiry.remove(&first);
+            let (_, user, key) = first;
+            state.idempotency.remove(&(user, key));
+        }
+        state
+            .lease_calls
+            .retain(|_, (deadline, _)| *deadline > now_ms);
+        Ok(expired.len() as u64)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let state = self.state();
+        let waiting = |u: &UserTasks| u.count(TaskStatus::Queued) + u.count(TaskStatus::Failed);
+        Ok(QueueStats {
+            waiting: state.users.values().map(waiting).sum(),
+            users_waiting: state.users.values().filter(|u| waiting(u) > 0).count() as u64,
+            oldest_due_ms: state.due.first().map(|(run_at, _)| *run_at),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}

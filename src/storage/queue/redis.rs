@@ -1,0 +1,524 @@
+//! Tasks in Redis through fred. Each state change is one Lua script (in
+//! `lua/`), so it happens whole or not at all, and each script is safe to
+//! run twice, so a command resent after a dropped connection does no harm.
+//! Every key starts with the hash tag `{prefix}` (see [`Redis`]).
+//!
+//! Keys, for prefix `p`:
+//! - `{p}:task:<id>`: a hash per task, the fields of [`Task`] plus the
+//!   current lease's `fence` and `deadline`, and `recorded_by`, the lease
+//!   whose outcome was recorded last.
+//! - `{p}:user:<user>:ready`: a user's ready task ids, scored by run order
+//!   from the `{p}:sequence` counter (below the lowest, for the front).
+//! - `{p}:user:<user>:all` and `…:status:<status>`: a user's task ids, all
+//!   scores 0 so that they sort by id (UUID v7: creation order).
+//! - `{p}:ring`, `{p}:tickets`: the round-robin ring of users and its counter.
+//! - `{p}:fences`: the counter behind every fencing token.
+//! - `{p}:delayed`, `{p}:leases`, `{p}:expiry`, `{p}:idempotency`: ids (or
+//!   keys) ordered by run_at, lease deadline and expiry.
+//! - `{p}:user:<user>:idempotency:<key>`: what an `Idempotency-Key` made.
+//! - `{p}:lease-call:<call>`: what a lease call leased, kept as long as a
+//!   lease, so that the call sent again answers the same.
+//! - `{p}:due`, `{p}:waiting`, `{p}:waiting-users`: every ready task by
+//!   run_at, and waiting tasks counted overall and per user, for the
+//!   queue's figures.
+
+use std::collections::HashMap;
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fred::prelude::{HashesInterface, Value};
+use fred::types::scripts::Script;
+
+use super::{
+    Cancelled, Enqueued, Finished, Idempotency, LEASE_LAPSED, LeaseCall, Limits, PROMOTE_BATCH,
+    Page, QueueError, QueueStats, QueueStore, SWEEP_BATCH,
+};
+use crate::domain::{
+    Fence, LeasedTask, NewTask, Outcome, Task, TaskCounts, TaskId, TaskKind, TaskStatus, UserId,
+};
+use crate::lua_script;
+use crate::storage::redis::{Redis, RedisFailure};
+
+/// The queue scripts, loaded into Redis on first use (and again after a
+/// Redis restart forgets them).
+struct Scripts {
+    enqueue: Script,
+    lease: Script,
+    renew: Script,
+    finish: Script,
+    release: Script,
+    reclaim: Script,
+    purge: Script,
+    cancel: Script,
+    cancel_all: Script,
+    list: Script,
+    counts: Script,
+    stats: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            enqueue: lua_script!("enqueue.lua"),
+            lease: lua_script!("lease.lua"),
+            renew: lua_script!("renew.lua"),
+            finish: lua_script!("finish.lua"),
+            release: lua_script!("release.lua"),
+            reclaim: lua_script!("reclaim.lua"),
+            purge: lua_script!("purge.lua"),
+            cancel: lua_script!("cancel.lua"),
+            cancel_all: lua_script!("cancel_all.lua"),
+            list: lua_script!("list.lua"),
+            counts: lua_script!("counts.lua"),
+            stats: lua_script!("stats.lua"),
+        }
+    }
+}
+
+pub struct RedisQueueStore {
+    redis: Arc<Redis>,
+    scripts: Scripts,
+}
+
+impl RedisQueueStore {
+    pub fn new(redis: Arc<Redis>) -> Self {
+        Self {
+            redis,
+            scripts: Scripts::new(),
+        }
+    }
+
+    /// Runs a script with the prefix as its first argument.
+    async fn run(&self, script: &Script, args: Vec<String>) -> Result<Value, QueueError> {
+        Ok(self.redis.run(script, args).await?)
+    }
+
+    /// Runs a script that handles at most `SWEEP_BATCH` items a call, again
+    /// and again until a call comes back short: each call holds Redis only
+    /// briefly, however large the backlog. Returns the items handled.
+    async fn in_slices(
+        &self,
+        script: &Script,
+        args: impl Fn() -> Vec<String>,
+    ) -> Result<u64, QueueError> {
+        let mut total = 0;
+        loop {
+            let handled = count(self.run(script, args()).await?)?;
+            total += handled;
+            if handled < SWEEP_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+impl From<RedisFailure> for QueueError {
+    fn from(failure: RedisFailure) -> Self {
+        match failure {
+            RedisFailure::Unavailable(err) => Self::Unavailable(err),
+            RedisFailure::Failed(err) => Self::Failed(err),
+        }
+    }
+}
+
+fn failed(err: anyhow::Error) -> QueueError {
+    QueueError::Failed(err)
+}
+
+/// Reads a task hash, as a script's HGETALL answers it, into a task.
+fn task_from(value: Value) -> anyhow::Result<Task> {
+    task_from_fields(&value.convert()?)
+}
+
+/// Reads the fields of a task hash into a task.
+fn task_from_fields(fields: &HashMap<String, String>) -> anyhow::Result<Task> {
+    let text = |name: &str| {
+        fields
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| anyhow!("task field {name} is missing"))
+    };
+    let number = |name: &str| -> anyhow::Result<i64> {
+        text(name)?
+            .parse()
+            .with_context(|| format!("task field {name} is not a number"))
+    };
+    let time = |name: &str| -> anyhow::Result<Option<DateTime<Utc>>> {
+        match fields.get(name) {
+            Some(ms) => Ok(Some(millis(ms.parse()?))),
+            None => Ok(None),
+        }
+    };
+    let json = |name: &str| -> anyhow::Result<Option<serde_json::Value>> {
+        fields
+            .get(name)
+            .map(|raw| serde_json::from_str(raw))
+            .transpose()
+            .with_context(|| format!("task field {name} is not JSON"))
+    };
+    Ok(Task {
+        id: TaskId::parse(text("id")?).context("task id")?,
+        user_id: UserId(text("user")?.parse().context("task user")?),
+        kind: TaskKind::parse(text("kind")?)?,
+        payload: json("payload")?.unwrap_or_default(),
+        status: TaskStatus::parse(text("status")?).context("task status")?,
+        attempts: u32::try_from(number("attempts")?)?,
+        max_attempts: u32::try_from(number("max_attempts")?)?,
+        result: json("result")?,
+        error: fields.get("error").cloned(),
+        created_at: millis(number("created_at")?),
+        run_at: millis(number("run_at")?),
+        started_at: time("started_at")?,
+        finished_at: time("finished_at")?,
+        expires_at: time("expires_at")?,
+        trace_parent: fields.get("traceparent").cloned(),
+    })
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// The `(tag, rest)` of a script's tagged answer.
+fn tagged(value: Value) -> anyhow::Result<(String, Vec<Value>)> {
+    let mut items = value.into_array().into_iter();
+    let tag = items
+        .next()
+        .and_then(Value::into_string)
+        .context("the script answered without a tag")?;
+    Ok((tag, items.collect()))
+}
+
+fn pairs(leases: &[(TaskId, Fence)]) -> impl Iterator<Item = String> + '_ {
+    leases
+        .iter()
+        .flat_map(|(id, fence)| [id.to_string(), fence.0.to_string()])
+}
+
+fn count(value: Value) -> Result<u64, QueueError> {
+    value
+        .as_u64()
+        .ok_or_else(|| failed(anyhow!("expected a count, got {value:?}")))
+}
+
+fn outcome_args(outcome: Outcome) -> [String; 3] {
+    match outcome {
+        Outcome::Succeeded(result) => ["succeeded".into(), result.to_string(), String::new()],
+        Outcome::Failed { error, retry_at } => [
+            "failed".into(),
+            error,
+            retry_at.timestamp_millis().to_string(),
+        ],
+        Outcome::Rejected { error } => ["rejected".into(), error, String::new()],
+    }
+}
+
+#[async_trait]
+impl QueueStore for RedisQueueStore {
+    async fn enqueue(
+        &self,
+        new: NewTask,
+        idempotency: Option<Idempotency>,
+        limits: Limits,
+        now_ms: i64,
+    ) -> Result<Enqueued, QueueError> {
+        let (key, fingerprint, key_expires) = match idempotency {
+            Some(idem) => (
+                idem.key.as_str().to_owned(),
+                idem.fingerprint,
+                idem.expires_ms.to_string(),
+            ),
+            None => Default::default(),
+        };
+        let args = vec![
+            new.id.to_string(),
+            new.user_id.to_string(),
+            new.kind.as_str().to_owned(),
+            new.payload.to_string(),
+            new.max_attempts.to_string(),
+            new.created_at.timestamp_millis().to_string(),
+            new.run_at.timestamp_millis().to_string(),
+            now_ms.to_string(),
+            limits.max_pending.to_string(),
+            limits.max_running.to_string(),
+            key,
+            fingerprint,
+            key_expires,
+            PROMOTE_BATCH.to_string(),
+            new.trace_parent.unwrap_or_default(),
+        ];
+        let answer = self.run(&self.scripts.enqueue, args).await?;
+        let (tag, mut rest) = tagged(answer).map_err(failed)?;
+        let mut task = || task_from(rest.swap_remove(0)).map_err(failed);
+        Ok(match tag.as_str() {
+            "created" => Enqueued::Created(task()?),
+            "replayed" => Enqueued::Replayed(task()?),
+            "reused" => Enqueued::KeyReused,
+            "full" => Enqueued::Full {
+                pending: rest.first().and_then(Value::as_u64).unwrap_or_default(),
+            },
+            other => return Err(failed(anyhow!("enqueue answered {other:?}"))),
+        })
+    }
+
+    async fn get(&self, user: UserId, id: TaskId, now_ms: i64) -> Result<Option<Task>, QueueError> {
+        let key = format!("{}:task:{id}", self.redis.prefix());
+        let fields: HashMap<String, String> = self
+            .redis
+            .client()
+            .hgetall(key)
+            .await
+            .map_err(RedisFailure::from)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let task = task_from_fields(&fields).map_err(failed)?;
+        let visible = task.user_id == user
+            && task
+                .expires_at
+                .is_none_or(|e| e.timestamp_millis() > now_ms);
+        Ok(visible.then_some(task))
+    }
+
+    async fn list(
+        &self,
+        user: UserId,
+        status: Option<TaskStatus>,
+        before: Option<TaskId>,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<Page, QueueError> {
+        let args = vec![
+            user.to_string(),
+            status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            before.map(|id| id.to_string()).unwrap_or_default(),
+            (limit + 1).to_string(),
+        ];
+        let answer = self.run(&self.scripts.list, args).await?;
+        let mut tasks = answer
+            .into_array()
+            .into_iter()
+            .map(task_from)
+            .collect::<anyhow::Result<Vec<Task>>>()
+            .map_err(failed)?;
+        let next = (tasks.len() > limit).then(|| tasks[limit - 1].id);
+        tasks.truncate(limit);
+        tasks.retain(|t| t.expires_at.is_none_or(|e| e.timestamp_millis() > now_ms));
+        Ok(Page { items: tasks, next })
+    }
+
+    async fn counts(&self, user: UserId) -> Result<TaskCounts, QueueError> {
+        let answer = self
+            .run(&self.scripts.counts, vec![user.to_string()])
+            .await?;
+        let mut counts = TaskCounts::default();
+        for (status, n) in TaskStatus::ALL.into_iter().zip(answer.into_array()) {
+            counts.add(status, count(n)?);
+        }
+        Ok(counts)
+    }
+
+    async fn cancel(
+        &self,
+        user: UserId,
+        id: TaskId,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<Cancelled, QueueError> {
+        let args = vec![
+            user.to_string(),
+            id.to_string(),
+            now_ms.to_string(),
+            expires_ms.to_string(),
+        ];
+        let answer = self.run(&self.scripts.cancel, args).await?;
+        let (tag, mut rest) = tagged(answer).map_err(failed)?;
+        let mut task = || task_from(rest.swap_remove(0)).map_err(failed);
+        Ok(match tag.as_str() {
+            "cancelled" => Cancelled::Cancelled(task()?),
+            "not_waiting" => Cancelled::NotWaiting(task()?),
+            "not_found" => Cancelled::NotFound,
+            other => return Err(failed(anyhow!("cancel answered {other:?}"))),
+        })
+    }
+
+    async fn cancel_all(
+        &self,
+        user: UserId,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<u64, QueueError> {
+        self.in_slices(&self.scripts.cancel_all, || {
+            vec![
+                user.to_string(),
+                now_ms.to_string(),
+                expires_ms.to_string(),
+                SWEEP_BATCH.to_string(),
+            ]
+        })
+        .await
+    }
+
+    async fn lease(
+        &self,
+        call: LeaseCall,
+        max: usize,
+        limits: Limits,
+        now_ms: i64,
+        deadline_ms: i64,
+    ) -> Result<Vec<LeasedTask>, QueueError> {
+        let args = vec![
+            now_ms.to_string(),
+            deadline_ms.to_string(),
+            limits.max_running.to_string(),
+            max.to_string(),
+            PROMOTE_BATCH.to_string(),
+            call.0.simple().to_string(),
+            // How long Redis keeps what the call leased: as long as a lease.
+            (deadline_ms - now_ms).max(1).to_string(),
+        ];
+        let answer = self.run(&self.scripts.lease, args).await?;
+        answer
+            .into_array()
+            .into_iter()
+            .map(|lease| {
+                let mut parts = lease.into_array().into_iter();
+                let fence = parts
+                    .next()
+                    .and_then(|f| f.as_u64())
+                    .context("a lease without a fence")?;
+                let task = task_from(parts.next().context("a lease without a task")?)?;
+                Ok(LeasedTask {
+                    task,
+                    fence: Fence(fence),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(failed)
+    }
+
+    async fn renew(
+        &self,
+        leases: &[(TaskId, Fence)],
+        deadline_ms: i64,
+    ) -> Result<Vec<bool>, QueueError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let args = std::iter::once(deadline_ms.to_string())
+            .chain(pairs(leases))
+            .collect();
+        let answer = self.run(&self.scripts.renew, args).await?;
+        Ok(answer
+            .into_array()
+            .into_iter()
+            .map(|held| held.as_u64() == Some(1))
+            .collect())
+    }
+
+    async fn finish(
+        &self,
+        id: TaskId,
+        fence: Fence,
+        outcome: Outcome,
+        limits: Limits,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<Finished, QueueError> {
+        let [kind, value, retry_at] = outcome_args(outcome);
+        let args = vec![
+            id.to_string(),
+            fence.0.to_string(),
+            kind,
+            value,
+            retry_at,
+            now_ms.to_string(),
+            expires_ms.to_string(),
+            limits.max_running.to_string(),
+        ];
+        let answer = self.run(&self.scripts.finish, args).await?;
+        match answer.as_str().as_deref() {
+            Some("stale") => Ok(Finished::Stale),
+            Some(status) => TaskStatus::parse(status)
+                .map(Finished::Recorded)
+                .ok_or_else(|| failed(anyhow!("finish answered {status:?}"))),
+            None => Err(failed(anyhow!("finish answered {answer:?}"))),
+        }
+    }
+
+    async fn release(&self, leases: &[(TaskId, Fence)], limits: Limits) -> Result<u64, QueueError> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let args = std::iter::once(limits.max_running.to_string())
+            .chain(pairs(leases))
+            .collect();
+        count(self.run(&self.scripts.release, args).await?)
+    }
+
+    async fn reclaim(
+        &self,
+        limits: Limits,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<u64, QueueError> {
+        self.in_slices(&self.scripts.reclaim, || {
+            vec![
+                now_ms.to_string(),
+                expires_ms.to_string(),
+                limits.max_running.to_string(),
+                SWEEP_BATCH.to_string(),
+                LEASE_LAPSED.to_owned(),
+            ]
+        })
+        .await
+    }
+
+    async fn purge(&self, now_ms: i64) -> Result<u64, QueueError> {
+        let mut purged = 0;
+        loop {
+            let args = vec![now_ms.to_string(), SWEEP_BATCH.to_string()];
+            let answer = self.run(&self.scripts.purge, args).await?.into_array();
+            let [tasks, keys] = [0, 1].map(|i| answer.get(i).and_then(Value::as_u64));
+            let (Some(tasks), Some(keys)) = (tasks, keys) else {
+                return Err(failed(anyhow!("purge answered {answer:?}")));
+            };
+            purged += tasks;
+            if tasks < SWEEP_BATCH as u64 && keys < SWEEP_BATCH as u64 {
+                return Ok(purged);
+            }
+        }
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let answer = self
+            .run(&self.scripts.stats, Vec::new())
+            .await?
+            .into_array();
+        let number = |i: usize| answer.get(i).and_then(Value::as_u64);
+        let (Some(waiting), Some(users_waiting)) = (number(0), number(1)) else {
+            return Err(failed(anyhow!("stats answered {answer:?}")));
+        };
+        let oldest_due_ms = answer
+            .get(2)
+            .and_then(Value::as_str)
+            .and_then(|due| due.parse::<f64>().ok())
+            .map(|due| due as i64);
+        Ok(QueueStats {
+            waiting,
+            users_waiting,
+            oldest_due_ms,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        Ok(self.redis.ping().await?)
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}

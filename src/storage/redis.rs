@@ -1,0 +1,211 @@
+//! The Redis connection every Redis-backed store shares: one fred pool,
+//! the `{key_prefix}` hash tag every key starts with (so that on Redis
+//! Cluster all of Tollgate's keys share a slot and one script may touch
+//! any of them), scripts run by their SHA (loaded again after a restart),
+//! and failures sorted into "unavailable, retry" and "failed".
+
+use anyhow::Context as _;
+use fred::prelude::{
+    ClientLike, Config, ConnectionConfig, Error as FredError, ErrorKind, PerformanceConfig, Pool,
+    ReconnectPolicy, Server, ServerConfig, Value,
+};
+use fred::types::scripts::Script;
+use secrecy::ExposeSecret;
+
+use crate::config::RedisSettings;
+
+/// Pause between attempts to reconnect a lost connection.
+const RECONNECT_DELAY_MS: u32 = 250;
+
+/// Times a command may be written before it fails. Every script is safe to
+/// run twice, so one sent again after a dropped connection does no harm.
+const RESEND_ATTEMPTS: u32 = 3;
+
+/// What fred answers when it has no connection to send a command on.
+const NO_CONNECTION: &str = "Failed to route command.";
+
+/// Replies with which a Redis server says it cannot serve right now:
+/// loading its data, a busy script, a failover under way.
+const TRANSIENT_REPLIES: [&str; 6] = [
+    "LOADING",
+    "BUSY",
+    "MASTERDOWN",
+    "READONLY",
+    "TRYAGAIN",
+    "NOREPLICAS",
+];
+
+/// Why a Redis call did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisFailure {
+    /// Out of reach, not answering in time, or saying it cannot serve yet:
+    /// worth a retry.
+    #[error("Redis unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Redis answered with an error, or with something unexpected.
+    #[error("Redis failed")]
+    Failed(#[source] anyhow::Error),
+}
+
+impl From<FredError> for RedisFailure {
+    fn from(err: FredError) -> Self {
+        let transient = match err.kind() {
+            ErrorKind::IO
+            | ErrorKind::Timeout
+            | ErrorKind::Canceled
+            | ErrorKind::Cluster
+            | ErrorKind::Routing
+            | ErrorKind::Backpressure
+            | ErrorKind::Auth => true,
+            _ => {
+                err.details() == NO_CONNECTION
+                    || TRANSIENT_REPLIES
+                        .iter()
+                        .any(|reply| err.details().starts_with(reply))
+            }
+        };
+        if transient {
+            Self::Unavailable(err.into())
+        } else {
+            Self::Failed(err.into())
+        }
+    }
+}
+
+/// The shared pool, with the prefix of the keys it may touch.
+pub struct Redis {
+    pool: Pool,
+    /// `{key_prefix}`: the hash tag every key starts with.
+    prefix: String,
+    /// A key in the prefix's slot, so that a cluster routes each script to
+    /// the node holding all of Tollgate's keys.
+    route_key: String,
+}
+
+impl Redis {
+    /// Builds the pool and connects, waiting at most `timeout_secs` for it
+    /// (on a cluster, for the map of its slots too). While Redis is down
+    /// this still succeeds: the pool keeps reconnecting until it is back,
+    /// and commands fail after `timeout_secs` meanwhile.
+    pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Self> {
+        let mut config = match &settings.url {
+            Some(url) => Config::from_url(url.expose_secret()).context("parsing redis.url")?,
+            None => Config::default(),
+        };
+        if !settings.cluster_nodes.is_empty() {
+            config.server = ServerConfig::Clustered {
+                hosts: settings
+                    .cluster_nodes
+                    .iter()
+                    .map(|node| cluster_node(node))
+                    .collect::<Result<_, _>>()?,
+                policy: Default::default(),
+            };
+        }
+        // Start even while Redis is down; reconnect until it is back.
+        config.fail_fast = false;
+        let performance = PerformanceConfig {
+            default_command_timeout: settings.timeout(),
+            ..PerformanceConfig::default()
+        };
+        let connection = ConnectionConfig {
+            connection_timeout: settings.timeout(),
+            internal_command_timeout: settings.timeout(),
+            max_command_attempts: RESEND_ATTEMPTS,
+            ..ConnectionConfig::default()
+        };
+        let reconnect = ReconnectPolicy::new_constant(0, RECONNECT_DELAY_MS);
+        let pool = Pool::new(
+            config,
+            Some(performance),
+            Some(connection),
+            Some(reconnect),
+            settings.pool_size,
+        )?;
+        drop(pool.connect_pool());
+        let connected = tokio::time::timeout(settings.timeout(), pool.wait_for_connect()).await;
+        if !matches!(connected, Ok(Ok(()))) {
+            tracing::warn!("Redis does not answer yet; what needs it answers 503 until it does");
+        }
+        let prefix = format!("{{{}}}", settings.key_prefix);
+        Ok(Self {
+            pool,
+            route_key: format!("{prefix}:ring"),
+            prefix,
+        })
+    }
+
+    /// The hash tag every key starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Runs a script with the prefix as its first argument, on the node
+    /// that holds the prefix's slot.
+    pub async fn run(&self, script: &Script, args: Vec<String>) -> Result<Value, RedisFailure> {
+        let args: Vec<String> = std::iter::once(self.prefix.clone()).chain(args).collect();
+        let client = self.pool.next_connected();
+        Ok(script
+            .evalsha_with_reload(client, self.route_key.as_str(), args)
+            .await?)
+    }
+
+    /// A client of the pool, for plain commands.
+    pub fn client(&self) -> &fred::clients::Client {
+        self.pool.next_connected()
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<(), RedisFailure> {
+        Ok(self.client().ping::<()>(None).await?)
+    }
+}
+
+/// A `host:port` of `redis.cluster_nodes`.
+pub fn cluster_node(node: &str) -> anyhow::Result<Server> {
+    let (host, port) = node
+        .rsplit_once(':')
+        .with_context(|| format!("redis.cluster_nodes: {node:?} is not host:port"))?;
+    Ok(Server::new(host, port.parse()?))
+}
+
+/// Builds a script from its file in a `lua/` folder beside the caller,
+/// after the prelude of that folder.
+#[macro_export]
+macro_rules! lua_script {
+    ($file:literal) => {
+        fred::types::scripts::Script::from_lua(concat!(
+            include_str!("lua/prelude.lua"),
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_cannot_serve_yet_is_unavailable_not_failed() {
+        let reply =
+            |text: &'static str| RedisFailure::from(FredError::new(ErrorKind::Unknown, text));
+        assert!(matches!(
+            reply("LOADING Redis is loading the dataset in memory"),
+            RedisFailure::Unavailable(_)
+        ));
+        assert!(matches!(
+            reply("BUSY Redis is busy running a script"),
+            RedisFailure::Unavailable(_)
+        ));
+        assert!(matches!(reply(NO_CONNECTION), RedisFailure::Unavailable(_)));
+        assert!(matches!(
+            reply("ERR Error running script"),
+            RedisFailure::Failed(_)
+        ));
+        let timeout = FredError::new(ErrorKind::Timeout, "Request timed out.");
+        assert!(matches!(
+            RedisFailure::from(timeout),
+            RedisFailure::Unavailable(_)
+        ));
+    }
+}

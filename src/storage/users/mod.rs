@@ -1,0 +1,59 @@
+//! Where users are kept: PostgreSQL in production, memory for the embedded
+//! default. Both implement [`UserStore`] with the same behaviour.
+
+mod memory;
+mod postgres;
+
+pub use memory::MemoryUserStore;
+pub use postgres::{PostgresUserStore, migrate};
+
+use async_trait::async_trait;
+
+use crate::domain::{Login, NewUser, User, UserId};
+
+/// Why a store operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("e-mail address is taken")]
+    EmailTaken,
+    /// The store could not be reached or did not answer in time; the
+    /// operation may be retried once it is back.
+    #[error("user store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// The store answered with something it should not have.
+    #[error("user store failed")]
+    Failed(#[source] anyhow::Error),
+}
+
+/// Users by id, by username and by e-mail, both unique regardless of case.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Stores a new user exactly as given.
+    async fn insert(&self, user: NewUser) -> Result<User, StoreError>;
+
+    /// Finds a user by username or e-mail address, regardless of case.
+    async fn find_by_login(&self, login: &Login) -> Result<Option<User>, StoreError>;
+
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
+
+    /// Replaces a user's password hash, but only while it is still
+    /// `current`: a change made meanwhile by someone else is never undone.
+    /// Returns whether the hash was replaced.
+    async fn replace_password_hash(
+        &self,
+        id: UserId,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes a user for good. Returns whether there was one.
+    async fn delete(&self, id: UserId) -> Result<bool, StoreError>;
+
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A short name for health reports: `memory` or `postgres`.
+    fn name(&self) -> &'static str;
+}

@@ -1,0 +1,175 @@
+//! Domain events on the Redis stream, read back the way another service
+//! would: with `redis-cli XREAD`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tollgate::config::EventSettings;
+
+use crate::helpers::{TestApp, eventually, spawn_app_with};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// An event as read from the stream: its fields, with `data` parsed.
+#[derive(Debug)]
+struct Event {
+    kind: String,
+    data: Value,
+    fields: HashMap<String, String>,
+}
+
+fn events(app: &TestApp) -> Vec<Event> {
+    app.redis
+        .xread("events")
+        .into_iter()
+        .map(|fields| {
+            let fields: HashMap<String, String> = fields.into_iter().collect();
+            Event {
+                kind: fields["type"].clone(),
+                data: serde_json::from_str(&fields["data"]).unwrap(),
+                fields,
+            }
+        })
+        .collect()
+}
+
+async fn with_events() -> TestApp {
+    spawn_app_with(|s| {
+        s.events = Some(EventSettings {
+            stream: "events".into(),
+            max_len: 1000,
+        })
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn a_sign_up_a_sign_in_a_sign_out_and_a_finished_task_reach_the_stream_in_order() {
+    let app = with_events().await;
+    let user = app.new_user("eventful").await;
+    let signed_up_session = app.session(&user.token).await;
+    let signed_up_session: Value = signed_up_session.json().await.unwrap();
+    let second = app.new_token(&user).await;
+    let second_session: Value = app.session(&second).await.json().await.unwrap();
+    let signed_out = app
+        .post("/api/v1/auth/signout")
+        .bearer_auth(&second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), StatusCode::NO_CONTENT);
+    let task = app
+        .enqueued(
+            &user.token,
+            &json!({ "kind": "echo", "payload": { "n": 1 } }),
+        )
+        .await;
+    let task_id = task["id"].as_str().unwrap();
+    app.finished_task(&user.token, task_id, PATIENCE).await;
+
+    let all_there = eventually(PATIENCE, || async { events(&app).len() >= 5 }).await;
+
+    assert!(all_there, "{:?}", events(&app));
+    let events = events(&app);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "user.signed_up",
+            "user.signed_in",
+            "user.signed_in",
+            "session.revoked",
+            "task.finished"
+        ]
+    );
+    assert_eq!(
+        events[0].data,
+        json!({ "user_id": user.id, "username": "eventful" })
+    );
+    assert_eq!(
+        events[1].data,
+        json!({ "user_id": user.id, "session_id": signed_up_session["id"] })
+    );
+    assert_eq!(
+        events[2].data,
+        json!({ "user_id": user.id, "session_id": second_session["id"] })
+    );
+    assert_eq!(
+        events[3].data,
+        json!({
+            "user_id": user.id,
+            "session_id": second_session["id"],
+            "sessions": 1,
+            "reason": "sign_out",
+        })
+    );
+    assert_eq!(
+        events[4].data,
+        json!({
+            "task_id": task_id,
+            "user_id": user.id,
+            "kind": "echo",
+            "status": "succeeded",
+            "attempts": 1,
+        })
+    );
+    for event in &events {
+        let at = chrono::DateTime::parse_from_rfc3339(&event.fields["at"]);
+        assert!(at.is_ok(), "{event:?}");
+        assert!(
+            uuid::Uuid::parse_str(&event.fields["id"]).is_ok(),
+            "{event:?}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn revoking_every_session_and_cancelling_a_task_are_events_too() {
+    let app = with_events().await;
+    let user = app.new_user("tidy").await;
+    app.new_token(&user).await;
+    let later = json!({ "kind": "echo", "delay_ms": 3_600_000 });
+    let task = app.enqueued(&user.token, &later).await;
+    let task_id = task["id"].as_str().unwrap();
+    let cancelled = app
+        .client
+        .delete(app.url(&format!("/api/v1/tasks/{task_id}")))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let signed_out = app
+        .post("/api/v1/auth/signout-all")
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), StatusCode::NO_CONTENT);
+
+    let all_there = eventually(PATIENCE, || async { events(&app).len() >= 5 }).await;
+
+    assert!(all_there, "{:?}", events(&app));
+    let events = events(&app);
+    assert_eq!(
+        events[3].data,
+        json!({
+            "task_id": task_id,
+            "user_id": user.id,
+            "kind": "echo",
+            "status": "cancelled",
+            "attempts": 0,
+        })
+    );
+    assert_eq!(
+        events[4].data,
+        json!({
+            "user_id": user.id,
+            "session_id": null,
+            "sessions": 2,
+            "reason": "sign_out_all",
+        })
+    );
+}

@@ -1,0 +1,265 @@
+//! Many replicas on one PostgreSQL and one Redis, and Tollgate on a Redis
+//! Cluster: three real `tollgate` processes on loopback ports, and a
+//! three-master cluster of `redis-server`s the test starts.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::future::{join, join_all};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tollgate::config::{RedisSettings, SessionStoreKind};
+use tollgate::domain::UserId;
+use tollgate::storage::QueueStore;
+
+use crate::helpers::{
+    JWT_SECRET, RedisCluster, Server, TestRedis, TestSchema, eventually, spawn_app_with,
+};
+use crate::{queue_store, session_store};
+
+const PATIENCE: Duration = Duration::from_secs(120);
+const WORKERS: usize = 4;
+
+/// Three replicas sharing `schema` and `redis`'s prefix, sessions and
+/// tasks in Redis.
+async fn replicas(schema: &TestSchema, redis: &TestRedis) -> Vec<Server> {
+    let workers = WORKERS.to_string();
+    let env = [
+        ("TOLLGATE__DATABASE__URL", schema.url()),
+        ("TOLLGATE__AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
+        ("TOLLGATE__SESSION__STORE", "redis".to_owned()),
+        ("TOLLGATE__QUEUE__BACKEND", "redis".to_owned()),
+        ("TOLLGATE__REDIS__URL", crate::helpers::redis_url()),
+        ("TOLLGATE__REDIS__KEY_PREFIX", redis.prefix().to_owned()),
+        ("TOLLGATE__QUEUE__WORKERS", workers),
+        ("TOLLGATE__QUEUE__VISIBILITY_TIMEOUT_SECS", "2".to_owned()),
+        ("TOLLGATE__QUEUE__POLL_INTERVAL_MS", "50".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // One at a time: the first migrates the schema the others find ready.
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(Server::start(&["serve"], &env).await);
+    }
+    servers
+}
+
+async fn session_on(server: &Server, token: &str) -> reqwest::Response {
+    let request = server.request(Method::GET, "/api/v1/auth/session", Some(token));
+    request.send().await.unwrap()
+}
+
+#[actix_web::test]
+async fn a_token_from_one_replica_is_reinflated_on_another_and_revoked_on_a_third() {
+    let (schema, redis) = (TestSchema::create().await, TestRedis::new());
+    let servers = replicas(&schema, &redis).await;
+    let [one, two, three] = &servers[..] else {
+        unreachable!()
+    };
+    one.sign_up("roamer").await;
+    let (token, _) = one.sign_in("roamer").await;
+    let opened: Value = session_on(one, &token).await.json().await.unwrap();
+
+    let used = session_on(two, &token).await;
+
+    assert_eq!(used.status(), StatusCode::OK);
+    let used: Value = used.json().await.unwrap();
+    assert_eq!(used["id"], opened["id"]);
+    assert_eq!(used["refresh_count"], 2, "one use on each of two replicas");
+    assert!(used["expires_at"].as_str() >= opened["expires_at"].as_str());
+
+    let signed_out = three.request(Method::POST, "/api/v1/auth/signout", Some(&token));
+    assert_eq!(
+        signed_out.send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+
+    for server in [one, two, three] {
+        let refused = session_on(server, &token).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        let problem: Value = refused.json().await.unwrap();
+        assert_eq!(problem["code"], "invalid_token");
+    }
+}
+
+#[actix_web::test]
+async fn three_replicas_finish_5000_tasks_of_50_users_through_one_being_killed() {
+    const USERS: usize = 50;
+    const TASKS_EACH: usize = 100;
+    const VICTIM: usize = 1;
+    let (schema, redis) = (TestSchema::create().await, TestRedis::new());
+    let servers = replicas(&schema, &redis).await;
+    let (mut tokens, mut users) = (Vec::new(), Vec::new());
+    for user in 0..USERS {
+        let server = &servers[user % 3];
+        let name = format!("worker-bee-{user}");
+        server.sign_up(&name).await;
+        let (token, id) = server.sign_in(&name).await;
+        tokens.push(token);
+        users.push(UserId(id.parse().unwrap()));
+    }
+    let task = json!({ "kind": "sleep", "payload": { "ms": 10 }, "max_attempts": 5 });
+    let (enqueued, killed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let started = std::time::Instant::now();
+
+    // Clients spread their tasks over the replicas, as a load balancer
+    // would, and send each to the next replica when one stops answering,
+    // with the same Idempotency-Key.
+    let clients = join_all(tokens.iter().enumerate().map(|(user, token)| {
+        let (servers, task, enqueued, killed) = (&servers, &task, &enqueued, &killed);
+        async move {
+            let mut ids = Vec::new();
+            for n in 0..TASKS_EACH {
+                let key = format!("bee-{user}-task-{n}");
+                let mut replica = (user + n) % 3;
+                let response = loop {
+                    if replica == VICTIM && killed.load(Ordering::SeqCst) {
+                        replica = (replica + 1) % 3;
+                    }
+                    let request = servers[replica]
+                        .request(Method::POST, "/api/v1/tasks", Some(token))
+                        .header("Idempotency-Key", &key);
+                    match request.json(task).send().await {
+                        Ok(response) => break response,
+                        Err(err) if replica == VICTIM => {
+                            assert!(killed.load(Ordering::SeqCst), "{err}");
+                            replica = (replica + 1) % 3;
+                        }
+                        Err(err) => panic!("replica {replica} failed: {err}"),
+                    }
+                };
+                assert_eq!(response.status(), StatusCode::ACCEPTED);
+                let task: Value = response.json().await.unwrap();
+                ids.push(task["id"].as_str().unwrap().to_owned());
+                enqueued.fetch_add(1, Ordering::SeqCst);
+            }
+            ids
+        }
+    }));
+    // Kill the second replica mid-stream: with a fifth of the tasks in and
+    // while it is running some.
+    let victim = async {
+        let ripe = eventually(PATIENCE, || async {
+            enqueued.load(Ordering::SeqCst) >= USERS * TASKS_EACH / 5
+                && busy(&servers[VICTIM]).await > 0.0
+        })
+        .await;
+        // Flagged first, so a client refused from here on knows why.
+        killed.store(true, Ordering::SeqCst);
+        servers[VICTIM].signal("KILL");
+        ripe
+    };
+    let (enqueued_ids, killed_while_busy) = join(clients, victim).await;
+    assert!(killed_while_busy, "the second replica never ran a task");
+    let ids: HashSet<String> = enqueued_ids.into_iter().flatten().collect();
+    assert_eq!(
+        ids.len(),
+        USERS * TASKS_EACH,
+        "one task per key, however sent"
+    );
+
+    let store = tollgate::storage::RedisQueueStore::new(redis.connect().await);
+    let all_succeeded = || async {
+        for user in &users {
+            if store.counts(*user).await.unwrap().succeeded != TASKS_EACH as u64 {
+                return false;
+            }
+        }
+        true
+    };
+    // Counting every user's tasks is the dearer question: asked only once
+    // nothing waits.
+    let drained = eventually(PATIENCE, || async {
+        store.stats().await.unwrap().waiting == 0 && all_succeeded().await
+    })
+    .await;
+    assert!(drained, "{:?}", store.stats().await.unwrap());
+    let mut reruns = 0;
+    for (user, token) in tokens.iter().enumerate() {
+        let server = &servers[if user % 2 == 0 { 0 } else { 2 }];
+        let counts = server.get_json("/api/v1/queue", token).await;
+        assert_eq!(counts["succeeded"], TASKS_EACH, "user {user}: {counts}");
+        let listed = server
+            .get_json(&format!("/api/v1/tasks?limit={TASKS_EACH}"), token)
+            .await;
+        for task in listed["items"].as_array().unwrap() {
+            assert!(ids.contains(task["id"].as_str().unwrap()));
+            reruns += task["attempts"].as_u64().unwrap() - 1;
+        }
+    }
+    assert!(
+        reruns <= WORKERS as u64,
+        "{reruns} re-runs; the killed replica held at most {WORKERS} tasks"
+    );
+    eprintln!(
+        "{} tasks of {USERS} users enqueued and finished in {:.1?} by 3 replicas \
+         (one killed mid-run); {reruns} re-runs",
+        ids.len(),
+        started.elapsed()
+    );
+}
+
+/// Workers running a task on `server`.
+async fn busy(server: &Server) -> f64 {
+    let scrape = server.metrics().await;
+    scrape.value("tollgate_workers_busy", &[]).unwrap_or(0.0)
+}
+
+#[actix_web::test]
+async fn the_queue_and_session_suites_pass_on_a_three_master_redis_cluster() {
+    let cluster = RedisCluster::start(3).await;
+    let url = cluster.url();
+
+    let queue_checks =
+        queue_store::every_check(|| queue_store::redis_store_at(TestRedis::on(url.clone()))).await;
+    let session_checks =
+        session_store::every_check(|| session_store::redis_sessions_at(TestRedis::on(url.clone())))
+            .await;
+
+    assert_eq!(queue_checks, queue_store::CHECKS);
+    assert_eq!(session_checks, session_store::CHECKS);
+}
+
+#[actix_web::test]
+async fn the_service_runs_on_a_cluster_named_by_its_nodes() {
+    let cluster = RedisCluster::start(3).await;
+    let nodes = cluster.nodes();
+    let app = spawn_app_with(|s| {
+        s.session.store = SessionStoreKind::Redis;
+        s.redis = Some(RedisSettings {
+            url: None,
+            cluster_nodes: nodes,
+            ..TestRedis::settings(&TestRedis::new_prefix())
+        });
+    })
+    .await;
+    let user = app.new_user("clustered").await;
+
+    let task = app
+        .enqueued(
+            &user.token,
+            &json!({ "kind": "echo", "payload": { "n": 7 } }),
+        )
+        .await;
+    let finished = app
+        .finished_task(&user.token, task["id"].as_str().unwrap(), PATIENCE)
+        .await;
+
+    assert_eq!(finished["status"], "succeeded");
+    assert_eq!(finished["result"], json!({ "n": 7 }));
+    let before: Value = app.session(&user.token).await.json().await.unwrap();
+    let after: Value = app.session(&user.token).await.json().await.unwrap();
+    let uses = |s: &Value| s["refresh_count"].as_u64().unwrap();
+    assert_eq!(uses(&after), uses(&before) + 1, "{before} {after}");
+    let ready: Value = app
+        .get("/health/ready")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["sessions"]["store"], "redis");
+    assert_eq!(ready["checks"]["tasks"]["status"], "up");
+}

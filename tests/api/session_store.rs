@@ -1,0 +1,249 @@
+//! The session contract: sessions kept by the shard actors themselves and
+//! sessions shared through Redis behave the same. Each check drives the
+//! real `SessionManager` and its shards, on a clock the test moves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::DateTime;
+use futures_util::future::join_all;
+use tollgate::actors::SessionManager;
+use tollgate::clock::Clock;
+use tollgate::config::{SessionSettings, SessionStoreKind};
+use tollgate::domain::{Session, SessionId, TouchOutcome, UserId};
+use tollgate::storage::RedisSessions;
+use tollgate::telemetry::Metrics;
+
+use crate::helpers::{TestRedis, eventually};
+
+/// "Now" at the start of every check: a whole second, as token expiries are.
+const T0: i64 = 1_700_000_000_000;
+const SECOND: Duration = Duration::from_secs(1);
+const IDLE_TTL: Duration = Duration::from_secs(30);
+const LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The session manager under test, with the clock it reads.
+pub struct Sessions {
+    manager: SessionManager,
+    clock: Clock,
+    /// The Redis store, or none for sessions kept in the shards.
+    shared: Option<Arc<RedisSessions>>,
+}
+
+impl Sessions {
+    fn start(shared: Option<Arc<RedisSessions>>, lifetime: Duration) -> Self {
+        let clock = Clock::manual(DateTime::from_timestamp_millis(T0).unwrap());
+        let settings = SessionSettings {
+            idle_ttl_secs: IDLE_TTL.as_secs(),
+            shards: 4,
+            sweep_interval_secs: 1,
+            store: SessionStoreKind::Memory,
+        };
+        let manager = SessionManager::start(
+            &settings,
+            lifetime,
+            clock.clone(),
+            Metrics::noop(),
+            shared.clone(),
+        );
+        Self {
+            manager,
+            clock,
+            shared,
+        }
+    }
+
+    /// A new manager on the same store, issuing sessions of `lifetime`.
+    fn with_lifetime(&self, lifetime: Duration) -> Self {
+        Self::start(self.shared.clone(), lifetime)
+    }
+
+    async fn open(&self, user: UserId) -> Session {
+        self.manager.open(user).await.unwrap()
+    }
+
+    async fn touch(&self, session: &Session) -> TouchOutcome {
+        self.touch_as(session, session.user_id).await
+    }
+
+    async fn touch_as(&self, session: &Session, user: UserId) -> TouchOutcome {
+        self.manager.touch(session.id, user).await.unwrap()
+    }
+
+    async fn count(&self) -> usize {
+        self.manager.count().await.unwrap()
+    }
+}
+
+/// The live session a use answered, or a panic naming what it was.
+fn live(outcome: TouchOutcome) -> Session {
+    match outcome {
+        TouchOutcome::Live(session) => session,
+        other => panic!("expected a live session, got {other:?}"),
+    }
+}
+
+/// Milliseconds from the start of the check to `time`.
+fn at(time: chrono::DateTime<chrono::Utc>) -> i64 {
+    time.timestamp_millis() - T0
+}
+
+async fn each_use_pushes_the_idle_deadline_back_and_counts(sessions: Sessions) {
+    let session = sessions.open(UserId::new()).await;
+    assert_eq!(
+        (at(session.created_at), at(session.expires_at)),
+        (0, 30_000)
+    );
+    for (i, seconds) in [20, 40, 60].into_iter().enumerate() {
+        sessions.clock.advance(20 * SECOND);
+        let used = live(sessions.touch(&session).await);
+        assert_eq!(used.refresh_count, i as u32 + 1);
+        assert_eq!(at(used.last_seen_at), seconds * 1000);
+        assert_eq!(at(used.expires_at), seconds * 1000 + 30_000);
+        assert_eq!(at(used.created_at), 0);
+        assert_eq!(at(used.absolute_expires_at), 3_600_000);
+    }
+}
+
+async fn a_session_idle_for_the_ttl_lapses_and_is_removed(sessions: Sessions) {
+    let session = sessions.open(UserId::new()).await;
+    sessions.clock.advance(IDLE_TTL);
+    assert_eq!(sessions.touch(&session).await, TouchOutcome::Expired);
+    assert_eq!(sessions.touch(&session).await, TouchOutcome::Unknown);
+    assert_eq!(sessions.count().await, 0);
+}
+
+async fn no_use_extends_a_session_past_its_absolute_expiry(sessions: Sessions) {
+    let sessions = sessions.with_lifetime(45 * SECOND);
+    let session = sessions.open(UserId::new()).await;
+    sessions.clock.advance(25 * SECOND);
+    let used = live(sessions.touch(&session).await);
+    assert_eq!(at(used.expires_at), 45_000);
+    sessions.clock.advance(20 * SECOND);
+    assert_eq!(sessions.touch(&session).await, TouchOutcome::Expired);
+}
+
+async fn another_users_token_cannot_use_the_session(sessions: Sessions) {
+    let session = sessions.open(UserId::new()).await;
+    assert_eq!(
+        sessions.touch_as(&session, UserId::new()).await,
+        TouchOutcome::Unknown
+    );
+    assert_eq!(live(sessions.touch(&session).await).refresh_count, 1);
+}
+
+async fn a_session_never_opened_is_unknown(sessions: Sessions) {
+    let outcome = sessions
+        .manager
+        .touch(SessionId::random(), UserId::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome, TouchOutcome::Unknown);
+    assert!(!sessions.manager.revoke(SessionId::random()).await.unwrap());
+}
+
+async fn revoking_ends_a_session_at_once(sessions: Sessions) {
+    let session = sessions.open(UserId::new()).await;
+    assert!(sessions.manager.revoke(session.id).await.unwrap());
+    assert_eq!(sessions.touch(&session).await, TouchOutcome::Unknown);
+    assert!(!sessions.manager.revoke(session.id).await.unwrap());
+    assert_eq!(sessions.count().await, 0);
+}
+
+async fn revoking_a_user_keeps_the_named_session_and_other_users(sessions: Sessions) {
+    let (alice, bob) = (UserId::new(), UserId::new());
+    let kept = sessions.open(alice).await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(sessions.open(alice).await);
+    }
+    let bobs = sessions.open(bob).await;
+
+    let ended = sessions.manager.revoke_user(alice, Some(kept.id)).await;
+
+    assert_eq!(ended.unwrap(), 3);
+    for other in &others {
+        assert_eq!(sessions.touch(other).await, TouchOutcome::Unknown);
+    }
+    live(sessions.touch(&kept).await);
+    live(sessions.touch(&bobs).await);
+    assert_eq!(sessions.count().await, 2);
+    assert_eq!(sessions.manager.revoke_user(alice, None).await.unwrap(), 1);
+    assert_eq!(sessions.count().await, 1);
+}
+
+async fn the_sweep_removes_lapsed_sessions_and_spares_live_ones(sessions: Sessions) {
+    let user = UserId::new();
+    for _ in 0..5 {
+        sessions.open(user).await;
+    }
+    sessions.clock.advance(20 * SECOND);
+    let fresh = sessions.open(user).await;
+    sessions.clock.advance(15 * SECOND);
+
+    // Nothing touches the stale sessions: only the sweep can remove them.
+    let swept = eventually(10 * SECOND, || async { sessions.count().await == 1 }).await;
+
+    assert!(swept, "{} sessions left", sessions.count().await);
+    assert_eq!(live(sessions.touch(&fresh).await).refresh_count, 1);
+}
+
+async fn uses_at_the_same_moment_all_count(sessions: Sessions) {
+    let session = sessions.open(UserId::new()).await;
+    sessions.clock.advance(SECOND);
+
+    let uses = join_all((0..50).map(|_| sessions.touch(&session))).await;
+
+    assert!(uses.into_iter().all(|u| matches!(u, TouchOutcome::Live(_))));
+    sessions.clock.advance(SECOND);
+    assert_eq!(live(sessions.touch(&session).await).refresh_count, 51);
+}
+
+async fn memory_sessions() -> (Sessions, ()) {
+    (Sessions::start(None, LIFETIME), ())
+}
+
+async fn redis_sessions() -> (Sessions, TestRedis) {
+    redis_sessions_at(TestRedis::new()).await
+}
+
+/// Sessions under `redis`'s prefix, on whichever Redis it names.
+pub async fn redis_sessions_at(redis: TestRedis) -> (Sessions, TestRedis) {
+    let shared = RedisSessions::new(redis.connect().await, IDLE_TTL);
+    (Sessions::start(Some(Arc::new(shared)), LIFETIME), redis)
+}
+
+for_each_store!(
+    Sessions: memory => memory_sessions, redis => redis_sessions;
+    each_use_pushes_the_idle_deadline_back_and_counts,
+    a_session_idle_for_the_ttl_lapses_and_is_removed,
+    no_use_extends_a_session_past_its_absolute_expiry,
+    another_users_token_cannot_use_the_session,
+    a_session_never_opened_is_unknown,
+    revoking_ends_a_session_at_once,
+    revoking_a_user_keeps_the_named_session_and_other_users,
+    the_sweep_removes_lapsed_sessions_and_spares_live_ones,
+    uses_at_the_same_moment_all_count,
+);
+
+#[actix_web::test]
+async fn sessions_in_redis_expire_there_too_and_leave_no_key_behind() {
+    let (sessions, redis) = redis_sessions().await;
+    let user = UserId::new();
+    let (kept, revoked) = (sessions.open(user).await, sessions.open(user).await);
+    let key = format!("{{{}}}:session:{}", redis.prefix(), kept.id.0);
+
+    // Should no replica be left to sweep, Redis drops the session a grace
+    // period (one idle timeout) after it lapses.
+    let ttl = redis.ttl_ms(&key).await;
+    let lapse = IDLE_TTL.as_millis() as i64;
+    assert!(lapse < ttl && ttl <= 2 * lapse, "{ttl} ms");
+
+    assert!(sessions.manager.revoke(revoked.id).await.unwrap());
+    sessions.clock.advance(IDLE_TTL);
+    let swept = eventually(10 * SECOND, || async { sessions.count().await == 0 }).await;
+
+    assert!(swept);
+    let left = redis.keys().await;
+    assert!(left.is_empty(), "{left:?}");
+}
