@@ -1,21 +1,26 @@
 # The two commands a newcomer needs:
 #   make run    start Tollgate on its embedded default (in memory, no servers)
-#   make test   run every test, starting PostgreSQL first if it is not up
+#   make test   run every test, starting PostgreSQL and Redis first if they are not up
 
 CARGO ?= cargo
 # The PostgreSQL the integration tests use (each test makes its own schema).
 export TOLLGATE_TEST_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres
+# The Redis they use (each test keeps its keys under a prefix of its own).
+export TOLLGATE_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 
-.PHONY: run test services lint fmt
+.PHONY: run test services lint fmt deploy-check
 
-run: ## Serve on http://127.0.0.1:8080 with users and sessions in memory.
+run: ## Serve on http://127.0.0.1:8080 with users, sessions and tasks in memory.
 	$(CARGO) run -- serve
 
-test: services ## Unit and integration tests against a real PostgreSQL.
+test: services ## Unit and integration tests against a real PostgreSQL and Redis.
 	$(CARGO) test --all-targets
 
-services: ## Make sure PostgreSQL answers; start or install it if not.
+services: ## Make sure PostgreSQL and Redis answer; start or install them if not.
 	@.ci/ensure-services
+
+deploy-check: ## Check docker/ with the tools a user would run (no Docker engine needed).
+	@.ci/deploy-check
 
 lint: ## Formatting and clippy, warnings as errors.
 	$(CARGO) fmt --check
