@@ -114,6 +114,7 @@ impl Actor for PasswordHasher {
     type Context = SyncContext<Self>;
 
     fn started(&mut self, _: &mut SyncContext<Self>) {
+        yield_to_request_threads();
         self.live.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -149,6 +150,25 @@ impl Handler<VerifyPassword> for PasswordHasher {
 
     fn handle(&mut self, msg: VerifyPassword, _: &mut SyncContext<Self>) -> Self::Result {
         self.timed("verify", || password::verify(&msg.password, &msg.hash))
+    }
+}
+
+/// The hasher threads' nice value, the lowest priority: during a sign-in
+/// storm bcrypt would otherwise take the CPU from the threads serving every
+/// other request, and their latency with it. The hashers still get every
+/// core the rest leaves idle, so sign-ins run at full speed when nothing
+/// else needs the CPU and slow down, queued here, when something does.
+#[cfg(target_os = "linux")]
+const HASHER_NICENESS: libc::c_int = 19;
+
+/// Lowers the calling thread's scheduling priority (on Linux a nice value
+/// belongs to a thread). Best effort: a refusal leaves it as it was.
+fn yield_to_request_threads() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its integer arguments; `who = 0` is
+    // the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, HASHER_NICENESS);
     }
 }
 
