@@ -1,0 +1,107 @@
+//! `make bench`: every performance figure of Tollgate, each set against a
+//! baseline measured in the same run on the same machine, because the
+//! machines are shared and noisy and only ratios travel.
+//!
+//! Runs through `cargo bench --bench scenarios` (release build). The load
+//! generator and the service share the machine; the baselines pay the same
+//! price. `BENCH_QUICK=1` runs every scenario briefly, as a smoke run.
+//! `BENCH_ONLY=4,5` runs only those scenarios. Prints a table and writes
+//! `target/bench/results.json`.
+
+mod figures;
+mod load;
+mod queue;
+mod service;
+mod sessions;
+mod web;
+
+use std::time::{Duration, Instant};
+
+use figures::Figure;
+
+/// How long and how large each scenario is.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub quick: bool,
+    /// How long each load run lasts.
+    pub window: Duration,
+    /// Tasks preloaded for the one-user drain.
+    pub one_user_tasks: usize,
+    /// Users and tasks each for the many-user drain.
+    pub users: usize,
+    pub tasks_each: usize,
+    /// The flooding user's tasks in the noisy-neighbour scenario.
+    pub flood: usize,
+    /// Sessions held for the memory figure.
+    pub sessions: usize,
+}
+
+impl Plan {
+    fn from_env() -> Self {
+        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        if quick {
+            Self {
+                quick,
+                window: Duration::from_secs(2),
+                one_user_tasks: 4_000,
+                users: 100,
+                tasks_each: 100,
+                flood: 20_000,
+                sessions: 100_000,
+            }
+        } else {
+            Self {
+                quick,
+                window: Duration::from_secs(10),
+                one_user_tasks: 30_000,
+                users: 100,
+                tasks_each: 500,
+                flood: 100_000,
+                sessions: 1_000_000,
+            }
+        }
+    }
+}
+
+#[actix_web::main]
+async fn main() {
+    // `cargo test --all-targets` builds and starts this too, without
+    // `--bench`: benchmarks are not tests, so it only says where it runs.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("benchmarks run with `make bench` (cargo bench --bench scenarios)");
+        return;
+    }
+    let plan = Plan::from_env();
+    let started = Instant::now();
+    eprintln!(
+        "tollgate benchmarks ({}): {} cores",
+        if plan.quick { "quick" } else { "full" },
+        figures::cores()
+    );
+    // `BENCH_ONLY=2,6` runs just those scenarios (4 includes 4b).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let chosen = |n: &str| only.is_empty() || only.split(',').any(|o| o.trim() == n);
+    let mut all: Vec<Figure> = Vec::new();
+    if chosen("1") {
+        all.extend(web::sign_ins(plan).await);
+    }
+    if chosen("2") {
+        all.extend(web::authenticated_reads(plan).await);
+    }
+    if chosen("3") {
+        all.extend(queue::enqueue(plan).await);
+    }
+    if chosen("4") {
+        all.extend(queue::drain(plan).await);
+    }
+    if chosen("5") {
+        all.extend(queue::noisy_neighbour(plan).await);
+    }
+    if chosen("6") {
+        all.extend(web::reads_during_a_sign_in_storm(plan).await);
+    }
+    if chosen("7") {
+        all.extend(sessions::memory_and_validation(plan).await);
+    }
+    figures::report(&all, plan, started.elapsed());
+}

@@ -1,0 +1,397 @@
+//! The queue scenarios, on PostgreSQL and Redis: enqueue against raw Redis
+//! round trips, the workers' own rate draining preloaded queues (and how
+//! fairly and how soon every user is served), and a noisy neighbour.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tollgate::domain::{NewTask, TaskId, TaskKind, TaskStatus, UserId};
+use tollgate::storage::{Limits, QueueStore, RedisQueueStore};
+
+use crate::Plan;
+use crate::figures::{Figure, Goal};
+use crate::load::{self, http_client};
+use crate::service::{Service, Stores};
+
+/// Concurrent clients enqueueing, and Redis round trips in the baseline.
+const ENQUEUERS: usize = 32;
+/// Users the enqueueing clients act for.
+const ENQUEUING_USERS: usize = 32;
+/// Workers draining the preloaded queues, and round trips in their
+/// baseline.
+const WORKERS: usize = 32;
+/// Quiet users in the noisy-neighbour scenario, one task a second each.
+const QUIET_USERS: usize = 50;
+/// Sign-ups here are set-up, not the figure: the cheapest bcrypt cost.
+const CHEAP_HASHES: (&str, &str) = ("TOLLGATE__AUTH__BCRYPT_COST", "4");
+const PATIENCE: Duration = Duration::from_secs(600);
+
+/// Raw Redis round trips per second from this process.
+async fn round_trips(stores: &Stores, concurrency: usize, window: Duration) -> load::Load {
+    let key = format!("{{{}}}:round-trips", stores.prefix);
+    load::run(concurrency, window, |_| stores.round_trip(&key)).await
+}
+
+/// 3. Enqueues per second (HTTP, token, acknowledged Redis write) ↔ raw
+///    Redis round trips per second at the same concurrency.
+pub async fn enqueue(plan: Plan) -> Vec<Figure> {
+    let stores = Stores::create("enqueue").await;
+    let service = Service::on_stores(&stores, &[CHEAP_HASHES]).await;
+    let tokens = sign_up_many(&service, "enqueuer", ENQUEUING_USERS).await;
+    let baseline = round_trips(&stores, ENQUEUERS, plan.window).await;
+    let (client, url) = (http_client(), service.url("/api/v1/tasks"));
+    let task = json!({ "kind": "echo", "payload": { "n": 1 } });
+    let enqueues = load::run(ENQUEUERS, plan.window, |worker| {
+        let token = &tokens[worker % tokens.len()];
+        let request = client.post(&url).bearer_auth(token).json(&task);
+        load::answers(request, StatusCode::ACCEPTED)
+    })
+    .await;
+    drop(service);
+    stores.remove().await;
+    vec![Figure::new(
+        "3",
+        "enqueue (HTTP + auth + acknowledged write)",
+        (enqueues.rate(), "/s"),
+        ("raw Redis round trips", baseline.rate()),
+        Goal::RatioAtLeast { target: 0.5 },
+        format!(
+            "enqueue {}; redis {}",
+            enqueues.summary(),
+            baseline.summary()
+        ),
+    )]
+}
+
+async fn sign_up_many(service: &Service, name: &str, count: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|n| format!("{name}-{n}")).collect();
+    let signed_up = join_all(names.iter().map(|name| service.sign_up(name))).await;
+    signed_up.into_iter().map(|(token, _)| token).collect()
+}
+
+/// Preloads `count` tasks of `kind` for `user` straight into the store,
+/// as fast as Redis takes them.
+async fn preload(store: &RedisQueueStore, user: UserId, count: usize, kind: &str, payload: Value) {
+    let kind = TaskKind::parse(kind).unwrap();
+    let limits = Limits {
+        max_pending: u64::MAX,
+        max_running: 0,
+    };
+    let enqueues = (0..count).map(|_| {
+        let now = Utc::now();
+        let task = NewTask {
+            id: TaskId::new(),
+            user_id: user,
+            kind: kind.clone(),
+            payload: payload.clone(),
+            max_attempts: 1,
+            created_at: now,
+            run_at: now,
+            trace_parent: None,
+        };
+        store.enqueue(task, None, limits, now.timestamp_millis())
+    });
+    let mut enqueued = futures_util::stream::iter(enqueues).buffer_unordered(64);
+    while let Some(result) = enqueued.next().await {
+        result.expect("preloading a task");
+    }
+}
+
+/// Every task of `user`'s, all pages.
+async fn tasks_of(store: &RedisQueueStore, user: UserId) -> Vec<tollgate::domain::Task> {
+    let (mut all, mut before) = (Vec::new(), None);
+    loop {
+        let now = Utc::now().timestamp_millis();
+        let page = store.list(user, None, before, 1000, now).await.unwrap();
+        all.extend(page.items);
+        match page.next {
+            Some(next) => before = Some(next),
+            None => return all,
+        }
+    }
+}
+
+/// Waits until every one of `users`' `each` tasks has succeeded.
+async fn wait_until_all_succeeded(store: &RedisQueueStore, users: &[UserId], each: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        assert!(Instant::now() < deadline, "the workers did not finish");
+        if store.stats().await.unwrap().waiting == 0 {
+            let counts = join_all(users.iter().map(|u| store.counts(*u))).await;
+            if counts.into_iter().all(|c| c.unwrap().succeeded == each) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// When one task started and finished.
+type Run = (DateTime<Utc>, DateTime<Utc>);
+
+/// What the tasks' own records say of a drain.
+struct Drained {
+    tasks: usize,
+    /// From the first start to the last finish.
+    span: Duration,
+    /// Jain's fairness index of the tasks each user had finished by half
+    /// time: 1 when all had the same, 1/n when one had all.
+    fairness: f64,
+    /// The longest any user waited, from the first start anywhere, for
+    /// their own first task to start.
+    worst_first_wait: Duration,
+}
+
+impl Drained {
+    fn rate(&self) -> f64 {
+        self.tasks as f64 / self.span.as_secs_f64()
+    }
+}
+
+/// Preloads `each` no-op tasks for every one of `users` users, one user
+/// after another (so a FIFO queue would serve them in that order), then
+/// starts the service and lets its workers drain them.
+async fn drain_preloaded(users: usize, each: usize) -> Drained {
+    let stores = Stores::create("drain").await;
+    let store = stores.queue();
+    let ids: Vec<UserId> = (0..users).map(|_| UserId::new()).collect();
+    for user in &ids {
+        preload(&store, *user, each, "echo", Value::Null).await;
+    }
+    let workers = WORKERS.to_string();
+    let service = Service::on_stores(
+        &stores,
+        &[
+            CHEAP_HASHES,
+            ("TOLLGATE__QUEUE__WORKERS", workers.as_str()),
+            ("TOLLGATE__QUEUE__POLL_INTERVAL_MS", "10"),
+        ],
+    )
+    .await;
+    wait_until_all_succeeded(&store, &ids, each as u64).await;
+    drop(service);
+    let mut runs: HashMap<UserId, Vec<Run>> = HashMap::new();
+    for user in &ids {
+        for task in tasks_of(&store, *user).await {
+            assert_eq!(task.status, TaskStatus::Succeeded);
+            let times = (task.started_at.unwrap(), task.finished_at.unwrap());
+            runs.entry(*user).or_default().push(times);
+        }
+    }
+    stores.remove().await;
+
+    let all = || runs.values().flatten();
+    let first_start = all().map(|(s, _)| *s).min().unwrap();
+    let last_finish = all().map(|(_, f)| *f).max().unwrap();
+    let half_time = first_start + (last_finish - first_start) / 2;
+    let finished_by_half: Vec<f64> = runs
+        .values()
+        .map(|r| r.iter().filter(|(_, f)| *f <= half_time).count() as f64)
+        .collect();
+    let worst_first_wait = runs
+        .values()
+        .map(|r| r.iter().map(|(s, _)| *s).min().unwrap() - first_start)
+        .max()
+        .unwrap();
+    Drained {
+        tasks: users * each,
+        span: (last_finish - first_start).to_std().unwrap(),
+        fairness: jain(&finished_by_half),
+        worst_first_wait: worst_first_wait.to_std().unwrap(),
+    }
+}
+
+/// Jain's fairness index: (Σx)² / (n·Σx²).
+fn jain(shares: &[f64]) -> f64 {
+    let sum: f64 = shares.iter().sum();
+    let squares: f64 = shares.iter().map(|x| x * x).sum();
+    if squares == 0.0 {
+        return 1.0;
+    }
+    sum * sum / (shares.len() as f64 * squares)
+}
+
+/// 4. No-op tasks per second drained from preloaded queues, one user and
+///    many ↔ raw Redis round trips at the workers' concurrency; Jain's
+///    index over the many; 4b. the worst wait for a user's first task ↔
+///    what a FIFO queue would have made the last user wait.
+pub async fn drain(plan: Plan) -> Vec<Figure> {
+    let stores = Stores::create("round_trips").await;
+    let baseline = round_trips(&stores, WORKERS, plan.window).await;
+    stores.remove().await;
+    let one = drain_preloaded(1, plan.one_user_tasks).await;
+    let many = drain_preloaded(plan.users, plan.tasks_each).await;
+    // A FIFO queue at the same rate reaches the last user's first task
+    // only after everyone else's tasks.
+    let fifo_wait = ((plan.users - 1) * plan.tasks_each) as f64 / many.rate();
+    vec![
+        drain_figure("no-op tasks drained, 1 user", &one, &baseline),
+        drain_figure("no-op tasks drained, 100 users", &many, &baseline),
+        Figure::new(
+            "4",
+            "Jain's index over 100 users at half time",
+            (many.fairness, ""),
+            ("perfectly fair", 1.0),
+            Goal::ValueAtLeast { target: 0.95 },
+            String::new(),
+        ),
+        Figure::new(
+            "4b",
+            "worst wait for a user's first task",
+            (many.worst_first_wait.as_secs_f64() * 1000.0, "ms"),
+            ("a FIFO queue's", fifo_wait * 1000.0),
+            Goal::ValueAtMost { target: 50.0 },
+            format!("{} users × {} tasks", plan.users, plan.tasks_each),
+        ),
+    ]
+}
+
+/// A drain's rate: at least twice the ~9,000 no-op jobs a second a
+/// well-known Node job queue manages on this kind of machine.
+fn drain_figure(name: &'static str, drained: &Drained, baseline: &load::Load) -> Figure {
+    Figure::new(
+        "4",
+        name,
+        (drained.rate(), "/s"),
+        ("raw Redis round trips", baseline.rate()),
+        Goal::ValueAtLeast { target: 18_000.0 },
+        format!(
+            "{} tasks in {:.2?}, {WORKERS} workers",
+            drained.tasks, drained.span
+        ),
+    )
+}
+
+/// 5. Quiet users' p95 wait (enqueue to start) while one user floods the
+///    queue ↔ the same with no flood: with every worker open to one user
+///    (the default), and with `max_running_per_user` keeping two of the
+///    eight workers for everyone else.
+pub async fn noisy_neighbour(plan: Plan) -> Vec<Figure> {
+    vec![
+        neighbours(plan, "quiet users' p95 wait during a flood", 0).await,
+        neighbours(
+            plan,
+            "the same, max_running_per_user = workers − 2",
+            NEIGHBOUR_WORKERS - 2,
+        )
+        .await,
+    ]
+}
+
+/// Workers in the noisy-neighbour scenario (the default).
+const NEIGHBOUR_WORKERS: usize = 8;
+
+async fn neighbours(plan: Plan, name: &'static str, max_running: usize) -> Figure {
+    let stores = Stores::create("neighbours").await;
+    let store = stores.queue();
+    let (workers, max_running) = (NEIGHBOUR_WORKERS.to_string(), max_running.to_string());
+    let service = Service::on_stores(
+        &stores,
+        &[
+            CHEAP_HASHES,
+            ("TOLLGATE__QUEUE__WORKERS", workers.as_str()),
+            (
+                "TOLLGATE__QUEUE__MAX_RUNNING_PER_USER",
+                max_running.as_str(),
+            ),
+        ],
+    )
+    .await;
+    let tokens = sign_up_many(&service, "quiet", QUIET_USERS).await;
+    let window = plan.window.max(Duration::from_secs(5));
+
+    let calm = quiet_waits(&service, &tokens, window).await;
+    let flooder = UserId::new();
+    preload(&store, flooder, plan.flood, "sleep", json!({ "ms": 5 })).await;
+    let flooded = quiet_waits(&service, &tokens, window).await;
+    let left = store.counts(flooder).await.unwrap().queued;
+    drop(service);
+    stores.remove().await;
+    Figure::new(
+        "5",
+        name,
+        (p95(&flooded), "ms"),
+        ("p95 with no flood", p95(&calm)),
+        Goal::RatioAtMost { target: 1.5 },
+        format!(
+            "{QUIET_USERS} quiet users, one task/s each for {window:?}; flood of {} \
+             (5 ms each), {left} still waiting at the end; {workers} workers, \
+             max_running_per_user {max_running}",
+            plan.flood
+        ),
+    )
+}
+
+fn p95(waits: &[f64]) -> f64 {
+    let mut sorted = waits.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)]
+}
+
+/// Each quiet user enqueues one echo task a second for `window`; answers
+/// every task's wait from enqueue to start, in milliseconds.
+async fn quiet_waits(service: &Service, tokens: &[String], window: Duration) -> Vec<f64> {
+    let client = http_client();
+    let ticks = window.as_secs();
+    let users = tokens.iter().enumerate().map(|(n, token)| {
+        let client = &client;
+        async move {
+            // Spread over the second, so they do not all come at once.
+            tokio::time::sleep(Duration::from_millis(n as u64 * 1000 / QUIET_USERS as u64)).await;
+            let mut ids = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            for _ in 0..ticks {
+                tick.tick().await;
+                let enqueue = client.post(service.url("/api/v1/tasks")).bearer_auth(token);
+                let task = json!({ "kind": "echo", "payload": "quiet" });
+                let answer: Value = enqueue
+                    .json(&task)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                ids.push(answer["id"].as_str().expect("enqueued").to_owned());
+            }
+            let mut waits = Vec::new();
+            for id in ids {
+                waits.push(wait_of(client, service, token, &id).await);
+            }
+            waits
+        }
+    });
+    join_all(users).await.into_iter().flatten().collect()
+}
+
+/// How long the task waited to start, once it has finished, in ms.
+async fn wait_of(client: &reqwest::Client, service: &Service, token: &str, id: &str) -> f64 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let url = service.url(&format!("/api/v1/tasks/{id}"));
+        let task: Value = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if task["status"] == "succeeded" {
+            let at =
+                |field: &str| DateTime::parse_from_rfc3339(task[field].as_str().unwrap()).unwrap();
+            return (at("started_at") - at("created_at"))
+                .num_microseconds()
+                .unwrap() as f64
+                / 1000.0;
+        }
+        assert!(Instant::now() < deadline, "a quiet task never ran: {task}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,190 @@
+//! The `tollgate` binary (the release build `cargo bench` makes) as a child
+//! process on a loopback port, and the stores behind it.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::interfaces::{KeysInterface, LuaInterface};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tollgate::config::RedisSettings;
+use tollgate::storage::{Redis, RedisQueueStore};
+
+use crate::load::http_client;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+const JWT_SECRET: &str = "a-benchmark-signing-secret-of-enough-length";
+
+/// A running `tollgate serve`, killed when dropped.
+pub struct Service {
+    child: Child,
+    pub address: String,
+    client: reqwest::Client,
+}
+
+impl Service {
+    /// Starts the service on its embedded default: everything in memory.
+    pub async fn in_memory(env: &[(&str, &str)]) -> Self {
+        Self::start(env).await
+    }
+
+    /// Starts the service on PostgreSQL (`stores.schema_url`) and Redis
+    /// (`stores.prefix`), sessions in memory.
+    pub async fn on_stores(stores: &Stores, env: &[(&str, &str)]) -> Self {
+        let mut all = vec![
+            ("TOLLGATE__DATABASE__URL", stores.schema_url.as_str()),
+            ("TOLLGATE__AUTH__JWT_SECRET", JWT_SECRET),
+            ("TOLLGATE__QUEUE__BACKEND", "redis"),
+            ("TOLLGATE__REDIS__URL", stores.redis_url.as_str()),
+            ("TOLLGATE__REDIS__KEY_PREFIX", stores.prefix.as_str()),
+        ];
+        all.extend_from_slice(env);
+        Self::start(&all).await
+    }
+
+    async fn start(env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bind = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("serve")
+            .env("TOLLGATE__SERVER__BIND", &bind)
+            .env("TOLLGATE__TELEMETRY__LOG_LEVEL", "error")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the tollgate binary runs");
+        let service = Self {
+            child,
+            address: format!("http://{bind}"),
+            client: http_client(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !service.is_live().await {
+            assert!(
+                Instant::now() < deadline,
+                "tollgate did not start on {bind}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        service
+    }
+
+    async fn is_live(&self) -> bool {
+        let live = self.client.get(self.url("/health/live")).send().await;
+        live.is_ok_and(|r| r.status() == StatusCode::OK)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Signs `name` up; answers the token and the user's id.
+    pub async fn sign_up(&self, name: &str) -> (String, String) {
+        let credentials = json!({ "username": name, "password": PASSWORD });
+        let response = self
+            .client
+            .post(self.url("/api/v1/auth/signup"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "signing {name} up");
+        let body: Value = response.json().await.unwrap();
+        let text = |v: &Value| v.as_str().unwrap().to_owned();
+        (text(&body["access_token"]), text(&body["user"]["id"]))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A schema of its own in PostgreSQL and a key prefix of its own in Redis,
+/// both removed by [`Stores::remove`].
+pub struct Stores {
+    pub schema_url: String,
+    pub redis_url: String,
+    pub prefix: String,
+    schema: String,
+    database: tokio_postgres::Client,
+    pub redis: Arc<Redis>,
+}
+
+impl Stores {
+    /// Makes the schema and connects to Redis, from the URLs `make bench`
+    /// exports (the same as the tests').
+    pub async fn create(name: &str) -> Self {
+        let database_url = std::env::var("TOLLGATE_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned());
+        let redis_url = std::env::var("TOLLGATE_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let schema = format!("bench_{name}_{}", std::process::id());
+        let (database, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL answers (make bench starts it)");
+        tokio::spawn(connection);
+        database
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .await
+            .unwrap();
+        let separator = if database_url.contains('?') { '&' } else { '?' };
+        let schema_url = format!("{database_url}{separator}options=-csearch_path%3D{schema}");
+        let prefix = schema.replace('_', "-");
+        let settings = RedisSettings {
+            url: Some(redis_url.clone().into()),
+            cluster_nodes: Vec::new(),
+            pool_size: 8,
+            key_prefix: prefix.clone(),
+            timeout_secs: 10,
+        };
+        let redis = Redis::connect(&settings)
+            .await
+            .expect("Redis answers (make bench starts it)");
+        Self {
+            schema_url,
+            redis_url,
+            prefix,
+            schema,
+            database,
+            redis: Arc::new(redis),
+        }
+    }
+
+    pub fn queue(&self) -> RedisQueueStore {
+        RedisQueueStore::new(self.redis.clone())
+    }
+
+    /// Drops the schema and every key under the prefix.
+    pub async fn remove(self) {
+        let _ = self
+            .database
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .await;
+        let unlink_all = "for _, key in ipairs(redis.call('KEYS', ARGV[1])) do \
+                          redis.call('UNLINK', key) end";
+        let pattern = format!("{{{}}}:*", self.prefix);
+        let route = format!("{{{}}}:ring", self.prefix);
+        let _: Result<(), _> = self
+            .redis
+            .client()
+            .eval(unlink_all, vec![route], vec![pattern])
+            .await;
+    }
+
+    /// One Redis round trip: the baseline the queue figures are set against.
+    pub async fn round_trip(&self, key: &str) -> bool {
+        let incremented: Result<i64, _> = self.redis.client().incr(key).await;
+        incremented.is_ok()
+    }
+}
