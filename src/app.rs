@@ -201,6 +201,7 @@ impl Application {
         };
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(http::security_headers())
                 .wrap(from_fn(http::observe))
                 .app_data(state.clone())
                 .configure(http::configure(body_limits))

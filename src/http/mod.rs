@@ -63,6 +63,20 @@ pub struct BodyLimits {
     pub tasks: usize,
 }
 
+/// Headers every answer carries unless its handler set them: nothing here
+/// is a page to frame, sniff, cache or refer from, and answers hold tokens.
+pub fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
+        .add((
+            "Content-Security-Policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .add(("Referrer-Policy", "no-referrer"))
+        .add(("Cache-Control", "no-store"))
+}
+
 /// Registers every route, with JSON bodies limited as `limits` says.
 pub fn configure(limits: BodyLimits) -> impl FnOnce(&mut web::ServiceConfig) {
     let json = |limit| {

@@ -12,6 +12,7 @@ mod deploy;
 mod durability;
 mod events;
 mod hasher_storm;
+mod headers;
 mod health;
 mod metrics;
 mod queue_store;
