@@ -14,7 +14,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::actors::{
     HashPassword, HasherPool, Queue, RegistryConfig, SessionManager, UserRegistry,
 };
-use crate::auth::TokenKeys;
+use crate::auth::{FailedSignIns, TokenKeys};
 use crate::clock::Clock;
 use crate::config::{ConfigError, QueueBackend, SessionStoreKind, Settings, threads_or_cores};
 use crate::domain::{Password, TaskKind};
@@ -43,6 +43,7 @@ pub struct Application {
     sessions: SessionManager,
     queue: Queue,
     hashers: Arc<HasherPool>,
+    sign_ins: Arc<FailedSignIns>,
     export: Arc<MetricsExport>,
     shutdown_timeout: Duration,
 }
@@ -174,6 +175,11 @@ impl Application {
         };
 
         let secret = settings.jwt_secret().context("reading auth.jwt_key_file")?;
+        let limits = settings.rate_limit;
+        let sign_ins = Arc::new(FailedSignIns::new(
+            limits.signin_per_minute_per_ip,
+            limits.signin_per_minute_per_user,
+        ));
         let state = web::Data::new(AppState {
             registry,
             sessions: sessions.clone(),
@@ -187,6 +193,7 @@ impl Application {
             metrics,
             events,
             export: export.clone(),
+            sign_ins: sign_ins.clone(),
         });
 
         let listener = TcpListener::bind(settings.server.bind)
@@ -226,6 +233,7 @@ impl Application {
             sessions,
             queue,
             hashers,
+            sign_ins,
             export,
             shutdown_timeout: settings.server.shutdown_timeout(),
         };
@@ -286,7 +294,7 @@ impl Application {
                     tracing::info!(signal, "stopping");
                     break None;
                 }
-                _ = hangup.recv() => retune(&self.queue, &self.hashers, reload()),
+                _ = hangup.recv() => retune(&self.queue, &self.hashers, &self.sign_ins, reload()),
             }
         };
         let served = match stopped {
@@ -362,7 +370,12 @@ impl StopSignals {
 }
 
 /// Applies the pool sizes and per-user limits of reloaded settings.
-fn retune(queue: &Queue, hashers: &HasherPool, reloaded: Result<Settings, ConfigError>) {
+fn retune(
+    queue: &Queue,
+    hashers: &HasherPool,
+    sign_ins: &FailedSignIns,
+    reloaded: Result<Settings, ConfigError>,
+) {
     let settings = match reloaded {
         Ok(settings) => settings,
         Err(problems) => {
@@ -373,11 +386,18 @@ fn retune(queue: &Queue, hashers: &HasherPool, reloaded: Result<Settings, Config
     let hasher_threads = threads_or_cores(settings.auth.hasher_threads);
     queue.retune(&settings.queue);
     hashers.resize(hasher_threads);
+    let limits = settings.rate_limit;
+    sign_ins.set_limits(
+        limits.signin_per_minute_per_ip,
+        limits.signin_per_minute_per_user,
+    );
     tracing::info!(
         workers = settings.queue.workers,
         max_running_per_user = settings.queue.max_running_per_user,
         max_pending_per_user = settings.queue.max_pending_per_user,
         hasher_threads,
-        "reloaded pool sizes and per-user limits; other settings apply at the next start"
+        signin_per_minute_per_ip = limits.signin_per_minute_per_ip,
+        signin_per_minute_per_user = limits.signin_per_minute_per_user,
+        "reloaded pool sizes and limits; other settings apply at the next start"
     );
 }

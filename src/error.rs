@@ -30,6 +30,7 @@ pub enum ErrorCode {
     TaskNotCancellable,
     IdempotencyKeyReused,
     QueueFull,
+    RateLimited,
     StorageUnavailable,
     QueueUnavailable,
     ServiceUnavailable,
@@ -92,6 +93,11 @@ impl ErrorCode {
                 "Idempotency key reused",
             ),
             QueueFull => ("queue_full", StatusCode::TOO_MANY_REQUESTS, "Queue full"),
+            RateLimited => (
+                "rate_limited",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+            ),
             QueueUnavailable => (
                 "queue_unavailable",
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -141,6 +147,8 @@ pub struct ApiError {
     /// What went wrong inside, for the log only.
     #[source]
     cause: Option<anyhow::Error>,
+    /// Seconds to wait before trying again, sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -150,6 +158,18 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             cause: None,
+            retry_after: None,
+        }
+    }
+
+    /// Too many failed sign-ins; the next try may come in `seconds`.
+    pub fn rate_limited(seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..Self::new(
+                ErrorCode::RateLimited,
+                format!("too many failed sign-ins; try again in {seconds} s"),
+            )
         }
     }
 
@@ -273,6 +293,9 @@ impl ResponseError for ApiError {
                     .insert_header((header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#));
             }
             _ => {}
+        }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds));
         }
         response.json(problem)
     }

@@ -36,6 +36,7 @@ pub struct Settings {
     #[serde(default)]
     pub events: Option<EventSettings>,
     pub telemetry: TelemetrySettings,
+    pub rate_limit: RateLimitSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,6 +200,17 @@ fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
             .map(str::to_owned)
             .collect(),
     })
+}
+
+/// Failed sign-ins allowed per minute before 429 `rate_limited`; 0 means
+/// no limit. Re-read on SIGHUP.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// From one client address, whatever the account.
+    pub signin_per_minute_per_ip: u32,
+    /// For one account (username or e-mail), from anywhere.
+    pub signin_per_minute_per_user: u32,
 }
 
 /// Where domain events go: a Redis stream other services read.

@@ -206,6 +206,19 @@ impl Settings {
             });
         }
 
+        let limits = &self.rate_limit;
+        for (key, value) in [
+            (
+                "rate_limit.signin_per_minute_per_ip",
+                limits.signin_per_minute_per_ip,
+            ),
+            (
+                "rate_limit.signin_per_minute_per_user",
+                limits.signin_per_minute_per_user,
+            ),
+        ] {
+            problems.range(key, value, 0..=100_000);
+        }
         if let Some(events) = &self.events {
             problems.require(
                 !events.stream.is_empty()

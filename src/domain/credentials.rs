@@ -121,6 +121,16 @@ pub enum Login {
     Email(Email),
 }
 
+impl Login {
+    /// The login as the store matches it, regardless of case.
+    pub fn folded(&self) -> String {
+        match self {
+            Login::Username(name) => name.folded(),
+            Login::Email(email) => email.folded(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

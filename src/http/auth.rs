@@ -105,14 +105,20 @@ pub async fn signed_up(state: &AppState, body: SignUpBody) -> Result<Grant, ApiE
 }
 
 pub async fn sign_in(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<SignInBody>,
 ) -> Result<web::Json<TokenGrant>, ApiError> {
-    Ok(web::Json(signed_in(&state, body.into_inner()).await?))
+    Ok(web::Json(signed_in(&req, &state, body.into_inner()).await?))
 }
 
-/// Checks the credentials of a sign-in body and issues a token.
-pub async fn signed_in(state: &AppState, body: SignInBody) -> Result<TokenGrant, ApiError> {
+/// Checks the credentials of a sign-in body and issues a token, unless the
+/// client's address or the login has failed too often lately.
+pub async fn signed_in(
+    req: &HttpRequest,
+    state: &AppState,
+    body: SignInBody,
+) -> Result<TokenGrant, ApiError> {
     let login = match (body.username, body.email) {
         (Some(name), None) if name.contains('@') => Email::parse(&name).map(Login::Email),
         (Some(name), None) => Username::parse(&name).map(Login::Username),
@@ -131,8 +137,22 @@ pub async fn signed_in(state: &AppState, body: SignInBody) -> Result<TokenGrant,
         (Ok(login), Ok(password)) => (login, password),
         (login, password) => return Err(ApiError::invalid_fields([login.err(), password.err()])),
     };
-    let grant = state.registry.send(SignIn { login, password }).await??;
-    token_grant(state, grant)
+    // The peer, not a forwarded-for header a client could write itself.
+    let address = req.peer_addr().map(|peer| peer.ip());
+    let account = login.folded();
+    if let Err(seconds) = state
+        .sign_ins
+        .check(address, &account, state.clock.now_millis())
+    {
+        state.metrics.signin("rate_limited");
+        return Err(ApiError::rate_limited(seconds));
+    }
+    let signed_in = state.registry.send(SignIn { login, password }).await?;
+    if matches!(&signed_in, Err(RegistryError::InvalidCredentials)) {
+        let now_ms = state.clock.now_millis();
+        state.sign_ins.failed(address, &account, now_ms);
+    }
+    token_grant(state, signed_in?)
 }
 
 impl TokenGrant {

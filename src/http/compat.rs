@@ -35,10 +35,11 @@ pub struct LoginAnswer {
 
 /// `POST /login {username | email, password}` → `{token, ...}`.
 pub async fn login(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<SignInBody>,
 ) -> Result<web::Json<LoginAnswer>, ApiError> {
-    let grant = signed_in(&state, body.into_inner()).await?;
+    let grant = signed_in(&req, &state, body.into_inner()).await?;
     Ok(web::Json(LoginAnswer {
         token: grant.access_token().to_owned(),
         grant,

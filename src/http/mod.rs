@@ -24,7 +24,7 @@ pub use extract::Authenticated;
 pub use observe::{REQUEST_ID, observe};
 
 use crate::actors::{Queue, SessionManager, UserRegistry};
-use crate::auth::TokenKeys;
+use crate::auth::{FailedSignIns, TokenKeys};
 use crate::clock::Clock;
 use crate::domain::TaskKind;
 use crate::error::{ApiError, ErrorCode};
@@ -52,6 +52,8 @@ pub struct AppState {
     pub events: Events,
     /// What `/metrics` renders.
     pub export: Arc<MetricsExport>,
+    /// Failed sign-ins by client address and by login, for rate limiting.
+    pub sign_ins: Arc<FailedSignIns>,
 }
 
 /// How large a request body may be.

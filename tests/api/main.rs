@@ -16,6 +16,7 @@ mod headers;
 mod health;
 mod metrics;
 mod queue_store;
+mod rate_limits;
 mod reload;
 mod retries;
 mod scale_out;
