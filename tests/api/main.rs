@@ -14,6 +14,7 @@ mod events;
 mod hasher_storm;
 mod headers;
 mod health;
+mod hostile_input;
 mod metrics;
 mod queue_store;
 mod rate_limits;
