@@ -206,8 +206,10 @@ impl Application {
                 .max_body_bytes
                 .max(settings.queue.max_payload_bytes + TASK_BODY_OVERHEAD),
         };
+        let cors_origins = settings.server.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(http::cors(&cors_origins))
                 .wrap(http::security_headers())
                 .wrap(from_fn(http::observe))
                 .app_data(state.clone())

@@ -47,6 +47,10 @@ pub struct ServerSettings {
     pub http_workers: usize,
     pub max_body_bytes: usize,
     pub shutdown_timeout_secs: u64,
+    /// Browser origins (`https://app.example.com`) allowed to call the API
+    /// cross-origin; none by default, which keeps browsers out.
+    #[serde(default, deserialize_with = "list_or_comma_separated")]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -527,6 +531,29 @@ mod tests {
         .unwrap();
         assert_eq!(settings.session.idle_ttl_secs, 5);
         assert_eq!(settings.server.bind.port(), 9999);
+    }
+
+    #[test]
+    fn cors_origins_must_be_bare_origins() {
+        let settings = load_env(&[(
+            "TOLLGATE__SERVER__CORS_ORIGINS",
+            "https://app.example.com, http://127.0.0.1:3000",
+        )])
+        .unwrap();
+        assert_eq!(
+            settings.server.cors_origins,
+            ["https://app.example.com", "http://127.0.0.1:3000"]
+        );
+
+        let problems = load_env(&[(
+            "TOLLGATE__SERVER__CORS_ORIGINS",
+            "*,https://app.example.com/path,app.example.com",
+        )])
+        .unwrap_err()
+        .to_string();
+        for origin in ["\"*\"", "/path", "\"app.example.com\""] {
+            assert!(problems.contains(origin), "{origin} in {problems}");
+        }
     }
 
     #[test]

@@ -206,6 +206,14 @@ impl Settings {
             });
         }
 
+        for origin in &self.server.cors_origins {
+            problems.require(is_origin(origin), || {
+                format!(
+                    "server.cors_origins: {origin:?} is not an origin \
+                     (scheme://host[:port], no path; \"*\" is not allowed)"
+                )
+            });
+        }
         let limits = &self.rate_limit;
         for (key, value) in [
             (
@@ -321,4 +329,18 @@ fn valid_host(host: &str) -> bool {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+}
+
+/// `http://` or `https://`, a host and maybe a port: what a browser sends
+/// in `Origin`.
+fn is_origin(origin: &str) -> bool {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    rest.is_some_and(|host| {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    })
 }

@@ -79,6 +79,33 @@ pub fn security_headers() -> actix_web::middleware::DefaultHeaders {
         .add(("Cache-Control", "no-store"))
 }
 
+/// Cross-origin access for the configured browser origins only. With none
+/// configured no CORS header is ever sent, so browsers keep other origins'
+/// scripts out.
+pub fn cors(origins: &[String]) -> actix_web::middleware::Condition<actix_cors::Cors> {
+    let allowed = origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |cors, origin| {
+            cors.allowed_origin(origin)
+        });
+    let cors = allowed
+        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "x-request-id",
+        ])
+        .expose_headers([
+            "location",
+            "retry-after",
+            "x-request-id",
+            "idempotent-replayed",
+        ])
+        .max_age(3600);
+    actix_web::middleware::Condition::new(!origins.is_empty(), cors)
+}
+
 /// Registers every route, with JSON bodies limited as `limits` says.
 pub fn configure(limits: BodyLimits) -> impl FnOnce(&mut web::ServiceConfig) {
     let json = |limit| {

@@ -8,6 +8,7 @@ mod account;
 mod binary;
 mod business;
 mod compat;
+mod cors;
 mod deploy;
 mod durability;
 mod events;
