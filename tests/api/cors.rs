@@ -24,6 +24,12 @@ async fn preflight(app: &TestApp, origin: &str) -> Response {
         .unwrap()
 }
 
+/// `GET /api/v1/users/me` as a browser on `origin` sends it.
+async fn read_from(app: &TestApp, token: &str, origin: &str) -> Response {
+    let request = app.get("/api/v1/users/me").bearer_auth(token);
+    request.header("origin", origin).send().await.unwrap()
+}
+
 fn allowed_origin(response: &Response) -> Option<&str> {
     let header = response.headers().get("access-control-allow-origin");
     header.map(|v| v.to_str().unwrap())
@@ -37,13 +43,7 @@ async fn by_default_no_origin_is_allowed() {
     let asked = preflight(&app, APP).await;
     assert!(!asked.status().is_server_error());
     assert_eq!(allowed_origin(&asked), None);
-    let read = app
-        .get("/api/v1/users/me")
-        .bearer_auth(&user.token)
-        .header("origin", APP)
-        .send()
-        .await
-        .unwrap();
+    let read = read_from(&app, &user.token, APP).await;
     assert_eq!(read.status(), StatusCode::OK);
     assert_eq!(allowed_origin(&read), None, "the browser keeps the answer");
 }
@@ -60,13 +60,7 @@ async fn a_configured_origin_is_allowed_and_no_other() {
         .to_str()
         .unwrap();
     assert!(methods.contains("POST"), "{methods}");
-    let read = app
-        .get("/api/v1/users/me")
-        .bearer_auth(&user.token)
-        .header("origin", APP)
-        .send()
-        .await
-        .unwrap();
+    let read = read_from(&app, &user.token, APP).await;
     assert_eq!(allowed_origin(&read), Some(APP));
 
     let refused = preflight(&app, EVIL).await;
