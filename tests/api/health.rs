@@ -7,8 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PrivateRedis, TcpProxy, TestRedis, TestSchema, eventually, problem, spawn_app, spawn_app_on,
-    spawn_app_with,
+    PASSWORD, PrivatePostgres, PrivateRedis, TcpProxy, TestRedis, TestSchema, eventually, problem,
+    spawn_app, spawn_app_on, spawn_app_with,
 };
 
 #[actix_web::test]
@@ -165,4 +165,64 @@ async fn with_redis_stopped_enqueue_is_a_503_nothing_is_half_written_and_all_rec
         [&after["id"], &before["id"]],
         "the refused task left no trace"
     );
+}
+
+#[actix_web::test]
+async fn with_its_postgres_stopped_sign_in_is_a_503_and_all_recovers_when_it_starts_again() {
+    let postgres = PrivatePostgres::start().await;
+    let app = spawn_app_with(|s| {
+        let database = s.database.as_mut().unwrap();
+        database.url = postgres.url().into();
+        database.timeout_secs = 2;
+    })
+    .await;
+    let user = app.new_user("steadfast").await;
+    let before = users_in(&postgres).await;
+
+    postgres.stop();
+
+    let signin = app.sign_in("steadfast", PASSWORD).await;
+    problem(
+        signin,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+    )
+    .await;
+    let signup = app.sign_up("latecomer", PASSWORD).await;
+    problem(
+        signup,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+    )
+    .await;
+    assert_eq!(app.session(&user.token).await.status(), StatusCode::OK);
+    let ready = app.get("/health/ready").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    postgres.resume();
+
+    let recovered = eventually(Duration::from_secs(30), || async {
+        app.sign_in("steadfast", PASSWORD).await.status() == StatusCode::OK
+    })
+    .await;
+    assert!(
+        recovered,
+        "sign-in did not recover after PostgreSQL restarted"
+    );
+    let created = app.sign_up("latecomer", PASSWORD).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(users_in(&postgres).await, before + 1);
+}
+
+/// Users stored in `postgres`, asked directly.
+async fn users_in(postgres: &PrivatePostgres) -> i64 {
+    let (client, connection) = tokio_postgres::connect(&postgres.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap();
+    row.get(0)
 }

@@ -19,7 +19,7 @@ use tollgate::clock::Clock;
 use tollgate::config::{DatabaseSettings, QueueBackend, Settings};
 use tollgate::tasks::TaskHandlers;
 
-pub use postgres::{TcpProxy, TestSchema};
+pub use postgres::{PrivatePostgres, TcpProxy, TestSchema};
 pub use process::{Server, output_of};
 pub use scrape::Scrape;
 

@@ -191,3 +191,147 @@ impl Drop for TcpProxy {
         self.accept_loop.abort();
     }
 }
+
+/// A PostgreSQL server of a test's own (`initdb`, `pg_ctl`) on a spare
+/// port, which the test may stop and start again while the service runs,
+/// other tests keeping theirs. Stopped and removed when dropped.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    bindir: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    pub async fn start() -> Self {
+        let bindir = postgres_bindir();
+        let dir = std::env::temp_dir().join(format!("tollgate-pg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let postgres = Self {
+            port: super::spare_port(),
+            dir,
+            bindir,
+        };
+        postgres.give_to_postgres();
+        let data = postgres.data_dir();
+        postgres.run(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync"],
+        );
+        postgres.resume();
+        postgres
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server (a fast shutdown) and waits until it has.
+    pub fn stop(&self) {
+        let data = self.data_dir();
+        self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts the server on the same port and data, and waits until it
+    /// accepts connections.
+    pub fn resume(&self) {
+        let (data, log) = (
+            self.data_dir(),
+            format!("{}/server.log", self.dir.display()),
+        );
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
+        );
+    }
+
+    fn data_dir(&self) -> String {
+        format!("{}/data", self.dir.display())
+    }
+
+    /// A PostgreSQL program, to run as the `postgres` account when this is
+    /// root (PostgreSQL refuses to run as root), from `/` so that account
+    /// need not enter the caller's directory.
+    fn command(&self, program: &str) -> std::process::Command {
+        let program = self.bindir.join(program);
+        let mut command = if is_root() {
+            let mut runuser = std::process::Command::new("runuser");
+            runuser.args(["-u", "postgres", "--"]).arg(program);
+            runuser
+        } else {
+            std::process::Command::new(program)
+        };
+        command.current_dir("/");
+        command
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self.command(program).args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Gives the directory to the `postgres` account when this is root.
+    fn give_to_postgres(&self) {
+        if is_root() {
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&self.dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown {}", self.dir.display());
+        }
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        let stop = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
+        let _ = self.command("pg_ctl").args(stop).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// The directory holding `initdb` and `pg_ctl`: on the PATH, or Debian's
+/// newest `/usr/lib/postgresql/<version>/bin`. `make test` installs them.
+fn postgres_bindir() -> std::path::PathBuf {
+    if let Ok(output) = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+    {
+        let dir = std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if dir.join("initdb").exists() {
+            return dir;
+        }
+    }
+    let mut versions: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("bin"))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    versions.sort_by_key(|bin| {
+        let version = bin.parent().and_then(|v| v.file_name()).unwrap_or_default();
+        version.to_string_lossy().parse::<u32>().unwrap_or(0)
+    });
+    versions
+        .pop()
+        .expect("initdb and pg_ctl (make test installs PostgreSQL)")
+}
