@@ -7,8 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PASSWORD, PrivatePostgres, PrivateRedis, TcpProxy, TestRedis, TestSchema, eventually, problem,
-    spawn_app, spawn_app_on, spawn_app_with,
+    PASSWORD, PrivatePostgres, PrivateRedis, TcpProxy, TestApp, TestRedis, TestSchema, TestUser,
+    eventually, problem, spawn_app, spawn_app_on, spawn_app_with,
 };
 
 #[actix_web::test]
@@ -43,52 +43,11 @@ async fn with_postgres_unreachable_signin_is_a_503_sessions_live_on_and_all_reco
 
     proxy.cut();
 
-    let signin = app.sign_in("resilient", crate::helpers::PASSWORD).await;
-    problem(
-        signin,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "storage_unavailable",
-    )
-    .await;
-    let signup = app.sign_up("newcomer", crate::helpers::PASSWORD).await;
-    problem(
-        signup,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "storage_unavailable",
-    )
-    .await;
-    // Sessions live in the session actors, not in PostgreSQL.
-    assert_eq!(app.session(&user.token).await.status(), StatusCode::OK);
-    let ready = app.get("/health/ready").send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        ready.json::<Value>().await.unwrap()["checks"]["users"]["status"],
-        "down"
-    );
+    users_are_out_of_reach(&app, &user).await;
 
     proxy.restore();
 
-    let recovered = eventually(Duration::from_secs(15), || async {
-        app.sign_in("resilient", crate::helpers::PASSWORD)
-            .await
-            .status()
-            == StatusCode::OK
-    })
-    .await;
-    assert!(
-        recovered,
-        "sign-in did not recover after PostgreSQL came back"
-    );
-    assert_eq!(
-        app.get("/health/ready").send().await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        app.sign_up("newcomer", crate::helpers::PASSWORD)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
+    users_recover(&app, &user).await;
 }
 
 #[actix_web::test]
@@ -181,36 +140,11 @@ async fn with_its_postgres_stopped_sign_in_is_a_503_and_all_recovers_when_it_sta
 
     postgres.stop();
 
-    let signin = app.sign_in("steadfast", PASSWORD).await;
-    problem(
-        signin,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "storage_unavailable",
-    )
-    .await;
-    let signup = app.sign_up("latecomer", PASSWORD).await;
-    problem(
-        signup,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "storage_unavailable",
-    )
-    .await;
-    assert_eq!(app.session(&user.token).await.status(), StatusCode::OK);
-    let ready = app.get("/health/ready").send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    users_are_out_of_reach(&app, &user).await;
 
     postgres.resume();
 
-    let recovered = eventually(Duration::from_secs(30), || async {
-        app.sign_in("steadfast", PASSWORD).await.status() == StatusCode::OK
-    })
-    .await;
-    assert!(
-        recovered,
-        "sign-in did not recover after PostgreSQL restarted"
-    );
-    let created = app.sign_up("latecomer", PASSWORD).await;
-    assert_eq!(created.status(), StatusCode::CREATED);
+    users_recover(&app, &user).await;
     assert_eq!(users_in(&postgres).await, before + 1);
 }
 
@@ -225,4 +159,48 @@ async fn users_in(postgres: &PrivatePostgres) -> i64 {
         .await
         .unwrap();
     row.get(0)
+}
+
+/// With PostgreSQL out of reach: sign-in and sign-up answer 503
+/// `storage_unavailable`, `user`'s session lives on (sessions are the
+/// session actors'), and readiness says the users are down.
+async fn users_are_out_of_reach(app: &TestApp, user: &TestUser) {
+    let signin = app.sign_in(&user.username, PASSWORD).await;
+    problem(
+        signin,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+    )
+    .await;
+    let signup = app.sign_up("newcomer", PASSWORD).await;
+    problem(
+        signup,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+    )
+    .await;
+    assert_eq!(app.session(&user.token).await.status(), StatusCode::OK);
+    let ready = app.get("/health/ready").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready.json::<Value>().await.unwrap()["checks"]["users"]["status"],
+        "down"
+    );
+}
+
+/// Once PostgreSQL is back, without a restart: `user` signs in, readiness
+/// is 200 and a new user can sign up.
+async fn users_recover(app: &TestApp, user: &TestUser) {
+    let recovered = eventually(Duration::from_secs(30), || async {
+        app.sign_in(&user.username, PASSWORD).await.status() == StatusCode::OK
+    })
+    .await;
+    assert!(
+        recovered,
+        "sign-in did not recover after PostgreSQL came back"
+    );
+    let ready = app.get("/health/ready").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let created = app.sign_up("newcomer", PASSWORD).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
 }
