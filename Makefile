@@ -8,7 +8,7 @@ export TOLLGATE_TEST_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432
 # The Redis they use (each test keeps its keys under a prefix of its own).
 export TOLLGATE_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 
-.PHONY: run test bench services lint fmt deploy-check
+.PHONY: run test bench soak services lint fmt deploy-check
 
 run: ## Serve on http://127.0.0.1:8080 with users, sessions and tasks in memory.
 	$(CARGO) run -- serve
@@ -18,6 +18,9 @@ test: services ## Unit and integration tests against a real PostgreSQL and Redis
 
 bench: services ## Every performance figure against a same-run baseline (BENCH_QUICK=1: a short smoke run).
 	$(CARGO) bench --bench scenarios
+
+soak: ## Mixed traffic for SOAK_SECS (300; at most 540), sampling memory; idle sessions must be swept to zero.
+	$(CARGO) bench --bench scenarios -- soak
 
 services: ## Make sure PostgreSQL and Redis answer; start or install them if not.
 	@.ci/ensure-services

@@ -5,7 +5,8 @@
 //! Runs through `cargo bench --bench scenarios` (release build). The load
 //! generator and the service share the machine; the baselines pay the same
 //! price. `BENCH_QUICK=1` runs every scenario briefly, as a smoke run.
-//! `BENCH_ONLY=4,5` runs only those scenarios. Prints a table and writes
+//! `BENCH_ONLY=4,5` runs only those scenarios; `make soak` (the argument
+//! `soak`) runs the soak instead, see `soak.rs`. Prints a table and writes
 //! `target/bench/results.json`.
 
 mod figures;
@@ -13,6 +14,7 @@ mod load;
 mod queue;
 mod service;
 mod sessions;
+mod soak;
 mod web;
 
 use std::time::{Duration, Instant};
@@ -70,6 +72,12 @@ async fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
         println!("benchmarks run with `make bench` (cargo bench --bench scenarios)");
         return;
+    }
+    // `make soak`: `cargo bench --bench scenarios -- soak`.
+    if std::env::args().any(|arg| arg == "soak") {
+        // Exits once the service is stopped, with the verdict.
+        let swept = soak::run().await;
+        std::process::exit(if swept { 0 } else { 1 });
     }
     let plan = Plan::from_env();
     let started = Instant::now();

@@ -80,6 +80,15 @@ impl Service {
         live.is_ok_and(|r| r.status() == StatusCode::OK)
     }
 
+    /// The service process's resident set, from `/proc/<pid>/statm`.
+    pub fn resident_bytes(&self) -> u64 {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.child.id()));
+        let pages = statm
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse().ok());
+        pages.unwrap_or(0) * 4096
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
@@ -187,4 +196,14 @@ impl Stores {
         let incremented: Result<i64, _> = self.redis.client().incr(key).await;
         incremented.is_ok()
     }
+}
+
+/// The resident set of `process` (a pid, or `self`), from
+/// `/proc/<process>/statm`; 0 when it cannot be read.
+pub fn resident_bytes(process: &str) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{process}/statm"));
+    let pages: Option<u64> = statm
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok());
+    pages.unwrap_or(0) * 4096
 }

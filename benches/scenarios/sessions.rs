@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::Plan;
 use crate::figures::{Figure, Goal};
 use crate::load;
+use crate::service::resident_bytes;
 
 /// Sessions in the small table validation is compared with.
 const FEW: usize = 1_000;
@@ -74,7 +75,7 @@ async fn hold(count: usize) -> (Held, f64) {
     // the actors' tables make the difference.
     let nil = (SessionId(Uuid::nil()), UserId(Uuid::nil()));
     let mut sessions = vec![nil; count];
-    let before = resident_bytes();
+    let before = resident_bytes("self");
     {
         let opened = (0..count).map(|_| {
             let manager = &manager;
@@ -87,7 +88,7 @@ async fn hold(count: usize) -> (Held, f64) {
             n += 1;
         }
     }
-    let after = resident_bytes();
+    let after = resident_bytes("self");
     let bytes_each = after.saturating_sub(before) as f64 / count as f64;
     (Held { manager, sessions }, bytes_each)
 }
@@ -104,11 +105,4 @@ async fn validation(held: &Held, window: Duration) -> load::Load {
         async move { matches!(manager.touch(id, user).await, Ok(TouchOutcome::Live(_))) }
     })
     .await
-}
-
-/// This process's resident set, from `/proc/self/statm`.
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
 }
