@@ -51,6 +51,12 @@ pub struct ServerSettings {
     /// cross-origin; none by default, which keeps browsers out.
     #[serde(default, deserialize_with = "list_or_comma_separated")]
     pub cors_origins: Vec<String>,
+    /// PEM certificate chain and private key: with both, the server speaks
+    /// HTTPS only; with neither, plain HTTP (behind a TLS-terminating proxy).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -531,6 +537,20 @@ mod tests {
         .unwrap();
         assert_eq!(settings.session.idle_ttl_secs, 5);
         assert_eq!(settings.server.bind.port(), 9999);
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_both_readable() {
+        let alone = load_env(&[("TOLLGATE__SERVER__TLS_CERT", "/etc/hostname")]).unwrap_err();
+        assert!(alone.to_string().contains("go together"), "{alone}");
+        let missing = load_env(&[
+            ("TOLLGATE__SERVER__TLS_CERT", "/no/such/cert.pem"),
+            ("TOLLGATE__SERVER__TLS_KEY", "/no/such/key.pem"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("server.tls_cert: cannot read /no/such/cert.pem"));
+        assert!(missing.contains("server.tls_key: cannot read /no/such/key.pem"));
     }
 
     #[test]

@@ -206,6 +206,21 @@ impl Settings {
             });
         }
 
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(cert), Some(key)) => {
+                for (name, path) in [("server.tls_cert", cert), ("server.tls_key", key)] {
+                    if let Err(err) = std::fs::metadata(path) {
+                        problems.require(false, || {
+                            format!("{name}: cannot read {}: {err}", path.display())
+                        });
+                    }
+                }
+            }
+            (None, None) => {}
+            _ => problems.require(false, || {
+                "server.tls_cert and server.tls_key go together: set both or neither".to_owned()
+            }),
+        }
         for origin in &self.server.cors_origins {
             problems.require(is_origin(origin), || {
                 format!(

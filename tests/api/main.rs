@@ -28,5 +28,6 @@ mod signin;
 mod signup;
 mod tasks;
 mod telemetry;
+mod tls;
 mod tokens;
 mod user_store;

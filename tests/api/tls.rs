@@ -1,0 +1,54 @@
+//! HTTPS when `server.tls_cert` and `server.tls_key` are set: the server
+//! answers TLS with that certificate, and nothing in plain HTTP.
+
+use reqwest::StatusCode;
+
+use crate::helpers::spawn_app_with;
+
+#[actix_web::test]
+async fn with_a_certificate_the_server_speaks_https_only() {
+    let dir = std::env::temp_dir().join(format!("tollgate-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, issued.cert.pem()).unwrap();
+    std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+    let app = spawn_app_with(|s| {
+        s.server.tls_cert = Some(cert.clone());
+        s.server.tls_key = Some(key.clone());
+    })
+    .await;
+    let port = app.address.rsplit(':').next().unwrap();
+    let trusting = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(issued.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", ([127, 0, 0, 1], port.parse().unwrap()).into())
+        .build()
+        .unwrap();
+
+    let secure = trusting
+        .get(format!("https://localhost:{port}/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(secure.status(), StatusCode::OK);
+    assert_eq!(secure.version(), reqwest::Version::HTTP_11);
+
+    let plain = crate::helpers::client()
+        .get(format!("http://127.0.0.1:{port}/health/live"))
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || plain.is_ok_and(|r| r.status() != StatusCode::OK),
+        "plain HTTP must not be served"
+    );
+    let untrusted = crate::helpers::client()
+        .get(format!("https://127.0.0.1:{port}/health/live"))
+        .send()
+        .await;
+    assert!(
+        untrusted.is_err(),
+        "an unknown certificate must not be accepted"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
