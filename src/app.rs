@@ -376,7 +376,6 @@ impl StopSignals {
     }
 }
 
-/// Applies the pool sizes and per-user limits of reloaded settings.
 /// The TLS settings for `server.tls_cert` and `server.tls_key`, if set:
 /// rustls with the ring provider, TLS 1.2 and 1.3, HTTP/1.1.
 fn tls_config(server: &ServerSettings) -> anyhow::Result<Option<rustls::ServerConfig>> {
@@ -403,6 +402,8 @@ fn tls_config(server: &ServerSettings) -> anyhow::Result<Option<rustls::ServerCo
     Ok(Some(config))
 }
 
+/// Applies the pool sizes, per-user limits and rate limits of reloaded
+/// settings.
 fn retune(
     queue: &Queue,
     hashers: &HasherPool,

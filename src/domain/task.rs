@@ -157,6 +157,14 @@ pub struct Task {
     pub trace_parent: Option<String>,
 }
 
+impl Task {
+    /// Not yet forgotten: a finished task is kept until `expires_at`.
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        self.expires_at
+            .is_none_or(|expires| expires.timestamp_millis() > now_ms)
+    }
+}
+
 /// A task about to be enqueued: identity and times are decided by the
 /// caller, so both stores record exactly the same values.
 #[derive(Debug, Clone)]

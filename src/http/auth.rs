@@ -139,20 +139,17 @@ pub async fn signed_in(
     };
     // The peer, not a forwarded-for header a client could write itself.
     let address = req.peer_addr().map(|peer| peer.ip());
-    let account = login.folded();
-    if let Err(seconds) = state
-        .sign_ins
-        .check(address, &account, state.clock.now_millis())
-    {
+    let (account, began_ms) = (login.folded(), state.clock.now_millis());
+    if let Err(seconds) = state.sign_ins.begin(address, &account, began_ms) {
         state.metrics.signin("rate_limited");
         return Err(ApiError::rate_limited(seconds));
     }
-    let signed_in = state.registry.send(SignIn { login, password }).await?;
-    if matches!(&signed_in, Err(RegistryError::InvalidCredentials)) {
-        let now_ms = state.clock.now_millis();
-        state.sign_ins.failed(address, &account, now_ms);
+    let signed_in = state.registry.send(SignIn { login, password }).await;
+    // Only wrong credentials count against the limits.
+    if !matches!(&signed_in, Ok(Err(RegistryError::InvalidCredentials))) {
+        state.sign_ins.forgive(address, &account, began_ms);
     }
-    token_grant(state, signed_in?)
+    token_grant(state, signed_in??)
 }
 
 impl TokenGrant {

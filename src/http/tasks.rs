@@ -3,7 +3,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{AppState, Authenticated};
@@ -66,17 +66,19 @@ pub async fn enqueue(
     req: &HttpRequest,
     body: EnqueueBody,
 ) -> Result<HttpResponse, ApiError> {
-    // Before anything is taken apart: the digest tells a retry (same key,
-    // same request) from a key reused for another request.
-    let fingerprint = format!("{:x}", Sha256::digest(json!(body).to_string()));
-    let request = task_request(state, body)?;
+    // Only with a key, and before the body is taken apart: the digest
+    // tells a retry (same key, same request) from a key reused for another
+    // request.
     let idempotency = match req.headers().get("idempotency-key") {
         Some(key) => {
             let key = IdempotencyKey::parse(&String::from_utf8_lossy(key.as_bytes()))?;
-            Some((key, fingerprint))
+            let serialized = serde_json::to_vec(&body)
+                .map_err(|e| ApiError::with_cause(ErrorCode::Internal, "internal error", e))?;
+            Some((key, format!("{:x}", Sha256::digest(serialized))))
         }
         None => None,
     };
+    let request = task_request(state, body)?;
     let enqueue = Enqueue {
         user: auth.session.user_id,
         request,

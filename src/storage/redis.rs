@@ -150,6 +150,25 @@ impl Redis {
             .await?)
     }
 
+    /// Runs a script that handles at most `batch` items a call, again and
+    /// again until a call comes back short: each call holds Redis only
+    /// briefly, however large the backlog. Returns the items handled.
+    pub async fn run_in_slices(
+        &self,
+        script: &Script,
+        batch: u64,
+        args: impl Fn() -> Vec<String>,
+    ) -> Result<u64, RedisFailure> {
+        let mut total = 0;
+        loop {
+            let handled = count(self.run(script, args()).await?)?;
+            total += handled;
+            if handled < batch {
+                return Ok(total);
+            }
+        }
+    }
+
     /// A client of the pool, for plain commands.
     pub fn client(&self) -> &fred::clients::Client {
         self.pool.next_connected()
@@ -159,6 +178,13 @@ impl Redis {
     pub async fn ping(&self) -> Result<(), RedisFailure> {
         Ok(self.client().ping::<()>(None).await?)
     }
+}
+
+/// A script's answer that is a count.
+pub fn count(answer: Value) -> Result<u64, RedisFailure> {
+    answer
+        .as_u64()
+        .ok_or_else(|| RedisFailure::Failed(anyhow::anyhow!("expected a count, got {answer:?}")))
 }
 
 /// A `host:port` of `redis.cluster_nodes`.

@@ -1,6 +1,7 @@
 //! Sign-in rate limits: failed sign-ins per login and per client address
 //! in a sliding minute, answered 429 `rate_limited` with `Retry-After`;
-//! successful sign-ins never count; the limits are re-read on SIGHUP.
+//! tries in flight count at once, successful ones are taken back; the
+//! limits are re-read on SIGHUP.
 
 use std::time::Duration;
 
@@ -52,6 +53,19 @@ async fn the_sixth_rapid_wrong_sign_in_for_one_username_is_a_429_until_a_minute_
         app.sign_in("target", PASSWORD).await.status(),
         StatusCode::OK
     );
+}
+
+#[actix_web::test]
+async fn wrong_sign_ins_sent_all_at_once_get_no_more_tries_than_the_limit() {
+    let app = spawn_app().await;
+    app.new_user("rushed").await;
+
+    let tries = (0..10).map(|_| async { app.sign_in("rushed", WRONG).await.status() });
+    let answers = futures_util::future::join_all(tries).await;
+
+    let count = |status| answers.iter().filter(|s| **s == status).count();
+    assert_eq!(count(StatusCode::UNAUTHORIZED), 5, "{answers:?}");
+    assert_eq!(count(StatusCode::TOO_MANY_REQUESTS), 5, "{answers:?}");
 }
 
 #[actix_web::test]

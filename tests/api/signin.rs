@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, eventually, problem, spawn_app, spawn_app_with};
+use crate::helpers::{PASSWORD, eventually, millis, problem, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn signin_works_by_username_in_any_case_and_by_email() {
@@ -29,7 +29,9 @@ async fn signin_works_by_username_in_any_case_and_by_email() {
         assert_eq!(body["token_type"], "Bearer");
         let session = &body["session"];
         assert_eq!(session["refresh_count"], 0);
-        assert!(session["expires_at"].as_str() < session["absolute_expires_at"].as_str());
+        let at = |field| millis(session, field);
+        assert_eq!(at("expires_at"), at("last_seen_at") + 30_000);
+        assert!(at("expires_at") < at("absolute_expires_at"));
     }
 }
 

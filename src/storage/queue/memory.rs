@@ -246,7 +246,7 @@ impl State {
             .get(&id)
             .map(|e| &e.task)
             .filter(|t| t.user_id == user)
-            .filter(|t| t.expires_at.is_none_or(|e| e.timestamp_millis() > now_ms))
+            .filter(|t| t.is_live(now_ms))
     }
 
     fn remember(&mut self, user: UserId, idempotency: Idempotency, task: TaskId) {

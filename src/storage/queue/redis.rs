@@ -40,7 +40,7 @@ use crate::domain::{
     Fence, LeasedTask, NewTask, Outcome, Task, TaskCounts, TaskId, TaskKind, TaskStatus, UserId,
 };
 use crate::lua_script;
-use crate::storage::redis::{Redis, RedisFailure};
+use crate::storage::redis::{Redis, RedisFailure, count};
 
 /// The queue scripts, loaded into Redis on first use (and again after a
 /// Redis restart forgets them).
@@ -94,24 +94,6 @@ impl RedisQueueStore {
     /// Runs a script with the prefix as its first argument.
     async fn run(&self, script: &Script, args: Vec<String>) -> Result<Value, QueueError> {
         Ok(self.redis.run(script, args).await?)
-    }
-
-    /// Runs a script that handles at most `SWEEP_BATCH` items a call, again
-    /// and again until a call comes back short: each call holds Redis only
-    /// briefly, however large the backlog. Returns the items handled.
-    async fn in_slices(
-        &self,
-        script: &Script,
-        args: impl Fn() -> Vec<String>,
-    ) -> Result<u64, QueueError> {
-        let mut total = 0;
-        loop {
-            let handled = count(self.run(script, args()).await?)?;
-            total += handled;
-            if handled < SWEEP_BATCH as u64 {
-                return Ok(total);
-            }
-        }
     }
 }
 
@@ -198,12 +180,6 @@ fn pairs(leases: &[(TaskId, Fence)]) -> impl Iterator<Item = String> + '_ {
         .flat_map(|(id, fence)| [id.to_string(), fence.0.to_string()])
 }
 
-fn count(value: Value) -> Result<u64, QueueError> {
-    value
-        .as_u64()
-        .ok_or_else(|| failed(anyhow!("expected a count, got {value:?}")))
-}
-
 fn outcome_args(outcome: Outcome) -> [String; 3] {
     match outcome {
         Outcome::Succeeded(result) => ["succeeded".into(), result.to_string(), String::new()],
@@ -276,10 +252,7 @@ impl QueueStore for RedisQueueStore {
             return Ok(None);
         }
         let task = task_from_fields(&fields).map_err(failed)?;
-        let visible = task.user_id == user
-            && task
-                .expires_at
-                .is_none_or(|e| e.timestamp_millis() > now_ms);
+        let visible = task.user_id == user && task.is_live(now_ms);
         Ok(visible.then_some(task))
     }
 
@@ -306,7 +279,7 @@ impl QueueStore for RedisQueueStore {
             .map_err(failed)?;
         let next = (tasks.len() > limit).then(|| tasks[limit - 1].id);
         tasks.truncate(limit);
-        tasks.retain(|t| t.expires_at.is_none_or(|e| e.timestamp_millis() > now_ms));
+        tasks.retain(|t| t.is_live(now_ms));
         Ok(Page { items: tasks, next })
     }
 
@@ -351,15 +324,19 @@ impl QueueStore for RedisQueueStore {
         now_ms: i64,
         expires_ms: i64,
     ) -> Result<u64, QueueError> {
-        self.in_slices(&self.scripts.cancel_all, || {
-            vec![
-                user.to_string(),
-                now_ms.to_string(),
-                expires_ms.to_string(),
-                SWEEP_BATCH.to_string(),
-            ]
-        })
-        .await
+        let batch = SWEEP_BATCH as u64;
+        let cancelled = self
+            .redis
+            .run_in_slices(&self.scripts.cancel_all, batch, || {
+                vec![
+                    user.to_string(),
+                    now_ms.to_string(),
+                    expires_ms.to_string(),
+                    SWEEP_BATCH.to_string(),
+                ]
+            })
+            .await;
+        Ok(cancelled?)
     }
 
     async fn lease(
@@ -456,7 +433,7 @@ impl QueueStore for RedisQueueStore {
         let args = std::iter::once(limits.max_running.to_string())
             .chain(pairs(leases))
             .collect();
-        count(self.run(&self.scripts.release, args).await?)
+        Ok(count(self.run(&self.scripts.release, args).await?)?)
     }
 
     async fn reclaim(
@@ -465,16 +442,20 @@ impl QueueStore for RedisQueueStore {
         now_ms: i64,
         expires_ms: i64,
     ) -> Result<u64, QueueError> {
-        self.in_slices(&self.scripts.reclaim, || {
-            vec![
-                now_ms.to_string(),
-                expires_ms.to_string(),
-                limits.max_running.to_string(),
-                SWEEP_BATCH.to_string(),
-                LEASE_LAPSED.to_owned(),
-            ]
-        })
-        .await
+        let batch = SWEEP_BATCH as u64;
+        let reclaimed = self
+            .redis
+            .run_in_slices(&self.scripts.reclaim, batch, || {
+                vec![
+                    now_ms.to_string(),
+                    expires_ms.to_string(),
+                    limits.max_running.to_string(),
+                    SWEEP_BATCH.to_string(),
+                    LEASE_LAPSED.to_owned(),
+                ]
+            })
+            .await;
+        Ok(reclaimed?)
     }
 
     async fn purge(&self, now_ms: i64) -> Result<u64, QueueError> {

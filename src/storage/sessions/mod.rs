@@ -22,7 +22,7 @@ use fred::types::scripts::Script;
 
 use crate::domain::{Session, SessionId, StoredSession, TouchOutcome, UserId};
 use crate::lua_script;
-use crate::storage::redis::{Redis, RedisFailure};
+use crate::storage::redis::{Redis, RedisFailure, count};
 
 /// Sessions one sweep call removes at most, so that a large backlog never
 /// holds Redis for long.
@@ -126,21 +126,18 @@ impl RedisSessions {
     ) -> Result<usize, RedisFailure> {
         let keep = keep.map(|id| id.0.to_string()).unwrap_or_default();
         let args = vec![user_id.to_string(), keep];
-        count(self.redis.run(&self.scripts.revoke_user, args).await?)
+        Ok(count(self.redis.run(&self.scripts.revoke_user, args).await?)? as usize)
     }
 
     /// Removes every session lapsed by `now_ms`, a batch a call. Returns
     /// how many were removed.
     pub async fn sweep(&self, now_ms: i64) -> Result<usize, RedisFailure> {
-        let mut swept = 0;
-        loop {
-            let args = vec![now_ms.to_string(), SWEEP_BATCH.to_string()];
-            let batch = count(self.redis.run(&self.scripts.sweep, args).await?)?;
-            swept += batch;
-            if batch < SWEEP_BATCH {
-                return Ok(swept);
-            }
-        }
+        let args = || vec![now_ms.to_string(), SWEEP_BATCH.to_string()];
+        let swept = self
+            .redis
+            .run_in_slices(&self.scripts.sweep, SWEEP_BATCH as u64, args)
+            .await?;
+        Ok(swept as usize)
     }
 
     /// Sessions held, live or lapsed but not yet swept, on every replica.
@@ -180,13 +177,6 @@ fn touch_outcome(
 }
 
 /// Reads a script's count.
-fn count(answer: Value) -> Result<usize, RedisFailure> {
-    answer
-        .as_u64()
-        .map(|n| n as usize)
-        .ok_or_else(|| RedisFailure::Failed(anyhow!("expected a count, got {answer:?}")))
-}
-
 /// Milliseconds in `duration`, saturating.
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
