@@ -202,3 +202,31 @@ async fn a_second_sigterm_stops_at_once_without_waiting_for_running_tasks() {
     let status = server.exit_status(Duration::from_secs(5)).await;
     assert!(status.success(), "{status}");
 }
+
+#[actix_web::test]
+async fn a_task_running_longer_than_its_lease_keeps_it_by_renewing() {
+    let (schema, redis) = (TestSchema::create().await, TestRedis::new());
+    let server = start(&environment(&schema, &redis, &[])).await;
+    server.sign_up("patient").await;
+    let (token, _) = server.sign_in("patient").await;
+
+    // Three one-second leases long: only renewal keeps it.
+    let id = enqueue(
+        &server,
+        &token,
+        json!({ "kind": "sleep", "payload": { "ms": 3000 }, "max_attempts": 3 }),
+    )
+    .await;
+    let path = format!("/api/v1/tasks/{id}");
+    let finished = eventually(PATIENCE, || async {
+        server.get_json(&path, &token).await["status"] == "succeeded"
+    })
+    .await;
+    let task = server.get_json(&path, &token).await;
+
+    assert!(finished, "{task}");
+    assert_eq!(task["attempts"], 1, "the lease was never taken back");
+    let scrape = server.metrics().await;
+    let refused = scrape.value("tollgate_tasks_fencing_rejections_total", &[]);
+    assert!(refused.unwrap_or(0.0) == 0.0, "{refused:?}");
+}

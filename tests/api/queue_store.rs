@@ -320,15 +320,29 @@ async fn a_reclaimed_lease_is_fenced_off(store: Arc<dyn QueueStore>) {
             .unwrap(),
         [false]
     );
+    // Whatever the stale holder reports: success, failure or rejection.
+    let failed = Outcome::Failed {
+        error: "late failure".into(),
+        retry_at: DateTime::from_timestamp_millis(lapsed).unwrap(),
+    };
+    let rejected = Outcome::Rejected {
+        error: "late rejection".into(),
+    };
+    for outcome in [succeeded(1), failed, rejected] {
+        assert_eq!(
+            finish(&*store, &stale, outcome, lapsed).await,
+            Finished::Stale
+        );
+    }
+    let still = store.get(user, id, lapsed).await.unwrap().unwrap();
     assert_eq!(
-        finish(&*store, &stale, succeeded(1), lapsed).await,
-        Finished::Stale
-    );
-    assert_eq!(
-        status_of(&*store, user, id).await,
-        TaskStatus::Running,
+        (still.status, still.attempts),
+        (TaskStatus::Running, 2),
         "not applied"
     );
+    // The error is still the lapse's, not either late report.
+    let error = still.error.unwrap_or_default();
+    assert!(error.contains("lost its lease"), "{error}");
     assert_eq!(
         finish(&*store, &current, succeeded(2), lapsed).await,
         Finished::Recorded(TaskStatus::Succeeded)
