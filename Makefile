@@ -7,8 +7,10 @@ CARGO ?= cargo
 export TOLLGATE_TEST_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres
 # The Redis they use (each test keeps its keys under a prefix of its own).
 export TOLLGATE_TEST_REDIS_URL ?= redis://127.0.0.1:6379
+# Schemathesis, for the contract test; installed by `make services` if absent.
+export TOLLGATE_SCHEMATHESIS ?= $(HOME)/.cache/tollgate/schemathesis-4.32.5/bin/schemathesis
 
-.PHONY: run test bench soak services lint fmt deploy-check
+.PHONY: run test bench soak fuzz services lint fmt deploy-check
 
 run: ## Serve on http://127.0.0.1:8080 with users, sessions and tasks in memory.
 	$(CARGO) run -- serve
@@ -21,6 +23,10 @@ bench: services ## Every performance figure against a same-run baseline (BENCH_Q
 
 soak: ## Mixed traffic for SOAK_SECS (300; at most 540), sampling memory; idle sessions must be swept to zero.
 	$(CARGO) bench --bench scenarios -- soak
+
+fuzz: services ## Schemathesis against /openapi.json of the real binary on PostgreSQL and Redis: a long run, new seed.
+	TOLLGATE_CONTRACT_EXAMPLES=$${FUZZ_EXAMPLES:-150} TOLLGATE_CONTRACT_SEED=random TOLLGATE_CONTRACT_MIN_CASES=1000 \
+	  $(CARGO) test --test api contract::schemathesis -- --nocapture
 
 services: ## Make sure PostgreSQL and Redis answer; start or install them if not.
 	@.ci/ensure-services

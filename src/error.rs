@@ -12,115 +12,53 @@ use crate::actors::{RegistryError, SessionError};
 use crate::domain::InvalidInput;
 use crate::storage::{QueueError, RedisFailure, StoreError};
 
-/// Every error a client can receive: its code, status and title.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    MalformedJson,
-    InvalidInput,
-    UnsupportedMediaType,
-    PayloadTooLarge,
-    MissingCredentials,
-    InvalidToken,
-    InvalidCredentials,
-    IntrospectionDisabled,
-    UsernameTaken,
-    EmailTaken,
-    NotFound,
-    MethodNotAllowed,
-    TaskNotCancellable,
-    IdempotencyKeyReused,
-    QueueFull,
-    RateLimited,
-    StorageUnavailable,
-    QueueUnavailable,
-    ServiceUnavailable,
-    Internal,
+/// Writes the error-code table once: the enum, its rows and the list of
+/// every code (for the OpenAPI document).
+macro_rules! error_codes {
+    ($($variant:ident => ($code:literal, $status:ident, $title:literal),)*) => {
+        /// Every error a client can receive: its code, status and title.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            pub const ALL: &[ErrorCode] = &[$(Self::$variant,)*];
+
+            /// `(code, status, title)`: the table itself.
+            const fn row(self) -> (&'static str, StatusCode, &'static str) {
+                match self {
+                    $(Self::$variant => ($code, StatusCode::$status, $title),)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    MalformedJson => ("malformed_json", BAD_REQUEST, "Malformed JSON"),
+    InvalidInput => ("invalid_input", UNPROCESSABLE_ENTITY, "Invalid input"),
+    UnsupportedMediaType => ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "Unsupported media type"),
+    PayloadTooLarge => ("payload_too_large", PAYLOAD_TOO_LARGE, "Payload too large"),
+    MissingCredentials => ("missing_credentials", UNAUTHORIZED, "Authentication required"),
+    InvalidToken => ("invalid_token", UNAUTHORIZED, "Invalid token"),
+    InvalidCredentials => ("invalid_credentials", UNAUTHORIZED, "Invalid credentials"),
+    IntrospectionDisabled => ("introspection_disabled", UNAUTHORIZED, "Introspection disabled"),
+    UsernameTaken => ("username_taken", CONFLICT, "Username taken"),
+    EmailTaken => ("email_taken", CONFLICT, "E-mail address taken"),
+    NotFound => ("not_found", NOT_FOUND, "Not found"),
+    MethodNotAllowed => ("method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed"),
+    TaskNotCancellable => ("task_not_cancellable", CONFLICT, "Task not cancellable"),
+    IdempotencyKeyReused => ("idempotency_key_reused", UNPROCESSABLE_ENTITY, "Idempotency key reused"),
+    QueueFull => ("queue_full", TOO_MANY_REQUESTS, "Queue full"),
+    RateLimited => ("rate_limited", TOO_MANY_REQUESTS, "Too many requests"),
+    StorageUnavailable => ("storage_unavailable", SERVICE_UNAVAILABLE, "Storage unavailable"),
+    QueueUnavailable => ("queue_unavailable", SERVICE_UNAVAILABLE, "Queue unavailable"),
+    ServiceUnavailable => ("service_unavailable", SERVICE_UNAVAILABLE, "Service unavailable"),
+    Internal => ("internal", INTERNAL_SERVER_ERROR, "Internal error"),
 }
 
 impl ErrorCode {
-    /// `(code, status, title)`: the table itself.
-    const fn row(self) -> (&'static str, StatusCode, &'static str) {
-        use ErrorCode::*;
-        match self {
-            MalformedJson => ("malformed_json", StatusCode::BAD_REQUEST, "Malformed JSON"),
-            InvalidInput => (
-                "invalid_input",
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid input",
-            ),
-            UnsupportedMediaType => (
-                "unsupported_media_type",
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Unsupported media type",
-            ),
-            PayloadTooLarge => (
-                "payload_too_large",
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Payload too large",
-            ),
-            MissingCredentials => (
-                "missing_credentials",
-                StatusCode::UNAUTHORIZED,
-                "Authentication required",
-            ),
-            InvalidToken => ("invalid_token", StatusCode::UNAUTHORIZED, "Invalid token"),
-            InvalidCredentials => (
-                "invalid_credentials",
-                StatusCode::UNAUTHORIZED,
-                "Invalid credentials",
-            ),
-            IntrospectionDisabled => (
-                "introspection_disabled",
-                StatusCode::UNAUTHORIZED,
-                "Introspection disabled",
-            ),
-            UsernameTaken => ("username_taken", StatusCode::CONFLICT, "Username taken"),
-            EmailTaken => ("email_taken", StatusCode::CONFLICT, "E-mail address taken"),
-            NotFound => ("not_found", StatusCode::NOT_FOUND, "Not found"),
-            MethodNotAllowed => (
-                "method_not_allowed",
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Method not allowed",
-            ),
-            TaskNotCancellable => (
-                "task_not_cancellable",
-                StatusCode::CONFLICT,
-                "Task not cancellable",
-            ),
-            IdempotencyKeyReused => (
-                "idempotency_key_reused",
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Idempotency key reused",
-            ),
-            QueueFull => ("queue_full", StatusCode::TOO_MANY_REQUESTS, "Queue full"),
-            RateLimited => (
-                "rate_limited",
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many requests",
-            ),
-            QueueUnavailable => (
-                "queue_unavailable",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Queue unavailable",
-            ),
-            StorageUnavailable => (
-                "storage_unavailable",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Storage unavailable",
-            ),
-            ServiceUnavailable => (
-                "service_unavailable",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service unavailable",
-            ),
-            Internal => (
-                "internal",
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal error",
-            ),
-        }
-    }
-
     pub const fn as_str(self) -> &'static str {
         self.row().0
     }
@@ -226,21 +164,36 @@ impl ApiError {
 }
 
 /// The problem-details body (RFC 9457) with Tollgate's `code` member.
-#[derive(Serialize)]
-struct Problem<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// `urn:tollgate:problem:{code}`.
+    #[schema(pattern = "^urn:tollgate:problem:[a-z_]+$")]
     r#type: String,
     title: &'static str,
     status: u16,
+    /// What went wrong, for people: never a secret or a cause from inside.
     detail: &'a str,
+    /// What went wrong, for programs: stable across versions.
+    #[schema(schema_with = code_schema)]
     code: &'static str,
+    /// The fields at fault, for `invalid_input`.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     errors: Vec<FieldProblem<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct FieldProblem<'a> {
+    /// The request field, or header, as the client spelled it.
     field: &'a str,
     message: &'a str,
+}
+
+/// The `code` member: one of the table's codes.
+fn code_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(ErrorCode::ALL.iter().map(|code| code.as_str())))
+        .build()
 }
 
 impl ResponseError for ApiError {

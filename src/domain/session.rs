@@ -11,7 +11,7 @@ use super::UserId;
 
 /// A session's identifier, the `sid` claim of its token. Random (UUID v4),
 /// so it can neither be guessed nor enumerated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct SessionId(pub Uuid);
 
@@ -22,7 +22,7 @@ impl SessionId {
 }
 
 /// A snapshot of one session, as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Session {
     pub id: SessionId,
     pub user_id: UserId,

@@ -17,7 +17,7 @@ pub const MAX_ATTEMPTS: u32 = 25;
 pub const MAX_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// A task's identifier: UUID v7, so ids sort by creation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct TaskId(pub Uuid);
 
@@ -46,7 +46,8 @@ impl fmt::Display for TaskId {
 
 /// The name of a task kind: 1 to 64 characters of `a-z 0-9 _ . -`.
 /// Whether a handler exists for it is the worker side's question.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
 #[serde(transparent)]
 pub struct TaskKind(String);
 
@@ -76,7 +77,7 @@ impl fmt::Display for TaskKind {
 
 /// Where a task is in its life. `Succeeded`, `Dead` and `Cancelled` are
 /// final; `Failed` means the last attempt failed and another is scheduled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     Queued,
@@ -125,7 +126,7 @@ impl TaskStatus {
 }
 
 /// A task as stored and as clients see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: TaskId,
     #[serde(skip)]

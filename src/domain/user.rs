@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{Email, Username};
 
 /// A user's stable identifier (UUID v7: ordered by creation time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct UserId(pub Uuid);
 

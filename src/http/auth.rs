@@ -7,6 +7,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa::openapi::{RefOr, Schema};
 use uuid::Uuid;
 
 use super::{AppState, Authenticated, extract::bearer_token, users::UserView};
@@ -15,11 +16,77 @@ use crate::domain::{Email, InvalidInput, Login, Password, Session, Username};
 use crate::error::{ApiError, ErrorCode};
 use crate::events::{Event, RevokeReason};
 
-#[derive(Deserialize)]
+/// The shapes the OpenAPI document gives credentials; the parsers in
+/// `domain` are what decide.
+pub(super) mod shapes {
+    use utoipa::openapi::{Object, ObjectBuilder, Type};
+
+    /// Printable ASCII, one `@`, a domain of two or more non-empty labels.
+    const EMAIL: &str = "[!-?A-~]+@[!-,\\-/-?A-~]+(\\.[!-,\\-/-?A-~]+)+";
+
+    fn string(pattern: &str, description: &str) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+            .description(Some(description))
+    }
+
+    /// A member that may also be `null`, which counts as absent.
+    pub fn nullable(mut schema: Object) -> Object {
+        schema.schema_type = [Type::String, Type::Null].into_iter().collect();
+        schema
+    }
+
+    pub fn optional_email() -> Object {
+        nullable(email())
+    }
+
+    pub fn username() -> Object {
+        string(
+            "^[A-Za-z0-9_.-]{3,32}$",
+            "3 to 32 characters of letters, digits, '_', '.' and '-'; unique without regard to case",
+        )
+        .examples(["ada"])
+        .build()
+    }
+
+    /// The character count can only bound the byte count from above.
+    pub fn password() -> Object {
+        string("^[^\\u0000]{8,72}$", "8 to 72 bytes of UTF-8, no NUL")
+            .examples(["correct horse battery"])
+            .build()
+    }
+
+    pub fn email() -> Object {
+        string(
+            &format!("^{EMAIL}$"),
+            "An e-mail address (printable ASCII), at most 254 bytes",
+        )
+        .max_length(Some(254))
+        .examples(["ada@example.com"])
+        .build()
+    }
+
+    /// What sign-in takes as `username`.
+    pub fn login() -> Object {
+        string(
+            &format!("^([A-Za-z0-9_.-]{{3,32}}|{EMAIL})$"),
+            "A username, or an e-mail address (recognised by its '@')",
+        )
+        .max_length(Some(254))
+        .examples(["ada"])
+        .build()
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct SignUpBody {
+    #[schema(schema_with = shapes::username)]
     username: String,
+    #[schema(schema_with = shapes::password)]
     password: String,
     #[serde(default)]
+    #[schema(schema_with = shapes::optional_email, required = false)]
     email: Option<String>,
 }
 
@@ -33,21 +100,60 @@ pub struct SignInBody {
     password: String,
 }
 
-#[derive(Deserialize)]
+/// A username (or an e-mail address) or an e-mail address, exactly one of
+/// them, and the password. Other members are ignored.
+impl utoipa::PartialSchema for SignInBody {
+    fn schema() -> RefOr<Schema> {
+        use utoipa::openapi::{AllOfBuilder, ObjectBuilder, OneOfBuilder};
+        // `null` counts as absent: the choice is made on the members that
+        // are strings.
+        let fields = ObjectBuilder::new()
+            .property("username", shapes::nullable(shapes::login()))
+            .property("email", shapes::nullable(shapes::email()))
+            .property("password", shapes::password())
+            .required("password");
+        let exactly_one = OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .property("username", shapes::login())
+                    .required("username"),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .property("email", shapes::email())
+                    .required("email"),
+            );
+        AllOfBuilder::new()
+            .item(fields)
+            .item(exactly_one)
+            .description(Some(
+                "A username (or an e-mail address, recognised by its '@') or an e-mail \
+                 address, not both, and the password",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SignInBody {}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ChangePasswordBody {
+    #[schema(schema_with = shapes::password)]
     current_password: String,
+    #[schema(schema_with = shapes::password)]
     new_password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct IntrospectBody {
     token: String,
 }
 
 /// What a successful sign-up or sign-in returns.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenGrant {
     access_token: String,
+    #[schema(value_type = String, example = "Bearer")]
     token_type: &'static str,
     /// Seconds until the token's absolute expiry. The session lapses sooner
     /// if left idle: see `session.expires_at`.
@@ -56,7 +162,8 @@ pub struct TokenGrant {
     user: UserView,
 }
 
-/// RFC 7662 introspection response.
+/// RFC 7662 introspection response: `{"active": false}` alone for a token
+/// that is not active.
 #[derive(Serialize)]
 pub struct Introspection {
     active: bool,
@@ -64,7 +171,27 @@ pub struct Introspection {
     details: Option<ActiveToken>,
 }
 
-#[derive(Serialize)]
+/// `active`, then the active token's members, present only when it is.
+impl utoipa::PartialSchema for Introspection {
+    fn schema() -> RefOr<Schema> {
+        use utoipa::openapi::{ObjectBuilder, Type};
+        let mut object = match ActiveToken::schema() {
+            RefOr::T(Schema::Object(object)) => object,
+            _ => unreachable!("ActiveToken derives an object schema"),
+        };
+        object.required.clear();
+        let active = ObjectBuilder::new().schema_type(Type::Boolean).build();
+        object.properties.insert("active".to_owned(), active.into());
+        object.required.push("active".to_owned());
+        object.description =
+            Some("RFC 7662: `{\"active\": false}` alone for a token that is not active".to_owned());
+        RefOr::T(Schema::Object(object))
+    }
+}
+
+impl utoipa::ToSchema for Introspection {}
+
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ActiveToken {
     sub: Uuid,
     /// Absent when the user store could not be asked.
@@ -77,6 +204,14 @@ pub struct ActiveToken {
     expires_at: DateTime<Utc>,
 }
 
+/// Registers a user and opens their first session.
+#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth",
+    request_body = SignUpBody,
+    responses(
+        (status = 201, body = TokenGrant, description = "Registered and signed in",
+            headers(("location" = String, description = "/api/v1/users/me"))),
+        (status = 409, description = "`username_taken`, `email_taken`"),
+    ))]
 pub async fn sign_up(
     state: web::Data<AppState>,
     body: web::Json<SignUpBody>,
@@ -104,6 +239,15 @@ pub async fn signed_up(state: &AppState, body: SignUpBody) -> Result<Grant, ApiE
     Ok(state.registry.send(sign_up).await??)
 }
 
+/// Checks a username or e-mail address and password; opens a session.
+#[utoipa::path(post, path = "/api/v1/auth/signin", tag = "auth",
+    request_body = SignInBody,
+    responses(
+        (status = 200, body = TokenGrant, description = "Signed in"),
+        (status = 401, description = "`invalid_credentials`: unknown user or wrong password, told apart by neither answer nor time"),
+        (status = 429, description = "`rate_limited`: too many failed sign-ins from this address or for this login",
+            headers(("retry-after" = u64, description = "Seconds until a try may succeed"))),
+    ))]
 pub async fn sign_in(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -175,6 +319,10 @@ fn token_grant(state: &AppState, (user, session): Grant) -> Result<TokenGrant, A
     })
 }
 
+/// Ends the session the token belongs to.
+#[utoipa::path(post, path = "/api/v1/auth/signout", tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 204, description = "The session is revoked")))]
 pub async fn sign_out(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -189,6 +337,10 @@ pub async fn sign_out(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Ends every session of the caller, this one included.
+#[utoipa::path(post, path = "/api/v1/auth/signout-all", tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Every session of the user is revoked")))]
 pub async fn sign_out_all(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -204,6 +356,14 @@ pub async fn sign_out_all(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Changes the caller's password; every other session of theirs ends.
+#[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth",
+    security(("bearer" = [])),
+    request_body = ChangePasswordBody,
+    responses(
+        (status = 204, description = "Changed; every other session is revoked"),
+        (status = 401, description = "`invalid_credentials`: the current password is wrong"),
+    ))]
 pub async fn change_password(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -235,10 +395,24 @@ pub async fn change_password(
     }
 }
 
+/// The caller's session, just reinflated by this very request.
+#[utoipa::path(get, path = "/api/v1/auth/session", tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 200, body = Session, description = "The session")))]
 pub async fn current_session(auth: Authenticated) -> web::Json<Session> {
     web::Json(auth.session)
 }
 
+/// RFC 7662 introspection for resource servers, which present
+/// `auth.introspection_secret` as their bearer. An active token's session
+/// is reinflated.
+#[utoipa::path(post, path = "/api/v1/auth/introspect", tag = "auth",
+    security(("service" = [])),
+    request_body = IntrospectBody,
+    responses(
+        (status = 200, body = Introspection, description = "Whether the token is active, and whose"),
+        (status = 401, description = "`missing_credentials`, `invalid_credentials`: no or a wrong service credential; `introspection_disabled`: none is configured"),
+    ))]
 pub async fn introspect(
     state: web::Data<AppState>,
     req: HttpRequest,

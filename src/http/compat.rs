@@ -4,7 +4,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::auth::{SignInBody, SignUpBody, TokenGrant, introspection, signed_in, signed_up};
 use super::extract::bearer_token;
@@ -12,9 +12,23 @@ use super::tasks::{EnqueueBody, enqueue as enqueue_task};
 use super::users::UserView;
 use super::{AppState, Authenticated};
 use crate::actors::{GetUser, PingStore};
+use crate::domain::{Session, Task, UserId};
 use crate::error::ApiError;
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Registered {
+    id: UserId,
+    username: String,
+}
+
 /// `POST /register {username, password}` → 201 `{id, username}`.
+#[utoipa::path(post, path = "/register", tag = "compat",
+    request_body = SignUpBody,
+    responses(
+        (status = 201, body = Registered, description = "Registered",
+            headers(("location" = String, description = "/profile"))),
+        (status = 409, description = "`username_taken`, `email_taken`"),
+    ))]
 pub async fn register(
     state: web::Data<AppState>,
     body: web::Json<SignUpBody>,
@@ -22,11 +36,14 @@ pub async fn register(
     let (user, _) = signed_up(&state, body.into_inner()).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/profile"))
-        .json(json!({ "id": user.id, "username": user.username })))
+        .json(Registered {
+            id: user.id,
+            username: user.username,
+        }))
 }
 
 /// The token under the name the old clients read, beside the v1 grant.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct LoginAnswer {
     token: String,
     #[serde(flatten)]
@@ -34,6 +51,14 @@ pub struct LoginAnswer {
 }
 
 /// `POST /login {username | email, password}` → `{token, ...}`.
+#[utoipa::path(post, path = "/login", tag = "compat",
+    request_body = SignInBody,
+    responses(
+        (status = 200, body = LoginAnswer, description = "Signed in"),
+        (status = 401, description = "`invalid_credentials`"),
+        (status = 429, description = "`rate_limited`",
+            headers(("retry-after" = u64, description = "Seconds until a try may succeed"))),
+    ))]
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -46,13 +71,24 @@ pub async fn login(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EnqueueAlias {
+    /// The payload of a task of kind `queue.default_kind`.
     task: Value,
 }
 
 /// `POST /enqueue {task}` (bearer) → 202 with the task, of the kind
 /// `queue.default_kind`, whose payload is `task`.
+#[utoipa::path(post, path = "/enqueue", tag = "compat",
+    security(("bearer" = [])),
+    request_body = EnqueueAlias,
+    responses(
+        (status = 202, body = Task, description = "Queued",
+            headers(("location" = String, description = "The task's URL"))),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 429, description = "`queue_full`"),
+        (status = 503, description = "`queue_unavailable`"),
+    ))]
 pub async fn enqueue(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -68,52 +104,93 @@ pub async fn enqueue(
     enqueue_task(&state, &auth, &req, body).await
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SignedIn {
+    #[schema(value_type = String, example = "you are signed in")]
+    message: &'static str,
+    user_id: UserId,
+}
+
 /// `GET /protected-route` (bearer) → 200.
-pub async fn protected_route(auth: Authenticated) -> web::Json<Value> {
-    web::Json(json!({
-        "message": "you are signed in",
-        "user_id": auth.session.user_id,
-    }))
+#[utoipa::path(get, path = "/protected-route", tag = "compat",
+    security(("bearer" = [])),
+    responses((status = 200, body = SignedIn, description = "The caller is signed in")))]
+pub async fn protected_route(auth: Authenticated) -> web::Json<SignedIn> {
+    web::Json(SignedIn {
+        message: "you are signed in",
+        user_id: auth.session.user_id,
+    })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DataAnswer {
+    data: CallerData,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CallerData {
+    user: UserView,
+    session: Session,
 }
 
 /// `GET /data` with `Authorization: Bearer <token>` or the old business
 /// service's raw `token` header → 200 `{data}`: the caller's profile and
 /// session, the session just reinflated.
+#[utoipa::path(get, path = "/data", tag = "compat",
+    security(("bearer" = []), ("token_header" = [])),
+    responses((status = 200, body = DataAnswer, description = "The caller's profile and session")))]
 pub async fn data(
     state: web::Data<AppState>,
     req: HttpRequest,
-) -> Result<web::Json<Value>, ApiError> {
+) -> Result<web::Json<DataAnswer>, ApiError> {
     let token = bearer_token(&req)
         .or_else(|| req.headers().get("token")?.to_str().ok())
         .ok_or_else(ApiError::missing_credentials)?;
     let auth = state.authenticate(token).await?;
     let user = state.registry.send(GetUser(auth.session.user_id)).await??;
-    Ok(web::Json(json!({
-        "data": {
-            "user": UserView::from(user),
-            "session": auth.session,
-        }
-    })))
+    Ok(web::Json(DataAnswer {
+        data: CallerData {
+            user: user.into(),
+            session: auth.session,
+        },
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ValidateTokenBody {
     token: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Validation {
+    authenticated: bool,
 }
 
 /// `POST /validateToken {token}` → `{authenticated}`, under introspection's
 /// rule: the caller presents `auth.introspection_secret` as its bearer, and
 /// a valid token's session is reinflated.
+#[utoipa::path(post, path = "/validateToken", tag = "compat",
+    security(("service" = [])),
+    request_body = ValidateTokenBody,
+    responses(
+        (status = 200, body = Validation, description = "Whether the token is active"),
+        (status = 401, description = "`missing_credentials`, `invalid_credentials`, `introspection_disabled`"),
+    ))]
 pub async fn validate_token(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<ValidateTokenBody>,
-) -> Result<web::Json<Value>, ApiError> {
+) -> Result<web::Json<Validation>, ApiError> {
     let active = introspection(&state, &req, &body.token).await?;
-    Ok(web::Json(json!({ "authenticated": active.is_some() })))
+    Ok(web::Json(Validation {
+        authenticated: active.is_some(),
+    }))
 }
 
 /// `GET /profile` (bearer) → the caller's profile, as `/api/v1/users/me`.
+#[utoipa::path(get, path = "/profile", tag = "compat",
+    security(("bearer" = [])),
+    responses((status = 200, body = UserView, description = "The profile")))]
 pub async fn profile(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -121,10 +198,31 @@ pub async fn profile(
     super::users::get_me(state, auth).await
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DatabaseHealth {
+    #[schema(value_type = String, example = "ok")]
+    status: &'static str,
+    /// The user store: `postgres` or `memory`. Absent when it is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    database: Option<&'static str>,
+}
+
 /// `GET /auth/health` → 200 while the user database answers, else 503.
+#[utoipa::path(get, path = "/auth/health", tag = "compat",
+    responses(
+        (status = 200, body = DatabaseHealth, description = "`ok`: the user store answers"),
+        (status = 503, body = DatabaseHealth, description = "`unavailable`: it does not"),
+    ))]
 pub async fn auth_health(state: web::Data<AppState>) -> HttpResponse {
     match state.registry.send(PingStore).await {
-        Ok(Ok(store)) => HttpResponse::Ok().json(json!({ "status": "ok", "database": store })),
-        _ => HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable" })),
+        Ok(Ok(store)) => HttpResponse::Ok().json(DatabaseHealth {
+            status: "ok",
+            database: Some(store),
+        }),
+        _ => HttpResponse::ServiceUnavailable().json(DatabaseHealth {
+            status: "unavailable",
+            database: None,
+        }),
     }
 }

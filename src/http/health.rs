@@ -3,7 +3,7 @@
 
 use actix::MailboxError;
 use actix_web::{HttpResponse, web};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::AppState;
 use crate::actors::{PingQueue, PingStore};
@@ -12,29 +12,70 @@ use crate::error::{ApiError, ErrorCode};
 /// The content type of Prometheus's text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Liveness {
+    #[schema(value_type = String, example = "live")]
+    status: &'static str,
+}
+
+/// The process is up and answering.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, body = Liveness, description = "Live")))]
 pub async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "live" }))
+    HttpResponse::Ok().json(Liveness { status: "live" })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready`, or `unavailable` when any check is down.
+    #[schema(value_type = String, example = "ready")]
+    status: &'static str,
+    checks: Checks,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Checks {
+    users: Check,
+    sessions: Check,
+    tasks: Check,
+}
+
+/// One dependency's line in the readiness report.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Check {
+    /// `up` or `down`.
+    #[schema(value_type = String, example = "up")]
+    status: &'static str,
+    /// Where it is kept (`postgres`, `redis`, `memory`); absent when down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    store: Option<&'static str>,
 }
 
 /// 200 when every store answers; 503 naming the ones that do not.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, body = Readiness, description = "Every store answers"),
+        (status = 503, body = Readiness, description = "Some store does not: its check is `down`"),
+    ))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let (users, sessions, tasks) = futures_util::join!(
         state.registry.send(PingStore),
         state.sessions.ping(),
         state.queue.router.send(PingQueue)
     );
-    let checks = json!({
-        "users": check("users", users),
-        "sessions": check("sessions", Ok(sessions)),
-        "tasks": check("tasks", tasks),
-    });
-    let ready = ["users", "sessions", "tasks"]
+    let checks = Checks {
+        users: check("users", users),
+        sessions: check("sessions", Ok(sessions)),
+        tasks: check("tasks", tasks),
+    };
+    let ready = [&checks.users, &checks.sessions, &checks.tasks]
         .iter()
-        .all(|name| checks[name]["status"] == "up");
-    let body = json!({
-        "status": if ready { "ready" } else { "unavailable" },
-        "checks": checks,
-    });
+        .all(|check| check.store.is_some());
+    let body = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        checks,
+    };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
@@ -42,6 +83,12 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Every metric, in Prometheus's text format.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, body = String, content_type = "text/plain; version=0.0.4; charset=utf-8", description = "The exposition"),
+        (status = 500, description = "`internal`"),
+    ))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let text = state
         .export
@@ -54,16 +101,23 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 fn check<E: std::fmt::Display>(
     name: &str,
     answer: Result<Result<&'static str, E>, MailboxError>,
-) -> Value {
+) -> Check {
+    let down = Check {
+        status: "down",
+        store: None,
+    };
     match answer {
-        Ok(Ok(store)) => json!({ "store": store, "status": "up" }),
+        Ok(Ok(store)) => Check {
+            status: "up",
+            store: Some(store),
+        },
         Ok(Err(err)) => {
             tracing::warn!(check = name, error = %err, "a store is not ready");
-            json!({ "status": "down" })
+            down
         }
         Err(err) => {
             tracing::warn!(check = name, error = %err, "an actor is not answering");
-            json!({ "status": "down" })
+            down
         }
     }
 }

@@ -7,6 +7,7 @@ mod compat;
 mod extract;
 mod health;
 mod observe;
+mod openapi;
 mod tasks;
 mod users;
 
@@ -14,8 +15,9 @@ use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::{
-    HttpRequest, HttpResponse, Resource,
+    HttpRequest, HttpResponse, Resource, ResponseError,
     error::{JsonPayloadError, PayloadError},
+    http::header,
     web,
 };
 use secrecy::SecretString;
@@ -150,6 +152,8 @@ pub fn configure(limits: BodyLimits) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(resource("/health/live").get(health::live))
             .service(resource("/health/ready").get(health::ready))
             .service(resource("/metrics").get(health::metrics))
+            .service(resource("/openapi.json").get(openapi::document))
+            .service(resource("/docs").get(openapi::docs))
             .service(resource("/register").post(compat::register))
             .service(resource("/login").post(compat::login))
             .service(resource("/enqueue").post(compat::enqueue))
@@ -171,11 +175,23 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
+/// 405 with the `Allow` header RFC 9110 asks for, read from the OpenAPI
+/// document: the one list of which route serves which methods.
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let allow = req
+        .match_pattern()
+        .and_then(|route| openapi::allowed_methods(&route));
+    let mut response = ApiError::new(
         ErrorCode::MethodNotAllowed,
         "this route does not serve that method",
-    ))
+    )
+    .error_response();
+    if let Some(allow) = allow {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    }
+    response
 }
 
 /// Maps body-parsing failures onto the code table: 415, 413, 400 or 422.

@@ -23,32 +23,65 @@ const DEFAULT_PAGE: usize = 50;
 /// `Idempotency-Key` got.
 const REPLAYED: &str = "idempotent-replayed";
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueBody {
+    /// A task kind this service has a handler for.
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$", example = "echo")]
     pub kind: String,
+    /// The kind's input, at most `queue.max_payload_bytes` of JSON.
     #[serde(default)]
     pub payload: Value,
+    /// Attempts before the task is dead; `queue.max_attempts` if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 25)]
     pub max_attempts: Option<u32>,
+    /// Wait this long before the first attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 604800000)]
     pub delay_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
+/// Strings here, so that a bad value is a 422 naming the parameter rather
+/// than a bare 400; the document gives the types they must parse as.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only tasks in this state.
+    #[param(value_type = Option<TaskStatus>)]
     status: Option<String>,
+    /// Tasks per page, 1 to 100; 50 if absent.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// The `next_cursor` of the page before.
+    #[param(value_type = Option<uuid::Uuid>)]
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// One page of the caller's tasks, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TaskPage {
     items: Vec<Task>,
     /// Pass as `cursor` for the next page; `null` on the last.
     next_cursor: Option<TaskId>,
 }
 
+/// Queues a task for the caller.
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[ -~]{1,255}$", description = "Makes a resend safe: the same key and request within `queue.idempotency_ttl_secs` get the first answer again, marked `idempotent-replayed: true`")),
+    request_body = EnqueueBody,
+    responses(
+        (status = 202, body = Task, description = "Queued (or, with a replayed key, the first answer again)",
+            headers(
+                ("location" = String, description = "The task's URL"),
+                ("idempotent-replayed" = String, description = "`true` when this is an earlier answer replayed"),
+            )),
+        (status = 413, description = "`payload_too_large`: the payload is over `queue.max_payload_bytes`"),
+        (status = 422, description = "`idempotency_key_reused`: the key came before with another request"),
+        (status = 429, description = "`queue_full`: `queue.max_pending_per_user` of the caller's tasks are waiting"),
+        (status = 503, description = "`queue_unavailable`: the task store cannot be reached; resend with the same `Idempotency-Key`"),
+    ))]
 pub async fn enqueue_task(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -163,6 +196,15 @@ fn task_request(state: &AppState, body: EnqueueBody) -> Result<TaskRequest, ApiE
     }
 }
 
+/// One of the caller's tasks.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The task's id")),
+    responses(
+        (status = 200, body = Task, description = "The task"),
+        (status = 404, description = "`not_found`: no such task of the caller's (another user's task included)"),
+        (status = 503, description = "`queue_unavailable`"),
+    ))]
 pub async fn get_task(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -177,6 +219,15 @@ pub async fn get_task(
     task.map(web::Json).ok_or_else(ApiError::not_found)
 }
 
+/// The caller's tasks, newest first, a page at a time.
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, body = TaskPage, description = "A page of tasks"),
+        (status = 422, description = "`invalid_input`: a parameter is not what it must be"),
+        (status = 503, description = "`queue_unavailable`"),
+    ))]
 pub async fn list_tasks(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -230,6 +281,16 @@ pub async fn list_tasks(
     }))
 }
 
+/// Cancels one of the caller's tasks while it waits.
+#[utoipa::path(delete, path = "/api/v1/tasks/{id}", tag = "tasks",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The task's id")),
+    responses(
+        (status = 200, body = Task, description = "Cancelled (again, if it was already)"),
+        (status = 404, description = "`not_found`"),
+        (status = 409, description = "`task_not_cancellable`: it is running or finished"),
+        (status = 503, description = "`queue_unavailable`"),
+    ))]
 pub async fn cancel_task(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -254,7 +315,7 @@ pub async fn cancel_task(
 }
 
 /// The caller's tasks counted by state, with the limits that apply.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct QueueView {
     /// Waiting to run: queued, or failed with a retry scheduled.
     pending: u64,
@@ -270,6 +331,13 @@ pub struct QueueView {
     max_running: Option<u64>,
 }
 
+/// The caller's queue: tasks counted by state, and the limits.
+#[utoipa::path(get, path = "/api/v1/queue", tag = "tasks",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = QueueView, description = "The counts"),
+        (status = 503, description = "`queue_unavailable`"),
+    ))]
 pub async fn get_queue(
     state: web::Data<AppState>,
     auth: Authenticated,

@@ -10,7 +10,7 @@ use crate::domain::{Password, User, UserId};
 use crate::error::{ApiError, ErrorCode};
 
 /// A user as clients see one: never the password hash.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserView {
     id: UserId,
     username: String,
@@ -29,6 +29,10 @@ impl From<User> for UserView {
     }
 }
 
+/// The caller's profile.
+#[utoipa::path(get, path = "/api/v1/users/me", tag = "users",
+    security(("bearer" = [])),
+    responses((status = 200, body = UserView, description = "The profile")))]
 pub async fn get_me(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -37,13 +41,22 @@ pub async fn get_me(
     Ok(web::Json(user.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct DeleteAccountBody {
+    /// The account's password, asked again.
+    #[schema(schema_with = super::auth::shapes::password)]
     password: String,
 }
 
 /// Deletes the caller's account: their waiting tasks are cancelled and
 /// every session of theirs ends, this one included.
+#[utoipa::path(delete, path = "/api/v1/users/me", tag = "users",
+    security(("bearer" = [])),
+    request_body = DeleteAccountBody,
+    responses(
+        (status = 204, description = "Deleted; sessions revoked, waiting tasks cancelled"),
+        (status = 401, description = "`invalid_credentials`: the password is wrong"),
+    ))]
 pub async fn delete_me(
     state: web::Data<AppState>,
     auth: Authenticated,

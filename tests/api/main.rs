@@ -8,6 +8,7 @@ mod account;
 mod binary;
 mod business;
 mod compat;
+mod contract;
 mod cors;
 mod deploy;
 mod durability;

@@ -1,0 +1,254 @@
+//! The OpenAPI document against the service it describes: it is OpenAPI
+//! 3.1, names every error code, every route in it is served and every other
+//! method of those routes gets 405 with `Allow`; and Schemathesis, driven by
+//! the document alone, finds no 5xx and no answer the document does not
+//! describe, from the real binary on PostgreSQL and Redis.
+
+use std::path::Path;
+use std::process::Command;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tollgate::error::ErrorCode;
+
+use crate::helpers::{JWT_SECRET, Server, TestRedis, TestSchema, spawn_app};
+
+/// The introspection credential the contract run's server accepts.
+const SERVICE_SECRET: &str = "contract-run-introspection-secret";
+
+/// Examples per operation and phase when the environment does not say:
+/// a short run for `make test`; `make fuzz` asks for many more.
+const DEFAULT_EXAMPLES: &str = "30";
+/// A fixed seed keeps `make test` repeatable; `make fuzz` draws a new one.
+const DEFAULT_SEED: &str = "20261124";
+
+async fn document(address: &str) -> Value {
+    let response = reqwest::get(format!("{address}/openapi.json"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    response.json().await.unwrap()
+}
+
+/// Every `(method, path)` the document describes, in upper case.
+fn operations(doc: &Value) -> Vec<(String, String)> {
+    let paths = doc["paths"].as_object().unwrap();
+    paths
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(|method| (method.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn every_documented_route_is_served_and_other_methods_get_405_with_allow() {
+    let app = spawn_app().await;
+    let doc = document(&app.address).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let operations = operations(&doc);
+    assert!(operations.len() >= 27, "{operations:?}");
+
+    for (method, path) in &operations {
+        let url = app.url(&path.replace("{id}", &uuid::Uuid::now_v7().to_string()));
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app
+            .client
+            .request(method.clone(), &url)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        // Without credentials or a body: 401, 415, 200 ... but never the
+        // answers of a route that is not there.
+        assert!(
+            status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}: {status} {body}"
+        );
+    }
+
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, item) in paths {
+        let mut documented: Vec<String> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|m| m.to_uppercase())
+            .collect();
+        documented.sort();
+        let url = app.url(&path.replace("{id}", &uuid::Uuid::now_v7().to_string()));
+        let response = app.client.put(&url).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "PUT {path}"
+        );
+        let allow = response.headers()["allow"].to_str().unwrap().to_owned();
+        let mut allowed: Vec<String> = allow.split(", ").map(str::to_owned).collect();
+        allowed.sort();
+        assert_eq!(allowed, documented, "Allow of {path}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], "method_not_allowed");
+    }
+}
+
+#[actix_web::test]
+async fn the_document_names_every_error_code_and_the_problem_shape() {
+    let app = spawn_app().await;
+    let doc = document(&app.address).await;
+    let text = doc.to_string();
+    for code in ErrorCode::ALL {
+        assert!(
+            text.contains(&format!("`{}`", code.as_str())),
+            "{} is not documented",
+            code.as_str()
+        );
+    }
+    let problem = &doc["components"]["schemas"]["Problem"];
+    let codes: Vec<&str> = problem["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(codes, expected);
+
+    // A route behind a bearer token documents both 401s and the challenge.
+    let unauthorized = &doc["paths"]["/api/v1/users/me"]["get"]["responses"]["401"];
+    let description = unauthorized["description"].as_str().unwrap();
+    assert!(
+        description.contains("`missing_credentials`"),
+        "{description}"
+    );
+    assert!(description.contains("`invalid_token`"), "{description}");
+    assert!(unauthorized["headers"]["www-authenticate"].is_object());
+    assert_eq!(
+        unauthorized["content"]["application/problem+json"]["schema"]["$ref"],
+        "#/components/schemas/Problem"
+    );
+}
+
+#[actix_web::test]
+async fn the_docs_page_reads_the_document_and_may_load_only_its_pinned_reader() {
+    let app = spawn_app().await;
+    let response = app.get("/docs").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        policy.contains("script-src https://cdn.jsdelivr.net;"),
+        "{policy}"
+    );
+    assert!(policy.contains("connect-src 'self'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    let page = response.text().await.unwrap();
+    assert!(page.contains(r#"data-url="/openapi.json""#), "{page}");
+    assert!(page.contains(r#"integrity="sha384-"#), "{page}");
+    assert!(page.contains("@scalar/api-reference@1."), "{page}");
+}
+
+/// The Schemathesis command `make test` provides (see `.ci/ensure-services`).
+fn schemathesis() -> String {
+    let path = std::env::var("TOLLGATE_SCHEMATHESIS").unwrap_or_default();
+    assert!(
+        !path.is_empty() && Path::new(&path).exists(),
+        "Schemathesis is missing: run the tests with `make test` (which installs it), or \
+         set TOLLGATE_SCHEMATHESIS to its `schemathesis` command (now {path:?})"
+    );
+    path
+}
+
+#[actix_web::test]
+async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
+    let schemathesis = schemathesis();
+    let (schema, redis) = (TestSchema::create().await, TestRedis::new());
+    let env = [
+        ("TOLLGATE__DATABASE__URL", schema.url()),
+        ("TOLLGATE__AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
+        (
+            "TOLLGATE__AUTH__INTROSPECTION_SECRET",
+            SERVICE_SECRET.to_owned(),
+        ),
+        ("TOLLGATE__QUEUE__BACKEND", "redis".to_owned()),
+        ("TOLLGATE__SESSION__STORE", "redis".to_owned()),
+        ("TOLLGATE__REDIS__URL", crate::helpers::redis_url()),
+        ("TOLLGATE__REDIS__KEY_PREFIX", redis.prefix().to_owned()),
+        ("TOLLGATE__TELEMETRY__LOG_LEVEL", "warn".to_owned()),
+        // Every request comes from one address, the fuzzer's wrong
+        // sign-ins and the hooks' right ones alike: limit by login only.
+        (
+            "TOLLGATE__RATE_LIMIT__SIGNIN_PER_MINUTE_PER_IP",
+            "0".to_owned(),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start(&["serve"], &env).await;
+    let doc = document(&server.address).await;
+
+    let examples =
+        std::env::var("TOLLGATE_CONTRACT_EXAMPLES").unwrap_or_else(|_| DEFAULT_EXAMPLES.to_owned());
+    let seed = std::env::var("TOLLGATE_CONTRACT_SEED").unwrap_or_else(|_| DEFAULT_SEED.to_owned());
+    let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/contract");
+    // Schemathesis keeps a cache in its working directory: not in ours.
+    let workdir = std::env::temp_dir().join(format!("tollgate-contract-{}", redis.prefix()));
+    std::fs::create_dir_all(&workdir).unwrap();
+    let mut command = Command::new(&schemathesis);
+    command
+        .current_dir(&workdir)
+        .env("PYTHONPATH", &contract)
+        .env("TOLLGATE_URL", &server.address)
+        .env("TOLLGATE_INTROSPECTION_SECRET", SERVICE_SECRET)
+        .arg("--config-file")
+        .arg(contract.join("schemathesis.toml"))
+        .arg("run")
+        .arg(server.url("/openapi.json"))
+        .args(["--max-examples", &examples, "--no-color"]);
+    if seed != "random" {
+        command.args(["--seed", &seed]);
+    }
+    let run = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("schemathesis runs");
+    std::fs::remove_dir_all(&workdir).ok();
+    let output =
+        String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
+    println!("{output}");
+    assert!(run.status.success(), "schemathesis failed:\n{output}");
+
+    // Every operation was exercised but `GET /openapi.json`, which
+    // Schemathesis leaves out as the document it read.
+    let tested = operations(&doc).len() - 1;
+    assert!(
+        output.contains(&format!("Selected: {tested}/{tested}"))
+            && output.contains(&format!("Tested: {tested}")),
+        "not every operation was tested:\n{output}"
+    );
+    let generated: usize = output
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|pair| pair[1] == "generated,")
+        .and_then(|pair| pair[0].parse().ok())
+        .expect("schemathesis says how many cases it generated");
+    let minimum: usize = std::env::var("TOLLGATE_CONTRACT_MIN_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(500);
+    assert!(generated >= minimum, "only {generated} cases:\n{output}");
+}
