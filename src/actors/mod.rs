@@ -18,7 +18,7 @@ pub use queue_router::{CountTasks, GetTask, ListTasks, PingQueue, QueueRouter};
 pub use session_manager::{SessionError, SessionManager};
 pub use session_shard::SessionShard;
 pub use user_registry::{
-    ChangePassword, DeleteAccount, GetUser, Grant, PingStore, RegistryConfig, RegistryError,
-    SignIn, SignUp, UserRegistry,
+    ChangePassword, DeleteAccount, GetUser, Grant, PingStore, Register, RegistryConfig,
+    RegistryError, SignIn, SignUp, UserRegistry,
 };
 pub use worker_pool::{PoolStatus, WorkerPool};

@@ -143,14 +143,19 @@ impl Supervised for UserRegistry {
     }
 }
 
-/// Register a user and open their first session.
+/// Register a user, opening no session (the older `/register` route).
 #[derive(Message)]
-#[rtype(result = "Result<Grant, RegistryError>")]
-pub struct SignUp {
+#[rtype(result = "Result<User, RegistryError>")]
+pub struct Register {
     pub username: Username,
     pub email: Option<Email>,
     pub password: Password,
 }
+
+/// Register a user and open their first session.
+#[derive(Message)]
+#[rtype(result = "Result<Grant, RegistryError>")]
+pub struct SignUp(pub Register);
 
 /// Check credentials and open a session for the user they belong to.
 #[derive(Message)]
@@ -212,7 +217,18 @@ impl Parts {
             .await??)
     }
 
-    async fn sign_up(&self, msg: SignUp) -> Result<Grant, RegistryError> {
+    async fn register(&self, msg: Register) -> Result<User, RegistryError> {
+        let outcome = self.insert_user(msg).await;
+        self.metrics.signup(match &outcome {
+            Ok(_) => "created",
+            Err(RegistryError::Store(StoreError::UsernameTaken)) => "username_taken",
+            Err(RegistryError::Store(StoreError::EmailTaken)) => "email_taken",
+            Err(err) => err.outcome(),
+        });
+        outcome
+    }
+
+    async fn insert_user(&self, msg: Register) -> Result<User, RegistryError> {
         let password_hash = self.hash(msg.password).await?;
         let new = NewUser {
             id: UserId::new(),
@@ -226,6 +242,11 @@ impl Parts {
             user_id: user.id,
             username: user.username.as_str().to_owned(),
         });
+        Ok(user)
+    }
+
+    async fn sign_up(&self, msg: SignUp) -> Result<Grant, RegistryError> {
+        let user = self.register(msg.0).await?;
         let session = self.sessions.open(user.id).await?;
         self.signed_in(&session);
         Ok((user, session))
@@ -377,21 +398,21 @@ impl Parts {
     }
 }
 
+impl Handler<Register> for UserRegistry {
+    type Result = ResponseFuture<Result<User, RegistryError>>;
+
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
+        let parts = self.parts.clone();
+        Box::pin(async move { parts.register(msg).await })
+    }
+}
+
 impl Handler<SignUp> for UserRegistry {
     type Result = ResponseFuture<Result<Grant, RegistryError>>;
 
     fn handle(&mut self, msg: SignUp, _: &mut Context<Self>) -> Self::Result {
         let parts = self.parts.clone();
-        Box::pin(async move {
-            let outcome = parts.sign_up(msg).await;
-            parts.metrics.signup(match &outcome {
-                Ok(_) => "created",
-                Err(RegistryError::Store(StoreError::UsernameTaken)) => "username_taken",
-                Err(RegistryError::Store(StoreError::EmailTaken)) => "email_taken",
-                Err(err) => err.outcome(),
-            });
-            outcome
-        })
+        Box::pin(async move { parts.sign_up(msg).await })
     }
 }
 

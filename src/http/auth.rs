@@ -11,7 +11,7 @@ use utoipa::openapi::{RefOr, Schema};
 use uuid::Uuid;
 
 use super::{AppState, Authenticated, extract::bearer_token, users::UserView};
-use crate::actors::{ChangePassword, GetUser, Grant, RegistryError, SignIn, SignUp};
+use crate::actors::{ChangePassword, GetUser, Grant, Register, RegistryError, SignIn, SignUp};
 use crate::domain::{Email, InvalidInput, Login, Password, Session, Username};
 use crate::error::{ApiError, ErrorCode};
 use crate::events::{Event, RevokeReason};
@@ -216,14 +216,17 @@ pub async fn sign_up(
     state: web::Data<AppState>,
     body: web::Json<SignUpBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let grant = signed_up(&state, body.into_inner()).await?;
+    let grant = state
+        .registry
+        .send(SignUp(registration(body.into_inner())?))
+        .await??;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/api/v1/users/me"))
         .json(token_grant(&state, grant)?))
 }
 
-/// Registers the user a sign-up body describes and opens their session.
-pub async fn signed_up(state: &AppState, body: SignUpBody) -> Result<Grant, ApiError> {
+/// The registration a sign-up body describes, every field checked.
+pub fn registration(body: SignUpBody) -> Result<Register, ApiError> {
     let username = Username::parse(&body.username);
     let password = Password::parse(&body.password, "password");
     let email = body.email.as_deref().map(Email::parse).transpose();
@@ -231,12 +234,11 @@ pub async fn signed_up(state: &AppState, body: SignUpBody) -> Result<Grant, ApiE
         (Ok(username), Ok(password), Ok(email)) => (username, password, email),
         (u, p, e) => return Err(ApiError::invalid_fields([u.err(), p.err(), e.err()])),
     };
-    let sign_up = SignUp {
+    Ok(Register {
         username,
         email,
         password,
-    };
-    Ok(state.registry.send(sign_up).await??)
+    })
 }
 
 /// Checks a username or e-mail address and password; opens a session.

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::{SignInBody, SignUpBody, TokenGrant, introspection, signed_in, signed_up};
+use super::auth::{SignInBody, SignUpBody, TokenGrant, introspection, registration, signed_in};
 use super::extract::bearer_token;
 use super::tasks::{EnqueueBody, enqueue as enqueue_task};
 use super::users::UserView;
@@ -33,7 +33,11 @@ pub async fn register(
     state: web::Data<AppState>,
     body: web::Json<SignUpBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, _) = signed_up(&state, body.into_inner()).await?;
+    // The old route answered with the user alone: no session to open.
+    let user = state
+        .registry
+        .send(registration(body.into_inner())?)
+        .await??;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/profile"))
         .json(Registered {

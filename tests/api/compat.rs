@@ -20,7 +20,7 @@ async fn login(app: &TestApp, credentials: Value) -> Value {
 }
 
 #[actix_web::test]
-async fn register_answers_201_with_the_id_and_username() {
+async fn register_answers_201_with_the_id_and_username_and_opens_no_session() {
     let app = spawn_app().await;
 
     let response = app
@@ -36,6 +36,8 @@ async fn register_answers_201_with_the_id_and_username() {
     assert_eq!(keys, ["id", "username"]);
     assert_eq!(body["username"], "legacy");
     assert_eq!(app.schema.count("users").await, 1);
+    // Its answer holds no token, so a session would only linger unused.
+    assert_eq!(app.sessions.count().await.unwrap(), 0);
 }
 
 #[actix_web::test]

@@ -126,6 +126,33 @@ async fn a_sign_up_a_sign_in_a_sign_out_and_a_finished_task_reach_the_stream_in_
 }
 
 #[actix_web::test]
+async fn the_older_register_route_is_a_sign_up_without_a_sign_in() {
+    let app = with_events().await;
+    let credentials = json!({ "username": "legacy", "password": crate::helpers::PASSWORD });
+    let registered = app.post_json("/register", &credentials).await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let user: Value = registered.json().await.unwrap();
+    // A later event marks the end: everything before it is on the stream.
+    app.post_json(
+        "/api/v1/auth/signup",
+        &json!({ "username": "later", "password": crate::helpers::PASSWORD }),
+    )
+    .await;
+
+    let both_there = eventually(PATIENCE, || async { events(&app).len() >= 2 }).await;
+
+    assert!(both_there, "{:?}", events(&app));
+    let events = events(&app);
+    assert_eq!(events[0].kind, "user.signed_up");
+    assert_eq!(
+        events[0].data,
+        json!({ "user_id": user["id"], "username": "legacy" })
+    );
+    assert_eq!(events[1].kind, "user.signed_up", "{events:?}");
+    assert_eq!(events[1].data["username"], "later");
+}
+
+#[actix_web::test]
 async fn revoking_every_session_and_cancelling_a_task_are_events_too() {
     let app = with_events().await;
     let user = app.new_user("tidy").await;
