@@ -22,7 +22,8 @@ struct Call {
 }
 
 /// A webhook receiver on a random loopback port. `/flaky` answers with
-/// the scripted statuses in turn, then 200; `/gone` always answers 410.
+/// the scripted statuses in turn, then 200; `/slow` answers 200 after a
+/// minute; `/gone` always answers 410.
 struct Receiver {
     address: String,
     calls: Arc<Mutex<Vec<Call>>>,
@@ -67,6 +68,10 @@ async fn answer(
     });
     let status = match req.path() {
         "/flaky" => script.lock().unwrap().next().unwrap_or(200),
+        "/slow" => {
+            actix_web::rt::time::sleep(Duration::from_secs(60)).await;
+            200
+        }
         _ => 410,
     };
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
@@ -195,4 +200,25 @@ async fn an_unreachable_webhook_is_retried() {
         StatusCode::OK,
         "a failed task stays readable"
     );
+}
+
+#[actix_web::test]
+async fn a_webhook_slower_than_webhook_timeout_secs_is_a_failed_attempt_retried() {
+    let receiver = Receiver::start(Vec::new()).await;
+    let app = spawn_app_with(|s| {
+        s.queue.webhook_allowed_hosts = vec!["127.0.0.1".into()];
+        s.queue.webhook_timeout_secs = 1;
+    })
+    .await;
+    let user = app.new_user("impatient").await;
+
+    let id = webhook(&app, &user, format!("{}/slow", receiver.address)).await;
+    let failed = app
+        .task_where(&user.token, &id, PATIENCE, |t| t["status"] == "failed")
+        .await;
+
+    assert_eq!(failed["error"], "the webhook call timed out");
+    assert_eq!(failed["attempts"], 1);
+    assert_eq!(receiver.calls().len(), 1);
+    assert_eq!(receiver.calls()[0].path, "/slow");
 }

@@ -392,6 +392,48 @@ async fn an_idempotency_key_returns_the_original_task() {
 }
 
 #[actix_web::test]
+async fn an_idempotency_key_is_remembered_for_idempotency_ttl_secs_and_no_longer() {
+    let app = spawn_app_with(|s| s.queue.idempotency_ttl_secs = 60).await;
+    let user = app.new_user("forgetful").await;
+    // Sessions lapse after 30 idle seconds: a new one after each wait.
+    let send = async |token: &str, body: &Value| {
+        app.post("/api/v1/tasks")
+            .bearer_auth(token)
+            .header("idempotency-key", "nightly")
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    };
+    let monday = json!({ "kind": "echo", "payload": { "day": "monday" }, "delay_ms": 600_000 });
+    let tuesday = json!({ "kind": "echo", "payload": { "day": "tuesday" }, "delay_ms": 600_000 });
+
+    let first: Value = send(&user.token, &monday).await.json().await.unwrap();
+    app.clock.advance(Duration::from_secs(59));
+    let token = app.new_token(&user).await;
+    let within = send(&token, &monday).await;
+    let reused = send(&token, &tuesday).await;
+    app.clock.advance(Duration::from_secs(2));
+    let after = send(&token, &tuesday).await;
+
+    assert_eq!(within.headers()["idempotent-replayed"], "true");
+    let within: Value = within.json().await.unwrap();
+    assert_eq!(within["id"], first["id"]);
+    problem(
+        reused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
+    assert_eq!(after.status(), StatusCode::ACCEPTED);
+    assert!(after.headers().get("idempotent-replayed").is_none());
+    let after: Value = after.json().await.unwrap();
+    assert_ne!(after["id"], first["id"]);
+    assert_eq!(after["payload"]["day"], "tuesday");
+    assert_eq!(app.queue_counts(&token).await["queued"], 2);
+}
+
+#[actix_web::test]
 async fn a_delayed_task_waits_for_its_time() {
     let app = spawn_app_with(|_| {}).await;
     let user = app.new_user("patient").await;
