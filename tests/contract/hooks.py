@@ -8,8 +8,15 @@ routes get the service credential instead.
 Schemathesis reuses values it saw in answers, the token owner's username
 among them, so its wrong-password sign-ins can lock that user out for a
 minute (the per-user sign-in limit). Then the hooks move on to a new user.
+
+The routes that ask for the password again (password change, account
+deletion) would only ever see a wrong one: in every other valid request
+to them the hooks put the right one in, so their success is attacked too.
+The user is then gone or has another password, and the next request signs
+up a new one.
 """
 
+import itertools
 import os
 import secrets
 
@@ -19,6 +26,14 @@ import schemathesis
 BASE = os.environ["TOLLGATE_URL"]
 SERVICE_SECRET = os.environ["TOLLGATE_INTROSPECTION_SECRET"]
 SERVICE_ROUTES = {"/api/v1/auth/introspect", "/validateToken"}
+# The member that carries the current password, by operation.
+PASSWORD_CHECKS = {
+    ("POST", "/api/v1/auth/password"): "current_password",
+    ("DELETE", "/api/v1/users/me"): "password",
+}
+# Every other valid request to them: a counter, not `random`, which
+# Hypothesis wants kept out of generation.
+right_password_turn = itertools.cycle([True, False])
 
 
 class User:
@@ -57,14 +72,15 @@ class FreshToken:
             answer = user.sign_in()
             if answer.status_code == 200:
                 return answer.json()["access_token"]
-            if answer.status_code == 429:
-                user = User()
-            else:
-                # A fuzzed request deleted the account: sign it up again.
-                user.sign_up()
+            # Locked out (429), deleted or its password changed (401).
+            user = User()
         raise RuntimeError(f"sign-in failed: {answer.status_code} {answer.text}")
 
     def set(self, case, data, ctx):
         credential = SERVICE_SECRET if case.operation.path in SERVICE_ROUTES else data
         case.headers = case.headers or {}
         case.headers["Authorization"] = f"Bearer {credential}"
+        member = PASSWORD_CHECKS.get((case.method.upper(), case.operation.path))
+        positive = case.meta is not None and case.meta.generation.mode.is_positive
+        if member and positive and isinstance(case.body, dict) and next(right_password_turn):
+            case.body[member] = user.password
