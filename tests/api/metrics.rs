@@ -255,6 +255,35 @@ async fn the_queue_figures_show_what_waits_and_for_how_long() {
 }
 
 #[actix_web::test]
+async fn each_lapsed_session_is_counted_once_whether_a_use_or_the_sweep_finds_it() {
+    let app = spawn_app().await;
+    let first = app.new_user("lapsing").await;
+    app.new_user("sleeper").await;
+    app.new_token(&first).await;
+    app.clock.advance(Duration::from_secs(31));
+
+    // A use finds one lapsed session; the sweep finds the other two.
+    assert_eq!(
+        app.session(&first.token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let expired = || async {
+        let metrics = app.metrics().await;
+        (
+            metrics.value("tollgate_sessions_expired_total", &[]),
+            metrics.value("tollgate_sessions_active", &[]),
+        )
+    };
+    let swept = eventually(PATIENCE, || async {
+        expired().await.1 == Some(0.0) && app.sessions.count().await.unwrap() == 0
+    })
+    .await;
+
+    assert!(swept, "{:?}", expired().await);
+    assert_eq!(expired().await.0, Some(3.0));
+}
+
+#[actix_web::test]
 async fn the_scrape_passes_promtool() {
     let app = spawn_app().await;
     traffic(&app, "linted").await;

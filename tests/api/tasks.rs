@@ -631,6 +631,38 @@ async fn the_queue_counts_each_state_and_shows_the_limits() {
 }
 
 #[actix_web::test]
+async fn several_sessions_of_one_user_share_one_queue_and_its_limits() {
+    let app = spawn_app_with(|s| s.queue.max_running_per_user = 1).await;
+    let user = app.new_user("many-faces").await;
+    let tokens = [
+        user.token.clone(),
+        app.new_token(&user).await,
+        app.new_token(&user).await,
+    ];
+    // Long enough to be running still when the test has looked.
+    let long = json!({ "kind": "sleep", "payload": { "ms": 30_000 } });
+    for token in &tokens {
+        app.enqueued(token, &long).await;
+    }
+
+    let one_running = eventually(PATIENCE, || async {
+        app.queue_counts(&tokens[0]).await["running"] == 1
+    })
+    .await;
+
+    assert!(one_running, "{}", app.queue_counts(&tokens[0]).await);
+    // Workers are free, but the user is one user whichever session sent
+    // the tasks: one runs, two wait, and every session sees the same.
+    for token in &tokens {
+        let queue = app.queue_counts(token).await;
+        assert_eq!(
+            (&queue["running"], &queue["queued"]),
+            (&json!(1), &json!(2))
+        );
+    }
+}
+
+#[actix_web::test]
 async fn a_panicking_handler_fails_the_attempt_and_its_worker_is_restarted() {
     let app = spawn_app_with_handlers(
         |settings| Ok(TaskHandlers::builtin(settings)?.with("panic", Panics)),
