@@ -7,7 +7,8 @@ CARGO ?= cargo
 export TOLLGATE_TEST_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres
 # The Redis they use (each test keeps its keys under a prefix of its own).
 export TOLLGATE_TEST_REDIS_URL ?= redis://127.0.0.1:6379
-# Schemathesis, for the contract test; installed by `make services` if absent.
+# Schemathesis (with openapi-spec-validator beside it), for the contract
+# tests; installed by `make services` if absent.
 export TOLLGATE_SCHEMATHESIS ?= $(HOME)/.cache/tollgate/schemathesis-4.32.5/bin/schemathesis
 
 .PHONY: run test bench soak fuzz services lint fmt deploy-check

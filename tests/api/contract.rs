@@ -101,6 +101,24 @@ async fn every_documented_route_is_served_and_other_methods_get_405_with_allow()
 }
 
 #[actix_web::test]
+async fn an_independent_validator_finds_the_document_valid_openapi_3_1() {
+    let validator = Path::new(&schemathesis()).with_file_name("openapi-spec-validator");
+    let app = spawn_app().await;
+    let text = document(&app.address).await.to_string();
+    let file = std::env::temp_dir().join(format!("tollgate-openapi-{}.json", app.redis.prefix()));
+    std::fs::write(&file, text).unwrap();
+
+    let checked = Command::new(&validator).arg(&file).output();
+    std::fs::remove_file(&file).ok();
+
+    let checked = checked.expect("openapi-spec-validator runs");
+    let said = String::from_utf8_lossy(&checked.stdout).into_owned()
+        + &String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{said}");
+    assert!(said.trim_end().ends_with(": OK"), "{said}");
+}
+
+#[actix_web::test]
 async fn the_document_names_every_error_code_and_the_problem_shape() {
     let app = spawn_app().await;
     let doc = document(&app.address).await;
@@ -162,7 +180,8 @@ async fn the_docs_page_reads_the_document_and_may_load_only_its_pinned_reader() 
     assert!(page.contains("@scalar/api-reference@1."), "{page}");
 }
 
-/// The Schemathesis command `make test` provides (see `.ci/ensure-services`).
+/// The Schemathesis command `make test` provides (see `.ci/ensure-services`);
+/// openapi-spec-validator is installed beside it.
 fn schemathesis() -> String {
     let path = std::env::var("TOLLGATE_SCHEMATHESIS").unwrap_or_default();
     assert!(
