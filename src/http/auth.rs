@@ -456,10 +456,11 @@ pub async fn introspection(
     }
     let auth = match state.authenticate(token).await {
         Ok(auth) => auth,
-        // Overload is not an answer about the token: a resource server
-        // must not sign its user out because Tollgate was busy.
-        Err(err) if err.code == ErrorCode::ServiceUnavailable => return Err(err),
-        Err(_) => return Ok(None),
+        Err(err) if err.code == ErrorCode::InvalidToken => return Ok(None),
+        // An outage or overload is not an answer about the token: a
+        // resource server must not sign its user out because Tollgate
+        // could not look.
+        Err(err) => return Err(err),
     };
     let username = match state.registry.send(GetUser(auth.session.user_id)).await? {
         Ok(user) => Some(user.username),

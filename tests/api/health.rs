@@ -127,6 +127,55 @@ async fn with_redis_stopped_enqueue_is_a_503_nothing_is_half_written_and_all_rec
 }
 
 #[actix_web::test]
+async fn with_the_session_store_stopped_introspection_is_a_503_never_an_inactive_token() {
+    const SERVICE_SECRET: &str = "resource-server-credential";
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(|s| {
+        s.auth.introspection_secret = Some(SERVICE_SECRET.into());
+        s.session.store = tollgate::config::SessionStoreKind::Redis;
+        s.redis = Some(tollgate::config::RedisSettings {
+            url: Some(url.into()),
+            timeout_secs: 1,
+            ..TestRedis::settings("introspection-outage")
+        });
+    })
+    .await;
+    let user = app.new_user("vouched").await;
+    let introspect = || {
+        app.post("/api/v1/auth/introspect")
+            .bearer_auth(SERVICE_SECRET)
+            .json(&json!({ "token": user.token }))
+            .send()
+    };
+    let active = |answer: Value| answer["active"].clone();
+    assert_eq!(
+        active(introspect().await.unwrap().json().await.unwrap()),
+        true
+    );
+
+    redis.stop();
+
+    // Tollgate cannot look, which says nothing about the token: a resource
+    // server told "inactive" would sign its user out.
+    let answer = introspect().await.unwrap();
+    problem(
+        answer,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+    )
+    .await;
+
+    redis.resume().await;
+    let back = eventually(Duration::from_secs(15), || async {
+        let answer = introspect().await.unwrap();
+        answer.status() == StatusCode::OK && active(answer.json().await.unwrap()) == true
+    })
+    .await;
+    assert!(back, "introspection did not recover");
+}
+
+#[actix_web::test]
 async fn with_its_postgres_stopped_sign_in_is_a_503_and_all_recovers_when_it_starts_again() {
     let postgres = PrivatePostgres::start().await;
     let app = spawn_app_with(|s| {
