@@ -7,9 +7,11 @@ CARGO ?= cargo
 export TOLLGATE_TEST_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres
 # The Redis they use (each test keeps its keys under a prefix of its own).
 export TOLLGATE_TEST_REDIS_URL ?= redis://127.0.0.1:6379
-# Schemathesis (with openapi-spec-validator beside it), for the contract
-# tests; installed by `make services` if absent.
-export TOLLGATE_SCHEMATHESIS ?= $(HOME)/.cache/tollgate/schemathesis-4.32.5/bin/schemathesis
+# Schemathesis and openapi-spec-validator, for the contract tests: a
+# virtualenv per version of tests/contract/requirements.txt, made by
+# `make services` when absent.
+export TOLLGATE_CONTRACT_VENV ?= $(HOME)/.cache/tollgate/contract-$(shell sha256sum tests/contract/requirements.txt | cut -c1-12)
+export TOLLGATE_SCHEMATHESIS ?= $(TOLLGATE_CONTRACT_VENV)/bin/schemathesis
 
 .PHONY: run test bench soak fuzz services lint fmt deploy-check
 
@@ -26,7 +28,8 @@ soak: ## Mixed traffic for SOAK_SECS (300; at most 540), sampling memory; idle s
 	$(CARGO) bench --bench scenarios -- soak
 
 fuzz: services ## Schemathesis against /openapi.json of the real binary on PostgreSQL and Redis: a long run, new seed.
-	TOLLGATE_CONTRACT_EXAMPLES=$${FUZZ_EXAMPLES:-150} TOLLGATE_CONTRACT_SEED=random TOLLGATE_CONTRACT_MIN_CASES=1000 \
+	TOLLGATE_CONTRACT_EXAMPLES=$${FUZZ_EXAMPLES:-150} TOLLGATE_CONTRACT_SEED=random \
+	  TOLLGATE_CONTRACT_MIN_CASES=$${FUZZ_MIN_CASES:-1000} \
 	  $(CARGO) test --test api contract::schemathesis -- --nocapture
 
 services: ## Make sure PostgreSQL and Redis answer; start or install them if not.

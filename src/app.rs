@@ -211,6 +211,7 @@ impl Application {
         let cors_origins = settings.server.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(http::method_not_allowed())
                 .wrap(http::cors(&cors_origins))
                 .wrap(http::security_headers())
                 .wrap(from_fn(http::observe))

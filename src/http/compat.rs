@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::auth::{SignInBody, SignUpBody, TokenGrant, introspection, registration, signed_in};
 use super::extract::bearer_token;
-use super::tasks::{EnqueueBody, enqueue as enqueue_task};
+use super::tasks::{EnqueueBody, IdempotencyHeader, enqueue as enqueue_task};
 use super::users::UserView;
 use super::{AppState, Authenticated};
 use crate::actors::{GetUser, PingStore};
@@ -85,11 +85,16 @@ pub struct EnqueueAlias {
 /// `queue.default_kind`, whose payload is `task`.
 #[utoipa::path(post, path = "/enqueue", tag = "compat",
     security(("bearer" = [])),
+    params(IdempotencyHeader),
     request_body = EnqueueAlias,
     responses(
-        (status = 202, body = Task, description = "Queued",
-            headers(("location" = String, description = "The task's URL"))),
+        (status = 202, body = Task, description = "Queued (or, with a replayed key, the first answer again)",
+            headers(
+                ("location" = String, description = "The task's URL"),
+                ("idempotent-replayed" = String, description = "`true` when this is an earlier answer replayed"),
+            )),
         (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`idempotency_key_reused`"),
         (status = 429, description = "`queue_full`"),
         (status = 503, description = "`queue_unavailable`"),
     ))]

@@ -15,9 +15,12 @@ use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::{
-    HttpRequest, HttpResponse, Resource, ResponseError,
+    HttpRequest, HttpResponse, ResponseError,
+    body::BoxBody,
+    dev::ServiceResponse,
     error::{JsonPayloadError, PayloadError},
-    http::header,
+    http::{StatusCode, header},
+    middleware::{ErrorHandlerResponse, ErrorHandlers},
     web,
 };
 use secrecy::SecretString;
@@ -115,6 +118,7 @@ pub fn configure(limits: BodyLimits) -> impl FnOnce(&mut web::ServiceConfig) {
             .limit(limit)
             .error_handler(json_error)
     };
+    openapi::prepare();
     move |cfg| {
         cfg.app_data(json(limits.default))
             .app_data(web::PayloadConfig::new(limits.default))
@@ -123,75 +127,69 @@ pub fn configure(limits: BodyLimits) -> impl FnOnce(&mut web::ServiceConfig) {
             }))
             .service(
                 web::scope("/api/v1")
-                    .service(resource("/auth/signup").post(auth::sign_up))
-                    .service(resource("/auth/signin").post(auth::sign_in))
-                    .service(resource("/auth/signout").post(auth::sign_out))
-                    .service(resource("/auth/signout-all").post(auth::sign_out_all))
-                    .service(resource("/auth/password").post(auth::change_password))
-                    .service(resource("/auth/session").get(auth::current_session))
-                    .service(resource("/auth/introspect").post(auth::introspect))
+                    .service(web::resource("/auth/signup").post(auth::sign_up))
+                    .service(web::resource("/auth/signin").post(auth::sign_in))
+                    .service(web::resource("/auth/signout").post(auth::sign_out))
+                    .service(web::resource("/auth/signout-all").post(auth::sign_out_all))
+                    .service(web::resource("/auth/password").post(auth::change_password))
+                    .service(web::resource("/auth/session").get(auth::current_session))
+                    .service(web::resource("/auth/introspect").post(auth::introspect))
                     .service(
-                        resource("/users/me")
+                        web::resource("/users/me")
                             .get(users::get_me)
                             .delete(users::delete_me),
                     )
                     .service(
-                        resource("/tasks")
+                        web::resource("/tasks")
                             .app_data(json(limits.tasks))
                             .app_data(web::PayloadConfig::new(limits.tasks))
                             .post(tasks::enqueue_task)
                             .get(tasks::list_tasks),
                     )
                     .service(
-                        resource("/tasks/{id}")
+                        web::resource("/tasks/{id}")
                             .get(tasks::get_task)
                             .delete(tasks::cancel_task),
                     )
-                    .service(resource("/queue").get(tasks::get_queue)),
+                    .service(web::resource("/queue").get(tasks::get_queue)),
             )
-            .service(resource("/health/live").get(health::live))
-            .service(resource("/health/ready").get(health::ready))
-            .service(resource("/metrics").get(health::metrics))
-            .service(resource("/openapi.json").get(openapi::document))
-            .service(resource("/docs").get(openapi::docs))
-            .service(resource("/register").post(compat::register))
-            .service(resource("/login").post(compat::login))
-            .service(resource("/enqueue").post(compat::enqueue))
-            .service(resource("/protected-route").get(compat::protected_route))
-            .service(resource("/data").get(compat::data))
-            .service(resource("/validateToken").post(compat::validate_token))
-            .service(resource("/profile").get(compat::profile))
-            .service(resource("/auth/health").get(compat::auth_health))
+            .service(web::resource("/health/live").get(health::live))
+            .service(web::resource("/health/ready").get(health::ready))
+            .service(web::resource("/metrics").get(health::metrics))
+            .service(web::resource("/openapi.json").get(openapi::document))
+            .service(web::resource("/docs").get(openapi::docs))
+            .service(web::resource("/register").post(compat::register))
+            .service(web::resource("/login").post(compat::login))
+            .service(web::resource("/enqueue").post(compat::enqueue))
+            .service(web::resource("/protected-route").get(compat::protected_route))
+            .service(web::resource("/data").get(compat::data))
+            .service(web::resource("/validateToken").post(compat::validate_token))
+            .service(web::resource("/profile").get(compat::profile))
+            .service(web::resource("/auth/health").get(compat::auth_health))
             .default_service(web::to(not_found));
     }
-}
-
-/// A resource that answers a method it does not serve with a 405 problem.
-fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())
 }
 
-/// 405 with the `Allow` header RFC 9110 asks for, read from the OpenAPI
-/// document: the one list of which route serves which methods.
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    let allow = req
-        .match_pattern()
-        .and_then(|route| openapi::allowed_methods(&route));
-    let mut response = ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        "this route does not serve that method",
-    )
-    .error_response();
-    if let Some(allow) = allow {
-        response
-            .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
-    }
-    response
+/// Gives actix's 405, which names the methods the route serves in `Allow`
+/// (RFC 9110), a problem body like every other error.
+pub fn method_not_allowed() -> ErrorHandlers<BoxBody> {
+    ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, |answer| {
+        let (req, bare) = answer.into_parts();
+        let mut problem = ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "this route does not serve that method",
+        )
+        .error_response();
+        if let Some(allow) = bare.headers().get(header::ALLOW) {
+            problem.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        let answer = ServiceResponse::new(req, problem).map_into_right_body();
+        Ok(ErrorHandlerResponse::Response(answer))
+    })
 }
 
 /// Maps body-parsing failures onto the code table: 415, 413, 400 or 422.

@@ -10,7 +10,7 @@
 //! answers with problem details can fail inside, find a store down or be
 //! too busy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use actix_web::{HttpResponse, http::header};
@@ -84,26 +84,10 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
         .expect("the OpenAPI document serializes")
 });
 
-/// The methods each route template serves, as an `Allow` header says them.
-static ALLOW: LazyLock<HashMap<String, String>> = LazyLock::new(|| {
-    let mut doc = ApiDoc::openapi();
-    doc.paths
-        .paths
-        .iter_mut()
-        .map(|(path, item)| {
-            let methods = operations(item)
-                .into_iter()
-                .map(|(method, _)| method)
-                .collect::<Vec<_>>()
-                .join(", ");
-            (path.clone(), methods)
-        })
-        .collect()
-});
-
-/// The `Allow` header for a route template: what a 405 must carry.
-pub fn allowed_methods(route: &str) -> Option<&'static str> {
-    ALLOW.get(route).map(String::as_str)
+/// Renders the document now, so that a fault in it shows when the server
+/// starts rather than on a request.
+pub fn prepare() {
+    LazyLock::force(&DOCUMENT);
 }
 
 /// This document.
@@ -185,12 +169,12 @@ impl utoipa::Modify for CommonErrors {
             ))),
         );
         for item in doc.paths.paths.values_mut() {
-            for (_, operation) in operations(item) {
-                // An error the handler names without a body of its own is
-                // a problem.
-                for (status, response) in &mut operation.responses.responses {
+            for operation in operations(item) {
+                let responses = &mut operation.responses.responses;
+                // An error the handler names without a body is a problem.
+                for (status, response) in responses.iter_mut() {
                     if let RefOr::T(response) = response
-                        && status.parse::<u16>().is_ok_and(|status| status >= 400)
+                        && is_error(status)
                         && response.content.is_empty()
                     {
                         response
@@ -199,7 +183,8 @@ impl utoipa::Modify for CommonErrors {
                     }
                 }
                 let mut codes = Vec::new();
-                if operation.request_body.is_some() {
+                let has_body = operation.request_body.is_some();
+                if has_body {
                     codes.extend([
                         MalformedJson,
                         PayloadTooLarge,
@@ -207,6 +192,7 @@ impl utoipa::Modify for CommonErrors {
                         InvalidInput,
                     ]);
                 }
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
                 let bearer = operation.security.iter().flatten().any(|requirement| {
                     serde_json::to_value(requirement)
                         .is_ok_and(|value| value.get("bearer").is_some())
@@ -214,78 +200,105 @@ impl utoipa::Modify for CommonErrors {
                 if bearer {
                     codes.extend([MissingCredentials, InvalidToken]);
                 }
-                let answers_problems =
-                    !codes.is_empty() || operation.responses.responses.values().any(is_problem);
-                if answers_problems {
-                    codes.extend([Internal, StorageUnavailable, ServiceUnavailable]);
+                // A route with a body or credentials reaches a store through
+                // an actor: either may be out of reach or too busy.
+                if has_body || secured {
+                    codes.extend([StorageUnavailable, ServiceUnavailable]);
                 }
-                add_errors(&mut operation.responses.responses, &codes);
+                let responses = &mut operation.responses.responses;
+                if !codes.is_empty() || responses.values().any(is_problem) {
+                    codes.push(Internal);
+                }
+                add_errors(responses, &codes);
+                for (status, response) in responses.iter_mut() {
+                    if let RefOr::T(response) = response {
+                        describe_headers(status, response);
+                    }
+                }
             }
         }
     }
 }
 
-/// Every operation of a path, with its method. Tollgate serves no others.
-fn operations(item: &mut openapi::PathItem) -> Vec<(&'static str, &mut openapi::path::Operation)> {
-    [
-        ("GET", item.get.as_mut()),
-        ("POST", item.post.as_mut()),
-        ("DELETE", item.delete.as_mut()),
-    ]
-    .into_iter()
-    .filter_map(|(method, operation)| Some((method, operation?)))
-    .collect()
+/// Every operation of a path. Tollgate serves no other methods.
+fn operations(item: &mut openapi::PathItem) -> Vec<&mut openapi::path::Operation> {
+    [item.get.as_mut(), item.post.as_mut(), item.delete.as_mut()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn is_error(status: &str) -> bool {
+    status.parse::<u16>().is_ok_and(|status| status >= 400)
 }
 
 fn is_problem(response: &RefOr<Response>) -> bool {
     matches!(response, RefOr::T(response) if response.content.contains_key(PROBLEM_JSON))
 }
 
-/// Adds `codes` to the answers, grouped by status: a status the operation
-/// already documents gets the codes appended to its description.
+/// Adds `codes` to the answers, grouped by status, as problems: a status
+/// the operation already documents gets the codes it does not name yet
+/// appended to its description.
 fn add_errors(responses: &mut BTreeMap<String, RefOr<Response>>, codes: &[ErrorCode]) {
-    let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
+    let mut by_status: BTreeMap<String, Vec<ErrorCode>> = BTreeMap::new();
     for &code in codes {
         by_status
-            .entry(code.status().as_u16())
+            .entry(code.status().as_u16().to_string())
             .or_default()
             .push(code);
     }
     for (status, codes) in by_status {
-        let names = codes
+        let response = responses
+            .entry(status)
+            .or_insert_with(|| RefOr::T(Response::new("")));
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        response
+            .content
+            .entry(PROBLEM_JSON.to_owned())
+            .or_insert_with(problem_content);
+        let named = |code: &ErrorCode| format!("`{}`", code.as_str());
+        let missing: Vec<String> = codes
             .iter()
-            .map(|code| format!("`{}`", code.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        match responses.get_mut(&status.to_string()) {
-            Some(RefOr::T(response)) => {
-                response.description = format!("{}; {names}", response.description);
-                response
-                    .content
-                    .entry(PROBLEM_JSON.to_owned())
-                    .or_insert_with(problem_content);
-            }
-            _ => {
-                let mut response = Response::new(names);
-                response
-                    .content
-                    .insert(PROBLEM_JSON.to_owned(), problem_content());
-                if codes.contains(&ErrorCode::MissingCredentials) {
-                    let challenge = HeaderBuilder::new()
-                        .schema(Some(
-                            openapi::ObjectBuilder::new().schema_type(openapi::Type::String),
-                        ))
-                        .description(Some(
-                            "`Bearer`, or `Bearer error=\"invalid_token\"` (RFC 6750)",
-                        ))
-                        .build();
-                    response
-                        .headers
-                        .insert("www-authenticate".to_owned(), RefOr::T(challenge));
-                }
-                responses.insert(status.to_string(), RefOr::T(response));
-            }
+            .map(named)
+            .filter(|name| !response.description.contains(name.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            let joined = missing.join(", ");
+            response.description = if response.description.is_empty() {
+                joined
+            } else {
+                format!("{}; {joined}", response.description)
+            };
         }
+    }
+}
+
+/// The headers an answer can carry whatever its route: every one has
+/// `x-request-id`, and a 401 has the RFC 6750 challenge.
+fn describe_headers(status: &str, response: &mut Response) {
+    let string_header = |description: &str| {
+        RefOr::T(
+            HeaderBuilder::new()
+                .schema(Some(
+                    openapi::ObjectBuilder::new().schema_type(openapi::Type::String),
+                ))
+                .description(Some(description))
+                .build(),
+        )
+    };
+    response.headers.insert(
+        "x-request-id".to_owned(),
+        string_header("The request's id: the client's own if it sent a printable one of at most 128 characters"),
+    );
+    if status == "401" {
+        response.headers.insert(
+            "www-authenticate".to_owned(),
+            string_header(
+                "`Bearer` without credentials, `Bearer error=\"invalid_token\"` with a bad token (RFC 6750)",
+            ),
+        );
     }
 }
 

@@ -58,18 +58,32 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+/// The `Idempotency-Key` header, as the OpenAPI document gives it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyHeader {
+    /// Makes a resend safe: the same key and request within
+    /// `queue.idempotency_ttl_secs` get the first answer again, marked
+    /// `idempotent-replayed: true`. Printable ASCII; HTTP drops spaces at
+    /// either end.
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]([ -~]{0,253}[!-~])?$")]
+    idempotency_key: Option<String>,
+}
+
 /// One page of the caller's tasks, newest first.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TaskPage {
     items: Vec<Task>,
     /// Pass as `cursor` for the next page; `null` on the last.
+    #[schema(required = true)]
     next_cursor: Option<TaskId>,
 }
 
 /// Queues a task for the caller.
 #[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[ -~]{1,255}$", description = "Makes a resend safe: the same key and request within `queue.idempotency_ttl_secs` get the first answer again, marked `idempotent-replayed: true`")),
+    params(IdempotencyHeader),
     request_body = EnqueueBody,
     responses(
         (status = 202, body = Task, description = "Queued (or, with a replayed key, the first answer again)",
@@ -328,6 +342,7 @@ pub struct QueueView {
     /// Most tasks that may be pending at once.
     limit: u64,
     /// Most tasks that may run at once; `null` for no bound but the pool's.
+    #[schema(required = true)]
     max_running: Option<u64>,
 }
 

@@ -14,6 +14,7 @@ use crate::error::{ApiError, ErrorCode};
 pub struct UserView {
     id: UserId,
     username: String,
+    #[schema(required = true)]
     email: Option<String>,
     created_at: DateTime<Utc>,
 }
@@ -56,6 +57,7 @@ pub struct DeleteAccountBody {
     responses(
         (status = 204, description = "Deleted; sessions revoked, waiting tasks cancelled"),
         (status = 401, description = "`invalid_credentials`: the password is wrong"),
+        (status = 503, description = "`queue_unavailable`: the waiting tasks could not be cancelled, so the account is kept; retry"),
     ))]
 pub async fn delete_me(
     state: web::Data<AppState>,

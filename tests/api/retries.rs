@@ -216,9 +216,18 @@ async fn a_webhook_slower_than_webhook_timeout_secs_is_a_failed_attempt_retried(
     let failed = app
         .task_where(&user.token, &id, PATIENCE, |t| t["status"] == "failed")
         .await;
-
     assert_eq!(failed["error"], "the webhook call timed out");
     assert_eq!(failed["attempts"], 1);
-    assert_eq!(receiver.calls().len(), 1);
-    assert_eq!(receiver.calls()[0].path, "/slow");
+    app.clock.advance(Duration::from_secs(1));
+    let again = app
+        .task_where(&user.token, &id, PATIENCE, |t| {
+            t["status"] == "failed" && t["attempts"] == 2
+        })
+        .await;
+
+    assert_eq!(again["error"], "the webhook call timed out");
+    let calls = receiver.calls();
+    let attempts: Vec<&str> = calls.iter().map(|c| c.attempt.as_str()).collect();
+    assert_eq!(attempts, ["1", "2"]);
+    assert!(calls.iter().all(|c| c.path == "/slow"), "{calls:?}");
 }
