@@ -14,6 +14,11 @@ use secrecy::ExposeSecret;
 
 use crate::config::RedisSettings;
 
+/// Most items one sweeping script call handles (sessions swept, leases
+/// reclaimed, tasks cancelled or purged): a script holds Redis while it
+/// runs, so a backlog goes in slices.
+pub const SLICE: usize = 1000;
+
 /// Pause between attempts to reconnect a lost connection.
 const RECONNECT_DELAY_MS: u32 = 250;
 
@@ -150,20 +155,19 @@ impl Redis {
             .await?)
     }
 
-    /// Runs a script that handles at most `batch` items a call, again and
-    /// again until a call comes back short: each call holds Redis only
-    /// briefly, however large the backlog. Returns the items handled.
+    /// Runs a script that handles at most [`SLICE`] items a call (its
+    /// arguments say so), again and again until a call comes back short.
+    /// Returns the items handled.
     pub async fn run_in_slices(
         &self,
         script: &Script,
-        batch: u64,
         args: impl Fn() -> Vec<String>,
     ) -> Result<u64, RedisFailure> {
         let mut total = 0;
         loop {
             let handled = count(self.run(script, args()).await?)?;
             total += handled;
-            if handled < batch {
+            if handled < SLICE as u64 {
                 return Ok(total);
             }
         }

@@ -261,10 +261,6 @@ impl Limits {
     }
 }
 
-/// Most leases reclaimed, or tasks purged or cancelled, in one Redis script
-/// call: a script holds Redis while it runs, so a backlog goes in slices.
-const SWEEP_BATCH: usize = 1000;
-
 /// Most delayed tasks made ready in one lease call.
 const PROMOTE_BATCH: usize = 1000;
 

@@ -34,13 +34,13 @@ use fred::types::scripts::Script;
 
 use super::{
     Cancelled, Enqueued, Finished, Idempotency, LEASE_LAPSED, LeaseCall, Limits, PROMOTE_BATCH,
-    Page, QueueError, QueueStats, QueueStore, SWEEP_BATCH,
+    Page, QueueError, QueueStats, QueueStore,
 };
 use crate::domain::{
     Fence, LeasedTask, NewTask, Outcome, Task, TaskCounts, TaskId, TaskKind, TaskStatus, UserId,
 };
 use crate::lua_script;
-use crate::storage::redis::{Redis, RedisFailure, count};
+use crate::storage::redis::{Redis, RedisFailure, SLICE, count};
 
 /// The queue scripts, loaded into Redis on first use (and again after a
 /// Redis restart forgets them).
@@ -324,19 +324,18 @@ impl QueueStore for RedisQueueStore {
         now_ms: i64,
         expires_ms: i64,
     ) -> Result<u64, QueueError> {
-        let batch = SWEEP_BATCH as u64;
-        let cancelled = self
+        let args = || {
+            vec![
+                user.to_string(),
+                now_ms.to_string(),
+                expires_ms.to_string(),
+                SLICE.to_string(),
+            ]
+        };
+        Ok(self
             .redis
-            .run_in_slices(&self.scripts.cancel_all, batch, || {
-                vec![
-                    user.to_string(),
-                    now_ms.to_string(),
-                    expires_ms.to_string(),
-                    SWEEP_BATCH.to_string(),
-                ]
-            })
-            .await;
-        Ok(cancelled?)
+            .run_in_slices(&self.scripts.cancel_all, args)
+            .await?)
     }
 
     async fn lease(
@@ -442,33 +441,32 @@ impl QueueStore for RedisQueueStore {
         now_ms: i64,
         expires_ms: i64,
     ) -> Result<u64, QueueError> {
-        let batch = SWEEP_BATCH as u64;
-        let reclaimed = self
+        let args = || {
+            vec![
+                now_ms.to_string(),
+                expires_ms.to_string(),
+                limits.max_running.to_string(),
+                SLICE.to_string(),
+                LEASE_LAPSED.to_owned(),
+            ]
+        };
+        Ok(self
             .redis
-            .run_in_slices(&self.scripts.reclaim, batch, || {
-                vec![
-                    now_ms.to_string(),
-                    expires_ms.to_string(),
-                    limits.max_running.to_string(),
-                    SWEEP_BATCH.to_string(),
-                    LEASE_LAPSED.to_owned(),
-                ]
-            })
-            .await;
-        Ok(reclaimed?)
+            .run_in_slices(&self.scripts.reclaim, args)
+            .await?)
     }
 
     async fn purge(&self, now_ms: i64) -> Result<u64, QueueError> {
         let mut purged = 0;
         loop {
-            let args = vec![now_ms.to_string(), SWEEP_BATCH.to_string()];
+            let args = vec![now_ms.to_string(), SLICE.to_string()];
             let answer = self.run(&self.scripts.purge, args).await?.into_array();
             let [tasks, keys] = [0, 1].map(|i| answer.get(i).and_then(Value::as_u64));
             let (Some(tasks), Some(keys)) = (tasks, keys) else {
                 return Err(failed(anyhow!("purge answered {answer:?}")));
             };
             purged += tasks;
-            if tasks < SWEEP_BATCH as u64 && keys < SWEEP_BATCH as u64 {
+            if tasks < SLICE as u64 && keys < SLICE as u64 {
                 return Ok(purged);
             }
         }

@@ -22,11 +22,7 @@ use fred::types::scripts::Script;
 
 use crate::domain::{Session, SessionId, StoredSession, TouchOutcome, UserId};
 use crate::lua_script;
-use crate::storage::redis::{Redis, RedisFailure, count};
-
-/// Sessions one sweep call removes at most, so that a large backlog never
-/// holds Redis for long.
-const SWEEP_BATCH: usize = 1000;
+use crate::storage::redis::{Redis, RedisFailure, SLICE, count};
 
 struct Scripts {
     open: Script,
@@ -132,11 +128,8 @@ impl RedisSessions {
     /// Removes every session lapsed by `now_ms`, a batch a call. Returns
     /// how many were removed.
     pub async fn sweep(&self, now_ms: i64) -> Result<usize, RedisFailure> {
-        let args = || vec![now_ms.to_string(), SWEEP_BATCH.to_string()];
-        let swept = self
-            .redis
-            .run_in_slices(&self.scripts.sweep, SWEEP_BATCH as u64, args)
-            .await?;
+        let args = || vec![now_ms.to_string(), SLICE.to_string()];
+        let swept = self.redis.run_in_slices(&self.scripts.sweep, args).await?;
         Ok(swept as usize)
     }
 
@@ -176,7 +169,6 @@ fn touch_outcome(
     })
 }
 
-/// Reads a script's count.
 /// Milliseconds in `duration`, saturating.
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
