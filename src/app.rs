@@ -16,9 +16,7 @@ use crate::actors::{
 };
 use crate::auth::{FailedSignIns, TokenKeys};
 use crate::clock::Clock;
-use crate::config::{
-    ConfigError, QueueBackend, ServerSettings, SessionStoreKind, Settings, threads_or_cores,
-};
+use crate::config::{ConfigError, QueueBackend, SessionStoreKind, Settings, threads_or_cores};
 use crate::domain::{Password, TaskKind};
 use crate::events::Events;
 use crate::http::{self, AppState, BodyLimits};
@@ -222,7 +220,7 @@ impl Application {
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         // Stopping is `run_until_signal`'s job: it drains the workers too.
         .disable_signals();
-        let server = match tls_config(&settings.server)? {
+        let server = match settings.server.tls()? {
             Some(tls) => server.listen_rustls_0_23(listener, tls)?,
             None => server.listen(listener)?,
         }
@@ -375,32 +373,6 @@ impl StopSignals {
             _ = self.interrupt.recv() => "SIGINT",
         }
     }
-}
-
-/// The TLS settings for `server.tls_cert` and `server.tls_key`, if set:
-/// rustls with the ring provider, TLS 1.2 and 1.3, HTTP/1.1.
-fn tls_config(server: &ServerSettings) -> anyhow::Result<Option<rustls::ServerConfig>> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let (Some(cert), Some(key)) = (&server.tls_cert, &server.tls_key) else {
-        return Ok(None);
-    };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("reading server.tls_cert {}", cert.display()))?;
-    anyhow::ensure!(
-        !chain.is_empty(),
-        "server.tls_cert {} holds no certificate",
-        cert.display()
-    );
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading server.tls_key {}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("server.tls_cert and server.tls_key do not make a certificate and its key")?;
-    Ok(Some(config))
 }
 
 /// Applies the pool sizes, per-user limits and rate limits of reloaded

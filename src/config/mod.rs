@@ -2,10 +2,14 @@
 //! `TOLLGATE__SECTION__KEY` variables, then validated as a whole so that an
 //! operator sees every bad value at once. No globals: the tree is passed down.
 
-use std::{collections::HashMap, fmt, net::SocketAddr, path::Path, path::PathBuf, time::Duration};
+use std::{
+    collections::HashMap, fmt, net::SocketAddr, path::Path, path::PathBuf, sync::Arc,
+    time::Duration,
+};
 
 mod validate;
 
+use anyhow::Context as _;
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -432,6 +436,33 @@ impl ServerSettings {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
+
+    /// The TLS settings for `server.tls_cert` and `server.tls_key`, if set:
+    /// rustls with the ring provider, TLS 1.2 and 1.3, HTTP/1.1. Validation
+    /// loads them too, so that `check-config` finds a bad file.
+    pub fn tls(&self) -> anyhow::Result<Option<rustls::ServerConfig>> {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("reading server.tls_cert {}", cert.display()))?;
+        anyhow::ensure!(
+            !chain.is_empty(),
+            "server.tls_cert {} holds no certificate",
+            cert.display()
+        );
+        let key = PrivateKeyDer::from_pem_file(key)
+            .with_context(|| format!("reading server.tls_key {}", key.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .context("server.tls_cert and server.tls_key do not make a certificate and its key")?;
+        Ok(Some(config))
+    }
 }
 
 impl AuthSettings {
@@ -540,7 +571,7 @@ mod tests {
     }
 
     #[test]
-    fn tls_needs_both_files_and_both_readable() {
+    fn tls_needs_both_files_holding_a_certificate_and_its_key() {
         let alone = load_env(&[("TOLLGATE__SERVER__TLS_CERT", "/etc/hostname")]).unwrap_err();
         assert!(alone.to_string().contains("go together"), "{alone}");
         let missing = load_env(&[
@@ -549,8 +580,22 @@ mod tests {
         ])
         .unwrap_err()
         .to_string();
-        assert!(missing.contains("server.tls_cert: cannot read /no/such/cert.pem"));
-        assert!(missing.contains("server.tls_key: cannot read /no/such/key.pem"));
+        assert!(
+            missing.contains("reading server.tls_cert /no/such/cert.pem"),
+            "{missing}"
+        );
+
+        // Readable is not enough: the files must hold a certificate and key.
+        let not_pem = load_env(&[
+            ("TOLLGATE__SERVER__TLS_CERT", "/etc/hostname"),
+            ("TOLLGATE__SERVER__TLS_KEY", "/etc/hostname"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            not_pem.contains("server.tls_cert /etc/hostname holds no certificate"),
+            "{not_pem}"
+        );
     }
 
     #[test]
@@ -567,11 +612,17 @@ mod tests {
 
         let problems = load_env(&[(
             "TOLLGATE__SERVER__CORS_ORIGINS",
-            "*,https://app.example.com/path,app.example.com",
+            "*,https://app.example.com/path,app.example.com,https://App.example.com,http://[",
         )])
         .unwrap_err()
         .to_string();
-        for origin in ["\"*\"", "/path", "\"app.example.com\""] {
+        for origin in [
+            "\"*\"",
+            "/path",
+            "\"app.example.com\"",
+            "\"https://App.example.com\"",
+            "\"http://[\"",
+        ] {
             assert!(problems.contains(origin), "{origin} in {problems}");
         }
     }

@@ -207,13 +207,9 @@ impl Settings {
         }
 
         match (&self.server.tls_cert, &self.server.tls_key) {
-            (Some(cert), Some(key)) => {
-                for (name, path) in [("server.tls_cert", cert), ("server.tls_key", key)] {
-                    if let Err(err) = std::fs::metadata(path) {
-                        problems.require(false, || {
-                            format!("{name}: cannot read {}: {err}", path.display())
-                        });
-                    }
+            (Some(_), Some(_)) => {
+                if let Err(err) = self.server.tls() {
+                    problems.require(false, || format!("{err:#}"));
                 }
             }
             (None, None) => {}
@@ -346,16 +342,10 @@ fn valid_host(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
 }
 
-/// `http://` or `https://`, a host and maybe a port: what a browser sends
-/// in `Origin`.
+/// `http://` or `https://`, a host and maybe a port, exactly as a browser
+/// writes it in `Origin` (lower case, no default port, no path).
 fn is_origin(origin: &str) -> bool {
-    let rest = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"));
-    rest.is_some_and(|host| {
-        !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    reqwest::Url::parse(origin).is_ok_and(|url| {
+        matches!(url.scheme(), "http" | "https") && url.origin().ascii_serialization() == origin
     })
 }

@@ -246,9 +246,7 @@ pub fn registration(body: SignUpBody) -> Result<Register, ApiError> {
     request_body = SignInBody,
     responses(
         (status = 200, body = TokenGrant, description = "Signed in"),
-        (status = 401, description = "`invalid_credentials`: unknown user or wrong password, told apart by neither answer nor time"),
-        (status = 429, description = "`rate_limited`: too many failed sign-ins from this address or for this login",
-            headers(("retry-after" = u64, description = "Seconds until a try may succeed"))),
+        SignInRefusals,
     ))]
 pub async fn sign_in(
     req: HttpRequest,
@@ -256,6 +254,21 @@ pub async fn sign_in(
     body: web::Json<SignInBody>,
 ) -> Result<web::Json<TokenGrant>, ApiError> {
     Ok(web::Json(signed_in(&req, &state, body.into_inner()).await?))
+}
+
+/// Why a sign-in is refused, through this route or the older `/login`.
+/// Never built: it only describes the answers to the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum SignInRefusals {
+    #[response(
+        status = 401,
+        description = "`invalid_credentials`: unknown user or wrong password, told apart by neither answer nor time"
+    )]
+    InvalidCredentials,
+    #[response(status = 429, description = "`rate_limited`: too many failed sign-ins from this address or for this login",
+        headers(("retry-after" = u64, description = "Seconds until a try may succeed")))]
+    RateLimited,
 }
 
 /// Checks the credentials of a sign-in body and issues a token, unless the

@@ -6,13 +6,15 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::{SignInBody, SignUpBody, TokenGrant, introspection, registration, signed_in};
+use super::auth::{
+    SignInBody, SignInRefusals, SignUpBody, TokenGrant, introspection, registration, signed_in,
+};
 use super::extract::bearer_token;
-use super::tasks::{EnqueueBody, IdempotencyHeader, enqueue as enqueue_task};
+use super::tasks::{EnqueueAnswers, EnqueueBody, IdempotencyHeader, enqueue as enqueue_task};
 use super::users::UserView;
 use super::{AppState, Authenticated};
 use crate::actors::{GetUser, PingStore};
-use crate::domain::{Session, Task, UserId};
+use crate::domain::{Session, UserId};
 use crate::error::ApiError;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -59,9 +61,7 @@ pub struct LoginAnswer {
     request_body = SignInBody,
     responses(
         (status = 200, body = LoginAnswer, description = "Signed in"),
-        (status = 401, description = "`invalid_credentials`"),
-        (status = 429, description = "`rate_limited`",
-            headers(("retry-after" = u64, description = "Seconds until a try may succeed"))),
+        SignInRefusals,
     ))]
 pub async fn login(
     req: HttpRequest,
@@ -87,17 +87,7 @@ pub struct EnqueueAlias {
     security(("bearer" = [])),
     params(IdempotencyHeader),
     request_body = EnqueueAlias,
-    responses(
-        (status = 202, body = Task, description = "Queued (or, with a replayed key, the first answer again)",
-            headers(
-                ("location" = String, description = "The task's URL"),
-                ("idempotent-replayed" = String, description = "`true` when this is an earlier answer replayed"),
-            )),
-        (status = 413, description = "`payload_too_large`"),
-        (status = 422, description = "`idempotency_key_reused`"),
-        (status = 429, description = "`queue_full`"),
-        (status = 503, description = "`queue_unavailable`"),
-    ))]
+    responses(EnqueueAnswers))]
 pub async fn enqueue(
     state: web::Data<AppState>,
     auth: Authenticated,

@@ -71,6 +71,39 @@ pub struct IdempotencyHeader {
     idempotency_key: Option<String>,
 }
 
+/// What an enqueue answers, through this route or the older `/enqueue`.
+/// Never built: it only describes the answers to the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, clippy::large_enum_variant)]
+pub enum EnqueueAnswers {
+    #[response(status = 202, description = "Queued (or, with a replayed key, the first answer again)",
+        headers(
+            ("location" = String, description = "The task's URL"),
+            ("idempotent-replayed" = String, description = "`true` when this is an earlier answer replayed"),
+        ))]
+    Queued(Task),
+    #[response(
+        status = 413,
+        description = "`payload_too_large`: the payload is over `queue.max_payload_bytes`"
+    )]
+    TooLarge,
+    #[response(
+        status = 422,
+        description = "`idempotency_key_reused`: the key came before with another request"
+    )]
+    KeyReused,
+    #[response(
+        status = 429,
+        description = "`queue_full`: `queue.max_pending_per_user` of the caller's tasks are waiting"
+    )]
+    Full,
+    #[response(
+        status = 503,
+        description = "`queue_unavailable`: the task store cannot be reached; resend with the same `Idempotency-Key`"
+    )]
+    Unavailable,
+}
+
 /// One page of the caller's tasks, newest first.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TaskPage {
@@ -85,17 +118,7 @@ pub struct TaskPage {
     security(("bearer" = [])),
     params(IdempotencyHeader),
     request_body = EnqueueBody,
-    responses(
-        (status = 202, body = Task, description = "Queued (or, with a replayed key, the first answer again)",
-            headers(
-                ("location" = String, description = "The task's URL"),
-                ("idempotent-replayed" = String, description = "`true` when this is an earlier answer replayed"),
-            )),
-        (status = 413, description = "`payload_too_large`: the payload is over `queue.max_payload_bytes`"),
-        (status = 422, description = "`idempotency_key_reused`: the key came before with another request"),
-        (status = 429, description = "`queue_full`: `queue.max_pending_per_user` of the caller's tasks are waiting"),
-        (status = 503, description = "`queue_unavailable`: the task store cannot be reached; resend with the same `Idempotency-Key`"),
-    ))]
+    responses(EnqueueAnswers))]
 pub async fn enqueue_task(
     state: web::Data<AppState>,
     auth: Authenticated,
