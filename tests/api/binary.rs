@@ -18,7 +18,15 @@ async fn sign_up_and_in(server: &Server) -> String {
 
 #[actix_web::test]
 async fn the_embedded_default_serves_signup_signin_profile_and_tasks() {
-    let server = Server::start(&["serve"], &[]).await;
+    let log = std::env::temp_dir().join(format!("tollgate-embedded-{}.log", uuid::Uuid::new_v4()));
+    let server = Server::start_with_output(&["serve"], &[], Some(&log)).await;
+    // Nothing here is durable, and start-up says so out loud.
+    let printed = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    for store in ["users", "tasks"] {
+        let warning = format!("{store} are kept IN MEMORY ONLY");
+        assert!(printed.contains(&warning), "{printed}");
+    }
 
     let token = sign_up_and_in(&server).await;
     let me = server.get_json("/api/v1/users/me", &token).await;
@@ -129,6 +137,15 @@ async fn check_config_accepts_the_embedded_default_and_the_production_file_with_
     );
     let (no_secret, no_secret_text) =
         output_of(&["--config", "config/production.toml", "check-config"], &[]);
+    let public = tollgate::config::Settings::embedded_default()
+        .auth
+        .jwt_secret
+        .unwrap();
+    let public = secrecy::ExposeSecret::expose_secret(&public).to_owned();
+    let (public_secret, public_secret_text) = output_of(
+        &["--config", "config/production.toml", "check-config"],
+        &[("TOLLGATE__AUTH__JWT_SECRET", &public)],
+    );
 
     assert!(default.status.success(), "{default_text}");
     assert!(production.status.success(), "{production_text}");
@@ -137,6 +154,12 @@ async fn check_config_accepts_the_embedded_default_and_the_production_file_with_
     assert!(
         no_secret_text.contains("TOLLGATE__AUTH__JWT_SECRET"),
         "{no_secret_text}"
+    );
+    // The embedded default's secret is public: never with durable stores.
+    assert!(!public_secret.status.success(), "{public_secret_text}");
+    assert!(
+        public_secret_text.contains("auth.jwt_secret"),
+        "{public_secret_text}"
     );
 }
 

@@ -66,4 +66,6 @@ async fn a_configured_origin_is_allowed_and_no_other() {
     let refused = preflight(&app, EVIL).await;
     assert!(!refused.status().is_server_error());
     assert_eq!(allowed_origin(&refused), None);
+    let read_elsewhere = read_from(&app, &user.token, EVIL).await;
+    assert_eq!(allowed_origin(&read_elsewhere), None);
 }

@@ -228,5 +228,5 @@ async fn a_task_running_longer_than_its_lease_keeps_it_by_renewing() {
     assert_eq!(task["attempts"], 1, "the lease was never taken back");
     let scrape = server.metrics().await;
     let refused = scrape.value("tollgate_tasks_fencing_rejections_total", &[]);
-    assert!(refused.unwrap_or(0.0) == 0.0, "{refused:?}");
+    assert_eq!(refused, Some(0.0));
 }

@@ -7,8 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PASSWORD, PrivatePostgres, PrivateRedis, TcpProxy, TestApp, TestRedis, TestSchema, TestUser,
-    eventually, problem, spawn_app, spawn_app_on, spawn_app_with,
+    PASSWORD, PrivatePostgres, PrivateRedis, TcpProxy, TestApp, TestSchema, TestUser, eventually,
+    problem, spawn_app, spawn_app_on, spawn_app_with,
 };
 
 #[actix_web::test]
@@ -53,15 +53,7 @@ async fn with_postgres_unreachable_signin_is_a_503_sessions_live_on_and_all_reco
 #[actix_web::test]
 async fn with_redis_stopped_enqueue_is_a_503_nothing_is_half_written_and_all_recovers() {
     let mut redis = PrivateRedis::start().await;
-    let url = redis.url();
-    let app = spawn_app_with(|s| {
-        s.redis = Some(tollgate::config::RedisSettings {
-            url: Some(url.into()),
-            timeout_secs: 1,
-            ..TestRedis::settings("outage")
-        });
-    })
-    .await;
+    let app = spawn_app_with(|s| s.redis = Some(redis.settings("outage"))).await;
     let user = app.new_user("unfazed").await;
     let before = app
         .enqueued(&user.token, &json!({ "kind": "echo", "delay_ms": 60_000 }))
@@ -130,35 +122,22 @@ async fn with_redis_stopped_enqueue_is_a_503_nothing_is_half_written_and_all_rec
 async fn with_the_session_store_stopped_introspection_is_a_503_never_an_inactive_token() {
     const SERVICE_SECRET: &str = "resource-server-credential";
     let mut redis = PrivateRedis::start().await;
-    let url = redis.url();
     let app = spawn_app_with(|s| {
         s.auth.introspection_secret = Some(SERVICE_SECRET.into());
         s.session.store = tollgate::config::SessionStoreKind::Redis;
-        s.redis = Some(tollgate::config::RedisSettings {
-            url: Some(url.into()),
-            timeout_secs: 1,
-            ..TestRedis::settings("introspection-outage")
-        });
+        s.redis = Some(redis.settings("introspection-outage"));
     })
     .await;
     let user = app.new_user("vouched").await;
-    let introspect = || {
-        app.post("/api/v1/auth/introspect")
-            .bearer_auth(SERVICE_SECRET)
-            .json(&json!({ "token": user.token }))
-            .send()
-    };
+    let introspect = || app.introspect(Some(SERVICE_SECRET), &user.token);
     let active = |answer: Value| answer["active"].clone();
-    assert_eq!(
-        active(introspect().await.unwrap().json().await.unwrap()),
-        true
-    );
+    assert_eq!(active(introspect().await.json().await.unwrap()), true);
 
     redis.stop();
 
     // Tollgate cannot look, which says nothing about the token: a resource
     // server told "inactive" would sign its user out.
-    let answer = introspect().await.unwrap();
+    let answer = introspect().await;
     problem(
         answer,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -168,7 +147,7 @@ async fn with_the_session_store_stopped_introspection_is_a_503_never_an_inactive
 
     redis.resume().await;
     let back = eventually(Duration::from_secs(15), || async {
-        let answer = introspect().await.unwrap();
+        let answer = introspect().await;
         answer.status() == StatusCode::OK && active(answer.json().await.unwrap()) == true
     })
     .await;

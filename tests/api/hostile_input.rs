@@ -135,12 +135,9 @@ async fn hostile_passwords_and_emails_are_refused_or_work_verbatim() {
     .into_iter()
     .enumerate()
     {
-        let signup = app
-            .post("/api/v1/auth/signup")
-            .json(&json!({ "username": format!("emailer-{n}"), "password": PASSWORD, "email": email }))
-            .send()
-            .await
-            .unwrap();
+        let body =
+            json!({ "username": format!("emailer-{n}"), "password": PASSWORD, "email": email });
+        let signup = app.post_json("/api/v1/auth/signup", &body).await;
         if kept {
             assert_eq!(signup.status(), StatusCode::CREATED, "{email:?}");
             let body: Value = signup.json().await.unwrap();
@@ -150,11 +147,11 @@ async fn hostile_passwords_and_emails_are_refused_or_work_verbatim() {
         }
     }
     let huge = app
-        .post("/api/v1/auth/signin")
-        .json(&json!({ "username": "x".repeat(1 << 20), "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/auth/signin",
+            &json!({ "username": "x".repeat(1 << 20), "password": PASSWORD }),
+        )
+        .await;
     problem(huge, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     assert_eq!(
         app.schema.count("users").await,

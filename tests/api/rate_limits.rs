@@ -94,11 +94,11 @@ async fn one_address_failing_across_many_usernames_is_limited_too() {
     assert_limited(app.sign_in("sprayed", PASSWORD).await, 60).await;
     // The route the older clients used shares the limits.
     let old_login = app
-        .post("/login")
-        .json(&json!({ "username": "sprayed", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/login",
+            &json!({ "username": "sprayed", "password": PASSWORD }),
+        )
+        .await;
     assert_limited(old_login, 60).await;
 }
 

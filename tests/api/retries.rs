@@ -22,8 +22,8 @@ struct Call {
 }
 
 /// A webhook receiver on a random loopback port. `/flaky` answers with
-/// the scripted statuses in turn, then 200; `/slow` answers 200 after a
-/// minute; `/gone` always answers 410.
+/// the scripted statuses in turn, then 200; `/slow` never answers; `/gone`
+/// always answers 410.
 struct Receiver {
     address: String,
     calls: Arc<Mutex<Vec<Call>>>,
@@ -68,10 +68,8 @@ async fn answer(
     });
     let status = match req.path() {
         "/flaky" => script.lock().unwrap().next().unwrap_or(200),
-        "/slow" => {
-            actix_web::rt::time::sleep(Duration::from_secs(60)).await;
-            200
-        }
+        // Never answers: only the caller's timeout ends the call.
+        "/slow" => std::future::pending().await,
         _ => 410,
     };
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()

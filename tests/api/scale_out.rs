@@ -60,6 +60,7 @@ async fn a_token_from_one_replica_is_reinflated_on_another_and_revoked_on_a_thir
     one.sign_up("roamer").await;
     let (token, _) = one.sign_in("roamer").await;
     let opened: Value = session_on(one, &token).await.json().await.unwrap();
+    let before_second_use = chrono::Utc::now().timestamp_millis();
 
     let used = session_on(two, &token).await;
 
@@ -72,6 +73,7 @@ async fn a_token_from_one_replica_is_reinflated_on_another_and_revoked_on_a_thir
         millis(&used, "expires_at"),
         millis(&used, "last_seen_at") + 30_000
     );
+    assert!(millis(&used, "last_seen_at") >= before_second_use);
     assert!(millis(&used, "last_seen_at") >= millis(&opened, "last_seen_at"));
 
     let signed_out = three.request(Method::POST, "/api/v1/auth/signout", Some(&token));

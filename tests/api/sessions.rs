@@ -291,16 +291,6 @@ mod introspection {
 
     const SERVICE_SECRET: &str = "business-service-credential";
 
-    async fn introspect(app: &TestApp, credential: Option<&str>, token: &str) -> reqwest::Response {
-        let mut request = app
-            .post("/api/v1/auth/introspect")
-            .json(&json!({ "token": token }));
-        if let Some(credential) = credential {
-            request = request.bearer_auth(credential);
-        }
-        request.send().await.unwrap()
-    }
-
     async fn guarded_app() -> TestApp {
         spawn_app_with(|s| s.auth.introspection_secret = Some(SERVICE_SECRET.into())).await
     }
@@ -310,8 +300,8 @@ mod introspection {
         let app = spawn_app().await;
         let user = app.new_user("unwatched").await;
 
-        let anyone = introspect(&app, None, &user.token).await;
-        let guessing = introspect(&app, Some("anything-at-all"), &user.token).await;
+        let anyone = app.introspect(None, &user.token).await;
+        let guessing = app.introspect(Some("anything-at-all"), &user.token).await;
 
         problem(anyone, StatusCode::UNAUTHORIZED, "introspection_disabled").await;
         problem(guessing, StatusCode::UNAUTHORIZED, "introspection_disabled").await;
@@ -323,8 +313,10 @@ mod introspection {
         let app = guarded_app().await;
         let user = app.new_user("watched").await;
 
-        let without = introspect(&app, None, &user.token).await;
-        let wrong = introspect(&app, Some("not-the-credential"), &user.token).await;
+        let without = app.introspect(None, &user.token).await;
+        let wrong = app
+            .introspect(Some("not-the-credential"), &user.token)
+            .await;
 
         problem(without, StatusCode::UNAUTHORIZED, "missing_credentials").await;
         problem(wrong, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
@@ -338,7 +330,7 @@ mod introspection {
         let user = app.new_user("described").await;
         app.clock.advance(25 * SECOND);
 
-        let response = introspect(&app, Some(SERVICE_SECRET), &user.token).await;
+        let response = app.introspect(Some(SERVICE_SECRET), &user.token).await;
 
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
@@ -364,7 +356,8 @@ mod introspection {
         app.clock.advance(31 * SECOND);
 
         for token in [revoked.token.as_str(), idle.token.as_str(), "garbage"] {
-            let body: Value = introspect(&app, Some(SERVICE_SECRET), token)
+            let body: Value = app
+                .introspect(Some(SERVICE_SECRET), token)
                 .await
                 .json()
                 .await

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, eventually, millis, problem, spawn_app, spawn_app_with};
+use crate::helpers::{PASSWORD, claims_of, eventually, millis, problem, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn signin_works_by_username_in_any_case_and_by_email() {
@@ -47,6 +47,16 @@ async fn each_signin_opens_a_separate_session() {
     let first_sid = sid(app.session(&first).await.json().await.unwrap());
     let second_sid = sid(app.session(&second).await.json().await.unwrap());
     assert_ne!(first_sid, second_sid);
+
+    // The token carries its session's id, and its own.
+    let (a, b) = (claims_of(&first), claims_of(&second));
+    let mut names: Vec<&String> = a.as_object().unwrap().keys().collect();
+    names.sort();
+    assert_eq!(names, ["exp", "iat", "iss", "jti", "sid", "sub"]);
+    assert_eq!(a["sid"], first_sid.as_str());
+    assert_eq!(a["sub"], user.id.as_str());
+    assert_eq!(a["iss"], "tollgate");
+    assert_ne!(a["jti"], b["jti"]);
 }
 
 #[actix_web::test]

@@ -223,6 +223,9 @@ async fn a_task_is_accepted_with_its_location_and_read_back() {
         format!("/api/v1/tasks/{}", accepted["id"].as_str().unwrap())
     );
     assert_eq!(accepted["status"], "queued");
+    // UUID v7: ids sort by creation time.
+    let id = uuid::Uuid::parse_str(&id_of(&accepted)).unwrap();
+    assert_eq!(id.get_version_num(), 7);
     assert_eq!(accepted["attempts"], 0);
     assert_eq!(accepted["max_attempts"], 5, "queue.max_attempts");
     assert_eq!(accepted["created_at"], accepted["run_at"]);

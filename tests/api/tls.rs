@@ -19,8 +19,11 @@ async fn with_a_certificate_the_server_speaks_https_only() {
     })
     .await;
     let port = app.address.rsplit(':').next().unwrap();
+    // Trusts nothing but the issued certificate: an answer proves it is the
+    // one the server presents.
     let trusting = reqwest::Client::builder()
         .no_proxy()
+        .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(issued.cert.pem().as_bytes()).unwrap())
         .resolve("localhost", ([127, 0, 0, 1], port.parse().unwrap()).into())
         .build()
@@ -39,13 +42,5 @@ async fn with_a_certificate_the_server_speaks_https_only() {
         .send()
         .await;
     assert!(plain.is_err(), "plain HTTP must not be served: {plain:?}");
-    let untrusted = crate::helpers::client()
-        .get(format!("https://127.0.0.1:{port}/health/live"))
-        .send()
-        .await;
-    assert!(
-        untrusted.is_err(),
-        "an unknown certificate must not be accepted"
-    );
     let _ = std::fs::remove_dir_all(&dir);
 }

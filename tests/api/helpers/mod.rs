@@ -212,6 +212,18 @@ impl TestApp {
         self.post(path).json(body).send().await.unwrap()
     }
 
+    /// `POST /api/v1/auth/introspect` for `token`, presenting `credential`
+    /// as the bearer if given.
+    pub async fn introspect(&self, credential: Option<&str>, token: &str) -> Response {
+        let mut request = self
+            .post("/api/v1/auth/introspect")
+            .json(&json!({ "token": token }));
+        if let Some(credential) = credential {
+            request = request.bearer_auth(credential);
+        }
+        request.send().await.unwrap()
+    }
+
     pub async fn sign_up(&self, username: &str, password: &str) -> Response {
         self.post("/api/v1/auth/signup")
             .json(&json!({ "username": username, "password": password }))

@@ -217,6 +217,16 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Settings for this server under `prefix`, giving up on a command
+    /// after a second so that an outage shows quickly.
+    pub fn settings(&self, prefix: &str) -> RedisSettings {
+        RedisSettings {
+            url: Some(self.url().into()),
+            timeout_secs: 1,
+            ..TestRedis::settings(prefix)
+        }
+    }
+
     /// Stops the server (SIGTERM) and waits until it has exited.
     pub fn stop(&mut self) {
         if let Some(mut server) = self.server.take() {
