@@ -108,10 +108,6 @@ fn number(value: f64, unit: &str) -> String {
     format!("{value:.digits$} {unit}").trim_end().to_owned()
 }
 
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
 /// Prints the table and writes `target/bench/results.json`.
 pub fn report(figures: &[Figure], plan: Plan, took: Duration) {
     println!();
@@ -141,7 +137,7 @@ pub fn report(figures: &[Figure], plan: Plan, took: Duration) {
     let path = dir.join("results.json");
     let results = json!({
         "quick": plan.quick,
-        "cores": cores(),
+        "cores": tollgate::config::threads_or_cores(0),
         "seconds": took.as_secs_f64(),
         "at": chrono::Utc::now().to_rfc3339(),
         "figures": figures,

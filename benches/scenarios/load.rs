@@ -3,7 +3,6 @@
 //! latency recorded in an HDR histogram.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -53,11 +52,10 @@ where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = bool>,
 {
-    let call = Arc::new(call);
+    let call = &call;
     let start = Instant::now();
     let deadline = start + duration;
     let workers = (0..concurrency).map(|worker| {
-        let call = call.clone();
         async move {
             // Nanoseconds, up to a minute, three significant figures.
             let mut latencies = Histogram::<u64>::new_with_bounds(1, MINUTE_NS, 3).unwrap();

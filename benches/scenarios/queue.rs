@@ -33,7 +33,7 @@ const PATIENCE: Duration = Duration::from_secs(600);
 
 /// Raw Redis round trips per second from this process.
 async fn round_trips(stores: &Stores, concurrency: usize, window: Duration) -> load::Load {
-    let key = format!("{{{}}}:round-trips", stores.prefix);
+    let key = format!("{}:round-trips", stores.redis.prefix());
     load::run(concurrency, window, |_| stores.round_trip(&key)).await
 }
 
@@ -42,7 +42,7 @@ async fn round_trips(stores: &Stores, concurrency: usize, window: Duration) -> l
 pub async fn enqueue(plan: Plan) -> Vec<Figure> {
     let stores = Stores::create("enqueue").await;
     let service = Service::on_stores(&stores, &[CHEAP_HASHES]).await;
-    let tokens = sign_up_many(&service, "enqueuer", ENQUEUING_USERS).await;
+    let tokens = service.sign_up_many("enqueuer", ENQUEUING_USERS).await;
     let baseline = round_trips(&stores, ENQUEUERS, plan.window).await;
     let (client, url) = (http_client(), service.url("/api/v1/tasks"));
     let task = json!({ "kind": "echo", "payload": { "n": 1 } });
@@ -66,12 +66,6 @@ pub async fn enqueue(plan: Plan) -> Vec<Figure> {
             baseline.summary()
         ),
     )]
-}
-
-async fn sign_up_many(service: &Service, name: &str, count: usize) -> Vec<String> {
-    let names: Vec<String> = (0..count).map(|n| format!("{name}-{n}")).collect();
-    let signed_up = join_all(names.iter().map(|name| service.sign_up(name))).await;
-    signed_up.into_iter().map(|(token, _)| token).collect()
 }
 
 /// Preloads `count` tasks of `kind` for `user` straight into the store,
@@ -302,7 +296,7 @@ async fn neighbours(plan: Plan, name: &'static str, max_running: usize) -> Figur
         ],
     )
     .await;
-    let tokens = sign_up_many(&service, "quiet", QUIET_USERS).await;
+    let tokens = service.sign_up_many("quiet", QUIET_USERS).await;
     let window = plan.window.max(Duration::from_secs(5));
 
     let calm = quiet_waits(&service, &tokens, window).await;

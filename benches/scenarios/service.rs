@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::interfaces::{KeysInterface, LuaInterface};
+use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tollgate::config::RedisSettings;
@@ -80,21 +81,12 @@ impl Service {
         live.is_ok_and(|r| r.status() == StatusCode::OK)
     }
 
-    /// The service process's resident set, from `/proc/<pid>/statm`.
-    pub fn resident_bytes(&self) -> u64 {
-        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.child.id()));
-        let pages = statm
-            .ok()
-            .and_then(|s| s.split_whitespace().nth(1)?.parse().ok());
-        pages.unwrap_or(0) * 4096
-    }
-
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
 
-    /// Signs `name` up; answers the token and the user's id.
-    pub async fn sign_up(&self, name: &str) -> (String, String) {
+    /// Signs `name` up; answers the token.
+    pub async fn sign_up(&self, name: &str) -> String {
         let credentials = json!({ "username": name, "password": PASSWORD });
         let response = self
             .client
@@ -105,8 +97,14 @@ impl Service {
             .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED, "signing {name} up");
         let body: Value = response.json().await.unwrap();
-        let text = |v: &Value| v.as_str().unwrap().to_owned();
-        (text(&body["access_token"]), text(&body["user"]["id"]))
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Signs up `count` users named `{name}-{n}`, all at once; answers
+    /// their tokens.
+    pub async fn sign_up_many(&self, name: &str, count: usize) -> Vec<String> {
+        let names: Vec<String> = (0..count).map(|n| format!("{name}-{n}")).collect();
+        join_all(names.iter().map(|name| self.sign_up(name))).await
     }
 }
 
@@ -182,8 +180,8 @@ impl Stores {
             .await;
         let unlink_all = "for _, key in ipairs(redis.call('KEYS', ARGV[1])) do \
                           redis.call('UNLINK', key) end";
-        let pattern = format!("{{{}}}:*", self.prefix);
-        let route = format!("{{{}}}:ring", self.prefix);
+        let pattern = format!("{}:*", self.redis.prefix());
+        let route = format!("{}:ring", self.redis.prefix());
         let _: Result<(), _> = self
             .redis
             .client()

@@ -41,8 +41,8 @@ pub async fn run() -> bool {
         ("TOLLGATE__QUEUE__IDEMPOTENCY_TTL_SECS", "60"),
     ])
     .await;
+    service.sign_up_many("soaker", ACCOUNTS).await;
     let names: Vec<String> = (0..ACCOUNTS).map(|n| format!("soaker-{n}")).collect();
-    join_all(names.iter().map(|name| service.sign_up(name))).await;
     eprintln!("soak: {CLIENTS} clients for {seconds} s, then quiet until sessions lapse");
 
     let started = Instant::now();
@@ -148,16 +148,18 @@ async fn sample(service: &Service, started: Instant) -> Sample {
         .text()
         .await
         .unwrap();
-    // `tollgate_sessions_active{labels} value`, whatever the labels.
-    let sessions = scrape
-        .lines()
-        .find(|line| line.starts_with("tollgate_sessions_active"))
-        .and_then(|line| line.split_whitespace().last()?.parse().ok())
-        .unwrap_or(f64::NAN);
+    // `name{labels} value`, whatever the labels.
+    let metric = |name: &str| {
+        scrape
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     let sample = Sample {
         at: started.elapsed(),
-        rss_mib: service.resident_bytes() as f64 / (1024.0 * 1024.0),
-        sessions,
+        rss_mib: metric("process_resident_memory_bytes") / (1024.0 * 1024.0),
+        sessions: metric("tollgate_sessions_active"),
     };
     eprintln!(
         "  {:>5.0} s  resident {:>7.1} MiB  sessions {:>7.0}",

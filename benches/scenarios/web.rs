@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use futures_util::future::join;
 use reqwest::StatusCode;
 use serde_json::json;
-use tollgate::config::Settings;
+use tollgate::config::{Settings, threads_or_cores};
 
 use crate::Plan;
-use crate::figures::{Figure, Goal, cores};
+use crate::figures::{Figure, Goal};
 use crate::load::{self, http_client};
 use crate::service::{PASSWORD, Service};
 
@@ -47,7 +47,7 @@ fn bcrypt_rate(cost: u32, window: Duration) -> f64 {
     let hash = bcrypt::hash(PASSWORD, cost).unwrap();
     let start = Instant::now();
     let checks: u64 = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..cores())
+        let threads: Vec<_> = (0..threads_or_cores(0))
             .map(|_| {
                 scope.spawn(|| {
                     let mut checks = 0;
@@ -98,7 +98,7 @@ async fn session_reads(
 /// 2. Authenticated reads per second ↔ `GET /health/live` per second.
 pub async fn authenticated_reads(plan: Plan) -> Vec<Figure> {
     let service = Service::in_memory(&[UNLIMITED_SIGN_INS]).await;
-    let (token, _) = service.sign_up("reader").await;
+    let token = service.sign_up("reader").await;
     let (client, live) = (http_client(), service.url("/health/live"));
     let probes = load::run(READERS, plan.window, |_| {
         let request = client.get(&live);
@@ -120,7 +120,7 @@ pub async fn authenticated_reads(plan: Plan) -> Vec<Figure> {
 ///    can ↔ the same reads alone.
 pub async fn reads_during_a_sign_in_storm(plan: Plan) -> Vec<Figure> {
     let service = Service::in_memory(&[UNLIMITED_SIGN_INS]).await;
-    let (token, _) = service.sign_up("reader").await;
+    let token = service.sign_up("reader").await;
     service.sign_up("stormer").await;
     let calm = session_reads(&service, &token, READERS, plan.window).await;
     let (stormy, storm) = join(
