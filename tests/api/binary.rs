@@ -89,6 +89,46 @@ async fn the_production_file_serves_users_from_postgres() {
 }
 
 #[actix_web::test]
+async fn a_jwt_key_file_signs_the_tokens_and_a_short_one_is_refused() {
+    let schema = TestSchema::create().await;
+    let url = schema.url();
+    let dir = std::env::temp_dir().join(format!("tollgate-key-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, short) = (dir.join("jwt.key"), dir.join("short.key"));
+    let secret = "a-signing-key-read-from-a-file-not-the-environment";
+    std::fs::write(&key, format!("{secret}\n")).unwrap();
+    std::fs::write(&short, "too-short\n").unwrap();
+    let production = ["--config", "config/production.toml"];
+    let with_key = |file: &std::path::Path| {
+        [
+            ("TOLLGATE__DATABASE__URL", url.clone()),
+            ("TOLLGATE__AUTH__JWT_KEY_FILE", file.display().to_string()),
+        ]
+    };
+
+    let env = with_key(&key);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start(&[&production[..], &["serve"]].concat(), &env).await;
+    let token = sign_up_and_in(&server).await;
+    let env = with_key(&short);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (refused, said) = output_of(&[&production[..], &["check-config"]].concat(), &env);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Signed with the file's contents, its line ending left off.
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_issuer(&["tollgate"]);
+    let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+    let decoded = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation);
+    assert!(decoded.is_ok(), "{decoded:?}");
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("auth.jwt_key_file must hold at least 32 bytes"),
+        "{said}"
+    );
+}
+
+#[actix_web::test]
 async fn migrate_applies_the_schema_once() {
     let schema = TestSchema::create().await;
     let url = schema.url();
