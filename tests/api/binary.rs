@@ -8,7 +8,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{JWT_SECRET, PASSWORD, Server, TestSchema, client, eventually, output_of};
+use crate::helpers::{
+    JWT_SECRET, PASSWORD, Server, TempDir, TestSchema, client, eventually, output_of,
+};
 
 /// Signs up and in as the README shows, returning the sign-in token.
 async fn sign_up_and_in(server: &Server) -> String {
@@ -92,8 +94,7 @@ async fn the_production_file_serves_users_from_postgres() {
 async fn a_jwt_key_file_signs_the_tokens_and_a_short_one_is_refused() {
     let schema = TestSchema::create().await;
     let url = schema.url();
-    let dir = std::env::temp_dir().join(format!("tollgate-key-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("key");
     let (key, short) = (dir.join("jwt.key"), dir.join("short.key"));
     let secret = "a-signing-key-read-from-a-file-not-the-environment";
     std::fs::write(&key, format!("{secret}\n")).unwrap();
@@ -113,7 +114,6 @@ async fn a_jwt_key_file_signs_the_tokens_and_a_short_one_is_refused() {
     let env = with_key(&short);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (refused, said) = output_of(&[&production[..], &["check-config"]].concat(), &env);
-    let _ = std::fs::remove_dir_all(&dir);
 
     // Signed with the file's contents, its line ending left off.
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);

@@ -3,14 +3,10 @@
 //! refused with a problem body or stored and returned verbatim; none is a
 //! 500, and the service keeps serving.
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, problem, spawn_app};
-
-const PATIENCE: Duration = Duration::from_secs(30);
+use crate::helpers::{PASSWORD, PATIENCE, TestApp, problem, spawn_app};
 
 const INJECTIONS: [&str; 6] = [
     "'; DROP TABLE users; --",

@@ -9,10 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PASSWORD, TestApp, client, eventually, spare_port, spawn_app, spawn_app_with,
+    PASSWORD, PATIENCE, TestApp, client, eventually, spare_port, spawn_app, spawn_app_with,
 };
-
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Every instrument of the design, as Prometheus names it, but the two that
 /// appear only once something has gone wrong (restarts, fencing refusals;

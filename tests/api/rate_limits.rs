@@ -8,7 +8,9 @@ use std::time::Duration;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, Server, TestApp, eventually, problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    PASSWORD, Server, TempDir, TestApp, eventually, problem, spawn_app, spawn_app_with,
+};
 
 const WRONG: &str = "not the password at all";
 
@@ -104,8 +106,7 @@ async fn one_address_failing_across_many_usernames_is_limited_too() {
 
 #[actix_web::test]
 async fn sighup_rereads_the_limits() {
-    let dir = std::env::temp_dir().join(format!("tollgate-limits-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("limits");
     let config = dir.join("tollgate.toml");
     let limit = |per_user: u32| {
         let toml = format!("[rate_limit]\nsignin_per_minute_per_user = {per_user}\n");
@@ -130,5 +131,4 @@ async fn sighup_rereads_the_limits() {
     })
     .await;
     assert!(lifted, "the reloaded limit (none) did not apply");
-    let _ = std::fs::remove_dir_all(&dir);
 }

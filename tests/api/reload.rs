@@ -3,14 +3,11 @@
 //! file that does not load changes nothing.
 
 use std::path::Path;
-use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, Server, eventually};
-
-const PATIENCE: Duration = Duration::from_secs(30);
+use crate::helpers::{PASSWORD, PATIENCE, Server, TempDir, eventually};
 
 /// `(workers, hashers)` as `tollgate.pool.size` reports them: each is
 /// `(target, actual)`.
@@ -63,8 +60,7 @@ async fn converge(server: &Server, token: &str, workers: f64, hashers: f64) {
 
 #[actix_web::test]
 async fn sighup_resizes_the_pools_while_requests_go_on_and_a_bad_file_changes_nothing() {
-    let dir = std::env::temp_dir().join(format!("tollgate-reload-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("reload");
     let (config, output) = (dir.join("tollgate.toml"), dir.join("output"));
     configure(&config, 2, 1, 0);
     let config_arg = config.display().to_string();
@@ -98,5 +94,4 @@ async fn sighup_resizes_the_pools_while_requests_go_on_and_a_bad_file_changes_no
     assert_eq!(pool_sizes(&server).await, [(1.0, 1.0), (2.0, 2.0)]);
     let queue = server.get_json("/api/v1/queue", &token).await;
     assert_eq!(queue["max_running"], 3, "not the default either");
-    let _ = std::fs::remove_dir_all(&dir);
 }

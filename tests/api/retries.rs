@@ -8,9 +8,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, millis, serve_on_loopback, spare_port, spawn_app_with};
-
-const PATIENCE: Duration = Duration::from_secs(30);
+use crate::helpers::{
+    PATIENCE, TestApp, TestUser, millis, serve_on_loopback, spare_port, spawn_app_with,
+};
 
 /// One call the receiver answered.
 #[derive(Debug, Clone)]

@@ -12,13 +12,11 @@ use tollgate::domain::Task;
 use tollgate::tasks::{Echo, Sleep, TaskError, TaskHandler, TaskHandlers};
 
 use crate::helpers::{
-    TestApp, TestUser, eventually, fields_at_fault, millis, problem, spawn_app_with,
+    PATIENCE, TestApp, TestUser, eventually, fields_at_fault, millis, problem, spawn_app_with,
     spawn_app_with_handlers,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
-/// Generous bound for work the service does on its own.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// What recorded handlers saw, in order: `"<user id> <payload n>"`.
 #[derive(Clone, Default)]

@@ -14,9 +14,7 @@ use prost::Message as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Server, eventually, serve_on_loopback, spare_port};
-
-const PATIENCE: Duration = Duration::from_secs(30);
+use crate::helpers::{PATIENCE, Server, TempDir, eventually, serve_on_loopback, spare_port};
 
 /// What a collector received, decoded.
 #[derive(Default)]
@@ -189,8 +187,7 @@ fn hex(bytes: &[u8]) -> String {
 #[actix_web::test]
 async fn a_collector_that_cannot_be_reached_is_logged_once_and_nothing_else_suffers() {
     let closed = format!("127.0.0.1:{}", spare_port());
-    let dir = std::env::temp_dir().join(format!("tollgate-otlp-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("otlp");
     let output = dir.join("output");
     let endpoint = format!("http://{closed}");
     let env = [
@@ -214,13 +211,11 @@ async fn a_collector_that_cannot_be_reached_is_logged_once_and_nothing_else_suff
     // Pushes fail every second; three more of them add no line.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(logged(), 1, "once, not at every push");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[actix_web::test]
 async fn logs_are_json_with_request_and_task_ids_and_carry_no_secret() {
-    let dir = std::env::temp_dir().join(format!("tollgate-logs-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("logs");
     let (stdout, file) = (dir.join("stdout"), dir.join("tollgate.log"));
     let secrets = [
         "first-password-of-mine",
@@ -315,5 +310,4 @@ async fn logs_are_json_with_request_and_task_ids_and_carry_no_secret() {
         filed.lines().count() >= handled.len(),
         "the file has the same lines"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,12 +3,11 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{TempDir, spawn_app_with};
 
 #[actix_web::test]
 async fn with_a_certificate_the_server_speaks_https_only() {
-    let dir = std::env::temp_dir().join(format!("tollgate-tls-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("tls");
     let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, issued.cert.pem()).unwrap();
@@ -42,5 +41,4 @@ async fn with_a_certificate_the_server_speaks_https_only() {
         .send()
         .await;
     assert!(plain.is_err(), "plain HTTP must not be served: {plain:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -71,6 +71,9 @@ pub use redis::{PrivateRedis, RedisCluster, TestRedis, redis_url};
 /// The signing secret of every test app, so tests can forge tokens with it.
 pub const JWT_SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
 
+/// How long a test waits for something the service does in the background.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
 /// A password every test user has unless a test says otherwise.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -510,4 +513,36 @@ fn on_a_fresh_runtime<T: Send + 'static>(
             .block_on(work)
     })
     .join()
+}
+
+/// A directory of its own under the system's temporary one, removed with
+/// everything in it when dropped, whether the test passed or not.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("tollgate-{name}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
