@@ -10,8 +10,8 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tollgate::domain::{NewTask, TaskId, TaskKind, TaskStatus, UserId};
-use tollgate::storage::{Limits, QueueStore, RedisQueueStore};
+use tollgate::domain::{NewTask, TaskId, TaskKind, TaskQuery, TaskRequest, TaskStatus, UserId};
+use tollgate::storage::{QueueStore, RedisQueueStore};
 
 use crate::Plan;
 use crate::figures::{Figure, Goal};
@@ -72,23 +72,20 @@ pub async fn enqueue(plan: Plan) -> Vec<Figure> {
 /// as fast as Redis takes them.
 async fn preload(store: &RedisQueueStore, user: UserId, count: usize, kind: &str, payload: Value) {
     let kind = TaskKind::parse(kind).unwrap();
-    let limits = Limits {
-        max_pending: u64::MAX,
-        max_running: 0,
-    };
     let enqueues = (0..count).map(|_| {
-        let now = Utc::now();
         let task = NewTask {
             id: TaskId::new(),
             user_id: user,
-            kind: kind.clone(),
-            payload: payload.clone(),
-            max_attempts: 1,
-            created_at: now,
-            run_at: now,
-            trace_parent: None,
+            created_at: Utc::now(),
+            request: TaskRequest {
+                kind: kind.clone(),
+                payload: payload.clone(),
+                max_attempts: 1,
+                delay: Duration::ZERO,
+                trace_parent: None,
+            },
         };
-        store.enqueue(task, None, limits, now.timestamp_millis())
+        store.enqueue(task, None)
     });
     let mut enqueued = futures_util::stream::iter(enqueues).buffer_unordered(64);
     while let Some(result) = enqueued.next().await {
@@ -100,8 +97,12 @@ async fn preload(store: &RedisQueueStore, user: UserId, count: usize, kind: &str
 async fn tasks_of(store: &RedisQueueStore, user: UserId) -> Vec<tollgate::domain::Task> {
     let (mut all, mut before) = (Vec::new(), None);
     loop {
-        let now = Utc::now().timestamp_millis();
-        let page = store.list(user, None, before, 1000, now).await.unwrap();
+        let query = TaskQuery {
+            status: None,
+            before,
+            limit: 1000,
+        };
+        let page = store.list(user, query).await.unwrap();
         all.extend(page.items);
         match page.next {
             Some(next) => before = Some(next),

@@ -9,8 +9,9 @@ use fred::interfaces::{KeysInterface, LuaInterface};
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tollgate::config::RedisSettings;
-use tollgate::storage::{Redis, RedisQueueStore};
+use tollgate::clock::Clock;
+use tollgate::config::{RedisSettings, Settings};
+use tollgate::storage::{QueuePolicy, Redis, RedisQueueStore};
 
 use crate::load::http_client;
 
@@ -149,10 +150,10 @@ impl Stores {
         let schema_url = format!("{database_url}{separator}options=-csearch_path%3D{schema}");
         let prefix = schema.replace('_', "-");
         let settings = RedisSettings {
-            url: Some(redis_url.clone().into()),
+            url: Some(redis_url.parse().expect("a Redis URL")),
             cluster_nodes: Vec::new(),
             pool_size: 8,
-            key_prefix: prefix.clone(),
+            key_prefix: prefix.parse().expect("a key prefix"),
             timeout_secs: 10,
         };
         let redis = Redis::connect(&settings)
@@ -168,8 +169,13 @@ impl Stores {
         }
     }
 
+    /// The queue store on these keys, bounded only by the pool: preloads
+    /// may hold any number of tasks.
     pub fn queue(&self) -> RedisQueueStore {
-        RedisQueueStore::new(self.redis.clone())
+        let mut settings = Settings::embedded_default().queue;
+        settings.max_pending_per_user = usize::MAX;
+        let policy = QueuePolicy::new(&settings, Clock::system());
+        RedisQueueStore::new(self.redis.clone(), policy)
     }
 
     /// Drops the schema and every key under the prefix.

@@ -16,7 +16,7 @@ use super::session_shard::{Count, Open, Revoke, RevokeUser, SessionShard, ShardS
 use crate::clock::Clock;
 use crate::config::SessionSettings;
 use crate::domain::{Session, SessionId, SessionTable, TouchOutcome, UserId};
-use crate::storage::{RedisFailure, RedisSessions};
+use crate::storage::{RedisSessions, StoreError};
 use crate::telemetry::Metrics;
 
 /// Why a session operation did not happen.
@@ -27,18 +27,21 @@ pub enum SessionError {
     Shard(#[from] MailboxError),
     /// The shared session store did not answer, or answered wrongly.
     #[error(transparent)]
-    Store(#[from] RedisFailure),
+    Store(#[from] StoreError),
 }
 
 impl SessionError {
     /// Whether a retry may succeed.
     pub fn is_unavailable(&self) -> bool {
-        !matches!(self, Self::Store(RedisFailure::Failed(_)))
+        match self {
+            Self::Shard(_) => true,
+            Self::Store(err) => err.is_unavailable(),
+        }
     }
 }
 
 /// Flattens what a shard answered.
-fn answered<T>(answer: Result<Result<T, RedisFailure>, MailboxError>) -> Result<T, SessionError> {
+fn answered<T>(answer: Result<Result<T, StoreError>, MailboxError>) -> Result<T, SessionError> {
     Ok(answer??)
 }
 

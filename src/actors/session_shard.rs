@@ -15,7 +15,7 @@ use actix::{
 
 use crate::clock::Clock;
 use crate::domain::{Session, SessionId, SessionTable, TouchOutcome, UserId};
-use crate::storage::{RedisFailure, RedisSessions};
+use crate::storage::{RedisSessions, StoreError};
 use crate::telemetry::Metrics;
 
 /// Where a shard's sessions live.
@@ -40,7 +40,7 @@ pub struct SessionShard {
 }
 
 /// What a shard answers: a local table never fails, the shared store may.
-pub type Reply<T> = Response<Result<T, RedisFailure>>;
+pub type Reply<T> = Response<Result<T, StoreError>>;
 
 impl SessionShard {
     pub fn new(
@@ -67,7 +67,7 @@ impl SessionShard {
         record: fn(&Metrics, &T),
     ) -> Reply<T>
     where
-        F: Future<Output = Result<T, RedisFailure>> + 'static,
+        F: Future<Output = Result<T, StoreError>> + 'static,
     {
         let now_ms = self.clock.now_millis();
         let metrics = self.metrics.clone();
@@ -143,7 +143,7 @@ impl Supervised for SessionShard {
 
 /// Start a session for a user; replies with it.
 #[derive(Message)]
-#[rtype(result = "Result<Session, RedisFailure>")]
+#[rtype(result = "Result<Session, StoreError>")]
 pub struct Open {
     pub id: SessionId,
     pub user_id: UserId,
@@ -155,7 +155,7 @@ pub struct Open {
 
 /// Use a session: reinflate it if it is live.
 #[derive(Message)]
-#[rtype(result = "Result<TouchOutcome, RedisFailure>")]
+#[rtype(result = "Result<TouchOutcome, StoreError>")]
 pub struct Touch {
     pub id: SessionId,
     pub user_id: UserId,
@@ -163,12 +163,12 @@ pub struct Touch {
 
 /// End one session; replies whether it existed.
 #[derive(Message)]
-#[rtype(result = "Result<bool, RedisFailure>")]
+#[rtype(result = "Result<bool, StoreError>")]
 pub struct Revoke(pub SessionId);
 
 /// End a user's sessions, except one; replies how many ended.
 #[derive(Message)]
-#[rtype(result = "Result<usize, RedisFailure>")]
+#[rtype(result = "Result<usize, StoreError>")]
 pub struct RevokeUser {
     pub user_id: UserId,
     pub keep: Option<SessionId>,
@@ -177,7 +177,7 @@ pub struct RevokeUser {
 /// How many sessions the shard holds (live or not yet swept); with the
 /// shared store, how many every replica holds together.
 #[derive(Message)]
-#[rtype(result = "Result<usize, RedisFailure>")]
+#[rtype(result = "Result<usize, StoreError>")]
 pub struct Count;
 
 impl Handler<Open> for SessionShard {

@@ -8,11 +8,20 @@ use std::{
 };
 
 mod validate;
+mod values;
 
 use anyhow::Context as _;
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+pub use values::{
+    DatabaseUrl, Host, HostPort, HttpUrl, KeyPrefix, LogFile, LogLevel, Origin, RedisUrl,
+    StreamName,
+};
+
+use crate::domain::{Limits, TaskKind};
+use values::parsed_list;
 
 /// `config/default.toml`, compiled in: the base layer of every configuration.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");
@@ -53,8 +62,8 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Browser origins (`https://app.example.com`) allowed to call the API
     /// cross-origin; none by default, which keeps browsers out.
-    #[serde(default, deserialize_with = "list_or_comma_separated")]
-    pub cors_origins: Vec<String>,
+    #[serde(default, deserialize_with = "parsed_list")]
+    pub cors_origins: Vec<Origin>,
     /// PEM certificate chain and private key: with both, the server speaks
     /// HTTPS only; with neither, plain HTTP (behind a TLS-terminating proxy).
     #[serde(default)]
@@ -146,12 +155,12 @@ pub struct QueueSettings {
     pub poll_interval_ms: u64,
     /// Hosts the `webhook` task kind may call; empty refuses every URL.
     /// A TOML list, or comma-separated in an environment variable.
-    #[serde(deserialize_with = "list_or_comma_separated")]
-    pub webhook_allowed_hosts: Vec<String>,
+    #[serde(deserialize_with = "parsed_list")]
+    pub webhook_allowed_hosts: Vec<Host>,
     /// Bound on one webhook call.
     pub webhook_timeout_secs: u64,
     /// The kind of the tasks `POST /enqueue` (the old systems' route) queues.
-    pub default_kind: String,
+    pub default_kind: TaskKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -174,46 +183,24 @@ impl QueueBackend {
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// `redis://`, `rediss://` or `redis-cluster://`; may carry a password,
-    /// so it is never logged whole. With `cluster_nodes` it only gives the
+    /// so it is never logged. With `cluster_nodes` it only gives the
     /// credentials and TLS.
     #[serde(default)]
-    pub url: Option<SecretString>,
+    pub url: Option<RedisUrl>,
     /// `host:port` of some nodes of a Redis Cluster; the rest are found
     /// from them. A TOML list, or comma-separated in an environment
     /// variable.
-    #[serde(default, deserialize_with = "list_or_comma_separated")]
-    pub cluster_nodes: Vec<String>,
+    #[serde(default, deserialize_with = "parsed_list")]
+    pub cluster_nodes: Vec<HostPort>,
     #[serde(default = "default_redis_pool_size")]
     pub pool_size: usize,
     /// Every key Tollgate writes starts with `{key_prefix}`; the braces make
     /// it a Redis Cluster hash tag, so each script's keys share one slot.
     #[serde(default = "default_redis_key_prefix")]
-    pub key_prefix: String,
+    pub key_prefix: KeyPrefix,
     /// Bound on any one command; past it the caller gets 503.
     #[serde(default = "default_redis_timeout_secs")]
     pub timeout_secs: u64,
-}
-
-/// A list from a file, or the comma-separated string an environment
-/// variable holds.
-fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrString {
-        List(Vec<String>),
-        String(String),
-    }
-    Ok(match ListOrString::deserialize(deserializer)? {
-        ListOrString::List(items) => items,
-        ListOrString::String(joined) => joined
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
 }
 
 /// Failed sign-ins allowed per minute before 429 `rate_limited`; 0 means
@@ -233,14 +220,14 @@ pub struct RateLimitSettings {
 pub struct EventSettings {
     /// Name of the stream, under the key prefix: `{key_prefix}:<stream>`.
     #[serde(default = "default_event_stream")]
-    pub stream: String,
+    pub stream: StreamName,
     /// About how many events the stream keeps; older ones are trimmed.
     #[serde(default = "default_event_max_len")]
     pub max_len: u64,
 }
 
-fn default_event_stream() -> String {
-    "events".into()
+fn default_event_stream() -> StreamName {
+    "events".parse().expect("a valid stream name")
 }
 
 fn default_event_max_len() -> u64 {
@@ -251,8 +238,8 @@ fn default_redis_pool_size() -> usize {
     4
 }
 
-fn default_redis_key_prefix() -> String {
-    "tollgate".into()
+fn default_redis_key_prefix() -> KeyPrefix {
+    "tollgate".parse().expect("a valid key prefix")
 }
 
 fn default_redis_timeout_secs() -> u64 {
@@ -262,8 +249,8 @@ fn default_redis_timeout_secs() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// A libpq-style URL; may carry a password, so it is never logged whole.
-    pub url: SecretString,
+    /// A libpq-style URL; may carry a password, so it is never logged.
+    pub url: DatabaseUrl,
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Bound on any one storage operation, connecting included.
@@ -283,14 +270,14 @@ fn default_database_timeout_secs() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     pub log_format: LogFormat,
-    pub log_level: String,
+    pub log_level: LogLevel,
     /// Also log to this file, rotated daily (`tollgate.log.2026-11-23`).
     #[serde(default)]
-    pub log_file: Option<PathBuf>,
+    pub log_file: Option<LogFile>,
     /// An OpenTelemetry collector's OTLP/HTTP address (such as
     /// `http://collector:4318`); metrics and spans are pushed there.
     #[serde(default)]
-    pub otlp_endpoint: Option<String>,
+    pub otlp_endpoint: Option<HttpUrl>,
     /// How often metrics are pushed to the collector.
     pub otlp_interval_secs: u64,
     pub service_name: String,
@@ -342,9 +329,11 @@ impl Settings {
         // number, so an all-digit secret is not turned into a float.
         let mut builder = builder.add_source(environment);
         let mut problems = Vec::new();
+        let mut replaced = Vec::new();
         // Deserialization stops at the first bad value. To name them all,
-        // each one found is noted and replaced by its embedded default, and
-        // the whole is read again.
+        // each one found is noted and replaced by its embedded default (or
+        // by nothing, where the default has none), and the whole is read
+        // again.
         let settings = loop {
             let attempt = builder
                 .build_cloned()
@@ -360,17 +349,30 @@ impl Settings {
                 }
                 Err(err) => err,
             };
-            problems.push(err.to_string());
-            let fallback = match &err {
-                config::ConfigError::Type { key: Some(key), .. } => {
-                    embedded_value(key).map(|v| (key, v))
+            let key = match &err {
+                config::ConfigError::Type { key, .. } => key.clone(),
+                config::ConfigError::At { error, key, .. } => {
+                    problems.push(match key {
+                        Some(key) => format!("{key}: {error}"),
+                        None => error.to_string(),
+                    });
+                    key.clone()
                 }
                 _ => None,
             };
-            match fallback.and_then(|(key, value)| builder.clone().set_override(key, value).ok()) {
-                Some(next) if problems.len() < 64 => builder = next,
+            if !matches!(err, config::ConfigError::At { .. }) {
+                problems.push(err.to_string());
+            }
+            // A key replaced once and failing again cannot be helped.
+            let Some(key) = key.filter(|key| !replaced.contains(key)) else {
+                return Err(ConfigError(problems));
+            };
+            let fallback = embedded_value(&key).unwrap_or_default();
+            match builder.clone().set_override(&key, fallback) {
+                Ok(next) if problems.len() < 64 => builder = next,
                 _ => return Err(ConfigError(problems)),
             }
+            replaced.push(key);
         };
         settings.validate()?;
         Ok(settings)
@@ -486,6 +488,14 @@ impl SessionSettings {
 }
 
 impl QueueSettings {
+    /// The per-user limits these settings set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_pending: self.max_pending_per_user as u64,
+            max_running: self.max_running_per_user as u64,
+        }
+    }
+
     pub fn visibility_timeout(&self) -> Duration {
         Duration::from_secs(self.visibility_timeout_secs)
     }
@@ -605,8 +615,14 @@ mod tests {
             "https://app.example.com, http://127.0.0.1:3000",
         )])
         .unwrap();
+        let origins: Vec<&str> = settings
+            .server
+            .cors_origins
+            .iter()
+            .map(Origin::as_str)
+            .collect();
         assert_eq!(
-            settings.server.cors_origins,
+            origins,
             ["https://app.example.com", "http://127.0.0.1:3000"]
         );
 
@@ -634,10 +650,13 @@ mod tests {
             "hooks.example.com,127.0.0.1",
         )])
         .unwrap();
-        assert_eq!(
-            settings.queue.webhook_allowed_hosts,
-            ["hooks.example.com", "127.0.0.1"]
-        );
+        let hosts: Vec<&str> = settings
+            .queue
+            .webhook_allowed_hosts
+            .iter()
+            .map(Host::as_str)
+            .collect();
+        assert_eq!(hosts, ["hooks.example.com", "127.0.0.1"]);
     }
 
     #[test]
@@ -655,7 +674,8 @@ mod tests {
         let dir = std::env::temp_dir().join("tollgate.log");
         let settings =
             load_env(&[("TOLLGATE__TELEMETRY__LOG_FILE", dir.to_str().unwrap())]).unwrap();
-        assert_eq!(settings.telemetry.log_file, Some(dir));
+        let file = settings.telemetry.log_file.unwrap();
+        assert_eq!(file.path(), dir);
     }
 
     #[test]

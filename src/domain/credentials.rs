@@ -1,4 +1,6 @@
-//! What a person types to sign up and sign in.
+//! What a person types to sign up, sign in and change a password: each
+//! value on its own, and the sets a request brings, parsed with every
+//! field at fault named at once.
 
 use std::fmt;
 
@@ -131,6 +133,92 @@ impl Login {
     }
 }
 
+/// The fields of a sign-up: a username, a password and maybe an e-mail.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub username: Username,
+    pub email: Option<Email>,
+    pub password: Password,
+}
+
+impl Registration {
+    pub fn parse(
+        username: &str,
+        password: &str,
+        email: Option<&str>,
+    ) -> Result<Self, Vec<InvalidInput>> {
+        let username = Username::parse(username);
+        let password = Password::parse(password, "password");
+        let email = email.map(Email::parse).transpose();
+        match (username, password, email) {
+            (Ok(username), Ok(password), Ok(email)) => Ok(Self {
+                username,
+                email,
+                password,
+            }),
+            (u, p, e) => Err(faults([u.err(), p.err(), e.err()])),
+        }
+    }
+}
+
+/// Who signs in and with what password.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub login: Login,
+    pub password: Password,
+}
+
+impl Credentials {
+    /// `username` may be an e-mail address (recognised by its `@`); exactly
+    /// one of `username` and `email` must be given.
+    pub fn parse(
+        username: Option<&str>,
+        email: Option<&str>,
+        password: &str,
+    ) -> Result<Self, Vec<InvalidInput>> {
+        let login = match (username, email) {
+            (Some(name), None) if name.contains('@') => Email::parse(name).map(Login::Email),
+            (Some(name), None) => Username::parse(name).map(Login::Username),
+            (None, Some(email)) => Email::parse(email).map(Login::Email),
+            (Some(_), Some(_)) => Err(InvalidInput::new(
+                "username",
+                "send a username or an email, not both",
+            )),
+            (None, None) => Err(InvalidInput::new(
+                "username",
+                "a username or an email is required",
+            )),
+        };
+        match (login, Password::parse(password, "password")) {
+            (Ok(login), Ok(password)) => Ok(Self { login, password }),
+            (login, password) => Err(faults([login.err(), password.err()])),
+        }
+    }
+}
+
+/// A password change: the current password, asked again, and the new one.
+#[derive(Debug, Clone)]
+pub struct PasswordChange {
+    pub current: Password,
+    pub new: Password,
+}
+
+impl PasswordChange {
+    pub fn parse(current: &str, new: &str) -> Result<Self, Vec<InvalidInput>> {
+        let current = Password::parse(current, "current_password");
+        let new = Password::parse(new, "new_password");
+        match (current, new) {
+            (Ok(current), Ok(new)) => Ok(Self { current, new }),
+            (current, new) => Err(faults([current.err(), new.err()])),
+        }
+    }
+}
+
+/// The fields that failed, in the order the request has them.
+fn faults<const N: usize>(results: [Option<InvalidInput>; N]) -> Vec<InvalidInput> {
+    results.into_iter().flatten().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +267,32 @@ mod tests {
     fn passwords_are_not_printed_by_debug() {
         let password = Password::parse("correct horse battery", "password").unwrap();
         assert!(!format!("{password:?}").contains("horse"));
+    }
+
+    #[test]
+    fn a_sign_in_names_one_login_and_every_fault_at_once() {
+        let by_name = Credentials::parse(Some("ada"), None, "correct horse").unwrap();
+        assert!(matches!(by_name.login, Login::Username(_)));
+        let by_mail = Credentials::parse(Some("ada@example.com"), None, "correct horse").unwrap();
+        assert!(matches!(by_mail.login, Login::Email(_)));
+
+        let both = Credentials::parse(Some("ada"), Some("ada@example.com"), "short").unwrap_err();
+        let fields: Vec<&str> = both.iter().map(|f| f.field).collect();
+        assert_eq!(fields, ["username", "password"]);
+        assert_eq!(
+            Credentials::parse(None, None, "correct horse")
+                .unwrap_err()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_registration_names_every_field_at_fault() {
+        let faults = Registration::parse("a", "short", Some("nope")).unwrap_err();
+        let fields: Vec<&str> = faults.iter().map(|f| f.field).collect();
+        assert_eq!(fields, ["username", "password", "email"]);
+        assert!(Registration::parse("ada", "correct horse", None).is_ok());
     }
 
     #[test]

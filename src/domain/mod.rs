@@ -1,18 +1,29 @@
-//! Values that are valid by construction: each type's `parse` is the only way
-//! in, so code holding one never checks it again. This module does no I/O.
+//! The vocabulary every layer speaks: values valid by construction (each
+//! type's `parse` is the only way in, so code holding one never checks it
+//! again), users, sessions and tasks, and the outcomes that travel back
+//! from the stores to the caller. This module does no I/O and imports
+//! nothing from the layers above it.
 
 mod credentials;
+mod queue;
 mod session;
 mod task;
 mod user;
 
-pub use credentials::{Email, Login, Password, Username};
+pub use credentials::{
+    Credentials, Email, Login, Password, PasswordChange, Registration, Username,
+};
+pub use queue::{
+    Cancelled, Enqueued, Finished, Idempotency, IdempotencyKey, LeaseCall, Limits, MAX_ATTEMPTS,
+    MAX_DELAY_MS, Page, QueueStats, TaskDraft, TaskKinds, TaskQuery, TaskRefusal, TaskRequest,
+    TaskRules,
+};
 pub use session::{Session, SessionId, SessionTable, StoredSession, TouchOutcome};
 pub use task::{
-    Fence, IdempotencyKey, LeasedTask, MAX_ATTEMPTS, MAX_DELAY_MS, NewTask, Outcome, RetryPolicy,
-    Task, TaskCounts, TaskId, TaskKind, TaskStatus,
+    Fence, Lease, LeasedTask, NewTask, Outcome, RetryPolicy, Task, TaskCounts, TaskId, TaskKind,
+    TaskStatus,
 };
-pub use user::{NewUser, User, UserId};
+pub use user::{NewUser, Taken, User, UserId};
 
 /// Why a value was refused, naming the field so a client can point at it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! Tasks as users submit them and as the queue stores them. Pure data: the
+//! Tasks as the queue stores them and workers run them. Pure data: the
 //! queue stores move tasks between states, workers run them.
 
 use std::fmt;
@@ -8,13 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{InvalidInput, UserId};
-
-/// Most attempts a task may ask for.
-pub const MAX_ATTEMPTS: u32 = 25;
-
-/// Longest a task may ask to wait before its first attempt: seven days.
-pub const MAX_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
+use super::{InvalidInput, TaskRequest, UserId};
 
 /// A task's identifier: UUID v7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
@@ -46,10 +40,24 @@ impl fmt::Display for TaskId {
 
 /// The name of a task kind: 1 to 64 characters of `a-z 0-9 _ . -`.
 /// Whether a handler exists for it is the worker side's question.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct TaskKind(String);
+
+impl TryFrom<String> for TaskKind {
+    type Error = InvalidInput;
+
+    fn try_from(raw: String) -> Result<Self, InvalidInput> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<TaskKind> for String {
+    fn from(kind: TaskKind) -> Self {
+        kind.0
+    }
+}
 
 impl TaskKind {
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
@@ -166,62 +174,53 @@ impl Task {
     }
 }
 
-/// A task about to be enqueued: identity and times are decided by the
-/// caller, so both stores record exactly the same values.
+/// A task about to be enqueued: a checked request, with its identity and
+/// time decided by the caller, so that every store records the same values.
 #[derive(Debug, Clone)]
 pub struct NewTask {
     pub id: TaskId,
     pub user_id: UserId,
-    pub kind: TaskKind,
-    pub payload: Value,
-    pub max_attempts: u32,
     pub created_at: DateTime<Utc>,
-    pub run_at: DateTime<Utc>,
-    pub trace_parent: Option<String>,
+    pub request: TaskRequest,
 }
 
 impl NewTask {
+    /// When the first attempt may start: the request's delay after it came.
+    pub fn run_at(&self) -> DateTime<Utc> {
+        let delay =
+            chrono::TimeDelta::from_std(self.request.delay).unwrap_or(chrono::TimeDelta::MAX);
+        self.created_at
+            .checked_add_signed(delay)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
     /// The task as stored before any attempt.
     pub fn into_task(self) -> Task {
+        let run_at = self.run_at();
+        let TaskRequest {
+            kind,
+            payload,
+            max_attempts,
+            trace_parent,
+            ..
+        } = self.request;
         Task {
             id: self.id,
             user_id: self.user_id,
-            kind: self.kind,
-            payload: self.payload,
+            kind,
+            payload,
             status: TaskStatus::Queued,
             attempts: 0,
-            max_attempts: self.max_attempts,
+            max_attempts,
             result: None,
             error: None,
             created_at: self.created_at,
-            run_at: self.run_at,
+            run_at,
             started_at: None,
             finished_at: None,
             expires_at: None,
-            trace_parent: self.trace_parent,
+            trace_parent,
         }
-    }
-}
-
-/// A client's `Idempotency-Key`: 1 to 255 printable ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
-        if (1..=255).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-        {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(InvalidInput::new(
-                "Idempotency-Key",
-                "must be 1 to 255 printable ASCII characters",
-            ))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 
@@ -230,11 +229,28 @@ impl IdempotencyKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Fence(pub u64);
 
+/// A running task's lease: its id and the fencing token that proves the
+/// lease current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub task: TaskId,
+    pub fence: Fence,
+}
+
 /// A task handed to a worker, with the lease it holds.
 #[derive(Debug, Clone)]
 pub struct LeasedTask {
     pub task: Task,
     pub fence: Fence,
+}
+
+impl LeasedTask {
+    pub fn lease(&self) -> Lease {
+        Lease {
+            task: self.task.id,
+            fence: self.fence,
+        }
+    }
 }
 
 /// How an attempt ended, as a worker reports it.
@@ -360,13 +376,5 @@ mod tests {
         assert_eq!(policy.delay_ms(1, 0.0), 500);
         assert_eq!(policy.delay_ms(3, 0.5), 3000);
         assert_eq!(policy.delay_ms(200, 1.0), 10_000, "no overflow");
-    }
-
-    #[test]
-    fn idempotency_keys_are_printable_and_bounded() {
-        assert!(IdempotencyKey::parse("order-42 retry").is_ok());
-        for bad in ["", "tab\there", &"k".repeat(256), "naïve"] {
-            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?}");
-        }
     }
 }

@@ -61,3 +61,11 @@ impl From<NewUser> for User {
         }
     }
 }
+
+/// Why a new user was not stored: the name or the address belongs to
+/// someone already, regardless of case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    Username,
+    Email,
+}

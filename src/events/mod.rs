@@ -15,6 +15,8 @@
 //! effort: while Redis is down the writer retries and the channel fills; once
 //! full, new events are dropped and counted. An event may also be written
 //! twice if a connection drops after Redis appended it; its `id` tells.
+//! At the stop signal the writer appends what was published before it and
+//! ends; the service waits for it before it exits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +31,8 @@ use crate::clock::Clock;
 use crate::config::EventSettings;
 use crate::domain::{SessionId, TaskId, TaskStatus, UserId};
 use crate::lua_script;
-use crate::storage::{Redis, RedisFailure};
+use crate::shutdown::Shutdown;
+use crate::storage::{Redis, StoreError};
 use crate::telemetry::Metrics;
 
 /// Events waiting for the writer before new ones are dropped.
@@ -107,23 +110,25 @@ impl Events {
         }
     }
 
-    /// Starts the writer on the current runtime; it stops when the last
-    /// handle is dropped, after writing what was published.
+    /// Starts the writer on the current runtime, as a task of `shutdown`'s:
+    /// at the stop signal (or when the last handle is dropped) it writes
+    /// what was published and ends.
     pub fn start(
         redis: Arc<Redis>,
         settings: &EventSettings,
         clock: Clock,
         metrics: Metrics,
+        shutdown: &Shutdown,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(BACKLOG);
         let writer = Writer {
             redis,
-            stream: settings.stream.clone(),
+            stream: settings.stream.as_str().to_owned(),
             max_len: settings.max_len,
             script: lua_script!("append.lua"),
             metrics: metrics.clone(),
         };
-        tokio::spawn(writer.run(receiver));
+        shutdown.spawn(writer.run(receiver, shutdown.clone()));
         Self {
             sender: Some(sender),
             clock,
@@ -172,8 +177,22 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(self, mut receiver: mpsc::Receiver<Entry>) {
+    async fn run(self, mut receiver: mpsc::Receiver<Entry>, shutdown: Shutdown) {
         let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                received = receiver.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        return;
+                    }
+                    self.append(&batch).await;
+                    batch.clear();
+                }
+                () = shutdown.stopping() => break,
+            }
+        }
+        // Stopping: nothing more comes in; what came before still goes out.
+        receiver.close();
         while receiver.recv_many(&mut batch, BATCH).await > 0 {
             self.append(&batch).await;
             batch.clear();
@@ -194,12 +213,12 @@ impl Writer {
                     self.metrics.events_written(batch.len());
                     return;
                 }
-                Err(RedisFailure::Unavailable(err)) => {
+                Err(StoreError::Unavailable(err)) => {
                     tracing::warn!(error = %err, events = batch.len(), "could not append events; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_LONGEST);
                 }
-                Err(RedisFailure::Failed(err)) => {
+                Err(StoreError::Failed(err)) => {
                     tracing::error!(error = ?err, events = batch.len(), "Redis refused events; dropped");
                     self.metrics.events_dropped(batch.len());
                     return;

@@ -3,90 +3,26 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use utoipa::openapi::{RefOr, Schema};
 use uuid::Uuid;
 
-use super::{AppState, Authenticated, extract::bearer_token, users::UserView};
-use crate::actors::{ChangePassword, GetUser, Grant, Register, RegistryError, SignIn, SignUp};
-use crate::domain::{Email, InvalidInput, Login, Password, Session, Username};
-use crate::error::{ApiError, ErrorCode};
+use super::error::{ApiError, ErrorCode};
+use super::extract::{Authenticated, ServiceCredential};
+use super::views::UserView;
+use super::{AppState, schema};
+use crate::accounts::{AccountError, Grant};
+use crate::domain::{Credentials, PasswordChange, Registration, Session};
 use crate::events::{Event, RevokeReason};
-
-/// The shapes the OpenAPI document gives credentials; the parsers in
-/// `domain` are what decide.
-pub(super) mod shapes {
-    use utoipa::openapi::{Object, ObjectBuilder, Type};
-
-    /// Printable ASCII, one `@`, a domain of two or more non-empty labels.
-    const EMAIL: &str = "[!-?A-~]+@[!-,\\-/-?A-~]+(\\.[!-,\\-/-?A-~]+)+";
-
-    fn string(pattern: &str, description: &str) -> ObjectBuilder {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .pattern(Some(pattern))
-            .description(Some(description))
-    }
-
-    /// A member that may also be `null`, which counts as absent.
-    pub fn nullable(mut schema: Object) -> Object {
-        schema.schema_type = [Type::String, Type::Null].into_iter().collect();
-        schema
-    }
-
-    pub fn optional_email() -> Object {
-        nullable(email())
-    }
-
-    pub fn username() -> Object {
-        string(
-            "^[A-Za-z0-9_.-]{3,32}$",
-            "3 to 32 characters of letters, digits, '_', '.' and '-'; unique without regard to case",
-        )
-        .examples(["ada"])
-        .build()
-    }
-
-    /// The character count can only bound the byte count from above.
-    pub fn password() -> Object {
-        string("^[^\\u0000]{8,72}$", "8 to 72 bytes of UTF-8, no NUL")
-            .examples(["correct horse battery"])
-            .build()
-    }
-
-    pub fn email() -> Object {
-        string(
-            &format!("^{EMAIL}$"),
-            "An e-mail address (printable ASCII), at most 254 bytes",
-        )
-        .max_length(Some(254))
-        .examples(["ada@example.com"])
-        .build()
-    }
-
-    /// What sign-in takes as `username`.
-    pub fn login() -> Object {
-        string(
-            &format!("^([A-Za-z0-9_.-]{{3,32}}|{EMAIL})$"),
-            "A username, or an e-mail address (recognised by its '@')",
-        )
-        .max_length(Some(254))
-        .examples(["ada"])
-        .build()
-    }
-}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct SignUpBody {
-    #[schema(schema_with = shapes::username)]
+    #[schema(schema_with = schema::username)]
     username: String,
-    #[schema(schema_with = shapes::password)]
+    #[schema(schema_with = schema::password)]
     password: String,
     #[serde(default)]
-    #[schema(schema_with = shapes::optional_email, required = false)]
+    #[schema(schema_with = schema::optional_email, required = false)]
     email: Option<String>,
 }
 
@@ -108,19 +44,19 @@ impl utoipa::PartialSchema for SignInBody {
         // `null` counts as absent: the choice is made on the members that
         // are strings.
         let fields = ObjectBuilder::new()
-            .property("username", shapes::nullable(shapes::login()))
-            .property("email", shapes::nullable(shapes::email()))
-            .property("password", shapes::password())
+            .property("username", schema::nullable(schema::login()))
+            .property("email", schema::nullable(schema::email()))
+            .property("password", schema::password())
             .required("password");
         let exactly_one = OneOfBuilder::new()
             .item(
                 ObjectBuilder::new()
-                    .property("username", shapes::login())
+                    .property("username", schema::login())
                     .required("username"),
             )
             .item(
                 ObjectBuilder::new()
-                    .property("email", shapes::email())
+                    .property("email", schema::email())
                     .required("email"),
             );
         AllOfBuilder::new()
@@ -138,9 +74,9 @@ impl utoipa::ToSchema for SignInBody {}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ChangePasswordBody {
-    #[schema(schema_with = shapes::password)]
+    #[schema(schema_with = schema::password)]
     current_password: String,
-    #[schema(schema_with = shapes::password)]
+    #[schema(schema_with = schema::password)]
     new_password: String,
 }
 
@@ -216,29 +152,21 @@ pub async fn sign_up(
     state: web::Data<AppState>,
     body: web::Json<SignUpBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let grant = state
-        .registry
-        .send(SignUp(registration(body.into_inner())?))
-        .await??;
+    let grant = state.registry.sign_up(body.registration()?).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/api/v1/users/me"))
         .json(token_grant(&state, grant)?))
 }
 
-/// The registration a sign-up body describes, every field checked.
-pub fn registration(body: SignUpBody) -> Result<Register, ApiError> {
-    let username = Username::parse(&body.username);
-    let password = Password::parse(&body.password, "password");
-    let email = body.email.as_deref().map(Email::parse).transpose();
-    let (username, password, email) = match (username, password, email) {
-        (Ok(username), Ok(password), Ok(email)) => (username, password, email),
-        (u, p, e) => return Err(ApiError::invalid_fields([u.err(), p.err(), e.err()])),
-    };
-    Ok(Register {
-        username,
-        email,
-        password,
-    })
+impl SignUpBody {
+    /// The registration this body describes, every field checked.
+    pub fn registration(&self) -> Result<Registration, ApiError> {
+        Ok(Registration::parse(
+            &self.username,
+            &self.password,
+            self.email.as_deref(),
+        )?)
+    }
 }
 
 /// Checks a username or e-mail address and password; opens a session.
@@ -278,37 +206,24 @@ pub async fn signed_in(
     state: &AppState,
     body: SignInBody,
 ) -> Result<TokenGrant, ApiError> {
-    let login = match (body.username, body.email) {
-        (Some(name), None) if name.contains('@') => Email::parse(&name).map(Login::Email),
-        (Some(name), None) => Username::parse(&name).map(Login::Username),
-        (None, Some(email)) => Email::parse(&email).map(Login::Email),
-        (Some(_), Some(_)) => Err(InvalidInput::new(
-            "username",
-            "send a username or an email, not both",
-        )),
-        (None, None) => Err(InvalidInput::new(
-            "username",
-            "a username or an email is required",
-        )),
-    };
-    let password = Password::parse(&body.password, "password");
-    let (login, password) = match (login, password) {
-        (Ok(login), Ok(password)) => (login, password),
-        (login, password) => return Err(ApiError::invalid_fields([login.err(), password.err()])),
-    };
+    let credentials = Credentials::parse(
+        body.username.as_deref(),
+        body.email.as_deref(),
+        &body.password,
+    )?;
     // The peer, not a forwarded-for header a client could write itself.
     let address = req.peer_addr().map(|peer| peer.ip());
-    let (account, began_ms) = (login.folded(), state.clock.now_millis());
+    let (account, began_ms) = (credentials.login.folded(), state.clock.now_millis());
     if let Err(seconds) = state.sign_ins.begin(address, &account, began_ms) {
         state.metrics.signin("rate_limited");
         return Err(ApiError::rate_limited(seconds));
     }
-    let signed_in = state.registry.send(SignIn { login, password }).await;
+    let signed_in = state.registry.sign_in(credentials).await;
     // Only wrong credentials count against the limits.
-    if !matches!(&signed_in, Ok(Err(RegistryError::InvalidCredentials))) {
+    if !matches!(&signed_in, Err(AccountError::InvalidCredentials)) {
         state.sign_ins.forgive(address, &account, began_ms);
     }
-    token_grant(state, signed_in??)
+    token_grant(state, signed_in?)
 }
 
 impl TokenGrant {
@@ -319,10 +234,7 @@ impl TokenGrant {
 
 /// Issues the token for a freshly opened session.
 fn token_grant(state: &AppState, (user, session): Grant) -> Result<TokenGrant, ApiError> {
-    let access_token = state
-        .tokens
-        .issue(&session)
-        .map_err(|e| ApiError::with_cause(ErrorCode::Internal, "internal error", e))?;
+    let access_token = state.tokens.issue(&session).map_err(ApiError::internal)?;
     // The token's lifetime, `exp - iat`, both whole seconds.
     let expires_in = session.absolute_expires_at.timestamp() - session.created_at.timestamp();
     Ok(TokenGrant {
@@ -384,25 +296,11 @@ pub async fn change_password(
     auth: Authenticated,
     body: web::Json<ChangePasswordBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let current = Password::parse(&body.current_password, "current_password");
-    let new = Password::parse(&body.new_password, "new_password");
-    let (current, new) = match (current, new) {
-        (Ok(current), Ok(new)) => (current, new),
-        (current, new) => return Err(ApiError::invalid_fields([current.err(), new.err()])),
-    };
+    let change = PasswordChange::parse(&body.current_password, &body.new_password)?;
     let (user_id, keep) = (auth.session.user_id, auth.session.id);
-    match state
-        .registry
-        .send(ChangePassword {
-            user_id,
-            keep,
-            current,
-            new,
-        })
-        .await?
-    {
+    match state.registry.change_password(user_id, keep, change).await {
         Ok(()) => Ok(HttpResponse::NoContent().finish()),
-        Err(RegistryError::InvalidCredentials) => Err(ApiError::new(
+        Err(AccountError::InvalidCredentials) => Err(ApiError::new(
             ErrorCode::InvalidCredentials,
             "the current password is wrong",
         )),
@@ -430,43 +328,24 @@ pub async fn current_session(auth: Authenticated) -> web::Json<Session> {
     ))]
 pub async fn introspect(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    service: ServiceCredential,
     body: web::Json<IntrospectBody>,
 ) -> Result<web::Json<Introspection>, ApiError> {
-    let details = introspection(&state, &req, &body.token).await?;
+    let details = introspection(&state, service, &body.token).await?;
     Ok(web::Json(Introspection {
         active: details.is_some(),
         details,
     }))
 }
 
-/// What introspection finds of `token` for the service `req` comes from:
-/// `None` when the token is not active. Refused without the service
-/// credential, or with introspection disabled. An active answer reinflates
-/// the session.
+/// What introspection finds of `token`, for a service that presented its
+/// credential: `None` when the token is not active. An active answer
+/// reinflates the session.
 pub async fn introspection(
     state: &AppState,
-    req: &HttpRequest,
+    _: ServiceCredential,
     token: &str,
 ) -> Result<Option<ActiveToken>, ApiError> {
-    let Some(secret) = &state.introspection_secret else {
-        return Err(ApiError::new(
-            ErrorCode::IntrospectionDisabled,
-            "introspection is disabled: no auth.introspection_secret is configured",
-        ));
-    };
-    let presented = bearer_token(req).ok_or_else(ApiError::missing_credentials)?;
-    // Digests have one length whatever was sent, so the comparison's time
-    // says nothing about the secret, not even its length.
-    let matches: bool = Sha256::digest(presented.as_bytes())
-        .ct_eq(&Sha256::digest(secret.expose_secret().as_bytes()))
-        .into();
-    if !matches {
-        return Err(ApiError::new(
-            ErrorCode::InvalidCredentials,
-            "wrong introspection credential",
-        ));
-    }
     let auth = match state.authenticate(token).await {
         Ok(auth) => auth,
         Err(err) if err.code == ErrorCode::InvalidToken => return Ok(None),
@@ -475,9 +354,9 @@ pub async fn introspection(
         // could not look.
         Err(err) => return Err(err),
     };
-    let username = match state.registry.send(GetUser(auth.session.user_id)).await? {
+    let username = match state.registry.user(auth.session.user_id).await {
         Ok(user) => Some(user.username),
-        Err(RegistryError::UnknownUser) => return Ok(None),
+        Err(AccountError::UnknownUser) => return Ok(None),
         Err(err) => {
             tracing::warn!(error = %err, "introspection answered without the username");
             None

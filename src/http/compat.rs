@@ -6,16 +6,13 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::{
-    SignInBody, SignInRefusals, SignUpBody, TokenGrant, introspection, registration, signed_in,
-};
-use super::extract::bearer_token;
-use super::tasks::{EnqueueAnswers, EnqueueBody, IdempotencyHeader, enqueue as enqueue_task};
-use super::users::UserView;
-use super::{AppState, Authenticated};
-use crate::actors::{GetUser, PingStore};
-use crate::domain::{Session, UserId};
-use crate::error::ApiError;
+use super::AppState;
+use super::auth::{SignInBody, SignInRefusals, SignUpBody, TokenGrant, introspection, signed_in};
+use super::error::ApiError;
+use super::extract::{Authenticated, ServiceCredential, bearer_token};
+use super::tasks::{EnqueueAnswers, IdempotencyHeader, enqueue as enqueue_task};
+use super::views::UserView;
+use crate::domain::{Session, TaskDraft, UserId};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Registered {
@@ -36,10 +33,7 @@ pub async fn register(
     body: web::Json<SignUpBody>,
 ) -> Result<HttpResponse, ApiError> {
     // The old route answered with the user alone: no session to open.
-    let user = state
-        .registry
-        .send(registration(body.into_inner())?)
-        .await??;
+    let user = state.registry.register(body.registration()?).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/profile"))
         .json(Registered {
@@ -94,13 +88,13 @@ pub async fn enqueue(
     req: HttpRequest,
     body: web::Json<EnqueueAlias>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = EnqueueBody {
-        kind: state.default_kind.as_str().to_owned(),
+    let draft = TaskDraft {
+        kind: state.intake.default_kind.as_str().to_owned(),
         payload: body.into_inner().task,
         max_attempts: None,
         delay_ms: None,
     };
-    enqueue_task(&state, &auth, &req, body).await
+    enqueue_task(&state, &auth, &req, draft).await
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -146,7 +140,7 @@ pub async fn data(
         .or_else(|| req.headers().get("token")?.to_str().ok())
         .ok_or_else(ApiError::missing_credentials)?;
     let auth = state.authenticate(token).await?;
-    let user = state.registry.send(GetUser(auth.session.user_id)).await??;
+    let user = state.registry.user(auth.session.user_id).await?;
     Ok(web::Json(DataAnswer {
         data: CallerData {
             user: user.into(),
@@ -177,10 +171,10 @@ pub struct Validation {
     ))]
 pub async fn validate_token(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    service: ServiceCredential,
     body: web::Json<ValidateTokenBody>,
 ) -> Result<web::Json<Validation>, ApiError> {
-    let active = introspection(&state, &req, &body.token).await?;
+    let active = introspection(&state, service, &body.token).await?;
     Ok(web::Json(Validation {
         authenticated: active.is_some(),
     }))
@@ -214,8 +208,8 @@ pub struct DatabaseHealth {
         (status = 503, body = DatabaseHealth, description = "`unavailable`: it does not"),
     ))]
 pub async fn auth_health(state: web::Data<AppState>) -> HttpResponse {
-    match state.registry.send(PingStore).await {
-        Ok(Ok(store)) => HttpResponse::Ok().json(DatabaseHealth {
+    match state.registry.ping().await {
+        Ok(store) => HttpResponse::Ok().json(DatabaseHealth {
             status: "ok",
             database: Some(store),
         }),

@@ -1,13 +1,18 @@
-//! The authentication extractor: a handler that takes [`Authenticated`]
-//! cannot run without a live session, and every use reinflates it.
+//! The extractors that say who is calling. A handler that takes
+//! [`Authenticated`] cannot run without a live session, and every use
+//! reinflates it; one that takes [`ServiceCredential`] cannot run for a
+//! caller without `auth.introspection_secret`.
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{LocalBoxFuture, Ready, ready};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::AppState;
+use super::error::{ApiError, ErrorCode};
 use crate::auth::Claims;
 use crate::domain::{Session, TouchOutcome};
-use crate::error::{ApiError, ErrorCode};
 
 /// The caller's verified token and its session, just reinflated.
 pub struct Authenticated {
@@ -23,10 +28,46 @@ impl FromRequest for Authenticated {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer_token(req).map(str::to_owned);
         Box::pin(async move {
-            let state =
-                state.ok_or_else(|| ApiError::new(ErrorCode::Internal, "internal error"))?;
+            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no AppState")))?;
             let token = token.ok_or_else(ApiError::missing_credentials)?;
             state.authenticate(&token).await
+        })
+    }
+}
+
+/// A resource server that presented `auth.introspection_secret` as its
+/// bearer token: what introspection and `/validateToken` demand.
+pub struct ServiceCredential;
+
+impl FromRequest for ServiceCredential {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let secret = req
+            .app_data::<web::Data<AppState>>()
+            .and_then(|state| state.introspection_secret.as_ref());
+        let Some(secret) = secret else {
+            return ready(Err(ApiError::new(
+                ErrorCode::IntrospectionDisabled,
+                "introspection is disabled: no auth.introspection_secret is configured",
+            )));
+        };
+        let Some(presented) = bearer_token(req) else {
+            return ready(Err(ApiError::missing_credentials()));
+        };
+        // Digests have one length whatever was sent, so the comparison's
+        // time says nothing about the secret, not even its length.
+        let matches: bool = Sha256::digest(presented.as_bytes())
+            .ct_eq(&Sha256::digest(secret.expose_secret().as_bytes()))
+            .into();
+        ready(if matches {
+            Ok(Self)
+        } else {
+            Err(ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "wrong introspection credential",
+            ))
         })
     }
 }

@@ -1,13 +1,11 @@
 //! `/health/*`: liveness (the process answers) and readiness (its stores
 //! do); `/metrics`: every metric, for Prometheus to scrape.
 
-use actix::MailboxError;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
-use crate::actors::{PingQueue, PingStore};
-use crate::error::{ApiError, ErrorCode};
+use super::error::ApiError;
 
 /// The content type of Prometheus's text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -60,13 +58,13 @@ pub struct Check {
     ))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let (users, sessions, tasks) = futures_util::join!(
-        state.registry.send(PingStore),
+        state.registry.ping(),
         state.sessions.ping(),
-        state.queue.router.send(PingQueue)
+        state.queue.ping()
     );
     let checks = Checks {
         users: check("users", users),
-        sessions: check("sessions", Ok(sessions)),
+        sessions: check("sessions", sessions),
         tasks: check("tasks", tasks),
     };
     let ready = [&checks.users, &checks.sessions, &checks.tasks]
@@ -90,34 +88,23 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         (status = 500, description = "`internal`"),
     ))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let text = state
-        .export
-        .render()
-        .map_err(|e| ApiError::with_cause(ErrorCode::Internal, "internal error", e))?;
+    let text = state.export.render().map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type(PROMETHEUS_TEXT).body(text))
 }
 
 /// One dependency's line in the readiness report.
-fn check<E: std::fmt::Display>(
-    name: &str,
-    answer: Result<Result<&'static str, E>, MailboxError>,
-) -> Check {
-    let down = Check {
-        status: "down",
-        store: None,
-    };
+fn check<E: std::fmt::Display>(name: &str, answer: Result<&'static str, E>) -> Check {
     match answer {
-        Ok(Ok(store)) => Check {
+        Ok(store) => Check {
             status: "up",
             store: Some(store),
         },
-        Ok(Err(err)) => {
-            tracing::warn!(check = name, error = %err, "a store is not ready");
-            down
-        }
         Err(err) => {
-            tracing::warn!(check = name, error = %err, "an actor is not answering");
-            down
+            tracing::warn!(check = name, error = %err, "a store is not ready");
+            Check {
+                status: "down",
+                store: None,
+            }
         }
     }
 }

@@ -11,18 +11,17 @@
 //! too busy.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use actix_web::{HttpResponse, http::header};
-use utoipa::OpenApi;
 use utoipa::openapi::{
     self, Components, Content, RefOr, Response,
     header::HeaderBuilder,
     security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme},
 };
+use utoipa::{Modify, OpenApi};
 
-use super::{auth, compat, health, tasks, users};
-use crate::error::{ErrorCode, Problem};
+use super::error::{ErrorCode, Problem};
 
 const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -36,37 +35,7 @@ const PROBLEM_JSON: &str = "application/problem+json";
             serve gets 405 `method_not_allowed`; a path that is no route, 404 `not_found`. Every \
             answer carries `x-request-id`, echoed when the request sent one.",
     ),
-    paths(
-        auth::sign_up,
-        auth::sign_in,
-        auth::sign_out,
-        auth::sign_out_all,
-        auth::change_password,
-        auth::current_session,
-        auth::introspect,
-        users::get_me,
-        users::delete_me,
-        tasks::enqueue_task,
-        tasks::list_tasks,
-        tasks::get_task,
-        tasks::cancel_task,
-        tasks::get_queue,
-        health::live,
-        health::ready,
-        health::metrics,
-        document,
-        docs,
-        compat::register,
-        compat::login,
-        compat::enqueue,
-        compat::protected_route,
-        compat::data,
-        compat::validate_token,
-        compat::profile,
-        compat::auth_health,
-    ),
     components(schemas(Problem)),
-    modifiers(&CommonErrors),
     tags(
         (name = "auth", description = "Accounts, sessions and tokens"),
         (name = "users", description = "The signed-in user"),
@@ -78,16 +47,19 @@ const PROBLEM_JSON: &str = "application/problem+json";
 pub struct ApiDoc;
 
 /// The document, rendered once.
-static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-    ApiDoc::openapi()
-        .to_json()
-        .expect("the OpenAPI document serializes")
-});
+static DOCUMENT: OnceLock<String> = OnceLock::new();
 
-/// Renders the document now, so that a fault in it shows when the server
-/// starts rather than on a request.
-pub fn prepare() {
-    LazyLock::force(&DOCUMENT);
+/// Renders the document from the route table's `operations`, described
+/// here, with the errors every route of a kind can give added by rule.
+/// Done as the server starts, so that a fault in it shows then rather
+/// than on a request.
+pub fn prepare(operations: impl FnOnce() -> openapi::OpenApi) {
+    DOCUMENT.get_or_init(|| {
+        let mut document = ApiDoc::openapi();
+        document.merge(operations());
+        CommonErrors.modify(&mut document);
+        document.to_json().expect("the OpenAPI document serializes")
+    });
 }
 
 /// This document.
@@ -96,7 +68,7 @@ pub fn prepare() {
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(DOCUMENT.as_str())
+        .body(DOCUMENT.get().map_or("{}", String::as_str))
 }
 
 /// Scalar's reader, pinned to one release and checked by its digest, reads
@@ -136,7 +108,7 @@ pub async fn docs() -> HttpResponse {
 /// Adds the security schemes and the errors every route of a kind can give.
 struct CommonErrors;
 
-impl utoipa::Modify for CommonErrors {
+impl Modify for CommonErrors {
     fn modify(&self, doc: &mut openapi::OpenApi) {
         use ErrorCode::*;
         let components = doc.components.get_or_insert_with(Components::new);

@@ -4,26 +4,21 @@
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use super::{AppState, Authenticated};
-use crate::actors::{CancelTask, CountTasks, Enqueue, GetTask, ListTasks, TaskRequest};
+use super::AppState;
+use super::error::{ApiError, ErrorCode};
+use super::extract::Authenticated;
 use crate::domain::{
-    IdempotencyKey, InvalidInput, MAX_ATTEMPTS, MAX_DELAY_MS, Task, TaskId, TaskKind, TaskStatus,
+    Cancelled, Enqueued, Idempotency, IdempotencyKey, Task, TaskDraft, TaskId, TaskQuery,
+    TaskStatus,
 };
-use crate::error::{ApiError, ErrorCode};
-use crate::storage::{Cancelled, Enqueued};
 use crate::telemetry::TraceParent;
-
-/// Longest page of tasks a client may ask for, and the default.
-const MAX_PAGE: usize = 100;
-const DEFAULT_PAGE: usize = 50;
 
 /// Marks an answer as the one an earlier request with the same
 /// `Idempotency-Key` got.
 const REPLAYED: &str = "idempotent-replayed";
 
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueBody {
     /// A task kind this service has a handler for.
@@ -33,13 +28,24 @@ pub struct EnqueueBody {
     #[serde(default)]
     pub payload: Value,
     /// Attempts before the task is dead; `queue.max_attempts` if absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(minimum = 1, maximum = 25)]
     pub max_attempts: Option<u32>,
     /// Wait this long before the first attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(maximum = 604800000)]
     pub delay_ms: Option<u64>,
+}
+
+impl From<EnqueueBody> for TaskDraft {
+    fn from(body: EnqueueBody) -> Self {
+        Self {
+            kind: body.kind,
+            payload: body.payload,
+            max_attempts: body.max_attempts,
+            delay_ms: body.delay_ms,
+        }
+    }
 }
 
 /// Strings here, so that a bad value is a 422 naming the parameter rather
@@ -125,36 +131,32 @@ pub async fn enqueue_task(
     req: HttpRequest,
     body: web::Json<EnqueueBody>,
 ) -> Result<HttpResponse, ApiError> {
-    enqueue(&state, &auth, &req, body.into_inner()).await
+    enqueue(&state, &auth, &req, body.into_inner().into()).await
 }
 
-/// Enqueues the task `body` describes for the caller: 202 with the task
+/// Enqueues the task `draft` describes for the caller: 202 with the task
 /// and its location.
 pub async fn enqueue(
     state: &AppState,
     auth: &Authenticated,
     req: &HttpRequest,
-    body: EnqueueBody,
+    draft: TaskDraft,
 ) -> Result<HttpResponse, ApiError> {
-    // Only with a key, and before the body is taken apart: the digest
-    // tells a retry (same key, same request) from a key reused for another
-    // request.
+    // Bound to the draft as the client sent it: the same key with another
+    // request is told apart from a retry.
     let idempotency = match req.headers().get("idempotency-key") {
         Some(key) => {
             let key = IdempotencyKey::parse(&String::from_utf8_lossy(key.as_bytes()))?;
-            let serialized = serde_json::to_vec(&body)
-                .map_err(|e| ApiError::with_cause(ErrorCode::Internal, "internal error", e))?;
-            Some((key, format!("{:x}", Sha256::digest(serialized))))
+            Some(Idempotency::new(key, &draft))
         }
         None => None,
     };
-    let request = task_request(state, body)?;
-    let enqueue = Enqueue {
-        user: auth.session.user_id,
-        request,
-        idempotency,
-    };
-    let (task, replayed) = match state.queue.router.send(enqueue).await?? {
+    let request = draft.parse(&state.intake.rules(), TraceParent::current().map(|t| t.0))?;
+    let enqueued = state
+        .queue
+        .enqueue(auth.session.user_id, request, idempotency)
+        .await?;
+    let (task, replayed) = match enqueued {
         Enqueued::Created(task) => (task, false),
         Enqueued::Replayed(task) => (task, true),
         Enqueued::KeyReused => {
@@ -181,58 +183,6 @@ pub async fn enqueue(
     Ok(response.json(task))
 }
 
-/// Checks every field of an enqueue body, naming all that are wrong.
-fn task_request(state: &AppState, body: EnqueueBody) -> Result<TaskRequest, ApiError> {
-    let size = body.payload.to_string().len();
-    let limit = state.max_payload_bytes;
-    if size > limit {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the payload is {size} bytes of JSON; the limit is {limit}"),
-        ));
-    }
-    let handler = TaskKind::parse(&body.kind).and_then(|kind| {
-        let handler = state.handlers.get(&kind).cloned().ok_or(InvalidInput::new(
-            "kind",
-            "is not a task kind this service runs",
-        ))?;
-        Ok((kind, handler))
-    });
-    let payload = match &handler {
-        Ok((_, handler)) => handler.validate(&body.payload),
-        Err(_) => Ok(()),
-    };
-    let max_attempts = match body.max_attempts {
-        Some(n) if !(1..=MAX_ATTEMPTS).contains(&n) => Err(InvalidInput::new(
-            "max_attempts",
-            "must be between 1 and 25",
-        )),
-        n => Ok(n),
-    };
-    let delay = match body.delay_ms.unwrap_or(0) {
-        ms if ms > MAX_DELAY_MS => Err(InvalidInput::new(
-            "delay_ms",
-            "must be at most 604800000 (seven days)",
-        )),
-        ms => Ok(std::time::Duration::from_millis(ms)),
-    };
-    match (handler, payload, max_attempts, delay) {
-        (Ok((kind, _)), Ok(()), Ok(max_attempts), Ok(delay)) => Ok(TaskRequest {
-            kind,
-            payload: body.payload,
-            max_attempts,
-            delay,
-            trace: TraceParent::current(),
-        }),
-        (handler, payload, max_attempts, delay) => Err(ApiError::invalid_fields([
-            handler.err(),
-            payload.err(),
-            max_attempts.err(),
-            delay.err(),
-        ])),
-    }
-}
-
 /// One of the caller's tasks.
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks",
     security(("bearer" = [])),
@@ -248,11 +198,7 @@ pub async fn get_task(
     id: web::Path<String>,
 ) -> Result<web::Json<Task>, ApiError> {
     let id = TaskId::parse(&id).ok_or_else(ApiError::not_found)?;
-    let get = GetTask {
-        user: auth.session.user_id,
-        id,
-    };
-    let task = state.queue.router.send(get).await??;
+    let task = state.queue.get(auth.session.user_id, id).await?;
     task.map(web::Json).ok_or_else(ApiError::not_found)
 }
 
@@ -270,48 +216,12 @@ pub async fn list_tasks(
     auth: Authenticated,
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<TaskPage>, ApiError> {
-    let query = query.into_inner();
-    let status = query
-        .status
-        .map(|s| {
-            TaskStatus::parse(&s).ok_or(InvalidInput::new(
-                "status",
-                "must be one of queued, running, succeeded, failed, dead, cancelled",
-            ))
-        })
-        .transpose();
-    let limit = query
-        .limit
-        .map_or(Ok(DEFAULT_PAGE), |l| l.parse::<usize>().map_err(drop))
-        .ok()
-        .filter(|l| (1..=MAX_PAGE).contains(l))
-        .ok_or(InvalidInput::new("limit", "must be between 1 and 100"));
-    let before = query
-        .cursor
-        .map(|c| {
-            TaskId::parse(&c).ok_or(InvalidInput::new(
-                "cursor",
-                "must be a next_cursor from an earlier page",
-            ))
-        })
-        .transpose();
-    let (status, limit, before) = match (status, limit, before) {
-        (Ok(status), Ok(limit), Ok(before)) => (status, limit, before),
-        (status, limit, before) => {
-            return Err(ApiError::invalid_fields([
-                status.err(),
-                limit.err(),
-                before.err(),
-            ]));
-        }
-    };
-    let list = ListTasks {
-        user: auth.session.user_id,
-        status,
-        before,
-        limit,
-    };
-    let page = state.queue.router.send(list).await??;
+    let query = TaskQuery::parse(
+        query.status.as_deref(),
+        query.limit.as_deref(),
+        query.cursor.as_deref(),
+    )?;
+    let page = state.queue.list(auth.session.user_id, query).await?;
     Ok(web::Json(TaskPage {
         items: page.items,
         next_cursor: page.next,
@@ -334,11 +244,7 @@ pub async fn cancel_task(
     id: web::Path<String>,
 ) -> Result<web::Json<Task>, ApiError> {
     let id = TaskId::parse(&id).ok_or_else(ApiError::not_found)?;
-    let cancel = CancelTask {
-        user: auth.session.user_id,
-        id,
-    };
-    match state.queue.router.send(cancel).await?? {
+    match state.queue.cancel(auth.session.user_id, id).await? {
         Cancelled::Cancelled(task) => Ok(web::Json(task)),
         Cancelled::NotWaiting(task) => Err(ApiError::new(
             ErrorCode::TaskNotCancellable,
@@ -380,11 +286,7 @@ pub async fn get_queue(
     state: web::Data<AppState>,
     auth: Authenticated,
 ) -> Result<web::Json<QueueView>, ApiError> {
-    let counts = state
-        .queue
-        .router
-        .send(CountTasks(auth.session.user_id))
-        .await??;
+    let counts = state.queue.counts(auth.session.user_id).await?;
     let limits = state.queue.limits();
     Ok(web::Json(QueueView {
         pending: counts.pending(),

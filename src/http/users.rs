@@ -1,34 +1,14 @@
 //! `/api/v1/users/*`: the signed-in user's own profile and account.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::{AppState, Authenticated};
-use crate::actors::{DeleteAccount, GetUser, RegistryError};
-use crate::domain::{Password, User, UserId};
-use crate::error::{ApiError, ErrorCode};
-
-/// A user as clients see one: never the password hash.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct UserView {
-    id: UserId,
-    username: String,
-    #[schema(required = true)]
-    email: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-impl From<User> for UserView {
-    fn from(user: User) -> Self {
-        Self {
-            id: user.id,
-            username: user.username,
-            email: user.email,
-            created_at: user.created_at,
-        }
-    }
-}
+use super::error::{ApiError, ErrorCode};
+use super::extract::Authenticated;
+use super::views::UserView;
+use super::{AppState, schema};
+use crate::accounts::AccountError;
+use crate::domain::Password;
 
 /// The caller's profile.
 #[utoipa::path(get, path = "/api/v1/users/me", tag = "users",
@@ -38,14 +18,14 @@ pub async fn get_me(
     state: web::Data<AppState>,
     auth: Authenticated,
 ) -> Result<web::Json<UserView>, ApiError> {
-    let user = state.registry.send(GetUser(auth.session.user_id)).await??;
+    let user = state.registry.user(auth.session.user_id).await?;
     Ok(web::Json(user.into()))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct DeleteAccountBody {
     /// The account's password, asked again.
-    #[schema(schema_with = super::auth::shapes::password)]
+    #[schema(schema_with = schema::password)]
     password: String,
 }
 
@@ -65,13 +45,13 @@ pub async fn delete_me(
     body: web::Json<DeleteAccountBody>,
 ) -> Result<HttpResponse, ApiError> {
     let password = Password::parse(&body.password, "password")?;
-    let delete = DeleteAccount {
-        user_id: auth.session.user_id,
-        password,
-    };
-    match state.registry.send(delete).await? {
+    match state
+        .registry
+        .delete_account(auth.session.user_id, password)
+        .await
+    {
         Ok(()) => Ok(HttpResponse::NoContent().finish()),
-        Err(RegistryError::InvalidCredentials) => Err(ApiError::new(
+        Err(AccountError::InvalidCredentials) => Err(ApiError::new(
             ErrorCode::InvalidCredentials,
             "the password is wrong",
         )),

@@ -1,16 +1,36 @@
-//! Where state lives: users in PostgreSQL or memory, tasks in Redis or
-//! memory. Each kind of store is a small trait with two implementations of
-//! the same behaviour, and one behavioural test suite runs against both.
+//! Where state lives: users in PostgreSQL or memory, sessions in Redis (or
+//! in the session actors themselves), tasks in Redis or memory. Each store
+//! is a trait (or, for sessions, one type) with implementations of the same
+//! behaviour, and one behavioural test suite runs against each. Every store
+//! fails the same two ways, [`StoreError`], and answers in `domain` types.
 
 mod queue;
 mod redis;
 mod sessions;
 mod users;
 
-pub use queue::{
-    Cancelled, Enqueued, Finished, Idempotency, LeaseCall, Limits, MemoryQueueStore, Page,
-    QueueError, QueueStats, QueueStore, RedisQueueStore,
-};
-pub use redis::{Redis, RedisFailure, cluster_node};
+pub use queue::{MemoryQueueStore, QueuePolicy, QueueStore, RedisQueueStore, SharedLimits};
+pub use redis::Redis;
 pub use sessions::RedisSessions;
-pub use users::{MemoryUserStore, PostgresUserStore, StoreError, UserStore, migrate};
+pub use users::{MemoryUserStore, PostgresUserStore, UserStore, migrate};
+
+/// Why a store call did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Out of reach, not answering in time, or saying it cannot serve yet:
+    /// worth a retry. Nothing was written, or (if only the answer was lost)
+    /// the write is complete.
+    #[error("store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// The store answered with an error, or with something it should not
+    /// have: a bug or corrupt data, not worth a retry.
+    #[error("store failed")]
+    Failed(#[source] anyhow::Error),
+}
+
+impl StoreError {
+    /// Whether a retry may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}

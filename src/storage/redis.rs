@@ -2,7 +2,7 @@
 //! the `{key_prefix}` hash tag every key starts with (so that on Redis
 //! Cluster all of Tollgate's keys share a slot and one script may touch
 //! any of them), scripts run by their SHA (loaded again after a restart),
-//! and failures sorted into "unavailable, retry" and "failed".
+//! and fred's failures sorted into the two kinds of [`StoreError`].
 
 use anyhow::Context as _;
 use fred::prelude::{
@@ -10,8 +10,8 @@ use fred::prelude::{
     ReconnectPolicy, Server, ServerConfig, Value,
 };
 use fred::types::scripts::Script;
-use secrecy::ExposeSecret;
 
+use super::StoreError;
 use crate::config::RedisSettings;
 
 /// Most items one sweeping script call handles (sessions swept, leases
@@ -40,19 +40,7 @@ const TRANSIENT_REPLIES: [&str; 6] = [
     "NOREPLICAS",
 ];
 
-/// Why a Redis call did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum RedisFailure {
-    /// Out of reach, not answering in time, or saying it cannot serve yet:
-    /// worth a retry.
-    #[error("Redis unavailable")]
-    Unavailable(#[source] anyhow::Error),
-    /// Redis answered with an error, or with something unexpected.
-    #[error("Redis failed")]
-    Failed(#[source] anyhow::Error),
-}
-
-impl From<FredError> for RedisFailure {
+impl From<FredError> for StoreError {
     fn from(err: FredError) -> Self {
         let transient = match err.kind() {
             ErrorKind::IO
@@ -94,7 +82,7 @@ impl Redis {
     /// and commands fail after `timeout_secs` meanwhile.
     pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Self> {
         let mut config = match &settings.url {
-            Some(url) => Config::from_url(url.expose_secret()).context("parsing redis.url")?,
+            Some(url) => Config::from_url(url.expose()).context("parsing redis.url")?,
             None => Config::default(),
         };
         if !settings.cluster_nodes.is_empty() {
@@ -102,8 +90,8 @@ impl Redis {
                 hosts: settings
                     .cluster_nodes
                     .iter()
-                    .map(|node| cluster_node(node))
-                    .collect::<Result<_, _>>()?,
+                    .map(|node| Server::new(node.host.as_str(), node.port))
+                    .collect(),
                 policy: Default::default(),
             };
         }
@@ -132,7 +120,7 @@ impl Redis {
         if !matches!(connected, Ok(Ok(()))) {
             tracing::warn!("Redis does not answer yet; what needs it answers 503 until it does");
         }
-        let prefix = format!("{{{}}}", settings.key_prefix);
+        let prefix = format!("{{{}}}", settings.key_prefix.as_str());
         Ok(Self {
             pool,
             route_key: format!("{prefix}:ring"),
@@ -147,7 +135,7 @@ impl Redis {
 
     /// Runs a script with the prefix as its first argument, on the node
     /// that holds the prefix's slot.
-    pub async fn run(&self, script: &Script, args: Vec<String>) -> Result<Value, RedisFailure> {
+    pub async fn run(&self, script: &Script, args: Vec<String>) -> Result<Value, StoreError> {
         let args: Vec<String> = std::iter::once(self.prefix.clone()).chain(args).collect();
         let client = self.pool.next_connected();
         Ok(script
@@ -162,7 +150,7 @@ impl Redis {
         &self,
         script: &Script,
         args: impl Fn() -> Vec<String>,
-    ) -> Result<u64, RedisFailure> {
+    ) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
             let handled = count(self.run(script, args()).await?)?;
@@ -179,24 +167,16 @@ impl Redis {
     }
 
     /// Checks that Redis answers.
-    pub async fn ping(&self) -> Result<(), RedisFailure> {
+    pub async fn ping(&self) -> Result<(), StoreError> {
         Ok(self.client().ping::<()>(None).await?)
     }
 }
 
 /// A script's answer that is a count.
-pub fn count(answer: Value) -> Result<u64, RedisFailure> {
+pub fn count(answer: Value) -> Result<u64, StoreError> {
     answer
         .as_u64()
-        .ok_or_else(|| RedisFailure::Failed(anyhow::anyhow!("expected a count, got {answer:?}")))
-}
-
-/// A `host:port` of `redis.cluster_nodes`.
-pub fn cluster_node(node: &str) -> anyhow::Result<Server> {
-    let (host, port) = node
-        .rsplit_once(':')
-        .with_context(|| format!("redis.cluster_nodes: {node:?} is not host:port"))?;
-    Ok(Server::new(host, port.parse()?))
+        .ok_or_else(|| StoreError::Failed(anyhow::anyhow!("expected a count, got {answer:?}")))
 }
 
 /// Builds a script from its file in a `lua/` folder beside the caller,
@@ -217,25 +197,24 @@ mod tests {
 
     #[test]
     fn a_server_that_cannot_serve_yet_is_unavailable_not_failed() {
-        let reply =
-            |text: &'static str| RedisFailure::from(FredError::new(ErrorKind::Unknown, text));
+        let reply = |text: &'static str| StoreError::from(FredError::new(ErrorKind::Unknown, text));
         assert!(matches!(
             reply("LOADING Redis is loading the dataset in memory"),
-            RedisFailure::Unavailable(_)
+            StoreError::Unavailable(_)
         ));
         assert!(matches!(
             reply("BUSY Redis is busy running a script"),
-            RedisFailure::Unavailable(_)
+            StoreError::Unavailable(_)
         ));
-        assert!(matches!(reply(NO_CONNECTION), RedisFailure::Unavailable(_)));
+        assert!(matches!(reply(NO_CONNECTION), StoreError::Unavailable(_)));
         assert!(matches!(
             reply("ERR Error running script"),
-            RedisFailure::Failed(_)
+            StoreError::Failed(_)
         ));
         let timeout = FredError::new(ErrorKind::Timeout, "Request timed out.");
         assert!(matches!(
-            RedisFailure::from(timeout),
-            RedisFailure::Unavailable(_)
+            StoreError::from(timeout),
+            StoreError::Unavailable(_)
         ));
     }
 }

@@ -15,7 +15,7 @@ pub use builtin::{Echo, Sha256, Sleep};
 pub use webhook::Webhook;
 
 use crate::config::QueueSettings;
-use crate::domain::{InvalidInput, Task, TaskKind};
+use crate::domain::{InvalidInput, Task, TaskKind, TaskKinds};
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +87,19 @@ impl TaskHandlers {
     /// The kinds there are handlers for, in order.
     pub fn kinds(&self) -> impl Iterator<Item = &str> {
         self.kinds.keys().map(String::as_str)
+    }
+}
+
+/// What enqueue asks: a kind runs here if it has a handler, and its
+/// payload suits it if the handler says so.
+impl TaskKinds for TaskHandlers {
+    fn check(&self, kind: &TaskKind, payload: &Value) -> Result<(), InvalidInput> {
+        self.get(kind)
+            .ok_or(InvalidInput::new(
+                "kind",
+                "is not a task kind this service runs",
+            ))?
+            .validate(payload)
     }
 }
 

@@ -41,7 +41,7 @@ impl Webhook {
         let allowed_hosts = settings
             .webhook_allowed_hosts
             .iter()
-            .map(|host| host.trim_matches(['[', ']']).to_ascii_lowercase())
+            .map(|host| host.as_str().trim_matches(['[', ']']).to_ascii_lowercase())
             .collect();
         Ok(Self {
             client,
@@ -123,7 +123,7 @@ mod tests {
 
     fn webhook(allowed: &[&str]) -> Webhook {
         let mut settings = Settings::embedded_default().queue;
-        settings.webhook_allowed_hosts = allowed.iter().map(|h| h.to_string()).collect();
+        settings.webhook_allowed_hosts = allowed.iter().map(|h| h.parse().unwrap()).collect();
         Webhook::new(&settings).unwrap()
     }
 

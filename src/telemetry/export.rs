@@ -48,7 +48,10 @@ impl MetricsExport {
         if let Some(endpoint) = &settings.otlp_endpoint {
             let exporter = opentelemetry_otlp::MetricExporter::builder()
                 .with_http()
-                .with_endpoint(format!("{}/v1/metrics", endpoint.trim_end_matches('/')))
+                .with_endpoint(format!(
+                    "{}/v1/metrics",
+                    endpoint.as_str().trim_end_matches('/')
+                ))
                 .with_http_client(OtlpClient::new()?)
                 .with_timeout(OTLP_TIMEOUT)
                 .build()

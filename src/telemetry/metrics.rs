@@ -26,13 +26,7 @@ const TASK_BUCKETS: [f64; 16] = [
 ];
 
 /// The supervised actors, as `tollgate.actors.restarts` names them.
-const ACTORS: [&str; 5] = [
-    "UserRegistry",
-    "SessionShard",
-    "QueueRouter",
-    "WorkerPool",
-    "TaskWorker",
-];
+const ACTORS: [&str; 4] = ["SessionShard", "QueueRouter", "WorkerPool", "TaskWorker"];
 
 /// The instruments, cheap to clone and share between actors and threads.
 #[derive(Clone)]
@@ -201,8 +195,13 @@ impl Metrics {
     }
 
     /// Counters of things that should not happen start at 0 rather than
-    /// absent, so that a dashboard or an alert sees zero, not no data.
+    /// absent, so that a dashboard or an alert sees zero, not no data; the
+    /// gauges start at 0 too, so that the very first scrape has every one
+    /// (the worker pool's first reading replaces them at once).
     fn start_at_zero(self) -> Self {
+        self.queue_depth(0, 0, 0.0);
+        self.workers_busy(0);
+        self.0.sessions_active.add(0, &[]);
         for actor in ACTORS {
             self.0
                 .actor_restarts
@@ -225,6 +224,13 @@ impl Metrics {
             KeyValue::new("http.request.method", method.to_owned()),
             KeyValue::new("http.route", route.to_owned()),
         ]
+    }
+
+    /// Shows every route's requests in flight, 0 until one comes.
+    pub fn known_routes(&self, routes: &[(&str, &str)]) {
+        for (method, route) in routes {
+            self.0.http_active.add(0, &Self::route(method, route));
+        }
     }
 
     pub fn request_started(&self, method: &str, route: &str) {

@@ -48,8 +48,7 @@ const SPAN_LEVEL: &str = "info";
 /// and level, the log file if any, and the span push if a collector is
 /// configured. Must run inside a Tokio runtime when pushing.
 pub fn init(settings: &TelemetrySettings) -> anyhow::Result<LogGuard> {
-    let level =
-        || EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let level = || settings.log_level.filter();
     let mut layers: Vec<BoxedLayer> = vec![
         format(settings.log_format, fmt::layer())
             .with_filter(level())
@@ -57,13 +56,12 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<LogGuard> {
     ];
 
     let file = match &settings.log_file {
-        Some(path) => {
-            let (directory, name) = log_file_parts(path)?;
+        Some(file) => {
             let appender = RollingFileAppender::builder()
                 .rotation(Rotation::DAILY)
-                .filename_prefix(name)
-                .build(directory)
-                .with_context(|| format!("opening telemetry.log_file {}", path.display()))?;
+                .filename_prefix(file.name())
+                .build(file.directory())
+                .with_context(|| format!("opening telemetry.log_file {}", file.path().display()))?;
             let (writer, guard) = tracing_appender::non_blocking(appender);
             let layer = fmt::layer().with_writer(writer).with_ansi(false);
             layers.push(
@@ -78,7 +76,7 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<LogGuard> {
 
     let tracer = match &settings.otlp_endpoint {
         Some(endpoint) => {
-            let provider = export::tracer_provider(settings, endpoint)?;
+            let provider = export::tracer_provider(settings, endpoint.as_str())?;
             let tracer = provider.tracer("tollgate");
             let spans = tracing_opentelemetry::layer().with_tracer(tracer);
             layers.push(spans.with_filter(EnvFilter::new(SPAN_LEVEL)).boxed());
@@ -93,16 +91,6 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<LogGuard> {
         _file: file,
         tracer,
     })
-}
-
-/// The directory and the file name of `telemetry.log_file`.
-pub fn log_file_parts(path: &std::path::Path) -> anyhow::Result<(&std::path::Path, &str)> {
-    let name = path
-        .file_name()
-        .and_then(|name| name.to_str())
-        .context("telemetry.log_file must end in a file name of UTF-8")?;
-    let directory = path.parent().filter(|d| !d.as_os_str().is_empty());
-    Ok((directory.unwrap_or(".".as_ref()), name))
 }
 
 /// A formatting layer in the configured format, request ids and task ids

@@ -48,10 +48,7 @@ async fn deleting_an_account_ends_its_sessions_and_cancels_its_waiting_tasks() {
     let store = app.queue.store();
     let user_id = UserId(user.id.parse().unwrap());
     for id in waiting {
-        let task = store
-            .get(user_id, id, app.clock.now_millis())
-            .await
-            .unwrap();
+        let task = store.get(user_id, id).await.unwrap();
         assert_eq!(task.unwrap().status, TaskStatus::Cancelled);
     }
     let theirs: Value = app

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tollgate::error::ErrorCode;
+use tollgate::http::ErrorCode;
 
 use crate::helpers::{JWT_SECRET, Server, TestRedis, TestSchema, spawn_app};
 

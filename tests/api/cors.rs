@@ -50,7 +50,7 @@ async fn by_default_no_origin_is_allowed() {
 
 #[actix_web::test]
 async fn a_configured_origin_is_allowed_and_no_other() {
-    let app = spawn_app_with(|s| s.server.cors_origins = vec![APP.to_owned()]).await;
+    let app = spawn_app_with(|s| s.server.cors_origins = vec![APP.parse().unwrap()]).await;
     let user = app.new_user("opened").await;
 
     let asked = preflight(&app, APP).await;

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tollgate::clock::Clock;
 use tollgate::domain::{TaskId, TaskStatus, UserId};
-use tollgate::storage::{QueueStore, RedisQueueStore};
+use tollgate::storage::QueueStore;
 
 use crate::helpers::{JWT_SECRET, Server, TestRedis, TestSchema, eventually};
 
@@ -133,18 +134,12 @@ async fn sigterm_lets_running_tasks_finish_hands_back_the_rest_and_starts_nothin
     let status = server.exit_status(Duration::from_secs(10)).await;
 
     assert!(status.success(), "{status}");
-    let store = RedisQueueStore::new(redis.connect().await);
+    let store = redis.queue_store(Clock::system()).await;
     let user = UserId(user_id.parse().unwrap());
     let read = |id: &str| {
         let store = &store;
         let id = TaskId::parse(id).unwrap();
-        async move {
-            store
-                .get(user, id, chrono::Utc::now().timestamp_millis())
-                .await
-                .unwrap()
-                .unwrap()
-        }
+        async move { store.get(user, id).await.unwrap().unwrap() }
     };
     let short = read(&short).await;
     assert_eq!(

@@ -38,7 +38,7 @@ fn events(app: &TestApp) -> Vec<Event> {
 async fn with_events() -> TestApp {
     spawn_app_with(|s| {
         s.events = Some(EventSettings {
-            stream: "events".into(),
+            stream: "events".parse().unwrap(),
             max_len: 1000,
         })
     })

@@ -159,7 +159,7 @@ async fn with_its_postgres_stopped_sign_in_is_a_503_and_all_recovers_when_it_sta
     let postgres = PrivatePostgres::start().await;
     let app = spawn_app_with(|s| {
         let database = s.database.as_mut().unwrap();
-        database.url = postgres.url().into();
+        database.url = postgres.url().parse().unwrap();
         database.timeout_secs = 2;
     })
     .await;

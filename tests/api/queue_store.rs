@@ -1,17 +1,18 @@
 //! The queue-store contract: Redis and memory behave the same. Each check
-//! runs against both stores, at times the test chooses.
+//! runs against both stores, on a clock the test moves.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::DateTime;
 use serde_json::json;
+use tollgate::clock::Clock;
 use tollgate::domain::{
-    Fence, IdempotencyKey, LeasedTask, NewTask, Outcome, TaskId, TaskKind, TaskStatus, UserId,
+    Cancelled, Enqueued, Fence, Finished, Idempotency, IdempotencyKey, Lease, LeaseCall,
+    LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, TaskId, TaskKind, TaskQuery,
+    TaskRequest, TaskStatus, UserId,
 };
-use tollgate::storage::{
-    Cancelled, Enqueued, Finished, Idempotency, LeaseCall, Limits, MemoryQueueStore, QueueStats,
-    QueueStore, RedisQueueStore,
-};
+use tollgate::storage::{MemoryQueueStore, QueuePolicy, QueueStore, RedisQueueStore, SharedLimits};
 
 use crate::helpers::TestRedis;
 
@@ -19,50 +20,106 @@ use crate::helpers::TestRedis;
 const T0: i64 = 1_700_000_000_000;
 const LEASE_MS: i64 = 30_000;
 const TTL_MS: i64 = 3_600_000;
+/// How long an idempotency key is remembered.
+const KEY_MS: i64 = 1_000;
 const OPEN: Limits = Limits {
     max_pending: 10_000,
     max_running: 0,
 };
 
+/// A store under test, with the clock it reads and the limits it applies.
+pub struct Queue {
+    store: Arc<dyn QueueStore>,
+    clock: Clock,
+    limits: Arc<SharedLimits>,
+}
+
+impl std::ops::Deref for Queue {
+    type Target = dyn QueueStore;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
+}
+
+impl Queue {
+    /// A store made by `make` from a policy on a manual clock at `T0`.
+    fn new(make: impl FnOnce(QueuePolicy) -> Arc<dyn QueueStore>) -> Self {
+        let clock = Clock::manual(at(T0));
+        let policy = QueuePolicy {
+            clock: clock.clone(),
+            limits: Arc::new(SharedLimits::new(OPEN)),
+            lease_for: millis(LEASE_MS),
+            result_ttl: millis(TTL_MS),
+            idempotency_ttl: millis(KEY_MS),
+        };
+        let limits = policy.limits.clone();
+        Self {
+            store: make(policy),
+            clock,
+            limits,
+        }
+    }
+
+    /// Moves the clock forward to `ms`.
+    fn now(&self, ms: i64) -> &Self {
+        let by = ms - self.clock.now_millis();
+        assert!(by >= 0, "the clock only moves forward");
+        self.clock.advance(millis(by));
+        self
+    }
+
+    fn limit(&self, limits: Limits) {
+        self.limits.set(limits);
+    }
+}
+
+fn at(ms: i64) -> DateTime<chrono::Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap()
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(ms as u64)
+}
+
 fn task(user: UserId, n: u32) -> NewTask {
     task_at(user, n, T0)
 }
 
+/// Task `n` of `user`'s, accepted at `T0` (or at `run_at_ms` if that is
+/// earlier) to run at `run_at_ms`.
 fn task_at(user: UserId, n: u32, run_at_ms: i64) -> NewTask {
+    let created_ms = run_at_ms.min(T0);
     NewTask {
         id: TaskId::new(),
         user_id: user,
-        kind: TaskKind::parse("echo").unwrap(),
-        payload: json!({ "n": n }),
-        max_attempts: 3,
-        created_at: DateTime::from_timestamp_millis(T0).unwrap(),
-        run_at: DateTime::from_timestamp_millis(run_at_ms).unwrap(),
-        trace_parent: None,
+        created_at: at(created_ms),
+        request: TaskRequest {
+            kind: TaskKind::parse("echo").unwrap(),
+            payload: json!({ "n": n }),
+            max_attempts: 3,
+            delay: millis(run_at_ms - created_ms),
+            trace_parent: None,
+        },
     }
 }
 
-async fn enqueue(store: &dyn QueueStore, new: NewTask) -> TaskId {
-    match store.enqueue(new, None, OPEN, T0).await.unwrap() {
+fn key(fingerprint: &str) -> Idempotency {
+    Idempotency {
+        key: IdempotencyKey::parse("order-42").unwrap(),
+        fingerprint: fingerprint.into(),
+    }
+}
+
+async fn enqueue(store: &Queue, new: NewTask) -> TaskId {
+    match store.enqueue(new, None).await.unwrap() {
         Enqueued::Created(task) => task.id,
         other => panic!("not created: {other:?}"),
     }
 }
 
-async fn lease(store: &dyn QueueStore, max: usize, now: i64) -> Vec<LeasedTask> {
-    lease_within(store, max, OPEN, now).await
-}
-
-async fn lease_within(
-    store: &dyn QueueStore,
-    max: usize,
-    limits: Limits,
-    now: i64,
-) -> Vec<LeasedTask> {
-    let call = LeaseCall::new();
-    store
-        .lease(call, max, limits, now, now + LEASE_MS)
-        .await
-        .unwrap()
+async fn lease(store: &Queue, max: usize) -> Vec<LeasedTask> {
+    store.lease(LeaseCall::new(), max).await.unwrap()
 }
 
 fn ns(leased: &[LeasedTask]) -> Vec<u64> {
@@ -73,9 +130,9 @@ fn ns(leased: &[LeasedTask]) -> Vec<u64> {
 }
 
 /// Leases one task at a time and names its `n`, until none is ready.
-async fn drain_order(store: &dyn QueueStore) -> Vec<u64> {
+async fn drain_order(store: &Queue) -> Vec<u64> {
     let mut order = Vec::new();
-    while let Some(leased) = lease(store, 1, T0).await.pop() {
+    while let Some(leased) = lease(store, 1).await.pop() {
         order.push(leased.task.payload["n"].as_u64().unwrap());
     }
     order
@@ -85,59 +142,51 @@ fn succeeded(n: u32) -> Outcome {
     Outcome::Succeeded(json!({ "done": n }))
 }
 
-async fn finish(
-    store: &dyn QueueStore,
-    leased: &LeasedTask,
-    outcome: Outcome,
-    now: i64,
-) -> Finished {
-    store
-        .finish(
-            leased.task.id,
-            leased.fence,
-            outcome,
-            OPEN,
-            now,
-            now + TTL_MS,
-        )
-        .await
-        .unwrap()
+fn failed(error: &str, retry_at_ms: i64) -> Outcome {
+    Outcome::Failed {
+        error: error.into(),
+        retry_at: at(retry_at_ms),
+    }
 }
 
-async fn status_of(store: &dyn QueueStore, user: UserId, id: TaskId) -> TaskStatus {
-    store.get(user, id, T0).await.unwrap().unwrap().status
+async fn finish(store: &Queue, leased: &LeasedTask, outcome: Outcome) -> Finished {
+    store.finish(leased.lease(), outcome).await.unwrap()
 }
 
-async fn one_users_tasks_are_leased_in_enqueue_order(store: Arc<dyn QueueStore>) {
+async fn status_of(store: &Queue, user: UserId, id: TaskId) -> TaskStatus {
+    store.get(user, id).await.unwrap().unwrap().status
+}
+
+async fn one_users_tasks_are_leased_in_enqueue_order(store: Queue) {
     let user = UserId::new();
     for n in 0..5 {
-        enqueue(&*store, task(user, n)).await;
+        enqueue(&store, task(user, n)).await;
     }
 
-    assert_eq!(drain_order(&*store).await, [0, 1, 2, 3, 4]);
+    assert_eq!(drain_order(&store).await, [0, 1, 2, 3, 4]);
 }
 
-async fn users_take_turns_in_the_order_they_arrived(store: Arc<dyn QueueStore>) {
+async fn users_take_turns_in_the_order_they_arrived(store: Queue) {
     let (a, b, c) = (UserId::new(), UserId::new(), UserId::new());
     for n in 0..4 {
-        enqueue(&*store, task(a, n)).await;
+        enqueue(&store, task(a, n)).await;
     }
     for n in 10..12 {
-        enqueue(&*store, task(b, n)).await;
+        enqueue(&store, task(b, n)).await;
     }
-    enqueue(&*store, task(c, 20)).await;
+    enqueue(&store, task(c, 20)).await;
 
-    assert_eq!(drain_order(&*store).await, [0, 10, 20, 1, 11, 2, 3]);
+    assert_eq!(drain_order(&store).await, [0, 10, 20, 1, 11, 2, 3]);
 }
 
-async fn a_batch_lease_goes_round_the_users_too(store: Arc<dyn QueueStore>) {
+async fn a_batch_lease_goes_round_the_users_too(store: Queue) {
     let (a, b) = (UserId::new(), UserId::new());
     for n in 0..3 {
-        enqueue(&*store, task(a, n)).await;
+        enqueue(&store, task(a, n)).await;
     }
-    enqueue(&*store, task(b, 10)).await;
+    enqueue(&store, task(b, 10)).await;
 
-    let batch = lease(&*store, 3, T0).await;
+    let batch = lease(&store, 3).await;
 
     assert_eq!(ns(&batch), [0, 10, 1]);
     assert!(batch.iter().all(|l| l.task.status == TaskStatus::Running));
@@ -146,64 +195,50 @@ async fn a_batch_lease_goes_round_the_users_too(store: Arc<dyn QueueStore>) {
     assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
 }
 
-async fn max_running_holds_a_user_back_until_a_task_finishes(store: Arc<dyn QueueStore>) {
-    let one_each = Limits {
+async fn max_running_holds_a_user_back_until_a_task_finishes(store: Queue) {
+    store.limit(Limits {
         max_running: 1,
         ..OPEN
-    };
+    });
     let (a, b) = (UserId::new(), UserId::new());
     for n in 0..3 {
-        store.enqueue(task(a, n), None, one_each, T0).await.unwrap();
+        enqueue(&store, task(a, n)).await;
     }
-    store
-        .enqueue(task(b, 10), None, one_each, T0)
-        .await
-        .unwrap();
+    enqueue(&store, task(b, 10)).await;
 
-    let first = lease_within(&*store, 10, one_each, T0).await;
+    let first = lease(&store, 10).await;
     assert_eq!(ns(&first), [0, 10], "one task per user");
-    assert!(lease_within(&*store, 10, one_each, T0).await.is_empty());
+    assert!(lease(&store, 10).await.is_empty());
 
-    let a_task = &first[0];
-    store
-        .finish(
-            a_task.task.id,
-            a_task.fence,
-            succeeded(0),
-            one_each,
-            T0,
-            T0 + TTL_MS,
-        )
-        .await
-        .unwrap();
-    let next = lease_within(&*store, 10, one_each, T0).await;
+    finish(&store, &first[0], succeeded(0)).await;
+    let next = lease(&store, 10).await;
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].task.payload["n"], 1);
 }
 
-async fn delayed_tasks_wait_for_their_time(store: Arc<dyn QueueStore>) {
+async fn delayed_tasks_wait_for_their_time(store: Queue) {
     let user = UserId::new();
-    let later = enqueue(&*store, task_at(user, 1, T0 + 5_000)).await;
-    enqueue(&*store, task(user, 0)).await;
+    let later = enqueue(&store, task_at(user, 1, T0 + 5_000)).await;
+    enqueue(&store, task(user, 0)).await;
 
-    let now = lease(&*store, 10, T0).await;
+    let now = lease(&store, 10).await;
     assert_eq!(now.len(), 1);
     assert_eq!(now[0].task.payload["n"], 0);
-    assert!(lease(&*store, 10, T0 + 4_999).await.is_empty());
-    let due = lease(&*store, 10, T0 + 5_000).await;
+    assert!(lease(store.now(T0 + 4_999), 10).await.is_empty());
+    let due = lease(store.now(T0 + 5_000), 10).await;
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].task.id, later);
 }
 
-async fn a_success_is_recorded_and_kept_until_it_expires(store: Arc<dyn QueueStore>) {
+async fn a_success_is_recorded_and_kept_until_it_expires(store: Queue) {
     let user = UserId::new();
-    let id = enqueue(&*store, task(user, 7)).await;
-    let leased = lease(&*store, 1, T0).await.remove(0);
+    let id = enqueue(&store, task(user, 7)).await;
+    let leased = lease(&store, 1).await.remove(0);
 
-    let finished = finish(&*store, &leased, succeeded(7), T0 + 10).await;
+    let finished = finish(store.now(T0 + 10), &leased, succeeded(7)).await;
 
     assert_eq!(finished, Finished::Recorded(TaskStatus::Succeeded));
-    let stored = store.get(user, id, T0 + 10).await.unwrap().unwrap();
+    let stored = store.get(user, id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Succeeded);
     assert_eq!(stored.result, Some(json!({ "done": 7 })));
     assert_eq!(stored.attempts, 1);
@@ -215,30 +250,30 @@ async fn a_success_is_recorded_and_kept_until_it_expires(store: Arc<dyn QueueSto
     );
     assert_eq!(store.counts(user).await.unwrap().succeeded, 1);
 
-    let expired = T0 + 10 + TTL_MS;
+    store.now(T0 + 10 + TTL_MS);
     assert!(
-        store.get(user, id, expired).await.unwrap().is_none(),
+        store.get(user, id).await.unwrap().is_none(),
         "gone at expiry"
     );
-    assert_eq!(store.purge(expired).await.unwrap(), 1);
+    assert_eq!(store.purge().await.unwrap(), 1);
     assert_eq!(store.counts(user).await.unwrap().succeeded, 0);
-    assert!(store.get(user, id, T0).await.unwrap().is_none(), "purged");
 }
 
-async fn failures_retry_at_their_time_until_the_attempts_run_out(store: Arc<dyn QueueStore>) {
+async fn failures_retry_at_their_time_until_the_attempts_run_out(store: Queue) {
     let user = UserId::new();
-    let id = enqueue(&*store, task(user, 0)).await;
+    let id = enqueue(&store, task(user, 0)).await;
     let mut now = T0;
     for attempt in 1..=3 {
-        let leased = lease(&*store, 1, now).await;
+        let leased = lease(store.now(now), 1).await;
         assert_eq!(leased.len(), 1, "attempt {attempt} is leased at {now}");
         assert_eq!(leased[0].task.attempts, attempt);
         let retry_at = now + 1_000;
-        let failed = Outcome::Failed {
-            error: format!("boom {attempt}"),
-            retry_at: DateTime::from_timestamp_millis(retry_at).unwrap(),
-        };
-        let finished = finish(&*store, &leased[0], failed, now).await;
+        let finished = finish(
+            &store,
+            &leased[0],
+            failed(&format!("boom {attempt}"), retry_at),
+        )
+        .await;
         let expected = if attempt < 3 {
             TaskStatus::Failed
         } else {
@@ -247,94 +282,78 @@ async fn failures_retry_at_their_time_until_the_attempts_run_out(store: Arc<dyn 
         assert_eq!(finished, Finished::Recorded(expected));
         if attempt < 3 {
             assert!(
-                lease(&*store, 1, retry_at - 1).await.is_empty(),
+                lease(store.now(retry_at - 1), 1).await.is_empty(),
                 "not before its time"
             );
         }
         now = retry_at;
     }
-    let dead = store.get(user, id, now).await.unwrap().unwrap();
+    let dead = store.get(user, id).await.unwrap().unwrap();
     assert_eq!(dead.error.as_deref(), Some("boom 3"));
     assert!(dead.expires_at.is_some());
-    assert!(lease(&*store, 1, now + 60_000).await.is_empty());
+    assert!(lease(store.now(now + 60_000), 1).await.is_empty());
 }
 
-async fn recording_an_outcome_again_answers_what_was_recorded(store: Arc<dyn QueueStore>) {
+async fn recording_an_outcome_again_answers_what_was_recorded(store: Queue) {
     let user = UserId::new();
-    let id = enqueue(&*store, task(user, 0)).await;
-    let leased = lease(&*store, 1, T0).await.remove(0);
-    let failed = || Outcome::Failed {
-        error: "flaky".into(),
-        retry_at: DateTime::from_timestamp_millis(T0 + 1000).unwrap(),
-    };
+    let id = enqueue(&store, task(user, 0)).await;
+    let leased = lease(&store, 1).await.remove(0);
 
-    let first = finish(&*store, &leased, failed(), T0).await;
-    let again = finish(&*store, &leased, failed(), T0).await;
+    let first = finish(&store, &leased, failed("flaky", T0 + 1000)).await;
+    let again = finish(&store, &leased, failed("flaky", T0 + 1000)).await;
 
     assert_eq!(first, Finished::Recorded(TaskStatus::Failed));
     assert_eq!(again, first);
-    let stored = store.get(user, id, T0).await.unwrap().unwrap();
+    let stored = store.get(user, id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.attempts), (TaskStatus::Failed, 1));
-    assert_eq!(lease(&*store, 10, T0 + 1000).await.len(), 1, "queued once");
+    assert_eq!(
+        lease(store.now(T0 + 1000), 10).await.len(),
+        1,
+        "queued once"
+    );
 }
 
-async fn a_rejected_attempt_is_dead_at_once(store: Arc<dyn QueueStore>) {
+async fn a_rejected_attempt_is_dead_at_once(store: Queue) {
     let user = UserId::new();
-    let id = enqueue(&*store, task(user, 0)).await;
-    let leased = lease(&*store, 1, T0).await.remove(0);
+    let id = enqueue(&store, task(user, 0)).await;
+    let leased = lease(&store, 1).await.remove(0);
 
     let rejected = Outcome::Rejected {
         error: "410 Gone".into(),
     };
     assert_eq!(
-        finish(&*store, &leased, rejected, T0).await,
+        finish(&store, &leased, rejected).await,
         Finished::Recorded(TaskStatus::Dead)
     );
-    assert_eq!(status_of(&*store, user, id).await, TaskStatus::Dead);
+    assert_eq!(status_of(&store, user, id).await, TaskStatus::Dead);
 }
 
-async fn a_reclaimed_lease_is_fenced_off(store: Arc<dyn QueueStore>) {
+async fn a_reclaimed_lease_is_fenced_off(store: Queue) {
     let user = UserId::new();
-    let id = enqueue(&*store, task(user, 0)).await;
-    let stale = lease(&*store, 1, T0).await.remove(0);
+    let id = enqueue(&store, task(user, 0)).await;
+    let stale = lease(&store, 1).await.remove(0);
 
     let lapsed = T0 + LEASE_MS;
+    assert_eq!(store.now(lapsed).reclaim().await.unwrap(), 1);
+    assert_eq!(status_of(&store, user, id).await, TaskStatus::Failed);
     assert_eq!(
-        store.reclaim(OPEN, lapsed, lapsed + TTL_MS).await.unwrap(),
-        1
-    );
-    assert_eq!(status_of(&*store, user, id).await, TaskStatus::Failed);
-    assert_eq!(
-        finish(&*store, &stale, succeeded(0), lapsed).await,
+        finish(&store, &stale, succeeded(0)).await,
         Finished::Stale,
         "refused before the task is leased again"
     );
-    let current = lease(&*store, 1, lapsed).await.remove(0);
+    let current = lease(&store, 1).await.remove(0);
 
     assert!(current.fence > stale.fence);
     assert_eq!(current.task.attempts, 2);
-    assert_eq!(
-        store
-            .renew(&[(id, stale.fence)], lapsed + LEASE_MS)
-            .await
-            .unwrap(),
-        [false]
-    );
+    assert_eq!(store.renew(&[stale.lease()]).await.unwrap(), [false]);
     // Whatever the stale holder reports: success, failure or rejection.
-    let failed = Outcome::Failed {
-        error: "late failure".into(),
-        retry_at: DateTime::from_timestamp_millis(lapsed).unwrap(),
-    };
     let rejected = Outcome::Rejected {
         error: "late rejection".into(),
     };
-    for outcome in [succeeded(1), failed, rejected] {
-        assert_eq!(
-            finish(&*store, &stale, outcome, lapsed).await,
-            Finished::Stale
-        );
+    for outcome in [succeeded(1), failed("late failure", lapsed), rejected] {
+        assert_eq!(finish(&store, &stale, outcome).await, Finished::Stale);
     }
-    let still = store.get(user, id, lapsed).await.unwrap().unwrap();
+    let still = store.get(user, id).await.unwrap().unwrap();
     assert_eq!(
         (still.status, still.attempts),
         (TaskStatus::Running, 2),
@@ -344,100 +363,82 @@ async fn a_reclaimed_lease_is_fenced_off(store: Arc<dyn QueueStore>) {
     let error = still.error.unwrap_or_default();
     assert!(error.contains("lost its lease"), "{error}");
     assert_eq!(
-        finish(&*store, &current, succeeded(2), lapsed).await,
+        finish(&store, &current, succeeded(2)).await,
         Finished::Recorded(TaskStatus::Succeeded)
     );
-    let done = store.get(user, id, lapsed).await.unwrap().unwrap();
+    let done = store.get(user, id).await.unwrap().unwrap();
     assert_eq!(done.result, Some(json!({ "done": 2 })));
 }
 
-async fn a_renewed_lease_is_not_reclaimed(store: Arc<dyn QueueStore>) {
+async fn a_renewed_lease_is_not_reclaimed(store: Queue) {
     let user = UserId::new();
-    let id = enqueue(&*store, task(user, 0)).await;
-    let leased = lease(&*store, 1, T0).await.remove(0);
+    enqueue(&store, task(user, 0)).await;
+    let leased = lease(&store, 1).await.remove(0);
 
-    let renewed = store
-        .renew(&[(id, leased.fence)], T0 + 2 * LEASE_MS)
-        .await
-        .unwrap();
+    // Renewed just before it would lapse: good for another lease period.
+    let renewed = store.now(T0 + LEASE_MS - 1).renew(&[leased.lease()]).await;
 
-    assert_eq!(renewed, [true]);
-    assert_eq!(
-        store
-            .reclaim(OPEN, T0 + LEASE_MS, T0 + TTL_MS)
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        store
-            .reclaim(OPEN, T0 + 2 * LEASE_MS, T0 + TTL_MS)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(renewed.unwrap(), [true]);
+    assert_eq!(store.now(T0 + LEASE_MS).reclaim().await.unwrap(), 0);
+    assert_eq!(store.now(T0 + 2 * LEASE_MS - 1).reclaim().await.unwrap(), 1);
 }
 
-async fn a_lapse_on_the_last_attempt_is_dead(store: Arc<dyn QueueStore>) {
+async fn a_lapse_on_the_last_attempt_is_dead(store: Queue) {
     let user = UserId::new();
     let mut single = task(user, 0);
-    single.max_attempts = 1;
-    let id = enqueue(&*store, single).await;
-    lease(&*store, 1, T0).await;
+    single.request.max_attempts = 1;
+    let id = enqueue(&store, single).await;
+    lease(&store, 1).await;
 
-    store
-        .reclaim(OPEN, T0 + LEASE_MS, T0 + TTL_MS)
-        .await
-        .unwrap();
+    store.now(T0 + LEASE_MS).reclaim().await.unwrap();
 
-    let dead = store.get(user, id, T0).await.unwrap().unwrap();
+    let dead = store.get(user, id).await.unwrap().unwrap();
     assert_eq!(dead.status, TaskStatus::Dead);
     assert!(dead.error.unwrap().contains("lost its lease"));
 }
 
-async fn a_reclaimed_task_runs_before_the_rest_of_its_queue(store: Arc<dyn QueueStore>) {
+async fn a_reclaimed_task_runs_before_the_rest_of_its_queue(store: Queue) {
     let user = UserId::new();
     for n in 0..3 {
-        enqueue(&*store, task(user, n)).await;
+        enqueue(&store, task(user, n)).await;
     }
-    lease(&*store, 1, T0).await;
+    lease(&store, 1).await;
 
-    store
-        .reclaim(OPEN, T0 + LEASE_MS, T0 + TTL_MS)
-        .await
-        .unwrap();
+    store.now(T0 + LEASE_MS).reclaim().await.unwrap();
 
-    assert_eq!(drain_order(&*store).await, [0, 1, 2]);
+    assert_eq!(drain_order(&store).await, [0, 1, 2]);
 }
 
-async fn released_leases_go_back_first_without_counting_the_attempt(store: Arc<dyn QueueStore>) {
+async fn released_leases_go_back_first_without_counting_the_attempt(store: Queue) {
     let user = UserId::new();
-    let id = enqueue(&*store, task(user, 0)).await;
-    enqueue(&*store, task(user, 1)).await;
-    let leased = lease(&*store, 1, T0).await.remove(0);
+    let id = enqueue(&store, task(user, 0)).await;
+    enqueue(&store, task(user, 1)).await;
+    let leased = lease(&store, 1).await.remove(0);
 
+    let never_leased = Lease {
+        task: id,
+        fence: Fence(0),
+    };
     let released = store
-        .release(&[(id, leased.fence), (id, Fence(0))], OPEN)
+        .release(&[leased.lease(), never_leased])
         .await
         .unwrap();
 
     assert_eq!(released, 1, "only the current lease");
-    let back = store.get(user, id, T0).await.unwrap().unwrap();
+    let back = store.get(user, id).await.unwrap().unwrap();
     assert_eq!((back.status, back.attempts), (TaskStatus::Queued, 0));
     assert!(back.started_at.is_none());
-    assert_eq!(drain_order(&*store).await, [0, 1]);
+    assert_eq!(drain_order(&store).await, [0, 1]);
 }
 
-async fn only_waiting_tasks_of_ones_own_can_be_cancelled_and_again_is_harmless(
-    store: Arc<dyn QueueStore>,
-) {
+async fn only_waiting_tasks_of_ones_own_can_be_cancelled_and_again_is_harmless(store: Queue) {
     let (user, other) = (UserId::new(), UserId::new());
-    let running = enqueue(&*store, task(user, 0)).await;
-    let waiting = enqueue(&*store, task(user, 1)).await;
-    let delayed = enqueue(&*store, task_at(user, 2, T0 + 60_000)).await;
-    lease(&*store, 1, T0).await;
+    let running = enqueue(&store, task(user, 0)).await;
+    let waiting = enqueue(&store, task(user, 1)).await;
+    let delayed = enqueue(&store, task_at(user, 2, T0 + 60_000)).await;
+    lease(&store, 1).await;
 
-    let cancel = |id| store.cancel(user, id, T0, T0 + TTL_MS);
+    let cancel = |id| store.cancel(user, id);
     assert!(
         matches!(cancel(waiting).await.unwrap(), Cancelled::Cancelled(t) if t.status == TaskStatus::Cancelled)
     );
@@ -456,92 +457,73 @@ async fn only_waiting_tasks_of_ones_own_can_be_cancelled_and_again_is_harmless(
         "cancelling again changes nothing"
     );
     assert_eq!(
-        store.cancel(other, running, T0, T0 + TTL_MS).await.unwrap(),
+        store.cancel(other, running).await.unwrap(),
         Cancelled::NotFound
     );
     assert!(
-        lease(&*store, 10, T0 + 60_000).await.is_empty(),
+        lease(store.now(T0 + 60_000), 10).await.is_empty(),
         "cancelled tasks never run"
     );
 }
 
-async fn cancelling_all_of_a_users_tasks_spares_running_ones_and_others(
-    store: Arc<dyn QueueStore>,
-) {
+async fn cancelling_all_of_a_users_tasks_spares_running_ones_and_others(store: Queue) {
     let (user, other) = (UserId::new(), UserId::new());
-    let running = enqueue(&*store, task(user, 0)).await;
-    lease(&*store, 1, T0).await;
+    let running = enqueue(&store, task(user, 0)).await;
+    lease(&store, 1).await;
     for n in 1..4 {
-        enqueue(&*store, task(user, n)).await;
+        enqueue(&store, task(user, n)).await;
     }
-    enqueue(&*store, task_at(user, 9, T0 + 60_000)).await;
-    enqueue(&*store, task(other, 10)).await;
+    enqueue(&store, task_at(user, 9, T0 + 60_000)).await;
+    enqueue(&store, task(other, 10)).await;
 
-    assert_eq!(store.cancel_all(user, T0, T0 + TTL_MS).await.unwrap(), 4);
+    assert_eq!(store.cancel_all(user).await.unwrap(), 4);
 
     let counts = store.counts(user).await.unwrap();
     assert_eq!(
         (counts.cancelled, counts.running, counts.pending()),
         (4, 1, 0)
     );
-    assert_eq!(status_of(&*store, user, running).await, TaskStatus::Running);
-    assert_eq!(drain_order(&*store).await, [10]);
+    assert_eq!(status_of(&store, user, running).await, TaskStatus::Running);
+    assert_eq!(drain_order(&store).await, [10]);
 }
 
-async fn a_full_queue_refuses_more(store: Arc<dyn QueueStore>) {
-    let two = Limits {
+async fn a_full_queue_refuses_more(store: Queue) {
+    store.limit(Limits {
         max_pending: 2,
         ..OPEN
-    };
+    });
     let user = UserId::new();
     for n in 0..2 {
-        assert!(matches!(
-            store.enqueue(task(user, n), None, two, T0).await.unwrap(),
-            Enqueued::Created(_)
-        ));
+        enqueue(&store, task(user, n)).await;
     }
 
-    let third = store.enqueue(task(user, 2), None, two, T0).await.unwrap();
+    let third = store.enqueue(task(user, 2), None).await.unwrap();
 
     assert_eq!(third, Enqueued::Full { pending: 2 });
     assert_eq!(store.counts(user).await.unwrap().queued, 2);
-    lease(&*store, 1, T0).await;
+    lease(&store, 1).await;
     assert!(
         matches!(
-            store.enqueue(task(user, 3), None, two, T0).await.unwrap(),
+            store.enqueue(task(user, 3), None).await.unwrap(),
             Enqueued::Created(_)
         ),
         "a running task is not pending"
     );
 }
 
-async fn an_idempotency_key_returns_its_task_for_the_same_request_only(store: Arc<dyn QueueStore>) {
+async fn an_idempotency_key_returns_its_task_for_the_same_request_only(store: Queue) {
     let (user, other) = (UserId::new(), UserId::new());
-    let key = |fingerprint: &str, expires_ms| Idempotency {
-        key: IdempotencyKey::parse("order-42").unwrap(),
-        fingerprint: fingerprint.into(),
-        expires_ms,
-    };
-    let first = store
-        .enqueue(task(user, 0), Some(key("a", T0 + 1000)), OPEN, T0)
-        .await
-        .unwrap();
+    let first = store.enqueue(task(user, 0), Some(key("a"))).await.unwrap();
     let Enqueued::Created(original) = first else {
         panic!("{first:?}")
     };
 
-    let again = store
-        .enqueue(task(user, 1), Some(key("a", T0 + 1000)), OPEN, T0 + 999)
-        .await;
-    let changed = store
-        .enqueue(task(user, 2), Some(key("b", T0 + 1000)), OPEN, T0 + 999)
-        .await;
-    let elsewhere = store
-        .enqueue(task(other, 3), Some(key("a", T0 + 1000)), OPEN, T0)
-        .await;
-    let expired = store
-        .enqueue(task(user, 4), Some(key("a", T0 + 5000)), OPEN, T0 + 1000)
-        .await;
+    store.now(T0 + KEY_MS - 1);
+    let again = store.enqueue(task(user, 1), Some(key("a"))).await;
+    let changed = store.enqueue(task(user, 2), Some(key("b"))).await;
+    let elsewhere = store.enqueue(task(other, 3), Some(key("a"))).await;
+    store.now(T0 + KEY_MS);
+    let expired = store.enqueue(task(user, 4), Some(key("a"))).await;
 
     assert_eq!(again.unwrap(), Enqueued::Replayed(original.clone()));
     assert_eq!(changed.unwrap(), Enqueued::KeyReused);
@@ -550,46 +532,48 @@ async fn an_idempotency_key_returns_its_task_for_the_same_request_only(store: Ar
     assert_eq!(store.counts(user).await.unwrap().queued, 2);
 }
 
-async fn enqueueing_the_same_task_again_stores_it_once_and_answers_the_same(
-    store: Arc<dyn QueueStore>,
-) {
+async fn enqueueing_the_same_task_again_stores_it_once_and_answers_the_same(store: Queue) {
     let user = UserId::new();
     let new = task(user, 0);
 
-    let first = store.enqueue(new.clone(), None, OPEN, T0).await.unwrap();
-    let second = store.enqueue(new, None, OPEN, T0).await.unwrap();
+    let first = store.enqueue(new.clone(), None).await.unwrap();
+    let second = store.enqueue(new, None).await.unwrap();
 
     let Enqueued::Created(task) = first else {
         panic!("{first:?}")
     };
     assert_eq!(second, Enqueued::Created(task));
-    assert_eq!(drain_order(&*store).await, [0]);
+    assert_eq!(drain_order(&store).await, [0]);
 }
 
-async fn listing_pages_newest_first_and_filters_by_status(store: Arc<dyn QueueStore>) {
+async fn listing_pages_newest_first_and_filters_by_status(store: Queue) {
     let (user, other) = (UserId::new(), UserId::new());
     let mut ids = Vec::new();
     for n in 0..5 {
-        ids.push(enqueue(&*store, task(user, n)).await);
+        ids.push(enqueue(&store, task(user, n)).await);
     }
-    enqueue(&*store, task(other, 9)).await;
-    let leased = lease(&*store, 1, T0).await.remove(0);
-    finish(&*store, &leased, succeeded(0), T0).await;
+    enqueue(&store, task(other, 9)).await;
+    let leased = lease(&store, 1).await.remove(0);
+    finish(&store, &leased, succeeded(0)).await;
+    let page = |status, before, limit| TaskQuery {
+        status,
+        before,
+        limit,
+    };
 
-    let first = store.list(user, None, None, 2, T0).await.unwrap();
-    let second = store.list(user, None, first.next, 2, T0).await.unwrap();
-    let last = store.list(user, None, second.next, 2, T0).await.unwrap();
+    let first = store.list(user, page(None, None, 2)).await.unwrap();
+    let second = store.list(user, page(None, first.next, 2)).await.unwrap();
+    let last = store.list(user, page(None, second.next, 2)).await.unwrap();
     let queued = store
-        .list(user, Some(TaskStatus::Queued), None, 10, T0)
+        .list(user, page(Some(TaskStatus::Queued), None, 10))
         .await
         .unwrap();
     let done = store
-        .list(user, Some(TaskStatus::Succeeded), None, 10, T0)
+        .list(user, page(Some(TaskStatus::Succeeded), None, 10))
         .await
         .unwrap();
 
-    let page_ids =
-        |page: &tollgate::storage::Page| page.items.iter().map(|t| t.id).collect::<Vec<_>>();
+    let page_ids = |page: &Page| page.items.iter().map(|t| t.id).collect::<Vec<_>>();
     assert_eq!(page_ids(&first), [ids[4], ids[3]]);
     assert_eq!(page_ids(&second), [ids[2], ids[1]]);
     assert_eq!(page_ids(&last), [ids[0]]);
@@ -598,18 +582,17 @@ async fn listing_pages_newest_first_and_filters_by_status(store: Arc<dyn QueueSt
     assert_eq!(page_ids(&done), [ids[0]]);
 }
 
-async fn a_lease_call_made_again_answers_the_leases_it_made(store: Arc<dyn QueueStore>) {
+async fn a_lease_call_made_again_answers_the_leases_it_made(store: Queue) {
     let user = UserId::new();
     for n in 0..3 {
-        enqueue(&*store, task(user, n)).await;
+        enqueue(&store, task(user, n)).await;
     }
     let call = LeaseCall::new();
-    let deadline = T0 + LEASE_MS;
 
-    let first = store.lease(call, 2, OPEN, T0, deadline).await.unwrap();
-    let again = store.lease(call, 2, OPEN, T0, deadline).await.unwrap();
-    finish(&*store, &first[0], succeeded(0), T0).await;
-    let after_one_ended = store.lease(call, 2, OPEN, T0, deadline).await.unwrap();
+    let first = store.lease(call, 2).await.unwrap();
+    let again = store.lease(call, 2).await.unwrap();
+    finish(&store, &first[0], succeeded(0)).await;
+    let after_one_ended = store.lease(call, 2).await.unwrap();
 
     assert_eq!(ns(&first), [0, 1]);
     let fences = |leased: &[LeasedTask]| leased.iter().map(|l| l.fence).collect::<Vec<_>>();
@@ -620,111 +603,94 @@ async fn a_lease_call_made_again_answers_the_leases_it_made(store: Arc<dyn Queue
     );
     assert_eq!(ns(&after_one_ended), [1], "only those still current");
     assert_eq!(
-        ns(&lease(&*store, 10, T0).await),
+        ns(&lease(&store, 10).await),
         [2],
         "a new call leases the rest"
     );
 }
 
-async fn cancelled_tasks_leave_nothing_behind_to_skip(store: Arc<dyn QueueStore>) {
+async fn cancelled_tasks_leave_nothing_behind_to_skip(store: Queue) {
     let (user, other) = (UserId::new(), UserId::new());
     for n in 0..100 {
-        let id = enqueue(&*store, task(user, n)).await;
-        store.cancel(user, id, T0, T0 + TTL_MS).await.unwrap();
+        let id = enqueue(&store, task(user, n)).await;
+        store.cancel(user, id).await.unwrap();
     }
-    enqueue(&*store, task(user, 100)).await;
-    enqueue(&*store, task(other, 200)).await;
+    enqueue(&store, task(user, 100)).await;
+    enqueue(&store, task(other, 200)).await;
 
     assert_eq!(
-        ns(&lease(&*store, 1, T0).await),
+        ns(&lease(&store, 1).await),
         [100],
         "the user keeps their turn"
     );
-    assert_eq!(ns(&lease(&*store, 1, T0).await), [200]);
+    assert_eq!(ns(&lease(&store, 1).await), [200]);
 }
 
-async fn cancelling_more_than_a_batch_cancels_them_all(store: Arc<dyn QueueStore>) {
+async fn cancelling_more_than_a_batch_cancels_them_all(store: Queue) {
     let user = UserId::new();
     for n in 0..1200 {
-        enqueue(&*store, task(user, n)).await;
+        enqueue(&store, task(user, n)).await;
     }
-    let failing = lease(&*store, 5, T0).await;
+    let failing = lease(&store, 5).await;
     for leased in &failing {
-        let failed = Outcome::Failed {
-            error: "again".into(),
-            retry_at: DateTime::from_timestamp_millis(T0 + 60_000).unwrap(),
-        };
-        finish(&*store, leased, failed, T0).await;
+        finish(&store, leased, failed("again", T0 + 60_000)).await;
     }
 
-    assert_eq!(store.cancel_all(user, T0, T0 + TTL_MS).await.unwrap(), 1200);
+    assert_eq!(store.cancel_all(user).await.unwrap(), 1200);
 
     let counts = store.counts(user).await.unwrap();
     assert_eq!((counts.cancelled, counts.pending()), (1200, 0));
-    assert!(lease(&*store, 10, T0 + 60_000).await.is_empty());
-    enqueue(&*store, task(user, 9999)).await;
-    assert_eq!(ns(&lease(&*store, 10, T0).await), [9999]);
+    assert!(lease(store.now(T0 + 60_000), 10).await.is_empty());
+    enqueue(&store, task(user, 9999)).await;
+    assert_eq!(ns(&lease(&store, 10).await), [9999]);
 }
 
-async fn tasks_sent_back_keep_the_order_they_ran_in(store: Arc<dyn QueueStore>) {
+async fn tasks_sent_back_keep_the_order_they_ran_in(store: Queue) {
     let user = UserId::new();
     for n in 0..4 {
-        enqueue(&*store, task(user, n)).await;
+        enqueue(&store, task(user, n)).await;
     }
-    let released = lease(&*store, 2, T0).await;
-    let backwards: Vec<(TaskId, Fence)> = released
-        .iter()
-        .rev()
-        .map(|l| (l.task.id, l.fence))
-        .collect();
-    store.release(&backwards, OPEN).await.unwrap();
-    let lapsing = lease(&*store, 3, T0).await;
-    let held: Vec<(TaskId, Fence)> = lapsing.iter().map(|l| (l.task.id, l.fence)).collect();
-    // One renewal gives them one deadline, as a renewal round does.
-    store.renew(&held, T0 + LEASE_MS).await.unwrap();
+    let released = lease(&store, 2).await;
+    let backwards: Vec<Lease> = released.iter().rev().map(LeasedTask::lease).collect();
+    store.release(&backwards).await.unwrap();
+    // Leased together, so they lapse together.
+    let lapsing = lease(&store, 3).await;
 
-    store
-        .reclaim(OPEN, T0 + LEASE_MS, T0 + TTL_MS)
-        .await
-        .unwrap();
+    store.now(T0 + LEASE_MS).reclaim().await.unwrap();
 
     assert_eq!(ns(&lapsing), [0, 1, 2], "released ones first, in order");
-    assert_eq!(drain_order(&*store).await, [0, 1, 2, 3]);
+    assert_eq!(drain_order(&store).await, [0, 1, 2, 3]);
 }
 
-async fn due_retries_run_before_tasks_enqueued_after_them(store: Arc<dyn QueueStore>) {
+async fn due_retries_run_before_tasks_enqueued_after_them(store: Queue) {
     let user = UserId::new();
-    enqueue(&*store, task(user, 0)).await;
-    let first = lease(&*store, 1, T0).await.remove(0);
-    let retry = Outcome::Failed {
-        error: "once".into(),
-        retry_at: DateTime::from_timestamp_millis(T0 + 1_000).unwrap(),
-    };
-    finish(&*store, &first, retry, T0).await;
+    enqueue(&store, task(user, 0)).await;
+    let first = lease(&store, 1).await.remove(0);
+    finish(&store, &first, failed("once", T0 + 1_000)).await;
 
-    let mut later = task_at(user, 1, T0 + 1_000);
-    later.created_at = DateTime::from_timestamp_millis(T0 + 1_000).unwrap();
-    store.enqueue(later, None, OPEN, T0 + 1_000).await.unwrap();
+    let mut later = task(user, 1);
+    later.created_at = at(T0 + 1_000);
+    enqueue(store.now(T0 + 1_000), later).await;
 
-    let order = ns(&lease(&*store, 1, T0 + 1_000).await);
+    let order = ns(&lease(&store, 1).await);
     assert_eq!(order, [0], "the retry, due first, goes first");
 }
 
-async fn a_lowered_max_running_holds_back_users_already_waiting(store: Arc<dyn QueueStore>) {
+async fn a_lowered_max_running_holds_back_users_already_waiting(store: Queue) {
     let user = UserId::new();
     for n in 0..3 {
-        enqueue(&*store, task(user, n)).await;
+        enqueue(&store, task(user, n)).await;
     }
-    let one = Limits {
+    store.limit(Limits {
         max_running: 1,
         ..OPEN
-    };
+    });
 
-    assert_eq!(lease_within(&*store, 10, one, T0).await.len(), 1);
-    assert!(lease_within(&*store, 10, one, T0).await.is_empty());
+    assert_eq!(lease(&store, 10).await.len(), 1);
+    assert!(lease(&store, 10).await.is_empty());
 }
 
-async fn the_figures_count_waiting_tasks_and_the_longest_due(store: Arc<dyn QueueStore>) {
+async fn the_figures_count_waiting_tasks_and_the_longest_due(store: Queue) {
     let (a, b) = (UserId::new(), UserId::new());
     let figures = || async { store.stats().await.unwrap() };
     let expect = |waiting, users_waiting, oldest_due_ms| QueueStats {
@@ -733,35 +699,27 @@ async fn the_figures_count_waiting_tasks_and_the_longest_due(store: Arc<dyn Queu
         oldest_due_ms,
     };
     assert_eq!(figures().await, QueueStats::default());
-    let early = enqueue(&*store, task_at(a, 0, T0 - 5_000)).await;
-    enqueue(&*store, task(a, 1)).await;
-    enqueue(&*store, task_at(b, 2, T0 + 60_000)).await;
-    enqueue(&*store, task(b, 3)).await;
+    let early = enqueue(&store, task_at(a, 0, T0 - 5_000)).await;
+    enqueue(&store, task(a, 1)).await;
+    enqueue(&store, task_at(b, 2, T0 + 60_000)).await;
+    enqueue(&store, task(b, 3)).await;
     assert_eq!(figures().await, expect(4, 2, Some(T0 - 5_000)));
 
-    store.cancel(a, early, T0, T0 + TTL_MS).await.unwrap();
+    store.cancel(a, early).await.unwrap();
     assert_eq!(figures().await, expect(3, 2, Some(T0)));
-    let a_task = lease(&*store, 1, T0).await.remove(0);
+    lease(&store, 1).await;
     assert_eq!(
         figures().await,
         expect(2, 1, Some(T0)),
         "a has nothing waiting"
     );
-    let b_task = lease(&*store, 1, T0).await.remove(0);
+    let b_task = lease(&store, 1).await.remove(0);
     assert_eq!(figures().await, expect(1, 1, None), "nothing due is left");
 
-    let retry = Outcome::Failed {
-        error: "later".into(),
-        retry_at: DateTime::from_timestamp_millis(T0 + 1_000).unwrap(),
-    };
-    finish(&*store, &b_task, retry, T0).await;
+    finish(&store, &b_task, failed("later", T0 + 1_000)).await;
     assert_eq!(figures().await, expect(2, 1, None), "a retry waits too");
     let lapsed = T0 + LEASE_MS;
-    store
-        .renew(&[(a_task.task.id, a_task.fence)], lapsed)
-        .await
-        .unwrap();
-    store.reclaim(OPEN, lapsed, lapsed + TTL_MS).await.unwrap();
+    store.now(lapsed).reclaim().await.unwrap();
     assert_eq!(
         figures().await,
         expect(3, 2, Some(lapsed)),
@@ -769,36 +727,40 @@ async fn the_figures_count_waiting_tasks_and_the_longest_due(store: Arc<dyn Queu
     );
 }
 
-async fn a_task_keeps_the_trace_it_was_enqueued_in(store: Arc<dyn QueueStore>) {
+async fn a_task_keeps_the_trace_it_was_enqueued_in(store: Queue) {
     let user = UserId::new();
     let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let mut traced = task(user, 0);
-    traced.trace_parent = Some(parent.to_owned());
-    enqueue(&*store, traced).await;
-    enqueue(&*store, task(user, 1)).await;
+    traced.request.trace_parent = Some(parent.to_owned());
+    enqueue(&store, traced).await;
+    enqueue(&store, task(user, 1)).await;
 
-    let leased = lease(&*store, 2, T0).await;
+    let leased = lease(&store, 2).await;
 
     assert_eq!(leased[0].task.trace_parent.as_deref(), Some(parent));
     assert_eq!(leased[1].task.trace_parent, None);
 }
 
-async fn memory_store() -> (Arc<dyn QueueStore>, ()) {
-    (Arc::new(MemoryQueueStore::new()), ())
+async fn memory_store() -> (Queue, ()) {
+    (
+        Queue::new(|policy| Arc::new(MemoryQueueStore::new(policy))),
+        (),
+    )
 }
 
-async fn redis_store() -> (Arc<dyn QueueStore>, TestRedis) {
+async fn redis_store() -> (Queue, TestRedis) {
     redis_store_at(TestRedis::new()).await
 }
 
 /// A store under `redis`'s prefix, on whichever Redis it names.
-pub async fn redis_store_at(redis: TestRedis) -> (Arc<dyn QueueStore>, TestRedis) {
-    let store = RedisQueueStore::new(redis.connect().await);
-    (Arc::new(store), redis)
+pub async fn redis_store_at(redis: TestRedis) -> (Queue, TestRedis) {
+    let connection = redis.connect().await;
+    let store = Queue::new(|policy| Arc::new(RedisQueueStore::new(connection, policy)));
+    (store, redis)
 }
 
 for_each_store!(
-    Arc<dyn QueueStore>: memory => memory_store, redis => redis_store;
+    Queue: memory => memory_store, redis => redis_store;
     one_users_tasks_are_leased_in_enqueue_order,
     users_take_turns_in_the_order_they_arrived,
     a_batch_lease_goes_round_the_users_too,
@@ -833,19 +795,11 @@ for_each_store!(
 async fn redis_keeps_nothing_of_a_finished_task_once_it_is_purged() {
     let (store, redis) = redis_store().await;
     let user = UserId::new();
-    let key = Idempotency {
-        key: IdempotencyKey::parse("once").unwrap(),
-        fingerprint: "f".into(),
-        expires_ms: T0 + TTL_MS,
-    };
-    store
-        .enqueue(task(user, 0), Some(key), OPEN, T0)
-        .await
-        .unwrap();
-    let leased = lease(&*store, 1, T0).await.remove(0);
-    finish(&*store, &leased, succeeded(0), T0).await;
+    store.enqueue(task(user, 0), Some(key("f"))).await.unwrap();
+    let leased = lease(&store, 1).await.remove(0);
+    finish(&store, &leased, succeeded(0)).await;
 
-    assert_eq!(store.purge(T0 + TTL_MS).await.unwrap(), 1);
+    assert_eq!(store.now(T0 + TTL_MS).purge().await.unwrap(), 1);
 
     // Only the counters remain, and the record of the lease call, which
     // Redis drops by itself when a lease would have lapsed.
@@ -867,16 +821,12 @@ async fn redis_purges_every_expired_idempotency_key_however_many() {
         let key = Idempotency {
             key: IdempotencyKey::parse(&format!("key-{n}")).unwrap(),
             fingerprint: "f".into(),
-            expires_ms: T0 + 10,
         };
-        store
-            .enqueue(task(user, n), Some(key), OPEN, T0)
-            .await
-            .unwrap();
+        store.enqueue(task(user, n), Some(key)).await.unwrap();
     }
     assert_eq!(redis.keys_matching("idempotency:*").await.len(), 1500);
 
-    store.purge(T0 + 10).await.unwrap();
+    store.now(T0 + KEY_MS).purge().await.unwrap();
 
     assert_eq!(redis.keys_matching("idempotency:*").await.len(), 0);
 }

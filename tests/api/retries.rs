@@ -77,7 +77,7 @@ async fn answer(
 
 async fn app_calling_loopback() -> TestApp {
     spawn_app_with(|s| {
-        s.queue.webhook_allowed_hosts = vec!["127.0.0.1".into()];
+        s.queue.webhook_allowed_hosts = vec!["127.0.0.1".parse().unwrap()];
         s.queue.backoff_base_ms = 1000;
         s.queue.backoff_max_ms = 60_000;
     })
@@ -204,7 +204,7 @@ async fn an_unreachable_webhook_is_retried() {
 async fn a_webhook_slower_than_webhook_timeout_secs_is_a_failed_attempt_retried() {
     let receiver = Receiver::start(Vec::new()).await;
     let app = spawn_app_with(|s| {
-        s.queue.webhook_allowed_hosts = vec!["127.0.0.1".into()];
+        s.queue.webhook_allowed_hosts = vec!["127.0.0.1".parse().unwrap()];
         s.queue.webhook_timeout_secs = 1;
     })
     .await;

@@ -166,7 +166,7 @@ async fn three_replicas_finish_5000_tasks_of_50_users_through_one_being_killed()
         "one task per key, however sent"
     );
 
-    let store = tollgate::storage::RedisQueueStore::new(redis.connect().await);
+    let store = redis.queue_store(tollgate::clock::Clock::system()).await;
     let all_succeeded = || async {
         for user in &users {
             if store.counts(*user).await.unwrap().succeeded != TASKS_EACH as u64 {
@@ -236,7 +236,7 @@ async fn the_service_runs_on_a_cluster_named_by_its_nodes() {
         s.session.store = SessionStoreKind::Redis;
         s.redis = Some(RedisSettings {
             url: None,
-            cluster_nodes: nodes,
+            cluster_nodes: nodes.iter().map(|node| node.parse().unwrap()).collect(),
             ..TestRedis::settings(&TestRedis::new_prefix())
         });
     })

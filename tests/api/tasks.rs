@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use futures_util::{StreamExt, stream};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tollgate::domain::Task;
+use tollgate::clock::Clock;
+use tollgate::domain::{Task, TaskKind};
+use tollgate::storage::QueueStore;
 use tollgate::tasks::{Echo, Sleep, TaskError, TaskHandler, TaskHandlers};
 
 use crate::helpers::{
@@ -140,7 +142,7 @@ async fn one_users_ten_thousand_tasks_do_not_hold_up_anothers_single_task() {
         |_| Ok(TaskHandlers::empty().with("sleep", recorded)),
         |s| {
             s.queue.workers = WORKERS;
-            s.queue.default_kind = "sleep".into();
+            s.queue.default_kind = TaskKind::parse("sleep").unwrap();
         },
     )
     .await;
@@ -726,12 +728,9 @@ async fn a_worker_whose_lease_was_taken_back_cannot_record_its_outcome() {
         .await;
 
     // As a replica would whose clock says this lease lapsed an hour ago.
-    let store = app.queue.store();
-    let lapsed = app.clock.now_millis() + 3_600_000;
-    let reclaimed = store
-        .reclaim(app.queue.limits(), lapsed, lapsed + 60_000)
-        .await
-        .unwrap();
+    let ahead = Clock::manual(app.clock.now() + chrono::TimeDelta::hours(1));
+    let store = app.redis.queue_store(ahead).await;
+    let reclaimed = store.reclaim().await.unwrap();
     assert_eq!(reclaimed, 1);
 
     let done = app.finished_task(&user.token, &id, PATIENCE).await;

@@ -7,22 +7,24 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{
-    Cancelled, Enqueued, Finished, Idempotency, LEASE_LAPSED, LeaseCall, Limits, PROMOTE_BATCH,
-    Page, QueueError, QueueStats, QueueStore,
-};
+use super::{LEASE_LAPSED, PROMOTE_BATCH, QueuePolicy, QueueStore};
 use crate::domain::{
-    Fence, LeasedTask, NewTask, Outcome, Task, TaskCounts, TaskId, TaskStatus, UserId,
+    Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits,
+    NewTask, Outcome, Page, QueueStats, Task, TaskCounts, TaskId, TaskQuery, TaskStatus, UserId,
 };
+use crate::storage::StoreError;
 
-#[derive(Default)]
 pub struct MemoryQueueStore {
     state: Mutex<State>,
+    policy: QueuePolicy,
 }
 
 impl MemoryQueueStore {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(policy: QueuePolicy) -> Self {
+        Self {
+            state: Mutex::default(),
+            policy,
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -57,7 +59,7 @@ struct State {
     idempotency: HashMap<(UserId, String), Remembered>,
     idempotency_expiry: BTreeSet<(i64, UserId, String)>,
     /// What each recent lease call leased, until its leases' deadline.
-    lease_calls: HashMap<LeaseCall, (i64, Vec<(TaskId, Fence)>)>,
+    lease_calls: HashMap<LeaseCall, (i64, Vec<Lease>)>,
 }
 
 struct Entry {
@@ -213,11 +215,11 @@ impl State {
         }
     }
 
-    /// The task if `fence` is its current lease.
-    fn leased(&self, id: TaskId, fence: Fence) -> Option<&Task> {
+    /// The task if `lease` is its current one.
+    fn leased(&self, lease: Lease) -> Option<&Task> {
         self.tasks
-            .get(&id)
-            .filter(|e| e.task.status == TaskStatus::Running && e.fence == fence.0)
+            .get(&lease.task)
+            .filter(|e| e.task.status == TaskStatus::Running && e.fence == lease.fence.0)
             .map(|e| &e.task)
     }
 
@@ -226,12 +228,12 @@ impl State {
     /// lease and sets what the task becomes.
     fn send_back(
         &mut self,
-        mut leases: Vec<(TaskId, Fence)>,
+        mut leases: Vec<Lease>,
         limits: Limits,
         mut back: impl FnMut(&mut Self, TaskId),
     ) {
-        leases.sort_by_key(|&(_, fence)| std::cmp::Reverse(fence));
-        for (id, _) in leases {
+        leases.sort_by_key(|lease| std::cmp::Reverse(lease.fence));
+        for Lease { task: id, .. } in leases {
             back(self, id);
             if self.tasks[&id].task.status.is_waiting() {
                 self.push_front(id);
@@ -249,20 +251,20 @@ impl State {
             .filter(|t| t.is_live(now_ms))
     }
 
-    fn remember(&mut self, user: UserId, idempotency: Idempotency, task: TaskId) {
+    fn remember(&mut self, user: UserId, idempotency: Idempotency, task: TaskId, expires_ms: i64) {
         let key = idempotency.key.as_str().to_owned();
         if let Some(old) = self.idempotency.remove(&(user, key.clone())) {
             self.idempotency_expiry
                 .remove(&(old.expires_ms, user, key.clone()));
         }
         self.idempotency_expiry
-            .insert((idempotency.expires_ms, user, key.clone()));
+            .insert((expires_ms, user, key.clone()));
         self.idempotency.insert(
             (user, key),
             Remembered {
                 task,
                 fingerprint: idempotency.fingerprint,
-                expires_ms: idempotency.expires_ms,
+                expires_ms,
             },
         );
     }
@@ -287,9 +289,9 @@ impl QueueStore for MemoryQueueStore {
         &self,
         new: NewTask,
         idempotency: Option<Idempotency>,
-        limits: Limits,
-        now_ms: i64,
-    ) -> Result<Enqueued, QueueError> {
+    ) -> Result<Enqueued, StoreError> {
+        let now = self.policy.now();
+        let (now_ms, limits) = (now.now_ms, now.limits);
         let mut state = self.state();
         let user = new.user_id;
         if let Some(idem) = &idempotency {
@@ -344,33 +346,28 @@ impl QueueStore for MemoryQueueStore {
             state.delayed.insert((run_at_ms, id));
         }
         if let Some(idem) = idempotency {
-            state.remember(user, idem, id);
+            state.remember(user, idem, id, now.key_expires_ms);
         }
         Ok(Enqueued::Created(task))
     }
 
-    async fn get(&self, user: UserId, id: TaskId, now_ms: i64) -> Result<Option<Task>, QueueError> {
+    async fn get(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
+        let now_ms = self.policy.clock.now_millis();
         Ok(self.state().visible(user, id, now_ms).cloned())
     }
 
-    async fn list(
-        &self,
-        user: UserId,
-        status: Option<TaskStatus>,
-        before: Option<TaskId>,
-        limit: usize,
-        now_ms: i64,
-    ) -> Result<Page, QueueError> {
+    async fn list(&self, user: UserId, query: TaskQuery) -> Result<Page, StoreError> {
+        let (now_ms, limit) = (self.policy.clock.now_millis(), query.limit);
         let state = self.state();
         let Some(indexes) = state.users.get(&user) else {
             return Ok(Page::default());
         };
         let empty = BTreeSet::new();
-        let ids = match status {
+        let ids = match query.status {
             Some(status) => indexes.by_status.get(&status).unwrap_or(&empty),
             None => &indexes.all,
         };
-        let older = match before {
+        let older = match query.before {
             Some(before) => ids.range(..before),
             None => ids.range(..),
         };
@@ -384,7 +381,7 @@ impl QueueStore for MemoryQueueStore {
         Ok(Page { items, next })
     }
 
-    async fn counts(&self, user: UserId) -> Result<TaskCounts, QueueError> {
+    async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError> {
         let state = self.state();
         let mut counts = TaskCounts::default();
         if let Some(indexes) = state.users.get(&user) {
@@ -395,13 +392,9 @@ impl QueueStore for MemoryQueueStore {
         Ok(counts)
     }
 
-    async fn cancel(
-        &self,
-        user: UserId,
-        id: TaskId,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<Cancelled, QueueError> {
+    async fn cancel(&self, user: UserId, id: TaskId) -> Result<Cancelled, StoreError> {
+        let now = self.policy.now();
+        let (now_ms, expires_ms) = (now.now_ms, now.result_expires_ms);
         let mut state = self.state();
         let Some(task) = state.visible(user, id, now_ms).cloned() else {
             return Ok(Cancelled::NotFound);
@@ -416,12 +409,9 @@ impl QueueStore for MemoryQueueStore {
         Ok(Cancelled::Cancelled(state.tasks[&id].task.clone()))
     }
 
-    async fn cancel_all(
-        &self,
-        user: UserId,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<u64, QueueError> {
+    async fn cancel_all(&self, user: UserId) -> Result<u64, StoreError> {
+        let now = self.policy.now();
+        let (now_ms, expires_ms) = (now.now_ms, now.result_expires_ms);
         let mut state = self.state();
         let Some(indexes) = state.users.get(&user) else {
             return Ok(0);
@@ -438,21 +428,19 @@ impl QueueStore for MemoryQueueStore {
         Ok(waiting.len() as u64)
     }
 
-    async fn lease(
-        &self,
-        call: LeaseCall,
-        max: usize,
-        limits: Limits,
-        now_ms: i64,
-        deadline_ms: i64,
-    ) -> Result<Vec<LeasedTask>, QueueError> {
+    async fn lease(&self, call: LeaseCall, max: usize) -> Result<Vec<LeasedTask>, StoreError> {
+        let now = self.policy.now();
+        let (now_ms, deadline_ms, limits) = (now.now_ms, now.lease_deadline_ms, now.limits);
         let mut state = self.state();
         if let Some((_, made)) = state.lease_calls.get(&call) {
             let still_held = made
                 .iter()
-                .filter_map(|&(id, fence)| {
-                    let task = state.leased(id, fence)?.clone();
-                    Some(LeasedTask { task, fence })
+                .filter_map(|&lease| {
+                    let task = state.leased(lease)?.clone();
+                    Some(LeasedTask {
+                        task,
+                        fence: lease.fence,
+                    })
                 })
                 .collect();
             return Ok(still_held);
@@ -487,22 +475,20 @@ impl QueueStore for MemoryQueueStore {
             state.activate(user, limits);
         }
         if !tasks.is_empty() {
-            let made = tasks.iter().map(|t| (t.task.id, t.fence)).collect();
+            let made = tasks.iter().map(LeasedTask::lease).collect();
             state.lease_calls.insert(call, (deadline_ms, made));
         }
         Ok(tasks)
     }
 
-    async fn renew(
-        &self,
-        leases: &[(TaskId, Fence)],
-        deadline_ms: i64,
-    ) -> Result<Vec<bool>, QueueError> {
+    async fn renew(&self, leases: &[Lease]) -> Result<Vec<bool>, StoreError> {
+        let deadline_ms = self.policy.now().lease_deadline_ms;
         let mut state = self.state();
         let renewed = leases
             .iter()
-            .map(|&(id, fence)| {
-                if state.leased(id, fence).is_none() {
+            .map(|&lease| {
+                let id = lease.task;
+                if state.leased(lease).is_none() {
                     return false;
                 }
                 state.end_lease(id);
@@ -514,17 +500,11 @@ impl QueueStore for MemoryQueueStore {
         Ok(renewed)
     }
 
-    async fn finish(
-        &self,
-        id: TaskId,
-        fence: Fence,
-        outcome: Outcome,
-        limits: Limits,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<Finished, QueueError> {
+    async fn finish(&self, lease: Lease, outcome: Outcome) -> Result<Finished, StoreError> {
+        let now = self.policy.now();
+        let (id, fence) = (lease.task, lease.fence);
         let mut state = self.state();
-        let Some(task) = state.leased(id, fence) else {
+        let Some(task) = state.leased(lease) else {
             // This lease's outcome, recorded already (a call sent again).
             let recorded = state.tasks.get(&id).and_then(|e| e.recorded);
             return Ok(match recorded {
@@ -556,19 +536,20 @@ impl QueueStore for MemoryQueueStore {
             state.set_status(id, status);
             state.delayed.insert((run_at, id));
         } else {
-            state.finalize(id, status, now_ms, expires_ms);
+            state.finalize(id, status, now.now_ms, now.result_expires_ms);
         }
         state.tasks.get_mut(&id).expect("leased").recorded = Some((fence.0, status));
-        state.activate(user, limits);
+        state.activate(user, now.limits);
         Ok(Finished::Recorded(status))
     }
 
-    async fn release(&self, leases: &[(TaskId, Fence)], limits: Limits) -> Result<u64, QueueError> {
+    async fn release(&self, leases: &[Lease]) -> Result<u64, StoreError> {
+        let limits = self.policy.limits.get();
         let mut state = self.state();
-        let current: Vec<(TaskId, Fence)> = leases
+        let current: Vec<Lease> = leases
             .iter()
             .copied()
-            .filter(|&(id, fence)| state.leased(id, fence).is_some())
+            .filter(|&lease| state.leased(lease).is_some())
             .collect();
         let released = current.len() as u64;
         state.send_back(current, limits, |state, id| {
@@ -581,12 +562,9 @@ impl QueueStore for MemoryQueueStore {
         Ok(released)
     }
 
-    async fn reclaim(
-        &self,
-        limits: Limits,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<u64, QueueError> {
+    async fn reclaim(&self) -> Result<u64, StoreError> {
+        let now = self.policy.now();
+        let (now_ms, expires_ms, limits) = (now.now_ms, now.result_expires_ms, now.limits);
         let mut state = self.state();
         let lapsed: Vec<(i64, TaskId)> = state
             .leases
@@ -596,7 +574,10 @@ impl QueueStore for MemoryQueueStore {
             .collect();
         let running = lapsed
             .iter()
-            .map(|&(_, id)| (id, Fence(state.tasks[&id].fence)))
+            .map(|&(_, id)| Lease {
+                task: id,
+                fence: Fence(state.tasks[&id].fence),
+            })
             .collect();
         state.send_back(running, limits, |state, id| {
             state.end_lease(id);
@@ -612,7 +593,8 @@ impl QueueStore for MemoryQueueStore {
         Ok(lapsed.len() as u64)
     }
 
-    async fn purge(&self, now_ms: i64) -> Result<u64, QueueError> {
+    async fn purge(&self) -> Result<u64, StoreError> {
+        let now_ms = self.policy.clock.now_millis();
         let mut state = self.state();
         let expired: Vec<(i64, TaskId)> = state
             .expiry
@@ -647,7 +629,7 @@ impl QueueStore for MemoryQueueStore {
         Ok(expired.len() as u64)
     }
 
-    async fn stats(&self) -> Result<QueueStats, QueueError> {
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
         let state = self.state();
         let waiting = |u: &UserTasks| u.count(TaskStatus::Queued) + u.count(TaskStatus::Failed);
         Ok(QueueStats {
@@ -657,7 +639,7 @@ impl QueueStore for MemoryQueueStore {
         })
     }
 
-    async fn ping(&self) -> Result<(), QueueError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -23,7 +23,11 @@
 //!   sent again): the second answers what the first did, or finds nothing
 //!   left to do.
 //!
-//! Times are milliseconds since the Unix epoch, from the caller's clock.
+//! A store is given its [`QueuePolicy`] when it is made: the clock, the
+//! per-user limits in force and how long leases, results and idempotency
+//! keys last. A call then says what happens (`finish(lease, outcome)`),
+//! and the store works out when. Times are milliseconds since the Unix
+//! epoch, from that clock.
 
 mod memory;
 mod redis;
@@ -31,233 +35,172 @@ mod redis;
 pub use memory::MemoryQueueStore;
 pub use redis::RedisQueueStore;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use async_trait::async_trait;
-use uuid::Uuid;
 
+use super::StoreError;
+use crate::clock::Clock;
+use crate::config::QueueSettings;
 use crate::domain::{
-    Fence, IdempotencyKey, LeasedTask, NewTask, Outcome, Task, TaskCounts, TaskId, TaskStatus,
-    UserId,
+    Cancelled, Enqueued, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits, NewTask,
+    Outcome, Page, QueueStats, Task, TaskCounts, TaskId, TaskQuery, UserId,
 };
-
-/// Why a queue operation did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    /// The backend could not be reached or did not answer in time. Nothing
-    /// was written, or (if the answer was lost) the write is complete.
-    #[error("queue backend unavailable")]
-    Unavailable(#[source] anyhow::Error),
-    /// The backend answered with something it should not have.
-    #[error("queue backend failed")]
-    Failed(#[source] anyhow::Error),
-}
-
-/// An `Idempotency-Key` with a digest of the request it came with, so that
-/// the key reused for a different request is told apart from a retry.
-#[derive(Debug, Clone)]
-pub struct Idempotency {
-    pub key: IdempotencyKey,
-    pub fingerprint: String,
-    /// When the key stops returning its task.
-    pub expires_ms: i64,
-}
-
-/// What an enqueue did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Enqueued {
-    Created(Task),
-    /// The idempotency key (or the task id) was seen before: the task it
-    /// created then, unchanged.
-    Replayed(Task),
-    /// The idempotency key came before with a different request.
-    KeyReused,
-    /// The user already has this many tasks waiting.
-    Full {
-        pending: u64,
-    },
-}
-
-/// What a cancellation found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cancelled {
-    Cancelled(Task),
-    /// The task is running, succeeded or dead; it is returned as it stands.
-    NotWaiting(Task),
-    NotFound,
-}
-
-/// What recording an attempt's outcome did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finished {
-    /// Recorded; the task is now in this state.
-    Recorded(TaskStatus),
-    /// The lease is no longer the task's current one: refused, not applied.
-    Stale,
-}
-
-/// Names one lease call, so that the call sent again answers the leases it
-/// made instead of leasing more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LeaseCall(pub Uuid);
-
-impl LeaseCall {
-    pub fn new() -> Self {
-        Self(Uuid::new_v4())
-    }
-}
-
-impl Default for LeaseCall {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// One page of a user's tasks, newest first.
-#[derive(Debug, Default)]
-pub struct Page {
-    pub items: Vec<Task>,
-    /// Pass as `before` for the next page; `None` on the last.
-    pub next: Option<TaskId>,
-}
 
 /// Per-user queues with leases, retries and retention.
 #[async_trait]
 pub trait QueueStore: Send + Sync + 'static {
     /// Stores `task` at the back of its user's queue (or among the delayed
-    /// ones, if `run_at` is later than `now_ms`), unless the user already
-    /// has `max_pending` tasks waiting. The same task sent again is stored
+    /// ones, if it asks to wait), unless the user already has
+    /// `max_pending` tasks waiting. The same task sent again is stored
     /// once and answered as created again.
     async fn enqueue(
         &self,
         task: NewTask,
         idempotency: Option<Idempotency>,
-        limits: Limits,
-        now_ms: i64,
-    ) -> Result<Enqueued, QueueError>;
+    ) -> Result<Enqueued, StoreError>;
 
     /// A task of `user`'s, unless it is someone else's or has expired.
-    async fn get(&self, user: UserId, id: TaskId, now_ms: i64) -> Result<Option<Task>, QueueError>;
+    async fn get(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError>;
 
-    /// Up to `limit` of `user`'s tasks, newest first, older than `before`,
-    /// only those in `status` if given.
-    async fn list(
-        &self,
-        user: UserId,
-        status: Option<TaskStatus>,
-        before: Option<TaskId>,
-        limit: usize,
-        now_ms: i64,
-    ) -> Result<Page, QueueError>;
+    /// A page of `user`'s tasks, as `query` asks.
+    async fn list(&self, user: UserId, query: TaskQuery) -> Result<Page, StoreError>;
 
     /// `user`'s tasks by state.
-    async fn counts(&self, user: UserId) -> Result<TaskCounts, QueueError>;
+    async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError>;
 
-    /// Cancels a waiting task of `user`'s; kept until `expires_ms`. A task
-    /// cancelled already is answered as cancelled again, unchanged.
-    async fn cancel(
-        &self,
-        user: UserId,
-        id: TaskId,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<Cancelled, QueueError>;
+    /// Cancels a waiting task of `user`'s. A task cancelled already is
+    /// answered as cancelled again, unchanged.
+    async fn cancel(&self, user: UserId, id: TaskId) -> Result<Cancelled, StoreError>;
 
     /// Cancels every waiting task of `user`'s. Returns how many.
-    async fn cancel_all(
-        &self,
-        user: UserId,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<u64, QueueError>;
+    async fn cancel_all(&self, user: UserId) -> Result<u64, StoreError>;
 
-    /// Leases up to `max` ready tasks, round robin between users, each
-    /// until `deadline_ms`. Due delayed tasks are made ready first. The
-    /// same `call` made again answers the leases it made that are still
-    /// current, and leases nothing more.
-    async fn lease(
-        &self,
-        call: LeaseCall,
-        max: usize,
-        limits: Limits,
-        now_ms: i64,
-        deadline_ms: i64,
-    ) -> Result<Vec<LeasedTask>, QueueError>;
+    /// Leases up to `max` ready tasks, round robin between users. Due
+    /// delayed tasks are made ready first. The same `call` made again
+    /// answers the leases it made that are still current, and leases
+    /// nothing more.
+    async fn lease(&self, call: LeaseCall, max: usize) -> Result<Vec<LeasedTask>, StoreError>;
 
-    /// Extends leases that are still current to `deadline_ms`; answers, in
-    /// order, whether each one was.
-    async fn renew(
-        &self,
-        leases: &[(TaskId, Fence)],
-        deadline_ms: i64,
-    ) -> Result<Vec<bool>, QueueError>;
+    /// Extends leases that are still current by a lease period; answers,
+    /// in order, whether each one was.
+    async fn renew(&self, leases: &[Lease]) -> Result<Vec<bool>, StoreError>;
 
     /// Records how an attempt ended, if its lease is still current. A
     /// failure is retried at its `retry_at` while attempts remain, and is
-    /// `dead` after; finished tasks are kept until `expires_ms`. Sent again
-    /// for the same lease, it answers what was recorded the first time.
-    async fn finish(
-        &self,
-        id: TaskId,
-        fence: Fence,
-        outcome: Outcome,
-        limits: Limits,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<Finished, QueueError>;
+    /// `dead` after. Sent again for the same lease, it answers what was
+    /// recorded the first time.
+    async fn finish(&self, lease: Lease, outcome: Outcome) -> Result<Finished, StoreError>;
 
     /// Hands current leases back unfinished (at shutdown): each task goes
     /// back to the front of its queue and the attempt is not counted.
     /// Returns how many were still current.
-    async fn release(&self, leases: &[(TaskId, Fence)], limits: Limits) -> Result<u64, QueueError>;
+    async fn release(&self, leases: &[Lease]) -> Result<u64, StoreError>;
 
-    /// Takes back every lease that lapsed by `now_ms`: its task runs again
-    /// first in its queue, or is `dead` if that was the last attempt.
-    /// Returns how many.
-    async fn reclaim(
-        &self,
-        limits: Limits,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<u64, QueueError>;
+    /// Takes back every lease that has lapsed: its task runs again first
+    /// in its queue, or is `dead` if that was the last attempt. Returns
+    /// how many.
+    async fn reclaim(&self) -> Result<u64, StoreError>;
 
     /// Forgets every finished task and idempotency key past its expiry.
     /// Returns how many tasks went.
-    async fn purge(&self, now_ms: i64) -> Result<u64, QueueError>;
+    async fn purge(&self) -> Result<u64, StoreError>;
 
     /// How much is waiting, over all users.
-    async fn stats(&self) -> Result<QueueStats, QueueError>;
+    async fn stats(&self) -> Result<QueueStats, StoreError>;
 
     /// Checks that the backend answers.
-    async fn ping(&self) -> Result<(), QueueError>;
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// A short name for health reports: `memory` or `redis`.
     fn name(&self) -> &'static str;
 }
 
-/// How much is waiting, over all users.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    /// Tasks queued or failed (awaiting a retry).
-    pub waiting: u64,
-    /// Users with at least one such task.
-    pub users_waiting: u64,
-    /// The `run_at` of the ready task that has been due longest.
-    pub oldest_due_ms: Option<i64>,
+/// What a queue store is told besides its data: where time comes from,
+/// the per-user limits in force, and how long things last.
+#[derive(Clone)]
+pub struct QueuePolicy {
+    pub clock: Clock,
+    /// Shared with whoever changes them while the service runs.
+    pub limits: Arc<SharedLimits>,
+    /// How long a lease lasts unless renewed.
+    pub lease_for: Duration,
+    /// How long a finished task stays readable.
+    pub result_ttl: Duration,
+    /// How long an `Idempotency-Key` keeps returning its task.
+    pub idempotency_ttl: Duration,
 }
 
-/// The per-user bounds in force, passed with each call so that an operator
-/// can change them while the service runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Most waiting tasks per user.
-    pub max_pending: u64,
-    /// Most running tasks per user; 0 means no bound.
-    pub max_running: u64,
+impl QueuePolicy {
+    pub fn new(settings: &QueueSettings, clock: Clock) -> Self {
+        Self {
+            clock,
+            limits: Arc::new(SharedLimits::new(settings.limits())),
+            lease_for: settings.visibility_timeout(),
+            result_ttl: settings.result_ttl(),
+            idempotency_ttl: settings.idempotency_ttl(),
+        }
+    }
+
+    /// The time now, the deadlines that follow from it, and the limits.
+    fn now(&self) -> Moment {
+        let now_ms = self.clock.now_millis();
+        let later = |ttl: Duration| {
+            now_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+        };
+        Moment {
+            now_ms,
+            lease_deadline_ms: later(self.lease_for),
+            result_expires_ms: later(self.result_ttl),
+            key_expires_ms: later(self.idempotency_ttl),
+            limits: self.limits.get(),
+        }
+    }
 }
 
-impl Limits {
-    /// Whether a user with `running` tasks may start another.
-    pub fn may_run(&self, running: u64) -> bool {
-        self.max_running == 0 || running < self.max_running
+/// One instant of a store call: every time it writes follows from `now_ms`.
+#[derive(Debug, Clone, Copy)]
+struct Moment {
+    now_ms: i64,
+    /// When a lease taken or renewed now lapses.
+    lease_deadline_ms: i64,
+    /// When a task finished now is forgotten.
+    result_expires_ms: i64,
+    /// When an `Idempotency-Key` seen now is forgotten.
+    key_expires_ms: i64,
+    limits: Limits,
+}
+
+/// The per-user limits in force, shared by the store and whoever changes
+/// them (a reload), so that a change applies at the next call.
+#[derive(Debug)]
+pub struct SharedLimits {
+    max_pending: AtomicU64,
+    max_running: AtomicU64,
+}
+
+impl SharedLimits {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            max_pending: AtomicU64::new(limits.max_pending),
+            max_running: AtomicU64::new(limits.max_running),
+        }
+    }
+
+    pub fn get(&self) -> Limits {
+        Limits {
+            max_pending: self.max_pending.load(Ordering::Relaxed),
+            max_running: self.max_running.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn set(&self, limits: Limits) {
+        self.max_pending
+            .store(limits.max_pending, Ordering::Relaxed);
+        self.max_running
+            .store(limits.max_running, Ordering::Relaxed);
     }
 }
 

@@ -32,15 +32,14 @@ use chrono::{DateTime, Utc};
 use fred::prelude::{HashesInterface, Value};
 use fred::types::scripts::Script;
 
-use super::{
-    Cancelled, Enqueued, Finished, Idempotency, LEASE_LAPSED, LeaseCall, Limits, PROMOTE_BATCH,
-    Page, QueueError, QueueStats, QueueStore,
-};
+use super::{LEASE_LAPSED, PROMOTE_BATCH, QueuePolicy, QueueStore};
 use crate::domain::{
-    Fence, LeasedTask, NewTask, Outcome, Task, TaskCounts, TaskId, TaskKind, TaskStatus, UserId,
+    Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, NewTask,
+    Outcome, Page, QueueStats, Task, TaskCounts, TaskId, TaskKind, TaskQuery, TaskStatus, UserId,
 };
 use crate::lua_script;
-use crate::storage::redis::{Redis, RedisFailure, SLICE, count};
+use crate::storage::StoreError;
+use crate::storage::redis::{Redis, SLICE, count};
 
 /// The queue scripts, loaded into Redis on first use (and again after a
 /// Redis restart forgets them).
@@ -81,33 +80,26 @@ impl Scripts {
 pub struct RedisQueueStore {
     redis: Arc<Redis>,
     scripts: Scripts,
+    policy: QueuePolicy,
 }
 
 impl RedisQueueStore {
-    pub fn new(redis: Arc<Redis>) -> Self {
+    pub fn new(redis: Arc<Redis>, policy: QueuePolicy) -> Self {
         Self {
             redis,
             scripts: Scripts::new(),
+            policy,
         }
     }
 
     /// Runs a script with the prefix as its first argument.
-    async fn run(&self, script: &Script, args: Vec<String>) -> Result<Value, QueueError> {
-        Ok(self.redis.run(script, args).await?)
+    async fn run(&self, script: &Script, args: Vec<String>) -> Result<Value, StoreError> {
+        self.redis.run(script, args).await
     }
 }
 
-impl From<RedisFailure> for QueueError {
-    fn from(failure: RedisFailure) -> Self {
-        match failure {
-            RedisFailure::Unavailable(err) => Self::Unavailable(err),
-            RedisFailure::Failed(err) => Self::Failed(err),
-        }
-    }
-}
-
-fn failed(err: anyhow::Error) -> QueueError {
-    QueueError::Failed(err)
+fn failed(err: anyhow::Error) -> StoreError {
+    StoreError::Failed(err)
 }
 
 /// Reads a task hash, as a script's HGETALL answers it, into a task.
@@ -174,10 +166,10 @@ fn tagged(value: Value) -> anyhow::Result<(String, Vec<Value>)> {
     Ok((tag, items.collect()))
 }
 
-fn pairs(leases: &[(TaskId, Fence)]) -> impl Iterator<Item = String> + '_ {
+fn pairs(leases: &[Lease]) -> impl Iterator<Item = String> + '_ {
     leases
         .iter()
-        .flat_map(|(id, fence)| [id.to_string(), fence.0.to_string()])
+        .flat_map(|lease| [lease.task.to_string(), lease.fence.0.to_string()])
 }
 
 fn outcome_args(outcome: Outcome) -> [String; 3] {
@@ -198,33 +190,30 @@ impl QueueStore for RedisQueueStore {
         &self,
         new: NewTask,
         idempotency: Option<Idempotency>,
-        limits: Limits,
-        now_ms: i64,
-    ) -> Result<Enqueued, QueueError> {
-        let (key, fingerprint, key_expires) = match idempotency {
-            Some(idem) => (
-                idem.key.as_str().to_owned(),
-                idem.fingerprint,
-                idem.expires_ms.to_string(),
-            ),
+    ) -> Result<Enqueued, StoreError> {
+        let now = self.policy.now();
+        let (key, fingerprint) = match idempotency {
+            Some(idem) => (idem.key.as_str().to_owned(), idem.fingerprint),
             None => Default::default(),
         };
+        let run_at = new.run_at().timestamp_millis();
+        let request = new.request;
         let args = vec![
             new.id.to_string(),
             new.user_id.to_string(),
-            new.kind.as_str().to_owned(),
-            new.payload.to_string(),
-            new.max_attempts.to_string(),
+            request.kind.as_str().to_owned(),
+            request.payload.to_string(),
+            request.max_attempts.to_string(),
             new.created_at.timestamp_millis().to_string(),
-            new.run_at.timestamp_millis().to_string(),
-            now_ms.to_string(),
-            limits.max_pending.to_string(),
-            limits.max_running.to_string(),
+            run_at.to_string(),
+            now.now_ms.to_string(),
+            now.limits.max_pending.to_string(),
+            now.limits.max_running.to_string(),
             key,
             fingerprint,
-            key_expires,
+            now.key_expires_ms.to_string(),
             PROMOTE_BATCH.to_string(),
-            new.trace_parent.unwrap_or_default(),
+            request.trace_parent.unwrap_or_default(),
         ];
         let answer = self.run(&self.scripts.enqueue, args).await?;
         let (tag, mut rest) = tagged(answer).map_err(failed)?;
@@ -240,14 +229,10 @@ impl QueueStore for RedisQueueStore {
         })
     }
 
-    async fn get(&self, user: UserId, id: TaskId, now_ms: i64) -> Result<Option<Task>, QueueError> {
+    async fn get(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
+        let now_ms = self.policy.clock.now_millis();
         let key = format!("{}:task:{id}", self.redis.prefix());
-        let fields: HashMap<String, String> = self
-            .redis
-            .client()
-            .hgetall(key)
-            .await
-            .map_err(RedisFailure::from)?;
+        let fields: HashMap<String, String> = self.redis.client().hgetall(key).await?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -256,18 +241,15 @@ impl QueueStore for RedisQueueStore {
         Ok(visible.then_some(task))
     }
 
-    async fn list(
-        &self,
-        user: UserId,
-        status: Option<TaskStatus>,
-        before: Option<TaskId>,
-        limit: usize,
-        now_ms: i64,
-    ) -> Result<Page, QueueError> {
+    async fn list(&self, user: UserId, query: TaskQuery) -> Result<Page, StoreError> {
+        let (now_ms, limit) = (self.policy.clock.now_millis(), query.limit);
         let args = vec![
             user.to_string(),
-            status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
-            before.map(|id| id.to_string()).unwrap_or_default(),
+            query
+                .status
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            query.before.map(|id| id.to_string()).unwrap_or_default(),
             (limit + 1).to_string(),
         ];
         let answer = self.run(&self.scripts.list, args).await?;
@@ -283,7 +265,7 @@ impl QueueStore for RedisQueueStore {
         Ok(Page { items: tasks, next })
     }
 
-    async fn counts(&self, user: UserId) -> Result<TaskCounts, QueueError> {
+    async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError> {
         let answer = self
             .run(&self.scripts.counts, vec![user.to_string()])
             .await?;
@@ -294,18 +276,13 @@ impl QueueStore for RedisQueueStore {
         Ok(counts)
     }
 
-    async fn cancel(
-        &self,
-        user: UserId,
-        id: TaskId,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<Cancelled, QueueError> {
+    async fn cancel(&self, user: UserId, id: TaskId) -> Result<Cancelled, StoreError> {
+        let now = self.policy.now();
         let args = vec![
             user.to_string(),
             id.to_string(),
-            now_ms.to_string(),
-            expires_ms.to_string(),
+            now.now_ms.to_string(),
+            now.result_expires_ms.to_string(),
         ];
         let answer = self.run(&self.scripts.cancel, args).await?;
         let (tag, mut rest) = tagged(answer).map_err(failed)?;
@@ -318,43 +295,32 @@ impl QueueStore for RedisQueueStore {
         })
     }
 
-    async fn cancel_all(
-        &self,
-        user: UserId,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<u64, QueueError> {
+    async fn cancel_all(&self, user: UserId) -> Result<u64, StoreError> {
+        let now = self.policy.now();
         let args = || {
             vec![
                 user.to_string(),
-                now_ms.to_string(),
-                expires_ms.to_string(),
+                now.now_ms.to_string(),
+                now.result_expires_ms.to_string(),
                 SLICE.to_string(),
             ]
         };
-        Ok(self
-            .redis
+        self.redis
             .run_in_slices(&self.scripts.cancel_all, args)
-            .await?)
+            .await
     }
 
-    async fn lease(
-        &self,
-        call: LeaseCall,
-        max: usize,
-        limits: Limits,
-        now_ms: i64,
-        deadline_ms: i64,
-    ) -> Result<Vec<LeasedTask>, QueueError> {
+    async fn lease(&self, call: LeaseCall, max: usize) -> Result<Vec<LeasedTask>, StoreError> {
+        let now = self.policy.now();
         let args = vec![
-            now_ms.to_string(),
-            deadline_ms.to_string(),
-            limits.max_running.to_string(),
+            now.now_ms.to_string(),
+            now.lease_deadline_ms.to_string(),
+            now.limits.max_running.to_string(),
             max.to_string(),
             PROMOTE_BATCH.to_string(),
             call.0.simple().to_string(),
             // How long Redis keeps what the call leased: as long as a lease.
-            (deadline_ms - now_ms).max(1).to_string(),
+            (now.lease_deadline_ms - now.now_ms).max(1).to_string(),
         ];
         let answer = self.run(&self.scripts.lease, args).await?;
         answer
@@ -376,14 +342,11 @@ impl QueueStore for RedisQueueStore {
             .map_err(failed)
     }
 
-    async fn renew(
-        &self,
-        leases: &[(TaskId, Fence)],
-        deadline_ms: i64,
-    ) -> Result<Vec<bool>, QueueError> {
+    async fn renew(&self, leases: &[Lease]) -> Result<Vec<bool>, StoreError> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
+        let deadline_ms = self.policy.now().lease_deadline_ms;
         let args = std::iter::once(deadline_ms.to_string())
             .chain(pairs(leases))
             .collect();
@@ -395,25 +358,18 @@ impl QueueStore for RedisQueueStore {
             .collect())
     }
 
-    async fn finish(
-        &self,
-        id: TaskId,
-        fence: Fence,
-        outcome: Outcome,
-        limits: Limits,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<Finished, QueueError> {
+    async fn finish(&self, lease: Lease, outcome: Outcome) -> Result<Finished, StoreError> {
+        let now = self.policy.now();
         let [kind, value, retry_at] = outcome_args(outcome);
         let args = vec![
-            id.to_string(),
-            fence.0.to_string(),
+            lease.task.to_string(),
+            lease.fence.0.to_string(),
             kind,
             value,
             retry_at,
-            now_ms.to_string(),
-            expires_ms.to_string(),
-            limits.max_running.to_string(),
+            now.now_ms.to_string(),
+            now.result_expires_ms.to_string(),
+            now.limits.max_running.to_string(),
         ];
         let answer = self.run(&self.scripts.finish, args).await?;
         match answer.as_str().as_deref() {
@@ -425,38 +381,33 @@ impl QueueStore for RedisQueueStore {
         }
     }
 
-    async fn release(&self, leases: &[(TaskId, Fence)], limits: Limits) -> Result<u64, QueueError> {
+    async fn release(&self, leases: &[Lease]) -> Result<u64, StoreError> {
         if leases.is_empty() {
             return Ok(0);
         }
-        let args = std::iter::once(limits.max_running.to_string())
+        let max_running = self.policy.limits.get().max_running;
+        let args = std::iter::once(max_running.to_string())
             .chain(pairs(leases))
             .collect();
-        Ok(count(self.run(&self.scripts.release, args).await?)?)
+        count(self.run(&self.scripts.release, args).await?)
     }
 
-    async fn reclaim(
-        &self,
-        limits: Limits,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<u64, QueueError> {
+    async fn reclaim(&self) -> Result<u64, StoreError> {
+        let now = self.policy.now();
         let args = || {
             vec![
-                now_ms.to_string(),
-                expires_ms.to_string(),
-                limits.max_running.to_string(),
+                now.now_ms.to_string(),
+                now.result_expires_ms.to_string(),
+                now.limits.max_running.to_string(),
                 SLICE.to_string(),
                 LEASE_LAPSED.to_owned(),
             ]
         };
-        Ok(self
-            .redis
-            .run_in_slices(&self.scripts.reclaim, args)
-            .await?)
+        self.redis.run_in_slices(&self.scripts.reclaim, args).await
     }
 
-    async fn purge(&self, now_ms: i64) -> Result<u64, QueueError> {
+    async fn purge(&self) -> Result<u64, StoreError> {
+        let now_ms = self.policy.clock.now_millis();
         let mut purged = 0;
         loop {
             let args = vec![now_ms.to_string(), SLICE.to_string()];
@@ -472,7 +423,7 @@ impl QueueStore for RedisQueueStore {
         }
     }
 
-    async fn stats(&self) -> Result<QueueStats, QueueError> {
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
         let answer = self
             .run(&self.scripts.stats, Vec::new())
             .await?
@@ -493,8 +444,8 @@ impl QueueStore for RedisQueueStore {
         })
     }
 
-    async fn ping(&self) -> Result<(), QueueError> {
-        Ok(self.redis.ping().await?)
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.redis.ping().await
     }
 
     fn name(&self) -> &'static str {

@@ -22,7 +22,8 @@ use fred::types::scripts::Script;
 
 use crate::domain::{Session, SessionId, StoredSession, TouchOutcome, UserId};
 use crate::lua_script;
-use crate::storage::redis::{Redis, RedisFailure, SLICE, count};
+use crate::storage::StoreError;
+use crate::storage::redis::{Redis, SLICE, count};
 
 struct Scripts {
     open: Script,
@@ -66,7 +67,7 @@ impl RedisSessions {
         user_id: UserId,
         now_ms: i64,
         absolute_ms: i64,
-    ) -> Result<Session, RedisFailure> {
+    ) -> Result<Session, StoreError> {
         let args = vec![
             id.0.to_string(),
             user_id.to_string(),
@@ -93,7 +94,7 @@ impl RedisSessions {
         id: SessionId,
         user_id: UserId,
         now_ms: i64,
-    ) -> Result<TouchOutcome, RedisFailure> {
+    ) -> Result<TouchOutcome, StoreError> {
         let args = vec![
             id.0.to_string(),
             user_id.to_string(),
@@ -102,11 +103,11 @@ impl RedisSessions {
             self.grace_ms().to_string(),
         ];
         let answer = self.redis.run(&self.scripts.touch, args).await?;
-        touch_outcome(answer, id, user_id, self.idle_ttl_ms).map_err(RedisFailure::Failed)
+        touch_outcome(answer, id, user_id, self.idle_ttl_ms).map_err(StoreError::Failed)
     }
 
     /// Ends one session. Returns whether it existed.
-    pub async fn revoke(&self, id: SessionId) -> Result<bool, RedisFailure> {
+    pub async fn revoke(&self, id: SessionId) -> Result<bool, StoreError> {
         let answer = self
             .redis
             .run(&self.scripts.revoke, vec![id.0.to_string()])
@@ -119,7 +120,7 @@ impl RedisSessions {
         &self,
         user_id: UserId,
         keep: Option<SessionId>,
-    ) -> Result<usize, RedisFailure> {
+    ) -> Result<usize, StoreError> {
         let keep = keep.map(|id| id.0.to_string()).unwrap_or_default();
         let args = vec![user_id.to_string(), keep];
         Ok(count(self.redis.run(&self.scripts.revoke_user, args).await?)? as usize)
@@ -127,14 +128,14 @@ impl RedisSessions {
 
     /// Removes every session lapsed by `now_ms`, a batch a call. Returns
     /// how many were removed.
-    pub async fn sweep(&self, now_ms: i64) -> Result<usize, RedisFailure> {
+    pub async fn sweep(&self, now_ms: i64) -> Result<usize, StoreError> {
         let args = || vec![now_ms.to_string(), SLICE.to_string()];
         let swept = self.redis.run_in_slices(&self.scripts.sweep, args).await?;
         Ok(swept as usize)
     }
 
     /// Sessions held, live or lapsed but not yet swept, on every replica.
-    pub async fn count(&self) -> Result<usize, RedisFailure> {
+    pub async fn count(&self) -> Result<usize, StoreError> {
         let key = format!("{}:session-expiry", self.redis.prefix());
         Ok(self.redis.client().zcard(key).await?)
     }

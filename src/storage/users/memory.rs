@@ -5,8 +5,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{StoreError, UserStore};
-use crate::domain::{Login, NewUser, User, UserId};
+use super::UserStore;
+use crate::domain::{Login, NewUser, Taken, User, UserId};
+use crate::storage::StoreError;
 
 #[derive(Debug, Default)]
 pub struct MemoryUserStore {
@@ -39,15 +40,15 @@ impl MemoryUserStore {
 
 #[async_trait]
 impl UserStore for MemoryUserStore {
-    async fn insert(&self, new: NewUser) -> Result<User, StoreError> {
+    async fn insert(&self, new: NewUser) -> Result<Result<User, Taken>, StoreError> {
         let mut idx = self.indexes();
         let username = new.username.folded();
         let email = new.email.as_ref().map(|e| e.folded());
         if idx.by_username.contains_key(&username) {
-            return Err(StoreError::UsernameTaken);
+            return Ok(Err(Taken::Username));
         }
         if email.as_ref().is_some_and(|e| idx.by_email.contains_key(e)) {
-            return Err(StoreError::EmailTaken);
+            return Ok(Err(Taken::Email));
         }
         let user = User::from(new);
         idx.by_username.insert(username, user.id);
@@ -55,7 +56,7 @@ impl UserStore for MemoryUserStore {
             idx.by_email.insert(email, user.id);
         }
         idx.users.insert(user.id, user.clone());
-        Ok(user)
+        Ok(Ok(user))
     }
 
     async fn find_by_login(&self, login: &Login) -> Result<Option<User>, StoreError> {

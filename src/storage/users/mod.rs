@@ -9,29 +9,15 @@ pub use postgres::{PostgresUserStore, migrate};
 
 use async_trait::async_trait;
 
-use crate::domain::{Login, NewUser, User, UserId};
-
-/// Why a store operation did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("username is taken")]
-    UsernameTaken,
-    #[error("e-mail address is taken")]
-    EmailTaken,
-    /// The store could not be reached or did not answer in time; the
-    /// operation may be retried once it is back.
-    #[error("user store unavailable")]
-    Unavailable(#[source] anyhow::Error),
-    /// The store answered with something it should not have.
-    #[error("user store failed")]
-    Failed(#[source] anyhow::Error),
-}
+use super::StoreError;
+use crate::domain::{Login, NewUser, Taken, User, UserId};
 
 /// Users by id, by username and by e-mail, both unique regardless of case.
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
-    /// Stores a new user exactly as given.
-    async fn insert(&self, user: NewUser) -> Result<User, StoreError>;
+    /// Stores a new user exactly as given, unless the username or e-mail
+    /// address is someone's already.
+    async fn insert(&self, user: NewUser) -> Result<Result<User, Taken>, StoreError>;
 
     /// Finds a user by username or e-mail address, regardless of case.
     async fn find_by_login(&self, login: &Login) -> Result<Option<User>, StoreError>;

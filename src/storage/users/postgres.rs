@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use secrecy::ExposeSecret;
 use tokio_postgres::{NoTls, Row, error::SqlState};
 
-use super::{StoreError, UserStore};
+use super::UserStore;
 use crate::config::DatabaseSettings;
-use crate::domain::{Login, NewUser, User, UserId};
+use crate::domain::{Login, NewUser, Taken, User, UserId};
+use crate::storage::StoreError;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -46,7 +46,7 @@ pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<usize> {
 }
 
 fn connection_config(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config = settings.url.expose_secret().parse()?;
+    let mut config: tokio_postgres::Config = settings.url.expose().parse()?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(settings.timeout());
     }
@@ -149,42 +149,50 @@ fn query_error(err: tokio_postgres::Error) -> StoreError {
     let Some(db) = err.as_db_error() else {
         return StoreError::Unavailable(err.into());
     };
+    let code = db.code();
+    if code.code().starts_with("08") || code == &SqlState::ADMIN_SHUTDOWN {
+        StoreError::Unavailable(err.into())
+    } else {
+        StoreError::Failed(err.into())
+    }
+}
+
+/// What a unique index refused, if that is why an insert failed.
+fn taken(err: &tokio_postgres::Error) -> Option<Taken> {
+    let db = err.as_db_error()?;
     match (db.code(), db.constraint()) {
-        (&SqlState::UNIQUE_VIOLATION, Some("users_username_key")) => StoreError::UsernameTaken,
-        (&SqlState::UNIQUE_VIOLATION, Some("users_email_key")) => StoreError::EmailTaken,
-        (code, _) if code.code().starts_with("08") || code == &SqlState::ADMIN_SHUTDOWN => {
-            StoreError::Unavailable(err.into())
-        }
-        _ => StoreError::Failed(err.into()),
+        (&SqlState::UNIQUE_VIOLATION, Some("users_username_key")) => Some(Taken::Username),
+        (&SqlState::UNIQUE_VIOLATION, Some("users_email_key")) => Some(Taken::Email),
+        _ => None,
     }
 }
 
 #[async_trait]
 impl UserStore for PostgresUserStore {
-    async fn insert(&self, new: NewUser) -> Result<User, StoreError> {
+    async fn insert(&self, new: NewUser) -> Result<Result<User, Taken>, StoreError> {
         let user = User::from(new);
-        self.with_client(async |client| {
-            let statement = client
-                .prepare_cached(
-                    "INSERT INTO users (id, username, email, password_hash, created_at) \
+        let inserted = self
+            .with_client(async |client| {
+                let statement = client
+                    .prepare_cached(
+                        "INSERT INTO users (id, username, email, password_hash, created_at) \
                      VALUES ($1, $2, $3, $4, $5)",
-                )
-                .await?;
-            client
-                .execute(
-                    &statement,
-                    &[
-                        &user.id.0,
-                        &user.username,
-                        &user.email,
-                        &user.password_hash,
-                        &user.created_at,
-                    ],
-                )
-                .await
-        })
-        .await?;
-        Ok(user)
+                    )
+                    .await?;
+                let row = [
+                    &user.id.0 as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &user.username,
+                    &user.email,
+                    &user.password_hash,
+                    &user.created_at,
+                ];
+                match client.execute(&statement, &row).await {
+                    Ok(_) => Ok(Ok(())),
+                    Err(err) => taken(&err).map(Err).ok_or(err),
+                }
+            })
+            .await?;
+        Ok(inserted.map(|()| user))
     }
 
     async fn find_by_login(&self, login: &Login) -> Result<Option<User>, StoreError> {

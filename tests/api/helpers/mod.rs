@@ -134,7 +134,7 @@ fn test_settings(database_url: String, customize: impl FnOnce(&mut Settings)) ->
     settings.auth.bcrypt_cost = 4;
     settings.auth.hasher_threads = 2;
     settings.database = Some(DatabaseSettings {
-        url: database_url.into(),
+        url: database_url.parse().unwrap(),
         pool_size: 4,
         timeout_secs: 3,
     });
@@ -162,7 +162,11 @@ async fn start(
         .expect("the service builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let (handle, sessions, queue) = (app.handle(), app.sessions(), app.queue());
-    actix_web::rt::spawn(app.run());
+    // On a thread of its own, so that the stop sent when the test drops
+    // the app is still carried out after the test's own runtime has ended:
+    // the HTTP workers stop, and with them what they hold (the user
+    // store's connections among it).
+    std::thread::spawn(move || actix_web::rt::System::new().block_on(app.run()));
 
     TestApp {
         address,

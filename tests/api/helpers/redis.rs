@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{Builder, ClientLike, Config, KeysInterface, LuaInterface};
+use tollgate::clock::Clock;
 use tollgate::config::{RedisSettings, Settings};
-use tollgate::storage::Redis;
+use tollgate::storage::{QueuePolicy, Redis, RedisQueueStore};
 
 use super::{eventually, on_a_fresh_runtime, spare_port};
 
@@ -36,10 +37,10 @@ impl TestRedis {
     /// Settings for the shared Redis under `prefix`.
     pub fn settings(prefix: &str) -> RedisSettings {
         RedisSettings {
-            url: Some(redis_url().into()),
+            url: Some(redis_url().parse().unwrap()),
             cluster_nodes: Vec::new(),
             pool_size: 2,
-            key_prefix: prefix.to_owned(),
+            key_prefix: prefix.parse().unwrap(),
             timeout_secs: 2,
         }
     }
@@ -59,16 +60,15 @@ impl TestRedis {
 
     /// Takes charge of the keys under the prefix `settings` name.
     pub fn adopt(settings: &Settings) -> Self {
-        use secrecy::ExposeSecret;
         let redis = settings.redis.as_ref().expect("test settings name a Redis");
         let url = match (&redis.url, redis.cluster_nodes.first()) {
-            (_, Some(node)) => format!("redis-cluster://{node}"),
-            (Some(url), None) => url.expose_secret().to_owned(),
+            (_, Some(node)) => format!("redis-cluster://{}:{}", node.host, node.port),
+            (Some(url), None) => url.expose().to_owned(),
             (None, None) => unreachable!("valid settings name a url or cluster nodes"),
         };
         Self {
             url,
-            prefix: redis.key_prefix.clone(),
+            prefix: redis.key_prefix.as_str().to_owned(),
         }
     }
 
@@ -99,6 +99,13 @@ impl TestRedis {
         entries
     }
 
+    /// The queue store on this prefix, with the embedded default's
+    /// policy, reading time from `clock`.
+    pub async fn queue_store(&self, clock: Clock) -> RedisQueueStore {
+        let policy = QueuePolicy::new(&Settings::embedded_default().queue, clock);
+        RedisQueueStore::new(self.connect().await, policy)
+    }
+
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -106,7 +113,7 @@ impl TestRedis {
     /// Connection settings for this prefix.
     pub fn redis_settings(&self) -> RedisSettings {
         RedisSettings {
-            url: Some(self.url.clone().into()),
+            url: Some(self.url.parse().unwrap()),
             ..Self::settings(&self.prefix)
         }
     }
@@ -221,7 +228,7 @@ impl PrivateRedis {
     /// after a second so that an outage shows quickly.
     pub fn settings(&self, prefix: &str) -> RedisSettings {
         RedisSettings {
-            url: Some(self.url().into()),
+            url: Some(self.url().parse().unwrap()),
             timeout_secs: 1,
             ..TestRedis::settings(prefix)
         }

@@ -1,16 +1,18 @@
 //! The error-code table and the one error type the HTTP edge returns. Every
 //! failure a client can see is a row here, rendered as RFC 9457 problem
-//! details with a stable `code` to switch on.
+//! details with a stable `code` to switch on; every error the layers below
+//! return maps to a row, and so does a body actix could not read.
 
 use actix_web::{
-    HttpResponse, ResponseError,
+    HttpRequest, HttpResponse, ResponseError,
+    error::{JsonPayloadError, PayloadError},
     http::{StatusCode, header},
 };
 use serde::Serialize;
 
-use crate::actors::{RegistryError, SessionError};
-use crate::domain::InvalidInput;
-use crate::storage::{QueueError, RedisFailure, StoreError};
+use crate::accounts::AccountError;
+use crate::actors::{QueueError, SessionError};
+use crate::domain::{InvalidInput, Taken, TaskRefusal};
 
 /// Writes the error-code table once: the enum, its rows and the list of
 /// every code (for the OpenAPI document).
@@ -161,6 +163,11 @@ impl ApiError {
     pub fn not_found() -> Self {
         Self::new(ErrorCode::NotFound, "no such resource")
     }
+
+    /// A bug or corrupt data: the cause is logged, the client told nothing.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self::with_cause(ErrorCode::Internal, "internal error", cause)
+    }
 }
 
 /// The problem-details body (RFC 9457) with Tollgate's `code` member.
@@ -260,6 +267,12 @@ impl From<InvalidInput> for ApiError {
     }
 }
 
+impl From<Vec<InvalidInput>> for ApiError {
+    fn from(errors: Vec<InvalidInput>) -> Self {
+        Self::invalid_fields(errors.into_iter().map(Some))
+    }
+}
+
 impl From<actix::MailboxError> for ApiError {
     fn from(err: actix::MailboxError) -> Self {
         Self::with_cause(
@@ -274,35 +287,12 @@ impl From<SessionError> for ApiError {
     fn from(err: SessionError) -> Self {
         match err {
             SessionError::Shard(err) => err.into(),
-            SessionError::Store(RedisFailure::Unavailable(_)) => Self::with_cause(
+            err if err.is_unavailable() => Self::with_cause(
                 ErrorCode::StorageUnavailable,
                 "the session store is unavailable; retry shortly",
                 err,
             ),
-            SessionError::Store(RedisFailure::Failed(_)) => {
-                Self::with_cause(ErrorCode::Internal, "internal error", err)
-            }
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::UsernameTaken => Self::new(
-                ErrorCode::UsernameTaken,
-                "that username is already registered",
-            ),
-            StoreError::EmailTaken => Self::new(
-                ErrorCode::EmailTaken,
-                "that e-mail address is already registered",
-            ),
-            StoreError::Unavailable(_) => Self::with_cause(
-                ErrorCode::StorageUnavailable,
-                "the user store is unavailable; retry shortly",
-                err,
-            ),
-            StoreError::Failed(_) => Self::with_cause(ErrorCode::Internal, "internal error", err),
+            err => Self::internal(err),
         }
     }
 }
@@ -310,31 +300,100 @@ impl From<StoreError> for ApiError {
 impl From<QueueError> for ApiError {
     fn from(err: QueueError) -> Self {
         match err {
-            QueueError::Unavailable(_) => Self::with_cause(
+            QueueError::Busy(err) => err.into(),
+            err if err.is_unavailable() => Self::with_cause(
                 ErrorCode::QueueUnavailable,
                 "the task queue is unavailable; retry shortly",
                 err,
             ),
-            QueueError::Failed(_) => Self::with_cause(ErrorCode::Internal, "internal error", err),
+            err => Self::internal(err),
         }
     }
 }
 
-impl From<RegistryError> for ApiError {
-    fn from(err: RegistryError) -> Self {
+impl From<Taken> for ApiError {
+    fn from(taken: Taken) -> Self {
+        match taken {
+            Taken::Username => Self::new(
+                ErrorCode::UsernameTaken,
+                "that username is already registered",
+            ),
+            Taken::Email => Self::new(
+                ErrorCode::EmailTaken,
+                "that e-mail address is already registered",
+            ),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(err: AccountError) -> Self {
         match err {
-            RegistryError::InvalidCredentials => Self::invalid_credentials(),
+            AccountError::InvalidCredentials => Self::invalid_credentials(),
             // The user behind a live session is gone: the token is worthless.
-            RegistryError::UnknownUser => Self::invalid_token(),
-            RegistryError::Store(err) => err.into(),
-            RegistryError::Unavailable(err) => err.into(),
-            RegistryError::Sessions(err) => err.into(),
-            RegistryError::Queue(err) => err.into(),
-            RegistryError::Hasher(_) => {
-                Self::with_cause(ErrorCode::Internal, "internal error", err)
+            AccountError::UnknownUser => Self::invalid_token(),
+            AccountError::Taken(taken) => taken.into(),
+            AccountError::Users(err) if err.is_unavailable() => Self::with_cause(
+                ErrorCode::StorageUnavailable,
+                "the user store is unavailable; retry shortly",
+                err,
+            ),
+            AccountError::Busy(err) => err.into(),
+            AccountError::Sessions(err) => err.into(),
+            AccountError::Queue(err) => err.into(),
+            err @ (AccountError::Users(_) | AccountError::Hasher(_) | AccountError::Panicked) => {
+                Self::internal(err)
             }
         }
     }
+}
+
+impl From<TaskRefusal> for ApiError {
+    fn from(refusal: TaskRefusal) -> Self {
+        match refusal {
+            TaskRefusal::TooLarge { size, limit } => Self::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the payload is {size} bytes of JSON; the limit is {limit}"),
+            ),
+            TaskRefusal::Invalid(fields) => fields.into(),
+        }
+    }
+}
+
+/// Maps body-parsing failures onto the code table: 415, 413, 400 or 422.
+pub fn body_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::ContentType => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body as JSON with `Content-Type: application/json`",
+        ),
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than {limit} bytes"),
+        ),
+        JsonPayloadError::Payload(PayloadError::Overflow) => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large")
+        }
+        // Well-formed JSON of the wrong shape: a missing field, a number
+        // where a string belongs. serde quotes the offending value in its
+        // type errors, and that value may be a password: say less then.
+        JsonPayloadError::Deserialize(e) if e.is_data() => {
+            let message = e.to_string();
+            let detail = if message.starts_with("invalid") {
+                format!(
+                    "a field has the wrong type (line {}, column {})",
+                    e.line(),
+                    e.column()
+                )
+            } else {
+                message
+            };
+            ApiError::new(ErrorCode::InvalidInput, detail)
+        }
+        _ => ApiError::new(ErrorCode::MalformedJson, "the body is not valid JSON"),
+    };
+    api.into()
 }
 
 #[cfg(test)]
@@ -375,9 +434,7 @@ mod tests {
 
     #[test]
     fn internal_causes_are_not_shown_to_clients() {
-        let err = ApiError::from(StoreError::Failed(anyhow::anyhow!(
-            "relation users does not exist"
-        )));
+        let err = ApiError::internal(anyhow::anyhow!("relation users does not exist"));
         assert_eq!(err.code, ErrorCode::Internal);
         assert!(!err.detail.contains("relation"));
     }

@@ -16,9 +16,9 @@ use chrono::TimeDelta;
 use futures_util::FutureExt as _;
 use tracing::Instrument as _;
 
-use super::queue::QueueParts;
-use crate::domain::{Fence, LeasedTask, Outcome, Task, TaskId, TaskStatus};
-use crate::storage::{Finished, QueueError};
+use super::parts::QueueParts;
+use crate::domain::{Finished, Lease, LeasedTask, Outcome, Task, TaskStatus};
+use crate::storage::StoreError;
 use crate::tasks::{TaskError, TaskHandlers};
 use crate::telemetry::{self, TraceParent};
 
@@ -109,7 +109,9 @@ struct Attempt {
 
 impl Attempt {
     /// Runs the attempt and records it. Returns whether the handler panicked.
-    async fn run(self, LeasedTask { task, fence }: LeasedTask) -> bool {
+    async fn run(self, leased: LeasedTask) -> bool {
+        let lease = leased.lease();
+        let task = leased.task;
         let metrics = &self.parts.metrics;
         if let Some(started) = task.started_at {
             let waited = (started - task.run_at).as_seconds_f64();
@@ -133,7 +135,7 @@ impl Attempt {
             },
         };
         let took = started.elapsed().as_secs_f64();
-        if let Some(status) = self.record(task.id, fence, outcome).await {
+        if let Some(status) = self.record(lease, outcome).await {
             metrics.task_finished(task.kind.as_str(), status, took);
             if status.is_final() {
                 self.parts.task_finished(&task, status);
@@ -161,18 +163,12 @@ impl Attempt {
     /// again, with growing pauses, for as long as the lease can still be
     /// held (the pool keeps renewing it); past that the lease lapses and
     /// the task runs again: at least once, never lost.
-    async fn record(&self, id: TaskId, fence: Fence, outcome: Outcome) -> Option<TaskStatus> {
+    async fn record(&self, lease: Lease, outcome: Outcome) -> Option<TaskStatus> {
         let parts = &self.parts;
         let give_up = tokio::time::Instant::now() + parts.config.lease_for;
         let mut pause = RECORD_RETRY;
         loop {
-            let now = parts.clock.now_millis();
-            let expires = parts.later_ms(now, parts.config.result_ttl);
-            let limits = parts.limits.get();
-            let finish = parts
-                .store
-                .finish(id, fence, outcome.clone(), limits, now, expires);
-            match finish.await {
+            match parts.store.finish(lease, outcome.clone()).await {
                 Ok(Finished::Recorded(status)) => {
                     tracing::debug!(status = status.as_str(), "attempt recorded");
                     return Some(status);
@@ -185,7 +181,7 @@ impl Attempt {
                     );
                     return None;
                 }
-                Err(QueueError::Unavailable(err))
+                Err(StoreError::Unavailable(err))
                     if tokio::time::Instant::now() + pause < give_up =>
                 {
                     tracing::debug!(error = %err, "could not record the attempt yet");

@@ -1,24 +1,20 @@
 //! A user's queue manager: it applies that user's writes (enqueue,
 //! cancel, cancel all) one at a time in the order they arrived, so a user
 //! flooding the service holds at most one store call at a time, and asks
-//! the router to retire it after `queue.manager_idle_secs` without work.
+//! to be retired after `queue.manager_idle_secs` without work.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler,
-    Message, SpawnHandle, WrapFuture,
+    Message, Recipient, SpawnHandle, WrapFuture,
 };
-use chrono::TimeDelta;
-use serde_json::Value;
 
-use super::queue::QueueParts;
-use super::queue_router::{QueueRouter, Retire};
-use super::worker_pool::{Wake, WorkerPool};
-use crate::domain::{IdempotencyKey, NewTask, TaskId, TaskKind, TaskStatus, UserId};
-use crate::storage::{Cancelled, Enqueued, Idempotency, QueueError};
-use crate::telemetry::TraceParent;
+use super::parts::{QueueError, QueueParts};
+use super::pool::Wake;
+use crate::domain::{
+    Cancelled, Enqueued, Idempotency, NewTask, TaskId, TaskRequest, TaskStatus, UserId,
+};
 
 /// Writes a manager's mailbox holds before senders wait. Far beyond what
 /// a client can have in flight, so every write the router forwards is
@@ -28,8 +24,10 @@ const MAILBOX_CAPACITY: usize = 1 << 20;
 pub struct QueueManager {
     user: UserId,
     parts: Arc<QueueParts>,
-    pool: Addr<WorkerPool>,
-    router: Addr<QueueRouter>,
+    /// Told when a task is ready now, so that an idle worker takes it.
+    pool: Recipient<Wake>,
+    /// Told when this manager has been idle long enough to stop.
+    retire: Recipient<Retire>,
     /// The pending "retire me" timer, pushed back by every message.
     idle: Option<SpawnHandle>,
 }
@@ -38,14 +36,14 @@ impl QueueManager {
     pub fn new(
         user: UserId,
         parts: Arc<QueueParts>,
-        pool: Addr<WorkerPool>,
-        router: Addr<QueueRouter>,
+        pool: Recipient<Wake>,
+        retire: Recipient<Retire>,
     ) -> Self {
         Self {
             user,
             parts,
             pool,
-            router,
+            retire,
             idle: None,
         }
     }
@@ -57,7 +55,7 @@ impl QueueManager {
         }
         let idle = self.parts.config.manager_idle;
         self.idle = Some(ctx.run_later(idle, |manager, ctx| {
-            manager.router.do_send(Retire {
+            manager.retire.do_send(Retire {
                 user: manager.user,
                 manager: ctx.address(),
             });
@@ -89,17 +87,13 @@ impl Actor for QueueManager {
     }
 }
 
-/// What a user asks to be run.
-#[derive(Debug, Clone)]
-pub struct TaskRequest {
-    pub kind: TaskKind,
-    pub payload: Value,
-    /// `None` takes `queue.max_attempts`.
-    pub max_attempts: Option<u32>,
-    /// How long after now the first attempt may start.
-    pub delay: Duration,
-    /// The trace of the request, for the attempts to join.
-    pub trace: Option<TraceParent>,
+/// A manager saying it has been idle for `queue.manager_idle_secs`, to
+/// whoever started it (the router, which alone knows every manager).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire {
+    pub user: UserId,
+    pub manager: Addr<QueueManager>,
 }
 
 /// Enqueue a task for `user`.
@@ -108,8 +102,7 @@ pub struct TaskRequest {
 pub struct Enqueue {
     pub user: UserId,
     pub request: TaskRequest,
-    /// The client's `Idempotency-Key` with a digest of the request.
-    pub idempotency: Option<(IdempotencyKey, String)>,
+    pub idempotency: Option<Idempotency>,
 }
 
 impl Handler<Enqueue> for QueueManager {
@@ -118,33 +111,14 @@ impl Handler<Enqueue> for QueueManager {
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         self.serially(ctx, async move |parts| {
-            let now = parts.clock.now();
-            let now_ms = now.timestamp_millis();
-            let delay = TimeDelta::from_std(msg.request.delay).unwrap_or(TimeDelta::MAX);
+            let ready_now = msg.request.delay.is_zero();
             let task = NewTask {
                 id: TaskId::new(),
                 user_id: msg.user,
-                kind: msg.request.kind,
-                payload: msg.request.payload,
-                max_attempts: msg
-                    .request
-                    .max_attempts
-                    .unwrap_or(parts.config.default_max_attempts),
-                created_at: now,
-                run_at: now + delay,
-                trace_parent: msg.request.trace.map(|TraceParent(parent)| parent),
+                created_at: parts.clock.now(),
+                request: msg.request,
             };
-            let ready_now = delay.is_zero();
-            let idempotency = msg.idempotency.map(|(key, fingerprint)| Idempotency {
-                key,
-                fingerprint,
-                expires_ms: parts.later_ms(now_ms, parts.config.idempotency_ttl),
-            });
-            let limits = parts.limits.get();
-            let enqueued = parts
-                .store
-                .enqueue(task, idempotency, limits, now_ms)
-                .await?;
+            let enqueued = parts.store.enqueue(task, msg.idempotency).await?;
             if let Enqueued::Created(task) = &enqueued {
                 parts.metrics.task_enqueued(task.kind.as_str());
                 if ready_now {
@@ -169,9 +143,7 @@ impl Handler<CancelTask> for QueueManager {
 
     fn handle(&mut self, msg: CancelTask, ctx: &mut Context<Self>) -> Self::Result {
         self.serially(ctx, async move |parts| {
-            let now = parts.clock.now_millis();
-            let expires = parts.later_ms(now, parts.config.result_ttl);
-            let cancelled = parts.store.cancel(msg.user, msg.id, now, expires).await?;
+            let cancelled = parts.store.cancel(msg.user, msg.id).await?;
             if let Cancelled::Cancelled(task) = &cancelled {
                 parts.task_finished(task, TaskStatus::Cancelled);
             }
@@ -190,9 +162,7 @@ impl Handler<CancelAll> for QueueManager {
 
     fn handle(&mut self, msg: CancelAll, ctx: &mut Context<Self>) -> Self::Result {
         self.serially(ctx, async move |parts| {
-            let now = parts.clock.now_millis();
-            let expires = parts.later_ms(now, parts.config.result_ttl);
-            parts.store.cancel_all(msg.0, now, expires).await
+            Ok(parts.store.cancel_all(msg.0).await?)
         })
     }
 }

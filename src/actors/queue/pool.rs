@@ -15,10 +15,10 @@ use actix::{
 };
 use tokio::sync::oneshot;
 
-use super::queue::QueueParts;
-use super::task_worker::{Run, TaskWorker};
-use crate::domain::{Fence, LeasedTask, TaskId};
-use crate::storage::{LeaseCall, QueueError, QueueStats};
+use super::parts::QueueParts;
+use super::worker::{Run, TaskWorker};
+use crate::domain::{Lease, LeaseCall, LeasedTask, QueueStats};
+use crate::storage::StoreError;
 use crate::tasks::TaskHandlers;
 
 /// How often lapsed leases are taken back and expired results purged.
@@ -80,8 +80,7 @@ struct Slot {
 
 #[derive(Clone, Copy)]
 struct Held {
-    id: TaskId,
-    fence: Fence,
+    lease: Lease,
     /// A renewal was refused: the task was taken back and runs elsewhere.
     lost: bool,
 }
@@ -142,7 +141,7 @@ impl WorkerPool {
         });
     }
 
-    fn store_answered(&mut self, outcome: Result<(), &QueueError>) {
+    fn store_answered(&mut self, outcome: Result<(), &StoreError>) {
         match (outcome, self.store_down) {
             (Ok(()), true) => {
                 tracing::info!("the queue store answers again");
@@ -186,12 +185,7 @@ impl WorkerPool {
         self.leasing = true;
         self.rewake = false;
         let parts = self.parts.clone();
-        let now = parts.clock.now_millis();
-        let lease = async move {
-            let deadline = parts.later_ms(now, parts.config.lease_for);
-            let limits = parts.limits.get();
-            parts.store.lease(call, want, limits, now, deadline).await
-        };
+        let lease = async move { parts.store.lease(call, want).await };
         ctx.spawn(lease.into_actor(self).map(move |leased, pool, ctx| {
             pool.store_answered(leased.as_ref().map(drop));
             let tasks = match leased {
@@ -205,13 +199,13 @@ impl WorkerPool {
             let more = tasks.len() == want || pool.rewake;
             // Leased as the pool began to stop, or more than the workers
             // idle now (it shrank meanwhile): those go straight back.
-            let mut surplus: Vec<(TaskId, Fence)> = Vec::new();
+            let mut surplus: Vec<Lease> = Vec::new();
             for task in tasks {
                 let undispatched = match pool.draining {
                     Some(_) => Some(task),
                     None => pool.dispatch(task, ctx),
                 };
-                surplus.extend(undispatched.map(|t| (t.task.id, t.fence)));
+                surplus.extend(undispatched.as_ref().map(LeasedTask::lease));
             }
             let more = more && surplus.is_empty();
             pool.hand_back(surplus, ctx, move |pool, ctx| {
@@ -236,7 +230,7 @@ impl WorkerPool {
     /// any), then calls `then`.
     fn hand_back(
         &self,
-        leases: Vec<(TaskId, Fence)>,
+        leases: Vec<Lease>,
         ctx: &mut Context<Self>,
         then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
     ) {
@@ -246,7 +240,7 @@ impl WorkerPool {
         }
         let parts = self.parts.clone();
         let release = async move {
-            if let Err(err) = parts.store.release(&leases, parts.limits.get()).await {
+            if let Err(err) = parts.store.release(&leases).await {
                 tracing::warn!(error = %err, "could not hand leases back; they will lapse");
             }
         };
@@ -263,8 +257,7 @@ impl WorkerPool {
             return Some(leased);
         };
         slot.lease = Some(Held {
-            id: leased.task.id,
-            fence: leased.fence,
+            lease: leased.lease(),
             lost: false,
         });
         let (slot_id, run) = (slot.id, slot.worker.send(Run(leased)));
@@ -290,39 +283,38 @@ impl WorkerPool {
 
     /// Extends the lease of every running task whose lease is still held.
     fn renew(&mut self, ctx: &mut Context<Self>) {
-        let held: Vec<(TaskId, Fence)> = self
+        let held: Vec<Lease> = self
             .slots
             .iter()
             .filter_map(|s| s.lease.filter(|l| !l.lost))
-            .map(|l| (l.id, l.fence))
+            .map(|l| l.lease)
             .collect();
         if held.is_empty() {
             return;
         }
         let parts = self.parts.clone();
         let renew = async move {
-            let deadline = parts.later_ms(parts.clock.now_millis(), parts.config.lease_for);
-            let renewed = parts.store.renew(&held, deadline).await;
+            let renewed = parts.store.renew(&held).await;
             renewed.map(|renewed| (held, renewed))
         };
         ctx.spawn(renew.into_actor(self).map(|outcome, pool, _| {
             pool.store_answered(outcome.as_ref().map(drop));
             let Ok((held, renewed)) = outcome else { return };
-            for ((id, fence), renewed) in held.into_iter().zip(renewed) {
+            for (lease, renewed) in held.into_iter().zip(renewed) {
                 // Refused, and still held by a worker: not merely finished
                 // while the renewal was on its way.
                 let holder = pool
                     .slots
                     .iter_mut()
                     .filter_map(|s| s.lease.as_mut())
-                    .find(|l| l.fence == fence && !l.lost);
-                let Some(lease) = holder.filter(|_| !renewed) else {
+                    .find(|l| l.lease == lease && !l.lost);
+                let Some(held) = holder.filter(|_| !renewed) else {
                     continue;
                 };
-                lease.lost = true;
+                held.lost = true;
                 pool.parts.metrics.fencing_rejected("renew");
                 tracing::warn!(
-                    task_id = %id,
+                    task_id = %lease.task,
                     "lease lost: the task was taken back to run elsewhere; this attempt's \
                      outcome will be refused"
                 );
@@ -339,21 +331,19 @@ impl WorkerPool {
         self.reaping = true;
         let parts = self.parts.clone();
         let reap = async move {
-            let now = parts.clock.now_millis();
-            let expires = parts.later_ms(now, parts.config.result_ttl);
-            let limits = parts.limits.get();
-            let reclaimed = parts.store.reclaim(limits, now, expires).await?;
-            let purged = parts.store.purge(now).await?;
+            let reclaimed = parts.store.reclaim().await?;
+            let purged = parts.store.purge().await?;
             let QueueStats {
                 waiting,
                 users_waiting,
                 oldest_due_ms,
             } = parts.store.stats().await?;
+            let now = parts.clock.now_millis();
             let oldest_wait = oldest_due_ms.map_or(0.0, |due| (now - due).max(0) as f64 / 1e3);
             parts
                 .metrics
                 .queue_depth(waiting, users_waiting, oldest_wait);
-            Ok::<_, QueueError>((reclaimed, purged))
+            Ok::<_, StoreError>((reclaimed, purged))
         };
         self.parts.metrics.workers_busy(self.busy());
         ctx.spawn(reap.into_actor(self).map(|outcome, pool, ctx| {
@@ -386,6 +376,8 @@ impl Actor for WorkerPool {
         ctx.run_interval(config.lease_for / 3, |pool, ctx| pool.renew(ctx));
         ctx.run_interval(REAP_INTERVAL, |pool, ctx| pool.reap(ctx));
         self.parts.metrics.workers_busy(0);
+        // The queue's figures from the start, not a reap interval later.
+        self.reap(ctx);
         self.fill(ctx);
     }
 }
@@ -463,17 +455,17 @@ impl Handler<Drain> for WorkerPool {
             let _ = tokio::time::timeout(msg.timeout, idle).await;
         };
         Box::pin(wait.into_actor(self).then(|(), pool, _| {
-            let mut unfinished: Vec<(TaskId, Fence)> = Vec::new();
-            for lease in pool.slots.iter_mut().filter_map(|s| s.lease.as_mut()) {
-                if !lease.lost {
-                    unfinished.push((lease.id, lease.fence));
+            let mut unfinished: Vec<Lease> = Vec::new();
+            for held in pool.slots.iter_mut().filter_map(|s| s.lease.as_mut()) {
+                if !held.lost {
+                    unfinished.push(held.lease);
                     // Handed back: no more renewals for it.
-                    lease.lost = true;
+                    held.lost = true;
                 }
             }
             let parts = pool.parts.clone();
             async move {
-                match parts.store.release(&unfinished, parts.limits.get()).await {
+                match parts.store.release(&unfinished).await {
                     Ok(released) => released,
                     Err(err) => {
                         tracing::warn!(

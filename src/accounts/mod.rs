@@ -1,0 +1,365 @@
+//! Accounts: sign-up, sign-in, password changes and account deletion.
+//!
+//! [`Accounts`] holds the rules as plain async code over the user store,
+//! the hasher pool, the sessions and the queue, and is tested as such.
+//! [`UserRegistry`] is the handle the HTTP edge holds: it runs each call
+//! that changes something as a task of its own, so that a rule runs to the
+//! end even if the client goes away, and a panic fails that call only.
+
+mod registry;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix::MailboxError;
+
+pub use registry::UserRegistry;
+
+use crate::actors::{
+    HashPassword, HasherPool, Queue, QueueError, SessionError, SessionManager, VerifyPassword,
+};
+use crate::auth::password::{self, HashError};
+use crate::clock::Clock;
+use crate::domain::{
+    Credentials, NewUser, Password, PasswordChange, Registration, Session, SessionId, Taken, User,
+    UserId,
+};
+use crate::events::{Event, Events, RevokeReason};
+use crate::storage::{StoreError, UserStore};
+use crate::telemetry::Metrics;
+
+/// Why an account request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// Unknown user or wrong password: deliberately one case.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("no such user")]
+    UnknownUser,
+    /// The username or e-mail address is someone else's.
+    #[error("{0:?} taken")]
+    Taken(Taken),
+    #[error("the user store did not answer")]
+    Users(#[from] StoreError),
+    #[error("password hasher failed")]
+    Hasher(#[from] HashError),
+    /// The hasher pool did not answer in time.
+    #[error("the hasher pool is not answering")]
+    Busy(#[from] MailboxError),
+    #[error(transparent)]
+    Sessions(#[from] SessionError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The call's task panicked: a bug, reported for that call only.
+    #[error("the request failed inside")]
+    Panicked,
+}
+
+impl AccountError {
+    /// The outcome label of a failed sign-in or sign-up.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Taken(Taken::Username) => "username_taken",
+            Self::Taken(Taken::Email) => "email_taken",
+            Self::Busy(_) => "unavailable",
+            Self::Users(err) if err.is_unavailable() => "unavailable",
+            Self::Sessions(err) if err.is_unavailable() => "unavailable",
+            Self::Queue(err) if err.is_unavailable() => "unavailable",
+            _ => "error",
+        }
+    }
+}
+
+/// A user with the session just opened for them.
+pub type Grant = (User, Session);
+
+/// The account rules and what they need.
+pub struct Accounts {
+    store: Arc<dyn UserStore>,
+    hasher: Arc<HasherPool>,
+    sessions: SessionManager,
+    queue: Queue,
+    metrics: Metrics,
+    events: Events,
+    /// A hash of a password nobody has, verified when the user is unknown so
+    /// that an unknown user costs the same bcrypt time as a wrong password.
+    dummy_hash: String,
+    /// The configured bcrypt cost; hashes made at another are redone at
+    /// the user's next sign-in.
+    cost: u32,
+    /// Longest wait for the hasher pool, queueing included.
+    hasher_timeout: Duration,
+    clock: Clock,
+    /// Users whose rehash is queued or running: one at a time each, so a
+    /// burst of sign-ins does not queue a burst of extra hashes.
+    rehashing: Mutex<HashSet<UserId>>,
+}
+
+/// What [`Accounts`] is built from, besides the parts it calls.
+pub struct AccountsConfig {
+    pub dummy_hash: String,
+    pub cost: u32,
+    pub hasher_timeout: Duration,
+    pub clock: Clock,
+    pub metrics: Metrics,
+    pub events: Events,
+}
+
+impl Accounts {
+    pub fn new(
+        store: Arc<dyn UserStore>,
+        hasher: Arc<HasherPool>,
+        sessions: SessionManager,
+        queue: Queue,
+        config: AccountsConfig,
+    ) -> Self {
+        let AccountsConfig {
+            dummy_hash,
+            cost,
+            hasher_timeout,
+            clock,
+            metrics,
+            events,
+        } = config;
+        Self {
+            store,
+            hasher,
+            sessions,
+            queue,
+            metrics,
+            events,
+            dummy_hash,
+            cost,
+            hasher_timeout,
+            clock,
+            rehashing: Mutex::default(),
+        }
+    }
+
+    async fn hash(&self, password: Password) -> Result<String, AccountError> {
+        let hashed = self
+            .hasher
+            .addr()
+            .send(HashPassword(password))
+            .timeout(self.hasher_timeout);
+        Ok(hashed.await??)
+    }
+
+    async fn verify(&self, password: &Password, hash: &str) -> Result<bool, AccountError> {
+        let verify = VerifyPassword {
+            password: password.clone(),
+            hash: hash.to_owned(),
+        };
+        let verified = self.hasher.addr().send(verify).timeout(self.hasher_timeout);
+        Ok(verified.await??)
+    }
+
+    /// Registers a user, opening no session (the older `/register` route).
+    pub async fn register(&self, registration: Registration) -> Result<User, AccountError> {
+        let outcome = self.insert_user(registration).await;
+        self.metrics.signup(match &outcome {
+            Ok(_) => "created",
+            Err(err) => err.outcome(),
+        });
+        outcome
+    }
+
+    async fn insert_user(&self, registration: Registration) -> Result<User, AccountError> {
+        let password_hash = self.hash(registration.password).await?;
+        let new = NewUser {
+            id: UserId::new(),
+            username: registration.username,
+            email: registration.email,
+            password_hash,
+            created_at: self.clock.now(),
+        };
+        let user = self.store.insert(new).await?.map_err(AccountError::Taken)?;
+        self.events.publish(Event::SignedUp {
+            user_id: user.id,
+            username: user.username.as_str().to_owned(),
+        });
+        Ok(user)
+    }
+
+    /// Registers a user and opens their first session.
+    pub async fn sign_up(&self, registration: Registration) -> Result<Grant, AccountError> {
+        let user = self.register(registration).await?;
+        let session = self.sessions.open(user.id).await?;
+        self.signed_in(&session);
+        Ok((user, session))
+    }
+
+    /// Checks credentials and opens a session for the user they belong to.
+    pub async fn sign_in(self: Arc<Self>, credentials: Credentials) -> Result<Grant, AccountError> {
+        let outcome = self.clone().check_and_open(credentials).await;
+        self.metrics.signin(match &outcome {
+            Ok(_) => "success",
+            Err(err) => err.outcome(),
+        });
+        outcome
+    }
+
+    async fn check_and_open(
+        self: Arc<Self>,
+        Credentials { login, password }: Credentials,
+    ) -> Result<Grant, AccountError> {
+        let Some(user) = self.store.find_by_login(&login).await? else {
+            // An unknown user still costs one verification, against the
+            // dummy hash, so that timing does not tell the two cases apart.
+            self.verify(&password, &self.dummy_hash).await?;
+            return Err(AccountError::InvalidCredentials);
+        };
+        let stale_cost = password::needs_rehash(&user.password_hash, self.cost);
+        if !self.verify(&password, &user.password_hash).await? {
+            if stale_cost {
+                // A hash from a cheaper cost verifies faster than the dummy;
+                // pad the failure so it does not stand out from an unknown
+                // user's.
+                self.verify(&password, &self.dummy_hash).await?;
+            }
+            return Err(AccountError::InvalidCredentials);
+        }
+        let session = self.sessions.open(user.id).await?;
+
+        // A password change may have swapped the hash while this sign-in
+        // checked the old one, and revoked the user's sessions before this
+        // one opened. Looking again after opening closes that gap: either
+        // the change comes later and its revocation ends this session, or
+        // it came first and the stored hash shows it.
+        let current = self.store.find_by_id(user.id).await?;
+        let still_valid = match &current {
+            Some(now) if now.password_hash == user.password_hash => true,
+            // Changed meanwhile: by a rehash (same password) or by a
+            // password change. Only the password itself can tell.
+            Some(now) => self.verify(&password, &now.password_hash).await?,
+            None => false,
+        };
+        if !still_valid {
+            self.sessions.revoke(session.id).await?;
+            return Err(AccountError::InvalidCredentials);
+        }
+        self.signed_in(&session);
+
+        if stale_cost && self.rehashing().insert(user.id) {
+            // After the reply: the caller should not wait for a second hash.
+            actix::spawn(self.clone().rehash(user.clone(), password));
+        }
+        Ok((user, session))
+    }
+
+    /// Stores a hash of `password` at the configured cost in place of the
+    /// user's current one, unless the password was changed meanwhile.
+    async fn rehash(self: Arc<Self>, user: User, password: Password) {
+        let outcome = async {
+            let new_hash = self.hash(password).await?;
+            let replaced =
+                self.store
+                    .replace_password_hash(user.id, &user.password_hash, &new_hash);
+            Ok::<_, AccountError>(replaced.await?)
+        };
+        let outcome = outcome.await;
+        self.rehashing().remove(&user.id);
+        match outcome {
+            Ok(true) => {
+                tracing::info!(user_id = %user.id, "password rehashed at the configured cost")
+            }
+            Ok(false) => {}
+            Err(err) => tracing::warn!(user_id = %user.id, error = %err, "password rehash failed"),
+        }
+    }
+
+    fn rehashing(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
+        // The set is only inserted into and removed from: a panic cannot
+        // leave it half changed, so a poisoned lock is still sound.
+        self.rehashing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces a user's password after checking the current one, then
+    /// revokes every session of the user but `keep`.
+    pub async fn change_password(
+        &self,
+        user_id: UserId,
+        keep: SessionId,
+        change: PasswordChange,
+    ) -> Result<(), AccountError> {
+        // The swap only succeeds while the stored hash is the one checked.
+        // If a rehash slipped in between, the second round checks again
+        // against the rehashed value; a real change in between makes the
+        // current password wrong.
+        let mut new_hash = None;
+        for _ in 0..2 {
+            let user = self.existing(user_id).await?;
+            if !self.verify(&change.current, &user.password_hash).await? {
+                return Err(AccountError::InvalidCredentials);
+            }
+            let new_hash = match new_hash {
+                Some(ref hash) => hash,
+                None => new_hash.insert(self.hash(change.new.clone()).await?),
+            };
+            let replace = self
+                .store
+                .replace_password_hash(user_id, &user.password_hash, new_hash);
+            if replace.await? {
+                let ended = self.sessions.revoke_user(user_id, Some(keep)).await?;
+                self.revoked(user_id, ended, RevokeReason::PasswordChanged);
+                return Ok(());
+            }
+        }
+        Err(AccountError::InvalidCredentials)
+    }
+
+    /// Deletes a user after checking their password: their waiting tasks
+    /// are cancelled, the user removed, and every session of theirs revoked.
+    pub async fn delete_account(
+        &self,
+        user_id: UserId,
+        password: Password,
+    ) -> Result<(), AccountError> {
+        let user = self.existing(user_id).await?;
+        if !self.verify(&password, &user.password_hash).await? {
+            return Err(AccountError::InvalidCredentials);
+        }
+        // Tasks first: if the queue is down, nothing has changed yet and
+        // the client can simply try again.
+        self.queue.cancel_all(user.id).await?;
+        self.store.delete(user.id).await?;
+        let ended = self.sessions.revoke_user(user.id, None).await?;
+        self.revoked(user.id, ended, RevokeReason::AccountDeleted);
+        Ok(())
+    }
+
+    /// The user with this id.
+    pub async fn existing(&self, id: UserId) -> Result<User, AccountError> {
+        self.store
+            .find_by_id(id)
+            .await?
+            .ok_or(AccountError::UnknownUser)
+    }
+
+    /// Checks that the user store answers; names it.
+    pub async fn ping(&self) -> Result<&'static str, AccountError> {
+        self.store.ping().await?;
+        Ok(self.store.name())
+    }
+
+    fn signed_in(&self, session: &Session) {
+        self.events.publish(Event::SignedIn {
+            user_id: session.user_id,
+            session_id: session.id,
+        });
+    }
+
+    /// Tells other services that `sessions` of a user's ended at once.
+    fn revoked(&self, user_id: UserId, sessions: usize, reason: RevokeReason) {
+        self.events.publish(Event::SessionsRevoked {
+            user_id,
+            session_id: None,
+            sessions,
+            reason,
+        });
+    }
+}

@@ -1,0 +1,92 @@
+//! The user registry: the handle through which the HTTP edge reaches the
+//! account rules. Cheap to clone. Every call that writes runs as a task of
+//! its own, awaited by the caller: if the client goes away the rule still
+//! runs to its end (a password change still revokes the other sessions),
+//! and a panic inside fails that one call instead of the caller's thread.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::{AccountError, Accounts, Grant};
+use crate::domain::{Credentials, Password, PasswordChange, Registration, SessionId, User, UserId};
+
+#[derive(Clone)]
+pub struct UserRegistry {
+    accounts: Arc<Accounts>,
+}
+
+impl UserRegistry {
+    pub fn new(accounts: Accounts) -> Self {
+        Self {
+            accounts: Arc::new(accounts),
+        }
+    }
+
+    /// Registers a user and opens their first session.
+    pub async fn sign_up(&self, registration: Registration) -> Result<Grant, AccountError> {
+        self.detached(move |accounts| async move { accounts.sign_up(registration).await })
+            .await
+    }
+
+    /// Registers a user, opening no session.
+    pub async fn register(&self, registration: Registration) -> Result<User, AccountError> {
+        self.detached(move |accounts| async move { accounts.register(registration).await })
+            .await
+    }
+
+    /// Checks credentials and opens a session.
+    pub async fn sign_in(&self, credentials: Credentials) -> Result<Grant, AccountError> {
+        self.detached(move |accounts| async move { accounts.sign_in(credentials).await })
+            .await
+    }
+
+    /// Changes a user's password and revokes their sessions but `keep`.
+    pub async fn change_password(
+        &self,
+        user_id: UserId,
+        keep: SessionId,
+        change: PasswordChange,
+    ) -> Result<(), AccountError> {
+        self.detached(move |accounts| async move {
+            accounts.change_password(user_id, keep, change).await
+        })
+        .await
+    }
+
+    /// Deletes a user whose password this is.
+    pub async fn delete_account(
+        &self,
+        user_id: UserId,
+        password: Password,
+    ) -> Result<(), AccountError> {
+        self.detached(
+            move |accounts| async move { accounts.delete_account(user_id, password).await },
+        )
+        .await
+    }
+
+    /// The user with this id; reads need no task of their own.
+    pub async fn user(&self, id: UserId) -> Result<User, AccountError> {
+        self.accounts.existing(id).await
+    }
+
+    /// Checks that the user store answers; names it.
+    pub async fn ping(&self) -> Result<&'static str, AccountError> {
+        self.accounts.ping().await
+    }
+
+    /// Runs `call` as a task of its own and waits for its answer.
+    async fn detached<T, F>(&self, call: impl FnOnce(Arc<Accounts>) -> F) -> Result<T, AccountError>
+    where
+        F: Future<Output = Result<T, AccountError>> + 'static,
+        T: 'static,
+    {
+        match actix::spawn(call(self.accounts.clone())).await {
+            Ok(answer) => answer,
+            Err(panicked) => {
+                tracing::error!(error = %panicked, "an account request panicked");
+                Err(AccountError::Panicked)
+            }
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The task side of the actor system, started as one piece and used
+//! through the [`Queue`] handle: writes go through the `QueueRouter` to
+//! each user's `QueueManager` (on the calling arbiter), reads straight to
+//! the store, and the `WorkerPool` with its `TaskWorker`s runs on an
+//! arbiter (thread) of its own, so that running tasks never delays routing
+//! requests.
+//!
+//! The modules form a chain, each importing only those below it: the
+//! router starts managers, managers wake the pool, the pool runs workers,
+//! and all of them share `parts`.
+
+mod manager;
+mod parts;
+mod pool;
+mod router;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix::{Addr, Arbiter, ArbiterHandle, MailboxError, Supervisor};
+
+pub use parts::QueueError;
+pub use pool::PoolStatus;
+
+use manager::{CancelAll, CancelTask, Enqueue};
+use parts::{QueueConfig, QueueParts};
+use pool::{Drain, PoolSizes, Resize, Status, WorkerPool};
+use router::{LiveManagers, QueueRouter};
+
+use crate::clock::Clock;
+use crate::config::QueueSettings;
+use crate::domain::{
+    Cancelled, Enqueued, Idempotency, Limits, Page, Task, TaskCounts, TaskId, TaskQuery,
+    TaskRequest, UserId,
+};
+use crate::events::Events;
+use crate::storage::{QueueStore, SharedLimits};
+use crate::tasks::TaskHandlers;
+use crate::telemetry::{Metrics, Pool};
+
+/// A handle on the running task side. Cheap to clone; the workers' thread
+/// stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Queue {
+    router: Addr<QueueRouter>,
+    pool: Addr<WorkerPool>,
+    parts: Arc<QueueParts>,
+    /// The per-user limits the store applies, changed by a reload.
+    limits: Arc<SharedLimits>,
+    _workers_thread: Arc<ArbiterGuard>,
+}
+
+impl Queue {
+    /// Starts the router here and the pool with `queue.workers` workers on
+    /// a thread of their own, over `store`, whose limits are `limits`.
+    /// Must run inside an actix `System`.
+    pub fn start(
+        store: Arc<dyn QueueStore>,
+        limits: Arc<SharedLimits>,
+        handlers: Arc<TaskHandlers>,
+        settings: &QueueSettings,
+        clock: Clock,
+        metrics: Metrics,
+        events: Events,
+    ) -> Self {
+        let parts = Arc::new(QueueParts {
+            store,
+            clock,
+            config: QueueConfig::from(settings),
+            metrics,
+            events,
+        });
+        let sizes = Arc::new(PoolSizes {
+            target: AtomicUsize::new(settings.workers),
+            live: Arc::default(),
+        });
+        let reported = Arc::downgrade(&sizes);
+        parts.metrics.observe_pool(Pool::Workers, move || {
+            let sizes = reported.upgrade()?;
+            Some((
+                sizes.target.load(Ordering::SeqCst),
+                sizes.live.load(Ordering::SeqCst),
+            ))
+        });
+        let thread = Arbiter::new().handle();
+        let pool = {
+            let parts = parts.clone();
+            Supervisor::start_in_arbiter(&thread, move |_| WorkerPool::new(parts, handlers, sizes))
+        };
+        let router = {
+            let (parts, wake) = (parts.clone(), pool.clone().recipient());
+            Supervisor::start(move |_| QueueRouter::new(parts, wake))
+        };
+        Self {
+            router,
+            pool,
+            parts,
+            limits,
+            _workers_thread: Arc::new(ArbiterGuard(thread)),
+        }
+    }
+
+    /// Queues a task for `user`, after every write of theirs that came
+    /// before it.
+    pub async fn enqueue(
+        &self,
+        user: UserId,
+        request: TaskRequest,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Enqueued, QueueError> {
+        let enqueue = Enqueue {
+            user,
+            request,
+            idempotency,
+        };
+        self.router.send(enqueue).await?
+    }
+
+    /// Cancels a waiting task of `user`'s.
+    pub async fn cancel(&self, user: UserId, id: TaskId) -> Result<Cancelled, QueueError> {
+        self.router.send(CancelTask { user, id }).await?
+    }
+
+    /// Cancels every waiting task of `user`'s; answers how many.
+    pub async fn cancel_all(&self, user: UserId) -> Result<u64, QueueError> {
+        self.router.send(CancelAll(user)).await?
+    }
+
+    /// A task of `user`'s, unless it is someone else's or has expired.
+    pub async fn get(&self, user: UserId, id: TaskId) -> Result<Option<Task>, QueueError> {
+        Ok(self.parts.store.get(user, id).await?)
+    }
+
+    /// A page of `user`'s tasks.
+    pub async fn list(&self, user: UserId, query: TaskQuery) -> Result<Page, QueueError> {
+        Ok(self.parts.store.list(user, query).await?)
+    }
+
+    /// `user`'s tasks counted by state.
+    pub async fn counts(&self, user: UserId) -> Result<TaskCounts, QueueError> {
+        Ok(self.parts.store.counts(user).await?)
+    }
+
+    /// Checks that the store answers; names it.
+    pub async fn ping(&self) -> Result<&'static str, QueueError> {
+        self.parts.store.ping().await?;
+        Ok(self.parts.store.name())
+    }
+
+    /// The limits in force now.
+    pub fn limits(&self) -> Limits {
+        self.limits.get()
+    }
+
+    /// The queue store, for inspection by tests and tools.
+    pub fn store(&self) -> Arc<dyn QueueStore> {
+        self.parts.store.clone()
+    }
+
+    /// Applies new pool sizes and limits from reloaded settings.
+    pub fn retune(&self, settings: &QueueSettings) {
+        self.limits.set(settings.limits());
+        self.pool.do_send(Resize(settings.workers));
+    }
+
+    /// The pool's figures.
+    pub async fn status(&self) -> Result<PoolStatus, MailboxError> {
+        self.pool.send(Status).await
+    }
+
+    /// How many users have a queue manager running.
+    pub async fn live_managers(&self) -> Result<usize, MailboxError> {
+        self.router.send(LiveManagers).await
+    }
+
+    /// Stops leasing, lets running tasks finish for at most `timeout`, and
+    /// returns the leases of those still running. Returns how many.
+    pub async fn drain(&self, timeout: Duration) -> Result<u64, MailboxError> {
+        self.pool.send(Drain { timeout }).await
+    }
+}
+
+/// Stops an arbiter when dropped.
+struct ArbiterGuard(ArbiterHandle);
+
+impl Drop for ArbiterGuard {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use async_trait::async_trait;
+    use chrono::Utc;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::config::Settings;
+    use crate::domain::{
+        Finished, Lease, LeaseCall, LeasedTask, NewTask, Outcome, QueueStats, TaskKind, TaskStatus,
+    };
+    use crate::storage::{MemoryQueueStore, QueuePolicy, StoreError};
+    use crate::tasks::{TaskError, TaskHandler};
+
+    /// The memory store, made slow to lease and, for its first few calls to
+    /// `finish`, unreachable.
+    struct Unsteady {
+        inner: MemoryQueueStore,
+        inner_limits: Arc<SharedLimits>,
+        lease_delay: Duration,
+        /// Lease calls that have returned.
+        leases_answered: AtomicU32,
+        finishes_to_fail: AtomicU32,
+    }
+
+    #[async_trait]
+    impl QueueStore for Unsteady {
+        async fn enqueue(
+            &self,
+            task: NewTask,
+            idempotency: Option<Idempotency>,
+        ) -> Result<Enqueued, StoreError> {
+            self.inner.enqueue(task, idempotency).await
+        }
+
+        async fn get(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
+            self.inner.get(user, id).await
+        }
+
+        async fn list(&self, user: UserId, query: TaskQuery) -> Result<Page, StoreError> {
+            self.inner.list(user, query).await
+        }
+
+        async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError> {
+            self.inner.counts(user).await
+        }
+
+        async fn cancel(&self, user: UserId, id: TaskId) -> Result<Cancelled, StoreError> {
+            self.inner.cancel(user, id).await
+        }
+
+        async fn cancel_all(&self, user: UserId) -> Result<u64, StoreError> {
+            self.inner.cancel_all(user).await
+        }
+
+        async fn lease(&self, call: LeaseCall, max: usize) -> Result<Vec<LeasedTask>, StoreError> {
+            tokio::time::sleep(self.lease_delay).await;
+            let leased = self.inner.lease(call, max).await;
+            self.leases_answered.fetch_add(1, Ordering::SeqCst);
+            leased
+        }
+
+        async fn renew(&self, leases: &[Lease]) -> Result<Vec<bool>, StoreError> {
+            self.inner.renew(leases).await
+        }
+
+        async fn finish(&self, lease: Lease, outcome: Outcome) -> Result<Finished, StoreError> {
+            let failing =
+                self.finishes_to_fail
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if failing.is_ok() {
+                return Err(StoreError::Unavailable(anyhow::anyhow!(
+                    "connection refused"
+                )));
+            }
+            self.inner.finish(lease, outcome).await
+        }
+
+        async fn release(&self, leases: &[Lease]) -> Result<u64, StoreError> {
+            self.inner.release(leases).await
+        }
+
+        async fn reclaim(&self) -> Result<u64, StoreError> {
+            self.inner.reclaim().await
+        }
+
+        async fn purge(&self) -> Result<u64, StoreError> {
+            self.inner.purge().await
+        }
+
+        async fn stats(&self) -> Result<QueueStats, StoreError> {
+            self.inner.stats().await
+        }
+
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn name(&self) -> &'static str {
+            "unsteady"
+        }
+    }
+
+    /// Counts its runs and succeeds.
+    struct Counted(Arc<AtomicU32>);
+
+    #[async_trait]
+    impl TaskHandler for Counted {
+        async fn run(&self, _: &Task) -> Result<Value, TaskError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(json!("done"))
+        }
+    }
+
+    /// A queue of one worker on `store`, with the task `kind` counted.
+    fn one_worker(store: Arc<Unsteady>, runs: Arc<AtomicU32>) -> Queue {
+        workers(1, store, runs)
+    }
+
+    /// A queue of `count` workers on `store`, with the task `kind` counted.
+    fn workers(count: usize, store: Arc<Unsteady>, runs: Arc<AtomicU32>) -> Queue {
+        let mut settings = Settings::embedded_default().queue;
+        settings.workers = count;
+        settings.poll_interval_ms = 10;
+        let handlers = Arc::new(TaskHandlers::empty().with("counted", Counted(runs)));
+        let clock = Clock::system();
+        let events = Events::disabled(clock.clone(), Metrics::noop());
+        let limits = store.inner_limits.clone();
+        Queue::start(
+            store,
+            limits,
+            handlers,
+            &settings,
+            clock,
+            Metrics::noop(),
+            events,
+        )
+    }
+
+    /// The memory store, made slow to lease by `lease_delay` and, for its
+    /// first `finishes_to_fail` calls to `finish`, unreachable.
+    fn unsteady(lease_delay: Duration, finishes_to_fail: u32) -> Arc<Unsteady> {
+        let policy = QueuePolicy::new(&Settings::embedded_default().queue, Clock::system());
+        Arc::new(Unsteady {
+            inner_limits: policy.limits.clone(),
+            inner: MemoryQueueStore::new(policy),
+            lease_delay,
+            leases_answered: AtomicU32::new(0),
+            finishes_to_fail: AtomicU32::new(finishes_to_fail),
+        })
+    }
+
+    /// Stores one ready task with `max_attempts` and returns its user and id.
+    async fn ready_task(store: &Unsteady, max_attempts: u32) -> (UserId, TaskId) {
+        let task = NewTask {
+            id: TaskId::new(),
+            user_id: UserId::new(),
+            created_at: Utc::now(),
+            request: TaskRequest {
+                kind: TaskKind::parse("counted").unwrap(),
+                payload: Value::Null,
+                max_attempts,
+                delay: Duration::ZERO,
+                trace_parent: None,
+            },
+        };
+        let (user, id) = (task.user_id, task.id);
+        let stored = store.inner.enqueue(task, None).await;
+        assert!(matches!(stored, Ok(Enqueued::Created(_))));
+        (user, id)
+    }
+
+    async fn status(store: &Unsteady, user: UserId, id: TaskId) -> Task {
+        store.get(user, id).await.unwrap().unwrap()
+    }
+
+    #[actix_web::test]
+    async fn a_drain_waits_for_a_lease_call_out_and_hands_its_tasks_back_unrun() {
+        let store = unsteady(Duration::from_millis(300), 0);
+        let (user, id) = ready_task(&store, 1).await;
+        let runs = Arc::new(AtomicU32::new(0));
+        // The pool leases at once when it starts: that call takes 300 ms.
+        let queue = one_worker(store.clone(), runs.clone());
+
+        let handed_back = queue.drain(Duration::from_secs(5)).await.unwrap();
+
+        assert!(
+            store.leases_answered.load(Ordering::SeqCst) >= 1,
+            "the drain answered while the lease call was out"
+        );
+        let task = status(&store, user, id).await;
+        assert_eq!((task.status, task.attempts), (TaskStatus::Queued, 0));
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "it never ran");
+        assert_eq!(handed_back, 0, "nothing was running when the drain ended");
+    }
+
+    #[actix_web::test]
+    async fn an_outcome_is_recorded_once_the_store_answers_again() {
+        let store = unsteady(Duration::ZERO, 3);
+        let (user, id) = ready_task(&store, 1).await;
+        let runs = Arc::new(AtomicU32::new(0));
+        let queue = one_worker(store.clone(), runs.clone());
+
+        let mut task = status(&store, user, id).await;
+        for _ in 0..500 {
+            if task.status.is_final() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            task = status(&store, user, id).await;
+        }
+
+        assert_eq!(task.status, TaskStatus::Succeeded, "{task:?}");
+        assert_eq!(task.attempts, 1);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        drop(queue);
+    }
+
+    #[actix_web::test]
+    async fn shrinking_while_a_lease_call_is_out_loses_no_task_and_settles_at_the_new_size() {
+        let store = unsteady(Duration::from_millis(300), 0);
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            tasks.push(ready_task(&store, 1).await);
+        }
+        let runs = Arc::new(AtomicU32::new(0));
+        let queue = workers(4, store.clone(), runs.clone());
+        let mut smaller = Settings::embedded_default().queue;
+        smaller.workers = 1;
+
+        // The first lease call, for four, is out for 300 ms.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        queue.retune(&smaller);
+
+        for _ in 0..500 {
+            let status = queue.status().await.expect("the pool is alive");
+            if runs.load(Ordering::SeqCst) == 4 && status.live == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for &(user, id) in &tasks {
+            let task = status(&store, user, id).await;
+            assert_eq!((task.status, task.attempts), (TaskStatus::Succeeded, 1));
+        }
+        let status = queue.status().await.unwrap();
+        assert_eq!((status.workers, status.live), (1, 1));
+    }
+}

@@ -1,0 +1,153 @@
+//! A built service's life: serving until SIGTERM or SIGINT, retuning on
+//! SIGHUP, and the graceful stop.
+
+use std::pin::pin;
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use super::Application;
+use crate::actors::{HasherPool, Queue};
+use crate::auth::FailedSignIns;
+use crate::config::{ConfigError, Settings, threads_or_cores};
+
+impl Application {
+    /// Serves until SIGTERM or SIGINT, then stops gracefully: no new
+    /// connections and no new tasks, while requests in flight and running
+    /// tasks get `server.shutdown_timeout_secs` to finish; the leases of
+    /// tasks still running then are handed back, to run again elsewhere.
+    /// Then every long-running task is told to stop (the events writer
+    /// appends what was published) and waited for. A second SIGTERM or
+    /// SIGINT meanwhile stops at once.
+    ///
+    /// On SIGHUP it calls `reload` for fresh settings and applies their
+    /// pool sizes and per-user limits; settings that do not load are
+    /// refused with a log line, and everything stays as it was.
+    pub async fn run_until_signal(
+        self,
+        signals: Signals,
+        reload: impl Fn() -> Result<Settings, ConfigError>,
+    ) -> anyhow::Result<()> {
+        let Signals {
+            mut stop,
+            mut hangup,
+        } = signals;
+        let handle = self.server.handle();
+        let mut server = pin!(self.server);
+        let stopped = loop {
+            tokio::select! {
+                served = &mut server => break Some(served),
+                signal = stop.next() => {
+                    tracing::info!(signal, "stopping");
+                    break None;
+                }
+                _ = hangup.recv() => retune(&self.queue, &self.hashers, &self.sign_ins, reload()),
+            }
+        };
+        let served = match stopped {
+            // Stopped through a handle: nothing more to wait for.
+            Some(served) => served,
+            None => {
+                // The server future must be polled for the stop command to
+                // be heard.
+                let drain = async {
+                    let ((), served, released) = tokio::join!(
+                        handle.stop(true),
+                        server,
+                        self.queue.drain(self.shutdown_timeout)
+                    );
+                    match released {
+                        Ok(0) => tracing::info!("every running task finished"),
+                        Ok(released) => {
+                            tracing::info!(released, "handed back the leases of unfinished tasks")
+                        }
+                        Err(err) => tracing::warn!(error = %err, "the worker pool did not drain"),
+                    }
+                    self.shutdown.stop();
+                    if !self.shutdown.finished(self.shutdown_timeout).await {
+                        tracing::warn!("some background work did not end in time");
+                    }
+                    served
+                };
+                tokio::select! {
+                    served = drain => served,
+                    signal = stop.next() => {
+                        tracing::warn!(signal, "stopping now, without waiting");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        self.export.shutdown().await;
+        Ok(served?)
+    }
+}
+
+/// The signals a running service answers to. Listened for from the start,
+/// so that one arriving while the service is still being built (a SIGHUP
+/// during migrations) is not fatal.
+pub struct Signals {
+    stop: StopSignals,
+    hangup: Signal,
+}
+
+/// SIGTERM and SIGINT.
+struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    pub fn listen() -> std::io::Result<Self> {
+        Ok(Self {
+            stop: StopSignals {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            },
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+impl StopSignals {
+    /// Waits for SIGTERM or SIGINT; answers which came.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Applies the pool sizes, per-user limits and rate limits of reloaded
+/// settings.
+fn retune(
+    queue: &Queue,
+    hashers: &HasherPool,
+    sign_ins: &FailedSignIns,
+    reloaded: Result<Settings, ConfigError>,
+) {
+    let settings = match reloaded {
+        Ok(settings) => settings,
+        Err(problems) => {
+            tracing::error!(%problems, "reload refused; pools and limits stay as they were");
+            return;
+        }
+    };
+    let hasher_threads = threads_or_cores(settings.auth.hasher_threads);
+    queue.retune(&settings.queue);
+    hashers.resize(hasher_threads);
+    let limits = settings.rate_limit;
+    sign_ins.set_limits(
+        limits.signin_per_minute_per_ip,
+        limits.signin_per_minute_per_user,
+    );
+    tracing::info!(
+        workers = settings.queue.workers,
+        max_running_per_user = settings.queue.max_running_per_user,
+        max_pending_per_user = settings.queue.max_pending_per_user,
+        hasher_threads,
+        signin_per_minute_per_ip = limits.signin_per_minute_per_ip,
+        signin_per_minute_per_user = limits.signin_per_minute_per_user,
+        "reloaded pool sizes and limits; other settings apply at the next start"
+    );
+}

@@ -1,0 +1,412 @@
+//! What a client asks of the queue and what the queue answers: a task
+//! request parsed from the client's fields, its idempotency key, and the
+//! outcomes of enqueue, cancel, lease and finish that travel back to the
+//! caller. Pure data, like the rest of `domain`.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{InvalidInput, Task, TaskId, TaskKind, TaskStatus};
+
+/// Most attempts a task may ask for.
+pub const MAX_ATTEMPTS: u32 = 25;
+
+/// Longest a task may ask to wait before its first attempt: seven days.
+pub const MAX_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// A task as a client describes it, before anything is checked: the
+/// fields of `POST /api/v1/tasks` (and of `/enqueue`, which fills in the
+/// kind). Serialized as it came, it is what an `Idempotency-Key` is bound to.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskDraft {
+    pub kind: String,
+    pub payload: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+}
+
+/// Which task kinds exist and what each takes as payload: the task
+/// handlers' answer, asked at enqueue so that a task that could never run
+/// is refused at once.
+pub trait TaskKinds {
+    /// Whether `kind` runs here and `payload` suits it.
+    fn check(&self, kind: &TaskKind, payload: &Value) -> Result<(), InvalidInput>;
+}
+
+/// What a draft is checked against.
+pub struct TaskRules<'a> {
+    pub kinds: &'a dyn TaskKinds,
+    /// Largest payload, in bytes of JSON.
+    pub max_payload_bytes: usize,
+    /// Attempts for a task that does not ask for a number.
+    pub default_max_attempts: u32,
+}
+
+/// Why a draft was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskRefusal {
+    /// The payload is larger than the limit, in bytes of JSON.
+    TooLarge { size: usize, limit: usize },
+    /// Some fields break the rules; each is named.
+    Invalid(Vec<InvalidInput>),
+}
+
+/// A task a user may enqueue: every field checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRequest {
+    pub kind: TaskKind,
+    pub payload: Value,
+    pub max_attempts: u32,
+    /// How long after it is accepted the first attempt may start.
+    pub delay: Duration,
+    /// The W3C `traceparent` of the request, for the attempts to join.
+    pub trace_parent: Option<String>,
+}
+
+impl TaskDraft {
+    /// Checks every field, naming all that are wrong at once.
+    pub fn parse(
+        self,
+        rules: &TaskRules<'_>,
+        trace_parent: Option<String>,
+    ) -> Result<TaskRequest, TaskRefusal> {
+        let size = self.payload.to_string().len();
+        if size > rules.max_payload_bytes {
+            return Err(TaskRefusal::TooLarge {
+                size,
+                limit: rules.max_payload_bytes,
+            });
+        }
+        let kind = TaskKind::parse(&self.kind);
+        // The payload is judged by its kind's handler, so only once the
+        // kind is known.
+        let payload = match &kind {
+            Ok(kind) => rules.kinds.check(kind, &self.payload),
+            Err(_) => Ok(()),
+        };
+        let max_attempts = match self.max_attempts {
+            Some(n) if !(1..=MAX_ATTEMPTS).contains(&n) => Err(InvalidInput::new(
+                "max_attempts",
+                "must be between 1 and 25",
+            )),
+            n => Ok(n.unwrap_or(rules.default_max_attempts)),
+        };
+        let delay = match self.delay_ms.unwrap_or(0) {
+            ms if ms > MAX_DELAY_MS => Err(InvalidInput::new(
+                "delay_ms",
+                "must be at most 604800000 (seven days)",
+            )),
+            ms => Ok(Duration::from_millis(ms)),
+        };
+        match (kind, payload, max_attempts, delay) {
+            (Ok(kind), Ok(()), Ok(max_attempts), Ok(delay)) => Ok(TaskRequest {
+                kind,
+                payload: self.payload,
+                max_attempts,
+                delay,
+                trace_parent,
+            }),
+            (kind, payload, max_attempts, delay) => Err(TaskRefusal::Invalid(
+                [kind.err(), payload.err(), max_attempts.err(), delay.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            )),
+        }
+    }
+
+    /// A digest of the draft as the client sent it, so that a key reused
+    /// for another request is told apart from a retry of the same one.
+    fn fingerprint(&self) -> String {
+        // Serializing a tree of JSON values cannot fail.
+        let serialized = serde_json::to_vec(self).unwrap_or_default();
+        format!("{:x}", Sha256::digest(serialized))
+    }
+}
+
+/// A client's `Idempotency-Key`: 1 to 255 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        if (1..=255).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidInput::new(
+                "Idempotency-Key",
+                "must be 1 to 255 printable ASCII characters",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An `Idempotency-Key` bound to the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: IdempotencyKey,
+    /// A digest of the request: the same key with another request is
+    /// refused, not replayed.
+    pub fingerprint: String,
+}
+
+impl Idempotency {
+    /// `key` as sent with `draft`.
+    pub fn new(key: IdempotencyKey, draft: &TaskDraft) -> Self {
+        Self {
+            key,
+            fingerprint: draft.fingerprint(),
+        }
+    }
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enqueued {
+    Created(Task),
+    /// The idempotency key (or the task id) was seen before: the task it
+    /// created then, unchanged.
+    Replayed(Task),
+    /// The idempotency key came before with a different request.
+    KeyReused,
+    /// The user already has this many tasks waiting.
+    Full {
+        pending: u64,
+    },
+}
+
+/// What a cancellation found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cancelled {
+    Cancelled(Task),
+    /// The task is running, succeeded or dead; it is returned as it stands.
+    NotWaiting(Task),
+    NotFound,
+}
+
+/// What recording an attempt's outcome did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Recorded; the task is now in this state.
+    Recorded(TaskStatus),
+    /// The lease is no longer the task's current one: refused, not applied.
+    Stale,
+}
+
+/// Names one lease call, so that the call sent again answers the leases it
+/// made instead of leasing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseCall(pub Uuid);
+
+impl LeaseCall {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for LeaseCall {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which of a user's tasks to list: newest first, older than `before`,
+/// only those in `status` if given, at most `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskQuery {
+    pub status: Option<TaskStatus>,
+    pub before: Option<TaskId>,
+    pub limit: usize,
+}
+
+impl TaskQuery {
+    /// Longest page a client may ask for.
+    pub const MAX_LIMIT: usize = 100;
+    /// The page a client gets without asking for a length.
+    pub const DEFAULT_LIMIT: usize = 50;
+
+    /// The query a client's parameters ask for, as they came (`cursor` is
+    /// the `next_cursor` of the page before); every one at fault is named.
+    pub fn parse(
+        status: Option<&str>,
+        limit: Option<&str>,
+        cursor: Option<&str>,
+    ) -> Result<Self, Vec<InvalidInput>> {
+        let status = status
+            .map(|s| {
+                TaskStatus::parse(s).ok_or(InvalidInput::new(
+                    "status",
+                    "must be one of queued, running, succeeded, failed, dead, cancelled",
+                ))
+            })
+            .transpose();
+        let limit = limit
+            .map_or(Ok(Self::DEFAULT_LIMIT), |l| {
+                l.parse::<usize>().map_err(drop)
+            })
+            .ok()
+            .filter(|l| (1..=Self::MAX_LIMIT).contains(l))
+            .ok_or(InvalidInput::new("limit", "must be between 1 and 100"));
+        let before = cursor
+            .map(|c| {
+                TaskId::parse(c).ok_or(InvalidInput::new(
+                    "cursor",
+                    "must be a next_cursor from an earlier page",
+                ))
+            })
+            .transpose();
+        match (status, limit, before) {
+            (Ok(status), Ok(limit), Ok(before)) => Ok(Self {
+                status,
+                before,
+                limit,
+            }),
+            (status, limit, before) => Err([status.err(), limit.err(), before.err()]
+                .into_iter()
+                .flatten()
+                .collect()),
+        }
+    }
+}
+
+/// One page of a user's tasks, newest first.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub items: Vec<Task>,
+    /// Pass as `before` for the next page; `None` on the last.
+    pub next: Option<TaskId>,
+}
+
+/// How much is waiting, over all users.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Tasks queued or failed (awaiting a retry).
+    pub waiting: u64,
+    /// Users with at least one such task.
+    pub users_waiting: u64,
+    /// The `run_at` of the ready task that has been due longest.
+    pub oldest_due_ms: Option<i64>,
+}
+
+/// The per-user bounds in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most waiting tasks per user.
+    pub max_pending: u64,
+    /// Most running tasks per user; 0 means no bound.
+    pub max_running: u64,
+}
+
+impl Limits {
+    /// Whether a user with `running` tasks may start another.
+    pub fn may_run(&self, running: u64) -> bool {
+        self.max_running == 0 || running < self.max_running
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Every kind is known; a payload of `"bad"` is refused.
+    struct AnyKind;
+
+    impl TaskKinds for AnyKind {
+        fn check(&self, _: &TaskKind, payload: &Value) -> Result<(), InvalidInput> {
+            match payload {
+                Value::String(s) if s == "bad" => Err(InvalidInput::new("payload", "is bad")),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn rules() -> TaskRules<'static> {
+        TaskRules {
+            kinds: &AnyKind,
+            max_payload_bytes: 64,
+            default_max_attempts: 3,
+        }
+    }
+
+    fn draft(kind: &str, payload: Value) -> TaskDraft {
+        TaskDraft {
+            kind: kind.into(),
+            payload,
+            max_attempts: None,
+            delay_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_draft_within_the_rules_becomes_a_request_with_the_defaults_filled_in() {
+        let request = draft("echo", json!({"a": 1}))
+            .parse(&rules(), None)
+            .unwrap();
+        assert_eq!(request.kind.as_str(), "echo");
+        assert_eq!((request.max_attempts, request.delay), (3, Duration::ZERO));
+    }
+
+    #[test]
+    fn every_field_at_fault_is_named_at_once() {
+        let bad = TaskDraft {
+            kind: "Not A Kind".into(),
+            payload: json!("bad"),
+            max_attempts: Some(26),
+            delay_ms: Some(MAX_DELAY_MS + 1),
+        };
+        let Err(TaskRefusal::Invalid(fields)) = bad.parse(&rules(), None) else {
+            panic!("refused for its fields")
+        };
+        let named: Vec<&str> = fields.iter().map(|f| f.field).collect();
+        assert_eq!(named, ["kind", "max_attempts", "delay_ms"]);
+
+        let Err(TaskRefusal::Invalid(fields)) = draft("echo", json!("bad")).parse(&rules(), None)
+        else {
+            panic!("refused for its payload")
+        };
+        assert_eq!(fields[0].field, "payload");
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_is_too_large_whatever_else_is_wrong() {
+        let big = draft("Bad Kind", json!("x".repeat(100)));
+        assert_eq!(
+            big.parse(&rules(), None),
+            Err(TaskRefusal::TooLarge {
+                size: 102,
+                limit: 64
+            })
+        );
+    }
+
+    #[test]
+    fn the_same_draft_has_the_same_fingerprint_and_any_change_another() {
+        let key = IdempotencyKey::parse("order-42").unwrap();
+        let one = Idempotency::new(key.clone(), &draft("echo", json!({"a": 1})));
+        let same = Idempotency::new(key.clone(), &draft("echo", json!({"a": 1})));
+        let other = Idempotency::new(key, &draft("echo", json!({"a": 2})));
+        assert_eq!(one, same);
+        assert_ne!(one.fingerprint, other.fingerprint);
+    }
+
+    #[test]
+    fn idempotency_keys_are_printable_and_bounded() {
+        assert!(IdempotencyKey::parse("order-42 retry").is_ok());
+        for bad in ["", "tab\there", &"k".repeat(256), "naïve"] {
+            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

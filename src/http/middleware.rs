@@ -1,0 +1,72 @@
+//! What wraps every route: security headers, cross-origin access, and a
+//! problem body for actix's own 405. The request id, span, log line and
+//! HTTP metrics are `observe`'s.
+
+use actix_web::{
+    ResponseError,
+    body::BoxBody,
+    dev::ServiceResponse,
+    http::{StatusCode, header},
+    middleware::{Condition, DefaultHeaders, ErrorHandlerResponse, ErrorHandlers},
+};
+
+use super::error::{ApiError, ErrorCode};
+
+/// Headers every answer carries unless its handler set them: nothing here
+/// is a page to frame, sniff, cache or refer from, and answers hold tokens.
+pub fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
+        .add((
+            "Content-Security-Policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .add(("Referrer-Policy", "no-referrer"))
+        .add(("Cache-Control", "no-store"))
+}
+
+/// Cross-origin access for the configured browser origins only. With none
+/// configured no CORS header is ever sent, so browsers keep other origins'
+/// scripts out.
+pub fn cors(origins: &[String]) -> Condition<actix_cors::Cors> {
+    let allowed = origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |cors, origin| {
+            cors.allowed_origin(origin)
+        });
+    let cors = allowed
+        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "x-request-id",
+        ])
+        .expose_headers([
+            "location",
+            "retry-after",
+            "x-request-id",
+            "idempotent-replayed",
+        ])
+        .max_age(3600);
+    Condition::new(!origins.is_empty(), cors)
+}
+
+/// Gives actix's 405, which names the methods the route serves in `Allow`
+/// (RFC 9110), a problem body like every other error.
+pub fn method_not_allowed() -> ErrorHandlers<BoxBody> {
+    ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, |answer| {
+        let (req, bare) = answer.into_parts();
+        let mut problem = ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "this route does not serve that method",
+        )
+        .error_response();
+        if let Some(allow) = bare.headers().get(header::ALLOW) {
+            problem.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        let answer = ServiceResponse::new(req, problem).map_into_right_body();
+        Ok(ErrorHandlerResponse::Response(answer))
+    })
+}
