@@ -7,6 +7,8 @@
 //! end even if the client goes away, and a panic fails that call only.
 
 mod registry;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};

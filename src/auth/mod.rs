@@ -1,5 +1,7 @@
-//! Credentials: bcrypt password hashes and signed access tokens. Pure
-//! computation; which thread runs it is the actors' concern.
+//! Credentials: bcrypt password hashes, signed access tokens, and the
+//! count of failed sign-ins that rate-limits guessing. No I/O: hashing
+//! blocks, so which thread runs it is the actors' concern, and the
+//! failure count is in-process state behind a lock.
 
 pub mod attempts;
 pub mod password;

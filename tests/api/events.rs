@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tollgate::config::EventSettings;
 
-use crate::helpers::{TestApp, eventually, spawn_app_with};
+use crate::helpers::{PrivateRedis, Server, TestApp, TestRedis, eventually, spawn_app_with};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -199,4 +199,38 @@ async fn revoking_every_session_and_cancelling_a_task_are_events_too() {
             "reason": "sign_out_all",
         })
     );
+}
+
+#[actix_web::test]
+async fn events_published_before_sigterm_reach_the_stream_before_the_process_exits() {
+    let redis = PrivateRedis::start().await;
+    let stream = TestRedis::on(redis.url());
+    let (url, prefix) = (redis.url(), stream.prefix().to_owned());
+    let env = [
+        ("TOLLGATE__REDIS__URL", url.as_str()),
+        ("TOLLGATE__REDIS__KEY_PREFIX", prefix.as_str()),
+        ("TOLLGATE__EVENTS__STREAM", "events"),
+    ];
+    let mut server = Server::start(&["serve"], &env).await;
+    // Redis holds every command for a while: the sign-up's event is
+    // published, but its append waits until after SIGTERM has come.
+    let paused = std::process::Command::new("redis-cli")
+        .args(["-u", &url, "CLIENT", "PAUSE", "1500", "ALL"])
+        .output()
+        .unwrap();
+    assert!(paused.status.success(), "{paused:?}");
+
+    server.sign_up("last-words").await;
+    server.terminate();
+    let status = server.exit_status(PATIENCE).await;
+
+    assert!(status.success(), "{status}");
+    let written = stream.xread("events");
+    let signed_up = written.iter().find(|fields| {
+        fields.contains(&("type".into(), "user.signed_up".into()))
+            && fields
+                .iter()
+                .any(|(name, value)| name == "data" && value.contains("last-words"))
+    });
+    assert!(signed_up.is_some(), "{written:?}");
 }

@@ -17,6 +17,7 @@ mod hasher_storm;
 mod headers;
 mod health;
 mod hostile_input;
+mod layering;
 mod metrics;
 mod queue_store;
 mod rate_limits;

@@ -407,3 +407,55 @@ async fn a_real_prometheus_scrapes_the_service_and_answers_promql() {
     let up = prometheus.query(r#"up{job="tollgate"}"#).await;
     assert_eq!(up, Some(1.0));
 }
+
+/// The gauges the README's metric table documents: the names in each row
+/// whose type is a gauge.
+fn documented_gauges() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    readme
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .filter_map(|row| {
+            let columns: Vec<&str> = row.split('|').map(str::trim).collect();
+            let is_gauge = columns.get(2).is_some_and(|kind| kind.starts_with("gauge"));
+            is_gauge.then(|| columns[1].to_owned())
+        })
+        .flat_map(|names| {
+            names
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn every_documented_gauge_is_in_the_very_first_scrape() {
+    let gauges = documented_gauges();
+    assert!(gauges.len() >= 7, "the README's table was read: {gauges:?}");
+    let app = spawn_app().await;
+
+    let first = app.metrics().await;
+
+    let names: Vec<&str> = first.names().collect();
+    let missing: Vec<&String> = gauges
+        .iter()
+        .filter(|gauge| !names.contains(&gauge.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?} from\n{}",
+        first.text
+    );
+    for route in ["/api/v1/tasks", "/health/ready"] {
+        let labels = [("http_route", route)];
+        assert_eq!(
+            first.value("http_server_active_requests", &labels),
+            Some(0.0),
+            "{route} is shown idle before its first request"
+        );
+    }
+}
