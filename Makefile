@@ -13,7 +13,7 @@ export TOLLGATE_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 export TOLLGATE_CONTRACT_VENV ?= $(HOME)/.cache/tollgate/contract-$(shell sha256sum tests/contract/requirements.txt | cut -c1-12)
 export TOLLGATE_SCHEMATHESIS ?= $(TOLLGATE_CONTRACT_VENV)/bin/schemathesis
 
-.PHONY: run test bench soak fuzz services lint fmt deploy-check
+.PHONY: run test bench soak fuzz services bench-tools lint fmt deploy-check
 
 run: ## Serve on http://127.0.0.1:8080 with users, sessions and tasks in memory.
 	$(CARGO) run -- serve
@@ -21,7 +21,7 @@ run: ## Serve on http://127.0.0.1:8080 with users, sessions and tasks in memory.
 test: services ## Unit and integration tests against a real PostgreSQL and Redis.
 	$(CARGO) test --all-targets
 
-bench: services ## Every performance figure against a same-run baseline (BENCH_QUICK=1: a short smoke run).
+bench: services bench-tools ## Every performance figure against a same-run baseline (BENCH_QUICK=1: a short smoke run).
 	$(CARGO) bench --bench scenarios
 
 soak: ## Mixed traffic for SOAK_SECS (300; at most 540), sampling memory; idle sessions must be swept to zero.
@@ -34,6 +34,9 @@ fuzz: services ## Schemathesis against /openapi.json of the real binary on Postg
 
 services: ## Make sure PostgreSQL and Redis answer; start or install them if not.
 	@.ci/ensure-services
+
+bench-tools: ## Make sure wrk, taskset and redis-cli are installed; install them if not.
+	@.ci/ensure-bench-tools
 
 deploy-check: ## Check docker/ with the tools a user would run (no Docker engine needed).
 	@.ci/deploy-check

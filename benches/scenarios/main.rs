@@ -2,9 +2,10 @@
 //! baseline measured in the same run on the same machine, because the
 //! machines are shared and noisy and only ratios travel.
 //!
-//! Runs through `cargo bench --bench scenarios` (release build). The load
-//! generator and the service share the machine; the baselines pay the same
-//! price. `BENCH_QUICK=1` runs every scenario briefly, as a smoke run.
+//! Runs through `cargo bench --bench scenarios` (release build). HTTP load
+//! comes from `wrk`, pinned to a core of its own with the service on the
+//! others where the machine allows; the baselines pay the same price.
+//! `BENCH_QUICK=1` runs every scenario briefly, as a smoke run.
 //! `BENCH_ONLY=4,5` runs only those scenarios; `make soak` (the argument
 //! `soak`) runs the soak instead, see `soak.rs`. Prints a table and writes
 //! `target/bench/results.json`.
@@ -16,6 +17,7 @@ mod service;
 mod sessions;
 mod soak;
 mod web;
+mod wrk;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -91,17 +93,27 @@ async fn main() {
         if plan.quick { "quick" } else { "full" },
         tollgate::config::threads_or_cores(0)
     );
-    // `BENCH_ONLY=2,6` runs just those scenarios (4 includes 4b).
+    // `BENCH_ONLY=2,6` runs just those scenarios (2 includes 3, 4 includes
+    // 4b); each HTTP scenario runs on both configurations.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let chosen = |n: &str| only.is_empty() || only.split(',').any(|o| o.trim() == n);
+    use web::Config::{Embedded, Production};
     // Each scenario starts only when awaited: the ones not chosen never run.
-    let scenarios: [(&str, Scenario); 7] = [
-        ("1", Box::pin(web::sign_ins(plan))),
-        ("2", Box::pin(web::authenticated_reads(plan))),
-        ("3", Box::pin(queue::enqueue(plan))),
+    let scenarios: [(&str, Scenario); 9] = [
+        ("1", Box::pin(web::sign_ins(plan, Embedded))),
+        ("1", Box::pin(web::sign_ins(plan, Production))),
+        ("2", Box::pin(web::requests(plan, Embedded))),
+        ("2", Box::pin(web::requests(plan, Production))),
         ("4", Box::pin(queue::drain(plan))),
         ("5", Box::pin(queue::noisy_neighbour(plan))),
-        ("6", Box::pin(web::reads_during_a_sign_in_storm(plan))),
+        (
+            "6",
+            Box::pin(web::reads_during_a_sign_in_storm(plan, Embedded)),
+        ),
+        (
+            "6",
+            Box::pin(web::reads_during_a_sign_in_storm(plan, Production)),
+        ),
         ("7", Box::pin(sessions::memory_and_validation(plan))),
     ];
     let mut all: Vec<Figure> = Vec::new();

@@ -14,6 +14,7 @@ use tollgate::config::{RedisSettings, Settings};
 use tollgate::storage::{QueuePolicy, Redis, RedisQueueStore};
 
 use crate::load::http_client;
+use crate::wrk::Cores;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 const JWT_SECRET: &str = "a-benchmark-signing-secret-of-enough-length";
@@ -31,13 +32,15 @@ impl Service {
         Self::start(env).await
     }
 
-    /// Starts the service on PostgreSQL (`stores.schema_url`) and Redis
-    /// (`stores.prefix`), sessions in memory.
-    pub async fn on_stores(stores: &Stores, env: &[(&str, &str)]) -> Self {
+    /// Starts the service in the production configuration: users in
+    /// PostgreSQL (`stores.schema_url`), sessions and tasks in Redis
+    /// (`stores.prefix`).
+    pub async fn production(stores: &Stores, env: &[(&str, &str)]) -> Self {
         let mut all = vec![
             ("TOLLGATE__DATABASE__URL", stores.schema_url.as_str()),
             ("TOLLGATE__AUTH__JWT_SECRET", JWT_SECRET),
             ("TOLLGATE__QUEUE__BACKEND", "redis"),
+            ("TOLLGATE__SESSION__STORE", "redis"),
             ("TOLLGATE__REDIS__URL", stores.redis_url.as_str()),
             ("TOLLGATE__REDIS__KEY_PREFIX", stores.prefix.as_str()),
         ];
@@ -52,7 +55,16 @@ impl Service {
             .unwrap()
             .port();
         let bind = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        // On the cores the load generator leaves it, where it can be pinned.
+        let mut command = match Cores::split().service {
+            Some(cores) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["-c", &cores, env!("CARGO_BIN_EXE_tollgate")]);
+                taskset
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_tollgate")),
+        };
+        let child = command
             .arg("serve")
             .env("TOLLGATE__SERVER__BIND", &bind)
             .env("TOLLGATE__TELEMETRY__LOG_LEVEL", "error")
@@ -196,6 +208,26 @@ impl Stores {
     }
 
     /// One Redis round trip: the baseline the queue figures are set against.
+    /// Lua script calls Redis has run since it started (`EVALSHA` and
+    /// `EVAL`), by `INFO commandstats`: the whole server's, so nothing else
+    /// should use it meanwhile.
+    pub fn script_calls(&self) -> u64 {
+        let info = Command::new("redis-cli")
+            .args(["-u", &self.redis_url, "INFO", "commandstats"])
+            .output()
+            .expect("redis-cli runs (`make bench` installs Redis)");
+        String::from_utf8_lossy(&info.stdout)
+            .lines()
+            .filter(|line| {
+                line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
+            })
+            .filter_map(|line| {
+                let calls = line.split("calls=").nth(1)?;
+                calls.split(',').next()?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     pub async fn round_trip(&self, key: &str) -> bool {
         let incremented: Result<i64, _> = self.redis.client().incr(key).await;
         incremented.is_ok()

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tollgate::actors::SessionManager;
 use tollgate::clock::Clock;
 use tollgate::config::Settings;
-use tollgate::domain::{SessionId, TouchOutcome, UserId};
+use tollgate::domain::{Profile, SessionId, TouchOutcome, UserId};
 use tollgate::telemetry::Metrics;
 use uuid::Uuid;
 
@@ -79,7 +79,13 @@ async fn hold(count: usize) -> (Held, f64) {
     {
         let opened = (0..count).map(|_| {
             let manager = &manager;
-            async move { manager.open(UserId::new()).await.expect("a session opens") }
+            let user = Profile {
+                id: UserId::new(),
+                username: "holder".into(),
+                email: None,
+                created_at: chrono::Utc::now(),
+            };
+            async move { manager.open(&user).await.expect("a session opens") }
         });
         let mut opened = futures_util::stream::iter(opened).buffer_unordered(512);
         let mut n = 0;

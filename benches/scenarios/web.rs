@@ -1,53 +1,107 @@
-//! The HTTP scenarios on the embedded default (everything in memory):
-//! sign-ins against raw bcrypt, authenticated reads against the liveness
-//! probe, and reads during a sign-in storm against reads alone.
+//! The HTTP scenarios, each run on the embedded default (everything in
+//! memory) and on the production configuration (users in PostgreSQL,
+//! sessions and tasks in Redis), driven by `wrk` from outside the process:
+//! sign-ins against raw bcrypt on the service's cores; authenticated reads
+//! and enqueues against the liveness probe; reads during a sign-in storm
+//! against reads alone.
 
 use std::time::{Duration, Instant};
 
 use futures_util::future::join;
 use reqwest::StatusCode;
 use serde_json::json;
-use tollgate::config::{Settings, threads_or_cores};
+use tollgate::config::Settings;
 
 use crate::Plan;
 use crate::figures::{Figure, Goal};
 use crate::load::{self, http_client};
-use crate::service::{PASSWORD, Service};
+use crate::service::{PASSWORD, Service, Stores};
+use crate::wrk::{self, Cores, Request, WrkRun};
 
 /// Concurrent sign-ins: enough to keep every hasher thread busy.
 const SIGNING_IN: usize = 8;
-/// Concurrent readers.
-const READERS: usize = 32;
+/// `wrk`'s connections.
+const CONNECTIONS: usize = 64;
+/// Users the many-user enqueue acts for.
+const ENQUEUING_USERS: usize = 100;
 /// Sign-ins in flight count against the per-login limit until they
-/// succeed; the load here is one login's eight at once.
-const UNLIMITED_SIGN_INS: (&str, &str) = ("TOLLGATE__RATE_LIMIT__SIGNIN_PER_MINUTE_PER_USER", "0");
+/// succeed; the load here is one login's eight at once. Enqueue floods
+/// must not meet the pending limit.
+const BENCH_LIMITS: [(&str, &str); 2] = [
+    ("TOLLGATE__RATE_LIMIT__SIGNIN_PER_MINUTE_PER_USER", "0"),
+    ("TOLLGATE__QUEUE__MAX_PENDING_PER_USER", "10000000"),
+];
+
+/// Where the service keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Config {
+    Embedded,
+    Production,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Production => "production",
+        }
+    }
+
+    /// The service in this configuration, and its stores to remove after.
+    async fn start(self, env: &[(&str, &str)]) -> (Service, Option<Stores>) {
+        match self {
+            Self::Embedded => (Service::in_memory(env).await, None),
+            Self::Production => {
+                let stores = Stores::create("web").await;
+                (Service::production(&stores, env).await, Some(stores))
+            }
+        }
+    }
+}
+
+/// Names a figure `"{what} ({config})"`, leaked: figures are few and live
+/// as long as the run.
+fn named(what: &str, config: Config) -> &'static str {
+    Box::leak(format!("{what} ({})", config.name()).into_boxed_str())
+}
+
+/// Runs `wrk` off the async thread.
+async fn wrk(service: &Service, path: &str, request: Request, window: Duration) -> WrkRun {
+    let url = service.url(path);
+    tokio::task::spawn_blocking(move || wrk::run(&url, &request, CONNECTIONS, window))
+        .await
+        .unwrap()
+}
 
 /// 1. Sign-ins per second at the configured bcrypt cost ↔ bcrypt checks
-///    per second on every core, done by this process.
-pub async fn sign_ins(plan: Plan) -> Vec<Figure> {
+///    per second on the service's cores, done by this process.
+pub async fn sign_ins(plan: Plan, config: Config) -> Vec<Figure> {
     let cost = Settings::embedded_default().auth.bcrypt_cost;
-    let hashes = tokio::task::spawn_blocking(move || bcrypt_rate(cost, plan.window))
+    let threads = Cores::split().for_service();
+    let hashes = tokio::task::spawn_blocking(move || bcrypt_rate(cost, threads, plan.window))
         .await
         .unwrap();
-    let service = Service::in_memory(&[UNLIMITED_SIGN_INS]).await;
+    let (service, stores) = config.start(&BENCH_LIMITS).await;
     service.sign_up("signer").await;
     let signing_in = sign_in_load(&service, "signer", SIGNING_IN, plan.window).await;
+    drop(service);
+    remove(stores).await;
     vec![Figure::new(
         "1",
-        "sign-ins at the configured bcrypt cost",
+        named("sign-ins at the configured bcrypt cost", config),
         (signing_in.rate(), "/s"),
-        ("bcrypt checks on all cores", hashes),
+        ("bcrypt checks on the service's cores", hashes),
         Goal::RatioAtLeast { target: 0.9 },
-        format!("cost {cost}; {}", signing_in.summary()),
+        format!("cost {cost}, {threads} cores; {}", signing_in.summary()),
     )]
 }
 
-/// bcrypt checks per second on every core at `cost`.
-fn bcrypt_rate(cost: u32, window: Duration) -> f64 {
+/// bcrypt checks per second on `threads` threads at `cost`.
+fn bcrypt_rate(cost: u32, threads: usize, window: Duration) -> f64 {
     let hash = bcrypt::hash(PASSWORD, cost).unwrap();
     let start = Instant::now();
     let checks: u64 = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..threads_or_cores(0))
+        let threads: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     let mut checks = 0;
@@ -64,6 +118,7 @@ fn bcrypt_rate(cost: u32, window: Duration) -> f64 {
     checks as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Sign-ins by `concurrency` clients; bcrypt, not the client, bounds them.
 async fn sign_in_load(
     service: &Service,
     name: &str,
@@ -79,60 +134,90 @@ async fn sign_in_load(
     .await
 }
 
-/// `GET /api/v1/auth/session` (verify the token, reinflate the session)
-/// with `token`, from `concurrency` clients.
-async fn session_reads(
-    service: &Service,
-    token: &str,
-    concurrency: usize,
-    window: Duration,
-) -> load::Load {
-    let (client, url) = (http_client(), service.url("/api/v1/auth/session"));
-    load::run(concurrency, window, |_| {
-        let request = client.get(&url).bearer_auth(token);
-        load::answers(request, StatusCode::OK)
-    })
-    .await
-}
-
-/// 2. Authenticated reads per second ↔ `GET /health/live` per second.
-pub async fn authenticated_reads(plan: Plan) -> Vec<Figure> {
-    let service = Service::in_memory(&[UNLIMITED_SIGN_INS]).await;
-    let token = service.sign_up("reader").await;
-    let (client, live) = (http_client(), service.url("/health/live"));
-    let probes = load::run(READERS, plan.window, |_| {
-        let request = client.get(&live);
-        load::answers(request, StatusCode::OK)
-    })
-    .await;
-    let reads = session_reads(&service, &token, READERS, plan.window).await;
-    vec![Figure::new(
-        "2",
-        "authenticated GET (verify + reinflate)",
-        (reads.rate(), "/s"),
-        ("GET /health/live", probes.rate()),
-        Goal::RatioAtLeast { target: 0.7 },
-        format!("reads {}; probes {}", reads.summary(), probes.summary()),
-    )]
+/// 2. Authenticated reads (`/api/v1/auth/session`, `/api/v1/users/me`) and
+/// 3. enqueues (one user; 100 users) per second ↔ `GET /health/live` per
+///    second, on one service.
+pub async fn requests(plan: Plan, config: Config) -> Vec<Figure> {
+    // A hundred sign-ups are set-up here, not the figure.
+    let cheap_hashes = ("TOLLGATE__AUTH__BCRYPT_COST", "4");
+    let (service, stores) = config
+        .start(&[BENCH_LIMITS[0], BENCH_LIMITS[1], cheap_hashes])
+        .await;
+    let reader = vec![service.sign_up("reader").await];
+    let enqueuers = service.sign_up_many("enqueuer", ENQUEUING_USERS).await;
+    let live = wrk(&service, "/health/live", Request::get(), plan.window).await;
+    let task = json!({ "kind": "echo", "payload": { "n": 1 } });
+    let runs = [
+        (
+            "2",
+            "GET /api/v1/auth/session (verify + reinflate)",
+            "/api/v1/auth/session",
+            Request::get().with_tokens(&reader),
+            if config == Config::Embedded { 0.7 } else { 0.6 },
+        ),
+        (
+            "2",
+            "GET /api/v1/users/me",
+            "/api/v1/users/me",
+            Request::get().with_tokens(&reader),
+            0.5,
+        ),
+        (
+            "3",
+            "enqueue, one user",
+            "/api/v1/tasks",
+            Request::post_json(&task, &enqueuers[..1]),
+            0.3,
+        ),
+        (
+            "3",
+            "enqueue, 100 users",
+            "/api/v1/tasks",
+            Request::post_json(&task, &enqueuers),
+            0.3,
+        ),
+    ];
+    let mut figures = Vec::new();
+    for (scenario, what, path, request, target) in runs {
+        let run = wrk(&service, path, request, plan.window).await;
+        figures.push(Figure::new(
+            scenario,
+            named(what, config),
+            (run.requests_per_sec, "/s"),
+            ("GET /health/live", live.requests_per_sec),
+            Goal::RatioAtLeast { target },
+            format!(
+                "{CONNECTIONS} connections; {}; probes {}",
+                run.summary(),
+                live.summary()
+            ),
+        ));
+    }
+    drop(service);
+    remove(stores).await;
+    figures
 }
 
 /// 6. The p99 of authenticated reads while others sign in as fast as they
 ///    can ↔ the same reads alone.
-pub async fn reads_during_a_sign_in_storm(plan: Plan) -> Vec<Figure> {
-    let service = Service::in_memory(&[UNLIMITED_SIGN_INS]).await;
-    let token = service.sign_up("reader").await;
+pub async fn reads_during_a_sign_in_storm(plan: Plan, config: Config) -> Vec<Figure> {
+    let (service, stores) = config.start(&BENCH_LIMITS).await;
+    let reader = vec![service.sign_up("reader").await];
     service.sign_up("stormer").await;
-    let calm = session_reads(&service, &token, READERS, plan.window).await;
+    let reads = || Request::get().with_tokens(&reader);
+    let calm = wrk(&service, "/api/v1/auth/session", reads(), plan.window).await;
     let (stormy, storm) = join(
-        session_reads(&service, &token, READERS, plan.window),
+        wrk(&service, "/api/v1/auth/session", reads(), plan.window),
         sign_in_load(&service, "stormer", SIGNING_IN, plan.window),
     )
     .await;
+    drop(service);
+    remove(stores).await;
     vec![Figure::new(
         "6",
-        "p99 of authenticated GET during a sign-in storm",
-        (stormy.latency_ms(0.99), "ms"),
-        ("p99 with no storm", calm.latency_ms(0.99)),
+        named("p99 of authenticated GET during a sign-in storm", config),
+        (stormy.p99_ms, "ms"),
+        ("p99 with no storm", calm.p99_ms),
         Goal::RatioAtMost { target: 2.0 },
         format!(
             "calm {}; stormy {}; storm {}",
@@ -141,4 +226,10 @@ pub async fn reads_during_a_sign_in_storm(plan: Plan) -> Vec<Figure> {
             storm.summary()
         ),
     )]
+}
+
+async fn remove(stores: Option<Stores>) {
+    if let Some(stores) = stores {
+        stores.remove().await;
+    }
 }

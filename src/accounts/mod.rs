@@ -24,8 +24,8 @@ use crate::actors::{
 use crate::auth::password::{self, HashError};
 use crate::clock::Clock;
 use crate::domain::{
-    Credentials, NewUser, Password, PasswordChange, Registration, Session, SessionId, Taken, User,
-    UserId,
+    Credentials, NewUser, Password, PasswordChange, Profile, Registration, Session, SessionId,
+    Taken, User, UserId,
 };
 use crate::events::{Event, Events, RevokeReason};
 use crate::storage::{StoreError, UserStore};
@@ -188,7 +188,7 @@ impl Accounts {
     /// Registers a user and opens their first session.
     pub async fn sign_up(&self, registration: Registration) -> Result<Grant, AccountError> {
         let user = self.register(registration).await?;
-        let session = self.sessions.open(user.id).await?;
+        let session = self.sessions.open(&Profile::from(&user)).await?;
         self.signed_in(&session);
         Ok((user, session))
     }
@@ -223,7 +223,7 @@ impl Accounts {
             }
             return Err(AccountError::InvalidCredentials);
         }
-        let session = self.sessions.open(user.id).await?;
+        let session = self.sessions.open(&Profile::from(&user)).await?;
 
         // A password change may have swapped the hash while this sign-in
         // checked the old one, and revoked the user's sessions before this

@@ -91,12 +91,16 @@ impl Application {
         metrics.observe_pool(Pool::Hashers, move || Some(reported.upgrade()?.sizes()));
         let dummy_hash = dummy_hash(&hashers).await?;
 
+        let shared = shared_sessions(&settings, redis.as_ref())?;
+        if let Some(shared) = &shared {
+            shutdown.spawn(shared.clone().listen(shutdown.clone()));
+        }
         let sessions = SessionManager::start(
             &settings.session,
             settings.auth.token_max_lifetime(),
             clock.clone(),
             metrics.clone(),
-            shared_sessions(&settings, redis.as_ref())?,
+            shared,
         );
         let events = match (&settings.events, &redis) {
             (Some(events), Some(redis)) => Events::start(
@@ -267,6 +271,7 @@ fn shared_sessions(
         (SessionStoreKind::Redis, Some(redis)) => Some(Arc::new(RedisSessions::new(
             redis.clone(),
             settings.session.idle_ttl(),
+            settings.session.shards,
         ))),
         (SessionStoreKind::Redis, None) => anyhow::bail!("session.store = \"redis\" needs [redis]"),
         (SessionStoreKind::Memory, _) => None,

@@ -19,6 +19,12 @@ impl SessionId {
     pub fn random() -> Self {
         Self(Uuid::new_v4())
     }
+
+    /// Which of `shards` shards holds this session. Ids are random, so
+    /// their low bits spread sessions evenly.
+    pub fn shard(&self, shards: usize) -> usize {
+        (self.0.as_u128() % shards.max(1) as u128) as usize
+    }
 }
 
 /// A snapshot of one session, as clients see it.

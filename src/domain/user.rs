@@ -39,6 +39,28 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
+/// What a user is to others: everything but the password hash. Nothing in
+/// it changes while the user exists, so a copy kept with their sessions
+/// stays true.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub id: UserId,
+    pub username: String,
+    pub email: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&User> for Profile {
+    fn from(user: &User) -> Self {
+        Self {
+            id: user.id,
+            username: user.username.clone(),
+            email: user.email.clone(),
+            created_at: user.created_at,
+        }
+    }
+}
+
 /// A user about to be stored: identity and timestamps are decided by the
 /// caller, so every store records exactly the same values.
 #[derive(Debug, Clone)]

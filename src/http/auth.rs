@@ -354,9 +354,10 @@ pub async fn introspection(
         // could not look.
         Err(err) => return Err(err),
     };
-    let username = match state.registry.user(auth.session.user_id).await {
+    let username = match state.profile(&auth).await {
         Ok(user) => Some(user.username),
-        Err(AccountError::UnknownUser) => return Ok(None),
+        // The user behind a live session is gone: the token is worthless.
+        Err(err) if err.code == ErrorCode::InvalidToken => return Ok(None),
         Err(err) => {
             tracing::warn!(error = %err, "introspection answered without the username");
             None

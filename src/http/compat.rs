@@ -140,10 +140,10 @@ pub async fn data(
         .or_else(|| req.headers().get("token")?.to_str().ok())
         .ok_or_else(ApiError::missing_credentials)?;
     let auth = state.authenticate(token).await?;
-    let user = state.registry.user(auth.session.user_id).await?;
+    let user = state.profile(&auth).await?;
     Ok(web::Json(DataAnswer {
         data: CallerData {
-            user: user.into(),
+            user,
             session: auth.session,
         },
     }))

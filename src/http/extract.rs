@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
+use super::views::UserView;
 use crate::auth::Claims;
 use crate::domain::{Session, TouchOutcome};
 
@@ -81,6 +82,17 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
 }
 
 impl AppState {
+    /// The caller's profile: kept with the session where sessions are in
+    /// Redis, else read from the users.
+    pub async fn profile(&self, auth: &Authenticated) -> Result<UserView, ApiError> {
+        if let Some(profile) = self.sessions.profile(auth.session.id) {
+            return Ok(UserView::from(&*profile));
+        }
+        Ok(UserView::from(
+            self.registry.user(auth.session.user_id).await?,
+        ))
+    }
+
     /// Verifies `token` and reinflates its session. Every refusal is the
     /// same `invalid_token` to the client; the reason goes to the log.
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, ApiError> {

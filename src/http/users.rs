@@ -18,8 +18,7 @@ pub async fn get_me(
     state: web::Data<AppState>,
     auth: Authenticated,
 ) -> Result<web::Json<UserView>, ApiError> {
-    let user = state.registry.user(auth.session.user_id).await?;
-    Ok(web::Json(user.into()))
+    Ok(web::Json(state.profile(&auth).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{User, UserId};
+use crate::domain::{Profile, User, UserId};
 
 /// A user as clients see one: never the password hash.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -14,6 +14,17 @@ pub struct UserView {
     #[schema(required = true)]
     pub email: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+impl From<&Profile> for UserView {
+    fn from(profile: &Profile) -> Self {
+        Self {
+            id: profile.id,
+            username: profile.username.clone(),
+            email: profile.email.clone(),
+            created_at: profile.created_at,
+        }
+    }
 }
 
 impl From<User> for UserView {

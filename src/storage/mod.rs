@@ -11,7 +11,7 @@ mod users;
 
 pub use queue::{MemoryQueueStore, QueuePolicy, QueueStore, RedisQueueStore, SharedLimits};
 pub use redis::Redis;
-pub use sessions::RedisSessions;
+pub use sessions::{RedisSessions, SESSION_FLUSH_INTERVAL};
 pub use users::{MemoryUserStore, PostgresUserStore, UserStore, migrate};
 
 /// Why a store call did not happen.

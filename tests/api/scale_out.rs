@@ -14,7 +14,8 @@ use tollgate::domain::UserId;
 use tollgate::storage::QueueStore;
 
 use crate::helpers::{
-    JWT_SECRET, RedisCluster, Server, TestRedis, TestSchema, eventually, millis, spawn_app_with,
+    JWT_SECRET, PrivateRedis, RedisCluster, Server, TcpProxy, TestRedis, TestSchema, eventually,
+    millis, spawn_app_with,
 };
 use crate::{queue_store, session_store};
 
@@ -60,6 +61,18 @@ async fn a_token_from_one_replica_is_reinflated_on_another_and_revoked_on_a_thir
     one.sign_up("roamer").await;
     let (token, _) = one.sign_in("roamer").await;
     let opened: Value = session_on(one, &token).await.json().await.unwrap();
+    // The first replica served that use from its own copy; it writes it
+    // to Redis within a tenth of a second.
+    let key = format!(
+        "{{{}}}:session:{}",
+        redis.prefix(),
+        opened["id"].as_str().unwrap()
+    );
+    let written = eventually(PATIENCE, || async {
+        redis.hget(&key, "refreshes").await.as_deref() == Some("1")
+    })
+    .await;
+    assert!(written, "the first replica's use reached Redis");
     let before_second_use = chrono::Utc::now().timestamp_millis();
 
     let used = session_on(two, &token).await;
@@ -88,6 +101,115 @@ async fn a_token_from_one_replica_is_reinflated_on_another_and_revoked_on_a_thir
         let problem: Value = refused.json().await.unwrap();
         assert_eq!(problem["code"], "invalid_token");
     }
+}
+
+/// Waits until `replicas` replicas listen for revocations on the Redis at
+/// `url` under `prefix`: from then on each serves uses from its own copies.
+async fn listening(url: &str, prefix: &str, replicas: u64) {
+    let channel = format!("{{{prefix}}}:sessions-revoked");
+    let all = eventually(PATIENCE, || async {
+        let numsub = std::process::Command::new("redis-cli")
+            .args(["-u", url, "PUBSUB", "NUMSUB", &channel])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&numsub.stdout);
+        text.lines()
+            .nth(1)
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            == Some(replicas)
+    })
+    .await;
+    assert!(all, "{replicas} replicas subscribed to {channel}");
+}
+
+#[actix_web::test]
+async fn a_token_signed_out_on_one_replica_is_refused_by_another_within_10_ms() {
+    let (schema, redis) = (TestSchema::create().await, TestRedis::new());
+    let servers = replicas(&schema, &redis).await;
+    let [one, two, _] = &servers[..] else {
+        unreachable!()
+    };
+    listening(&crate::helpers::redis_url(), redis.prefix(), 3).await;
+    one.sign_up("quick-exit").await;
+    let (token, _) = one.sign_in("quick-exit").await;
+    // The second replica now serves the token from its own copy.
+    for _ in 0..3 {
+        assert_eq!(session_on(two, &token).await.status(), StatusCode::OK);
+    }
+
+    let signed_out = one.request(Method::POST, "/api/v1/auth/signout", Some(&token));
+    assert_eq!(
+        signed_out.send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    assert_eq!(
+        session_on(two, &token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[actix_web::test]
+async fn after_redis_restarts_no_replica_accepts_a_session_revoked_while_it_was_cut_off() {
+    let redis = PrivateRedis::start().await;
+    let schema = TestSchema::create().await;
+    let proxy = TcpProxy::to(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    let prefix = TestRedis::new_prefix();
+    let replica = |redis_url: String| {
+        let env = [
+            ("TOLLGATE__DATABASE__URL", schema.url()),
+            ("TOLLGATE__AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
+            ("TOLLGATE__SESSION__STORE", "redis".to_owned()),
+            ("TOLLGATE__REDIS__URL", redis_url),
+            ("TOLLGATE__REDIS__KEY_PREFIX", prefix.clone()),
+            ("TOLLGATE__REDIS__TIMEOUT_SECS", "1".to_owned()),
+        ];
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Server::start(&["serve"], &env).await
+        }
+    };
+    let direct = replica(redis.url()).await;
+    let behind_proxy = replica(format!("redis://{}", proxy.address)).await;
+    listening(&redis.url(), &prefix, 2).await;
+    direct.sign_up("cut-off").await;
+    let (token, _) = direct.sign_in("cut-off").await;
+    assert_eq!(
+        session_on(&behind_proxy, &token).await.status(),
+        StatusCode::OK
+    );
+    let mut redis = redis;
+
+    // Redis restarts (its data kept); the second replica stays cut off
+    // while the first signs the token out.
+    redis.stop();
+    redis.resume().await;
+    proxy.cut();
+    let signed_out = eventually(PATIENCE, || async {
+        let request = direct.request(Method::POST, "/api/v1/auth/signout", Some(&token));
+        request.send().await.unwrap().status() == StatusCode::NO_CONTENT
+    })
+    .await;
+    assert!(signed_out, "the first replica signs out once Redis is back");
+    assert_ne!(
+        session_on(&behind_proxy, &token).await.status(),
+        StatusCode::OK,
+        "refused while cut off"
+    );
+    proxy.restore();
+    // Both listen again: the second serves from its copies once more.
+    listening(&redis.url(), &prefix, 2).await;
+
+    // Never accepted again: refused while reconnecting (503), then as the
+    // revoked token it is (401).
+    let (mut answers, deadline) = (Vec::new(), std::time::Instant::now() + PATIENCE);
+    while answers.last() != Some(&StatusCode::UNAUTHORIZED) {
+        assert!(std::time::Instant::now() < deadline, "{answers:?}");
+        answers.push(session_on(&behind_proxy, &token).await.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!answers.contains(&StatusCode::OK), "{answers:?}");
 }
 
 #[actix_web::test]

@@ -10,7 +10,8 @@ use futures_util::future::join_all;
 use tollgate::actors::SessionManager;
 use tollgate::clock::Clock;
 use tollgate::config::{SessionSettings, SessionStoreKind};
-use tollgate::domain::{Session, SessionId, TouchOutcome, UserId};
+use tollgate::domain::{Profile, Session, SessionId, TouchOutcome, UserId};
+use tollgate::shutdown::Shutdown;
 use tollgate::storage::RedisSessions;
 use tollgate::telemetry::Metrics;
 
@@ -28,11 +29,31 @@ pub struct Sessions {
     clock: Clock,
     /// The Redis store, or none for sessions kept in the shards.
     shared: Option<Arc<RedisSessions>>,
+    /// Stops the store's listening for revocations when the check ends.
+    listening: Shutdown,
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        self.listening.stop();
+    }
 }
 
 impl Sessions {
     fn start(shared: Option<Arc<RedisSessions>>, lifetime: Duration) -> Self {
-        let clock = Clock::manual(DateTime::from_timestamp_millis(T0).unwrap());
+        Self::start_on(
+            shared,
+            lifetime,
+            Clock::manual(DateTime::from_timestamp_millis(T0).unwrap()),
+        )
+    }
+
+    /// A manager on `shared`, listening for revocations, reading `clock`.
+    fn start_on(shared: Option<Arc<RedisSessions>>, lifetime: Duration, clock: Clock) -> Self {
+        let listening = Shutdown::new();
+        if let Some(shared) = &shared {
+            listening.spawn(shared.clone().listen(listening.clone()));
+        }
         let settings = SessionSettings {
             idle_ttl_secs: IDLE_TTL.as_secs(),
             shards: 4,
@@ -50,6 +71,7 @@ impl Sessions {
             manager,
             clock,
             shared,
+            listening,
         }
     }
 
@@ -58,8 +80,21 @@ impl Sessions {
         Self::start(self.shared.clone(), lifetime)
     }
 
+    /// Waits until uses may be served from this replica's copies.
+    async fn copying(&self) {
+        let shared = self.shared.as_ref().expect("sessions in Redis");
+        let ready = eventually(10 * SECOND, || async { shared.copying() }).await;
+        assert!(ready, "the store subscribed to revocations");
+    }
+
     async fn open(&self, user: UserId) -> Session {
-        self.manager.open(user).await.unwrap()
+        let profile = Profile {
+            id: user,
+            username: "someone".into(),
+            email: None,
+            created_at: self.clock.now(),
+        };
+        self.manager.open(&profile).await.unwrap()
     }
 
     async fn touch(&self, session: &Session) -> TouchOutcome {
@@ -209,8 +244,18 @@ async fn redis_sessions() -> (Sessions, TestRedis) {
 
 /// Sessions under `redis`'s prefix, on whichever Redis it names.
 pub async fn redis_sessions_at(redis: TestRedis) -> (Sessions, TestRedis) {
-    let shared = RedisSessions::new(redis.connect().await, IDLE_TTL);
-    (Sessions::start(Some(Arc::new(shared)), LIFETIME), redis)
+    let shared = RedisSessions::new(redis.connect().await, IDLE_TTL, 4);
+    let sessions = Sessions::start(Some(Arc::new(shared)), LIFETIME);
+    sessions.copying().await;
+    (sessions, redis)
+}
+
+/// A replica's sessions on `redis`: its own copies, on the system clock.
+async fn replica(redis: &TestRedis) -> Sessions {
+    let shared = RedisSessions::new(redis.connect().await, IDLE_TTL, 4);
+    let sessions = Sessions::start_on(Some(Arc::new(shared)), LIFETIME, Clock::system());
+    sessions.copying().await;
+    sessions
 }
 
 for_each_store!(
@@ -246,4 +291,52 @@ async fn sessions_in_redis_expire_there_too_and_leave_no_key_behind() {
     assert!(swept);
     let left = redis.keys().await;
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[actix_web::test]
+async fn uses_served_from_one_replicas_copy_reach_redis_and_the_other_replicas() {
+    let redis = TestRedis::new();
+    let (one, two) = (replica(&redis).await, replica(&redis).await);
+    let session = one.open(UserId::new()).await;
+    for _ in 0..3 {
+        live(one.touch(&session).await);
+    }
+
+    let key = format!("{{{}}}:session:{}", redis.prefix(), session.id.0);
+    let written = eventually(10 * SECOND, || async {
+        redis.hget(&key, "refreshes").await.as_deref() == Some("3")
+    })
+    .await;
+
+    assert!(written, "one's three uses reach Redis");
+    let there = live(two.touch(&session).await);
+    assert_eq!(there.refresh_count, 4);
+    assert!(there.last_seen_at >= session.last_seen_at);
+}
+
+#[actix_web::test]
+async fn a_session_revoked_on_one_replica_is_refused_by_anothers_copy_within_10_ms() {
+    let redis = TestRedis::new();
+    let (one, two) = (replica(&redis).await, replica(&redis).await);
+    let session = one.open(UserId::new()).await;
+    // Two holds its own copy now: its next use costs no round trip.
+    live(two.touch(&session).await);
+    live(two.touch(&session).await);
+
+    assert!(one.manager.revoke(session.id).await.unwrap());
+    let revoked = std::time::Instant::now();
+
+    assert_eq!(
+        one.touch(&session).await,
+        TouchOutcome::Unknown,
+        "at once here"
+    );
+    while two.touch(&session).await != TouchOutcome::Unknown {
+        assert!(
+            revoked.elapsed() <= Duration::from_millis(10),
+            "still accepted by the other replica after {:?}",
+            revoked.elapsed()
+        );
+        tokio::task::yield_now().await;
+    }
 }

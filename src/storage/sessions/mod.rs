@@ -1,33 +1,59 @@
 //! Sessions in Redis, shared by every replica: any of them validates,
-//! reinflates and revokes a session another one opened. Each operation is
-//! one Lua script (in `lua/`), so a use reads and extends a session in one
-//! atomic step, and two replicas using one session at once both count.
+//! reinflates and revokes a session another one opened. Each change is one
+//! Lua script (in `lua/`), so a use reads and extends a session in one
+//! atomic step.
+//!
+//! Each replica keeps a copy of the sessions it serves (`cache.rs`), so a
+//! use costs no round trip: it is counted in the copy and written to Redis
+//! in a batch within [`SESSION_FLUSH_INTERVAL`]. A copy vouches only for what it
+//! saw: a session it holds as lapsed, or another user's, goes to Redis.
+//! Revoking deletes the session and publishes its id; every replica drops
+//! its copy as the message arrives, the revoking one before it answers.
+//! A replica that loses its subscription drops every copy and serves from
+//! Redis until it has subscribed again, so no copy outlives a lost
+//! connection.
 //!
 //! Keys, for prefix `p`:
 //! - `{p}:session:<id>`: a hash per session, the fields of
-//!   [`StoredSession`] (`user`, `created`, `seen`, `absolute`, `refreshes`).
+//!   [`StoredSession`] (`user`, `created`, `seen`, `absolute`, `refreshes`)
+//!   and the user's profile (`name`, `email`, `joined`).
 //! - `{p}:user-sessions:<user>`: the ids of a user's sessions.
 //! - `{p}:session-expiry`: `<user>:<id>` by when each session lapses, read
 //!   by the sweep.
+//! - `{p}:sessions-revoked`: the channel revoked ids are published on.
 //!
 //! Times come from the caller's clock, so replicas' clocks should agree
 //! (as NTP keeps them) to well within the idle timeout.
 
-use std::sync::Arc;
+mod cache;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use fred::prelude::{SortedSetsInterface, Value};
+use chrono::DateTime;
+use fred::prelude::{ClientLike, EventInterface, PubsubInterface, SortedSetsInterface, Value};
 use fred::types::scripts::Script;
+use tokio::sync::broadcast::error::RecvError;
 
-use crate::domain::{Session, SessionId, StoredSession, TouchOutcome, UserId};
+use self::cache::SessionCache;
+use crate::domain::{Profile, Session, SessionId, StoredSession, TouchOutcome, UserId};
 use crate::lua_script;
+use crate::shutdown::Shutdown;
 use crate::storage::StoreError;
 use crate::storage::redis::{Redis, SLICE, count};
+
+/// Longest a use served from a replica's copy waits to be written to Redis.
+pub const SESSION_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Sessions written in one flush call.
+const FLUSH_BATCH: usize = 500;
 
 struct Scripts {
     open: Script,
     touch: Script,
+    flush: Script,
     revoke: Script,
     revoke_user: Script,
     sweep: Script,
@@ -37,20 +63,29 @@ pub struct RedisSessions {
     redis: Arc<Redis>,
     idle_ttl_ms: i64,
     scripts: Scripts,
+    /// This replica's copies, sharded like the session actors.
+    copies: Vec<Mutex<SessionCache>>,
+    /// Whether the copies may be used: only while subscribed to revocations.
+    subscribed: AtomicBool,
 }
 
 impl RedisSessions {
-    pub fn new(redis: Arc<Redis>, idle_ttl: Duration) -> Self {
+    /// Sessions under `redis`'s prefix, lapsing `idle_ttl` after their last
+    /// use, with this replica's copies in `shards` shards.
+    pub fn new(redis: Arc<Redis>, idle_ttl: Duration, shards: usize) -> Self {
         Self {
             redis,
             idle_ttl_ms: millis(idle_ttl),
             scripts: Scripts {
                 open: lua_script!("open.lua"),
                 touch: lua_script!("touch.lua"),
+                flush: lua_script!("flush.lua"),
                 revoke: lua_script!("revoke.lua"),
                 revoke_user: lua_script!("revoke_user.lua"),
                 sweep: lua_script!("sweep.lua"),
             },
+            copies: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
+            subscribed: AtomicBool::new(false),
         }
     }
 
@@ -60,30 +95,56 @@ impl RedisSessions {
         self.idle_ttl_ms
     }
 
-    /// Records a new session, last seen at `now_ms`.
+    fn copies(&self, id: SessionId) -> MutexGuard<'_, SessionCache> {
+        self.shard(id.shard(self.copies.len()))
+    }
+
+    fn shard(&self, shard: usize) -> MutexGuard<'_, SessionCache> {
+        // Every change to a copy is one step: a panic cannot leave one
+        // half made, so a poisoned lock is still sound.
+        self.copies[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The copies' eviction count now, if they may be used at all.
+    fn usable_epoch(&self, id: SessionId) -> Option<u64> {
+        let epoch = self.copies(id).epoch();
+        self.subscribed.load(Ordering::SeqCst).then_some(epoch)
+    }
+
+    /// Records a new session of `profile`'s user, last seen at `now_ms`.
     pub async fn open(
         &self,
         id: SessionId,
-        user_id: UserId,
+        profile: &Profile,
         now_ms: i64,
         absolute_ms: i64,
     ) -> Result<Session, StoreError> {
+        let epoch = self.usable_epoch(id);
         let args = vec![
             id.0.to_string(),
-            user_id.to_string(),
+            profile.id.to_string(),
             now_ms.to_string(),
             absolute_ms.to_string(),
             self.idle_ttl_ms.to_string(),
             self.grace_ms().to_string(),
+            profile.username.clone(),
+            profile.email.clone().unwrap_or_default(),
+            profile.created_at.timestamp_millis().to_string(),
         ];
         self.redis.run(&self.scripts.open, args).await?;
         let stored = StoredSession {
-            user_id,
+            user_id: profile.id,
             created_ms: now_ms,
             last_seen_ms: now_ms,
             absolute_ms,
             refresh_count: 0,
         };
+        if let Some(epoch) = epoch {
+            self.copies(id)
+                .fill(id, stored, Arc::new(profile.clone()), epoch);
+        }
         Ok(stored.snapshot(id, self.idle_ttl_ms))
     }
 
@@ -95,6 +156,16 @@ impl RedisSessions {
         user_id: UserId,
         now_ms: i64,
     ) -> Result<TouchOutcome, StoreError> {
+        let epoch = match self.usable_epoch(id) {
+            Some(_) => {
+                let mut copies = self.copies(id);
+                if let Some(session) = copies.touch(id, user_id, now_ms, self.idle_ttl_ms) {
+                    return Ok(TouchOutcome::Live(session));
+                }
+                Some(copies.epoch())
+            }
+            None => None,
+        };
         let args = vec![
             id.0.to_string(),
             user_id.to_string(),
@@ -103,16 +174,38 @@ impl RedisSessions {
             self.grace_ms().to_string(),
         ];
         let answer = self.redis.run(&self.scripts.touch, args).await?;
-        touch_outcome(answer, id, user_id, self.idle_ttl_ms).map_err(StoreError::Failed)
+        let touched = touched(answer, user_id).map_err(StoreError::Failed)?;
+        Ok(match touched {
+            Touched::Live(stored, profile) => {
+                if let Some(epoch) = epoch {
+                    self.copies(id).fill(id, stored, Arc::new(profile), epoch);
+                }
+                TouchOutcome::Live(stored.snapshot(id, self.idle_ttl_ms))
+            }
+            Touched::Expired => {
+                self.copies(id).evict(id);
+                TouchOutcome::Expired
+            }
+            Touched::Unknown => TouchOutcome::Unknown,
+        })
     }
 
-    /// Ends one session. Returns whether it existed.
+    /// The profile kept with a session this replica holds a copy of.
+    pub fn profile(&self, id: SessionId) -> Option<Arc<Profile>> {
+        self.copies(id).profile(id)
+    }
+
+    /// Ends one session, here at once and on every replica as soon as the
+    /// revocation reaches it. Returns whether it existed.
     pub async fn revoke(&self, id: SessionId) -> Result<bool, StoreError> {
         let answer = self
             .redis
             .run(&self.scripts.revoke, vec![id.0.to_string()])
-            .await?;
-        Ok(count(answer)? > 0)
+            .await;
+        // Dropped whatever Redis answered: a copy must not outlive a
+        // revocation that may have happened.
+        self.copies(id).evict(id);
+        Ok(count(answer?)? > 0)
     }
 
     /// Ends every session of `user_id` except `keep`. Returns how many ended.
@@ -121,13 +214,64 @@ impl RedisSessions {
         user_id: UserId,
         keep: Option<SessionId>,
     ) -> Result<usize, StoreError> {
-        let keep = keep.map(|id| id.0.to_string()).unwrap_or_default();
-        let args = vec![user_id.to_string(), keep];
-        Ok(count(self.redis.run(&self.scripts.revoke_user, args).await?)? as usize)
+        let kept = keep.map(|id| id.0.to_string()).unwrap_or_default();
+        let args = vec![user_id.to_string(), kept];
+        let answer = self.redis.run(&self.scripts.revoke_user, args).await?;
+        let ended: Vec<String> = answer.convert()?;
+        self.evict_ids(ended.iter().map(String::as_str));
+        Ok(ended.len())
     }
 
-    /// Removes every session lapsed by `now_ms`, a batch a call. Returns
-    /// how many were removed.
+    /// Writes the uses shard `shard`'s copies served to Redis.
+    pub async fn flush(&self, shard: usize, now_ms: i64) -> Result<(), StoreError> {
+        let pending = self.shard(shard).take_dirty();
+        for batch in pending.chunks(FLUSH_BATCH) {
+            let mut args = vec![
+                now_ms.to_string(),
+                self.idle_ttl_ms.to_string(),
+                self.grace_ms().to_string(),
+            ];
+            for sent in batch {
+                args.extend([
+                    sent.id.0.to_string(),
+                    sent.user.to_string(),
+                    sent.seen_ms.to_string(),
+                    sent.uses.to_string(),
+                ]);
+            }
+            let answers = match self.redis.run(&self.scripts.flush, args).await {
+                Ok(answer) => answer.into_array(),
+                Err(err) => {
+                    let mut copies = self.shard(shard);
+                    pending.iter().for_each(|sent| copies.unflushed(*sent));
+                    return Err(err);
+                }
+            };
+            let mut copies = self.shard(shard);
+            for (sent, answer) in batch.iter().zip(answers) {
+                copies.flushed(*sent, flushed(answer));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every shard's pending uses.
+    pub async fn flush_all(&self, now_ms: i64) -> Result<(), StoreError> {
+        for shard in 0..self.copies.len() {
+            self.flush(shard, now_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops shard `shard`'s copies of sessions lapsed by this replica's
+    /// uses that have nothing left to write. Returns how many.
+    pub fn sweep_copies(&self, shard: usize, now_ms: i64) -> usize {
+        self.shard(shard).sweep(now_ms, self.idle_ttl_ms)
+    }
+
+    /// Removes every session lapsed by `now_ms` from Redis, a batch a call.
+    /// Returns how many were removed. Flush first: a replica's unwritten
+    /// uses may have kept a session alive.
     pub async fn sweep(&self, now_ms: i64) -> Result<usize, StoreError> {
         let args = || vec![now_ms.to_string(), SLICE.to_string()];
         let swept = self.redis.run_in_slices(&self.scripts.sweep, args).await?;
@@ -139,24 +283,99 @@ impl RedisSessions {
         let key = format!("{}:session-expiry", self.redis.prefix());
         Ok(self.redis.client().zcard(key).await?)
     }
+
+    /// Whether uses are served from this replica's copies: only while it
+    /// is subscribed to revocations.
+    pub fn copying(&self) -> bool {
+        self.subscribed.load(Ordering::SeqCst)
+    }
+
+    /// Copies this replica holds, over every shard.
+    pub fn copies_held(&self) -> usize {
+        (0..self.copies.len()).map(|s| self.shard(s).len()).sum()
+    }
+
+    /// Listens for revocations until the stop signal, dropping the copies
+    /// they name; while not subscribed (at start, and from a lost
+    /// connection until it is back) no copy is used or kept.
+    pub async fn listen(self: Arc<Self>, shutdown: Shutdown) {
+        let client = self.redis.client().clone_new();
+        let channel = format!("{}:sessions-revoked", self.redis.prefix());
+        let (mut messages, mut errors, mut reconnects) = (
+            client.message_rx(),
+            client.error_rx(),
+            client.reconnect_rx(),
+        );
+        drop(client.connect());
+        let subscribe = || async {
+            self.forget_copies();
+            match client.subscribe(channel.as_str()).await {
+                Ok(()) => self.subscribed.store(true, Ordering::SeqCst),
+                Err(err) => tracing::warn!(error = %err, "could not subscribe to revocations"),
+            }
+        };
+        if client.wait_for_connect().await.is_ok() {
+            subscribe().await;
+        }
+        loop {
+            tokio::select! {
+                message = messages.recv() => match message {
+                    Ok(message) => {
+                        let ids: String = message.value.convert().unwrap_or_default();
+                        self.evict_ids(ids.split(','));
+                    }
+                    // Messages were missed: none of the copies can be trusted.
+                    Err(RecvError::Lagged(_)) => self.forget_copies(),
+                    Err(RecvError::Closed) => break,
+                },
+                error = errors.recv() => match error {
+                    Ok(_) | Err(RecvError::Lagged(_)) => self.forget_copies(),
+                    Err(RecvError::Closed) => break,
+                },
+                reconnected = reconnects.recv() => match reconnected {
+                    Ok(_) | Err(RecvError::Lagged(_)) => subscribe().await,
+                    Err(RecvError::Closed) => break,
+                },
+                () = shutdown.stopping() => break,
+            }
+        }
+        self.forget_copies();
+        let _ = client.quit().await;
+    }
+
+    /// Stops using the copies and drops them all.
+    fn forget_copies(&self) {
+        self.subscribed.store(false, Ordering::SeqCst);
+        for shard in 0..self.copies.len() {
+            self.shard(shard).clear();
+        }
+    }
+
+    fn evict_ids<'a>(&self, ids: impl Iterator<Item = &'a str>) {
+        for id in ids.filter_map(|id| id.parse().ok().map(SessionId)) {
+            self.copies(id).evict(id);
+        }
+    }
+}
+
+/// What `touch.lua` answered.
+enum Touched {
+    Live(StoredSession, Profile),
+    Expired,
+    Unknown,
 }
 
 /// Reads what `touch.lua` answered.
-fn touch_outcome(
-    answer: Value,
-    id: SessionId,
-    user_id: UserId,
-    idle_ttl_ms: i64,
-) -> anyhow::Result<TouchOutcome> {
+fn touched(answer: Value, user_id: UserId) -> anyhow::Result<Touched> {
     let fields: Vec<String> = answer.convert()?;
     let number = |text: &str| {
         text.parse::<i64>()
             .with_context(|| format!("session field {text:?} is not a number"))
     };
     Ok(match fields.as_slice() {
-        [tag] if tag == "unknown" => TouchOutcome::Unknown,
-        [tag] if tag == "expired" => TouchOutcome::Expired,
-        [tag, created, seen, absolute, refreshes] if tag == "live" => {
+        [tag] if tag == "unknown" => Touched::Unknown,
+        [tag] if tag == "expired" => Touched::Expired,
+        [tag, created, seen, absolute, refreshes, name, email, joined] if tag == "live" => {
             let stored = StoredSession {
                 user_id,
                 created_ms: number(created)?,
@@ -164,10 +383,26 @@ fn touch_outcome(
                 absolute_ms: number(absolute)?,
                 refresh_count: u32::try_from(number(refreshes)?).unwrap_or(u32::MAX),
             };
-            TouchOutcome::Live(stored.snapshot(id, idle_ttl_ms))
+            let profile = Profile {
+                id: user_id,
+                username: name.clone(),
+                email: (!email.is_empty()).then(|| email.clone()),
+                created_at: DateTime::from_timestamp_millis(number(joined)?).unwrap_or_default(),
+            };
+            Touched::Live(stored, profile)
         }
         _ => return Err(anyhow!("touch answered {fields:?}")),
     })
+}
+
+/// Reads one of `flush.lua`'s answers: `(seen, refreshes)`, or `None` for a
+/// session gone from Redis.
+fn flushed(answer: Value) -> Option<(i64, u32)> {
+    let fields: Vec<String> = answer.convert().ok()?;
+    match fields.as_slice() {
+        [seen, refreshes] => Some((seen.parse().ok()?, refreshes.parse().ok()?)),
+        _ => None,
+    }
 }
 
 /// Milliseconds in `duration`, saturating.

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::{Builder, ClientLike, Config, KeysInterface, LuaInterface};
+use fred::prelude::{Builder, ClientLike, Config, HashesInterface, KeysInterface, LuaInterface};
 use tollgate::clock::Clock;
 use tollgate::config::{RedisSettings, Settings};
 use tollgate::storage::{QueuePolicy, Redis, RedisQueueStore};
@@ -140,6 +140,17 @@ impl TestRedis {
 
     /// How long `key` has left to live, in milliseconds (negative: forever
     /// or gone).
+    /// A field of the hash at `key`, if there is one.
+    pub async fn hget(&self, key: &str, field: &str) -> Option<String> {
+        let client = Builder::from_config(Config::from_url(&self.url).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.expect("Redis answers");
+        let value = client.hget(key, field).await.expect("Redis answers");
+        let _ = client.quit().await;
+        value
+    }
+
     pub async fn ttl_ms(&self, key: &str) -> i64 {
         let client = Builder::from_config(Config::from_url(&self.url).unwrap())
             .build()

@@ -4,8 +4,12 @@
 local P = ARGV[1]
 -- zset: "<user>:<session>" by when the session lapses, for the sweep.
 local EXPIRY = P .. ':session-expiry'
+-- channel: the ids of revoked sessions, comma-separated, for the replicas
+-- to drop their copies.
+local REVOKED = P .. ':sessions-revoked'
 
--- hash: user, created, seen, absolute, refreshes (times in ms).
+-- hash: user, created, seen, absolute, refreshes (times in ms), and the
+-- user's name, email and joined (their profile, which never changes).
 local function session_key(id) return P .. ':session:' .. id end
 -- set: the ids of a user's sessions, for revoking them all.
 local function user_sessions_key(user) return P .. ':user-sessions:' .. user end
