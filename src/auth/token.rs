@@ -1,6 +1,9 @@
 //! Access tokens: JWTs that name a server-side session. The signature proves
 //! who issued a token; the session decides whether it still works.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -46,6 +49,9 @@ pub enum TokenError {
     Expired,
 }
 
+/// Tokens remembered as verified before they are forgotten all at once.
+const VERIFIED_CAPACITY: usize = 10_000;
+
 /// Signs and verifies tokens with one key and one pinned algorithm.
 pub struct TokenKeys {
     encoding: EncodingKey,
@@ -53,6 +59,11 @@ pub struct TokenKeys {
     header: Header,
     validation: Validation,
     issuer: String,
+    /// Tokens whose signature was checked, with their claims: a client
+    /// uses its token again and again, and a lookup costs less than the
+    /// signature and the JSON. Keyed by the whole token, so any change to
+    /// one is a miss; expiry is still checked at every use.
+    verified: Mutex<HashMap<Box<str>, Claims>>,
 }
 
 impl TokenKeys {
@@ -77,6 +88,7 @@ impl TokenKeys {
             header: Header::new(algorithm),
             validation,
             issuer: issuer.to_owned(),
+            verified: Mutex::default(),
         }
     }
 
@@ -96,12 +108,30 @@ impl TokenKeys {
 
     /// Checks signature, algorithm, issuer and expiry at `now_secs`.
     pub fn verify(&self, token: &str, now_secs: i64) -> Result<Claims, TokenError> {
-        let claims =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
+        let remembered = self.verified().get(token).cloned();
+        let claims = match remembered {
+            Some(claims) => claims,
+            None => {
+                let claims =
+                    jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
+                let mut verified = self.verified();
+                if verified.len() >= VERIFIED_CAPACITY {
+                    verified.clear();
+                }
+                verified.insert(token.into(), claims.clone());
+                claims
+            }
+        };
         if now_secs >= claims.exp {
             return Err(TokenError::Expired);
         }
         Ok(claims)
+    }
+
+    fn verified(&self) -> MutexGuard<'_, HashMap<Box<str>, Claims>> {
+        // Only ever inserted into or cleared whole: a poisoned lock still
+        // holds verified tokens only.
+        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -152,6 +182,20 @@ mod tests {
             keys().verify(&token, 2_000),
             Err(TokenError::Expired)
         ));
+    }
+
+    #[test]
+    fn a_token_verified_before_is_still_refused_once_expired_or_altered() {
+        let keys = keys();
+        let token = keys.issue(&session(1_000, 2_000)).unwrap();
+        assert!(keys.verify(&token, 1_001).is_ok());
+        assert!(matches!(
+            keys.verify(&token, 2_000),
+            Err(TokenError::Expired)
+        ));
+        let mut altered = token.clone();
+        altered.push('x');
+        assert!(keys.verify(&altered, 1_001).is_err());
     }
 
     #[test]

@@ -15,8 +15,8 @@ pub use credentials::{
 };
 pub use queue::{
     Cancelled, Enqueued, Finished, Idempotency, IdempotencyKey, LeaseCall, Limits, MAX_ATTEMPTS,
-    MAX_DELAY_MS, Page, QueueStats, TaskDraft, TaskKinds, TaskQuery, TaskRefusal, TaskRequest,
-    TaskRules,
+    MAX_DELAY_MS, Page, QueueStats, Settled, TaskDraft, TaskKinds, TaskQuery, TaskRefusal,
+    TaskRequest, TaskRules,
 };
 pub use session::{Session, SessionId, SessionTable, StoredSession, TouchOutcome};
 pub use task::{

@@ -204,6 +204,14 @@ pub enum Finished {
     Stale,
 }
 
+/// What one settling call did: each outcome recorded (or refused), in
+/// order, and the tasks leased.
+#[derive(Debug, Default)]
+pub struct Settled {
+    pub finished: Vec<Finished>,
+    pub leased: Vec<super::LeasedTask>,
+}
+
 /// Names one lease call, so that the call sent again answers the leases it
 /// made instead of leasing more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -202,7 +202,7 @@ mod tests {
     use super::*;
     use crate::config::Settings;
     use crate::domain::{
-        Finished, Lease, LeaseCall, LeasedTask, NewTask, Outcome, QueueStats, TaskKind, TaskStatus,
+        Lease, LeaseCall, NewTask, Outcome, QueueStats, Settled, TaskKind, TaskStatus,
     };
     use crate::storage::{MemoryQueueStore, QueuePolicy, StoreError};
     use crate::tasks::{TaskError, TaskHandler};
@@ -220,12 +220,11 @@ mod tests {
 
     #[async_trait]
     impl QueueStore for Unsteady {
-        async fn enqueue(
+        async fn enqueue_many(
             &self,
-            task: NewTask,
-            idempotency: Option<Idempotency>,
-        ) -> Result<Enqueued, StoreError> {
-            self.inner.enqueue(task, idempotency).await
+            tasks: Vec<(NewTask, Option<Idempotency>)>,
+        ) -> Result<Vec<Enqueued>, StoreError> {
+            self.inner.enqueue_many(tasks).await
         }
 
         async fn get(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -248,27 +247,34 @@ mod tests {
             self.inner.cancel_all(user).await
         }
 
-        async fn lease(&self, call: LeaseCall, max: usize) -> Result<Vec<LeasedTask>, StoreError> {
-            tokio::time::sleep(self.lease_delay).await;
-            let leased = self.inner.lease(call, max).await;
-            self.leases_answered.fetch_add(1, Ordering::SeqCst);
-            leased
+        async fn settle(
+            &self,
+            ended: &[(Lease, Outcome)],
+            call: LeaseCall,
+            max: usize,
+        ) -> Result<Settled, StoreError> {
+            if !ended.is_empty() {
+                let failing =
+                    self.finishes_to_fail
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                if failing.is_ok() {
+                    return Err(StoreError::Unavailable(anyhow::anyhow!(
+                        "connection refused"
+                    )));
+                }
+            }
+            if max > 0 {
+                tokio::time::sleep(self.lease_delay).await;
+            }
+            let settled = self.inner.settle(ended, call, max).await;
+            if max > 0 {
+                self.leases_answered.fetch_add(1, Ordering::SeqCst);
+            }
+            settled
         }
 
         async fn renew(&self, leases: &[Lease]) -> Result<Vec<bool>, StoreError> {
             self.inner.renew(leases).await
-        }
-
-        async fn finish(&self, lease: Lease, outcome: Outcome) -> Result<Finished, StoreError> {
-            let failing =
-                self.finishes_to_fail
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-            if failing.is_ok() {
-                return Err(StoreError::Unavailable(anyhow::anyhow!(
-                    "connection refused"
-                )));
-            }
-            self.inner.finish(lease, outcome).await
         }
 
         async fn release(&self, leases: &[Lease]) -> Result<u64, StoreError> {

@@ -7,10 +7,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{LEASE_LAPSED, PROMOTE_BATCH, QueuePolicy, QueueStore};
+use super::{LEASE_LAPSED, Moment, PROMOTE_BATCH, QueuePolicy, QueueStore};
 use crate::domain::{
     Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits,
-    NewTask, Outcome, Page, QueueStats, Task, TaskCounts, TaskId, TaskQuery, TaskStatus, UserId,
+    NewTask, Outcome, Page, QueueStats, Settled, Task, TaskCounts, TaskId, TaskQuery, TaskStatus,
+    UserId,
 };
 use crate::storage::StoreError;
 
@@ -269,6 +270,157 @@ impl State {
         );
     }
 
+    /// Stores one task, as [`QueueStore::enqueue_many`] says.
+    fn enqueue(&mut self, new: NewTask, idempotency: Option<Idempotency>, now: Moment) -> Enqueued {
+        let (now_ms, limits) = (now.now_ms, now.limits);
+        let user = new.user_id;
+        if let Some(idem) = &idempotency {
+            let key = (user, idem.key.as_str().to_owned());
+            if let Some(seen) = self.idempotency.get(&key).filter(|r| r.expires_ms > now_ms) {
+                if seen.fingerprint != idem.fingerprint {
+                    return Enqueued::KeyReused;
+                }
+                if let Some(entry) = self.tasks.get(&seen.task) {
+                    return Enqueued::Replayed(entry.task.clone());
+                }
+            }
+        }
+        if let Some(entry) = self.tasks.get(&new.id) {
+            return Enqueued::Created(entry.task.clone());
+        }
+        let pending = self.users.get(&user).map_or(0, |u| {
+            u.count(TaskStatus::Queued) + u.count(TaskStatus::Failed)
+        });
+        if pending >= limits.max_pending {
+            return Enqueued::Full { pending };
+        }
+
+        // Tasks already due go first: they have the earlier run_at.
+        self.promote(now_ms, limits);
+        let task = new.into_task();
+        let (id, run_at_ms) = (task.id, task.run_at.timestamp_millis());
+        self.tasks.insert(
+            id,
+            Entry {
+                task: task.clone(),
+                fence: 0,
+                deadline_ms: 0,
+                recorded: None,
+            },
+        );
+        let indexes = self.user(user);
+        indexes.all.insert(id);
+        indexes
+            .by_status
+            .entry(TaskStatus::Queued)
+            .or_default()
+            .insert(id);
+        if run_at_ms <= now_ms {
+            self.push_back(id);
+            self.activate(user, limits);
+        } else {
+            self.delayed.insert((run_at_ms, id));
+        }
+        if let Some(idem) = idempotency {
+            self.remember(user, idem, id, now.key_expires_ms);
+        }
+        Enqueued::Created(task)
+    }
+
+    /// Leases up to `max` ready tasks, as [`QueueStore::settle`] says.
+    fn lease(&mut self, call: LeaseCall, max: usize, now: Moment) -> Vec<LeasedTask> {
+        let (now_ms, deadline_ms, limits) = (now.now_ms, now.lease_deadline_ms, now.limits);
+        if let Some((_, made)) = self.lease_calls.get(&call) {
+            let still_held = made
+                .iter()
+                .filter_map(|&lease| {
+                    let task = self.leased(lease)?.clone();
+                    Some(LeasedTask {
+                        task,
+                        fence: lease.fence,
+                    })
+                })
+                .collect();
+            return still_held;
+        }
+        self.promote(now_ms, limits);
+
+        let mut tasks = Vec::new();
+        while tasks.len() < max {
+            let Some((_, &user)) = self.ring.first_key_value() else {
+                break;
+            };
+            self.deactivate(user);
+            let ready = match limits.may_run(self.running(user)) {
+                true => self.pop_ready(user),
+                false => None,
+            };
+            if let Some(id) = ready {
+                self.last_fence += 1;
+                let fence = self.last_fence;
+                self.set_status(id, TaskStatus::Running);
+                let entry = self.tasks.get_mut(&id).expect("ready ids are stored");
+                entry.fence = fence;
+                entry.deadline_ms = deadline_ms;
+                entry.task.attempts += 1;
+                entry.task.started_at = Some(at(now_ms));
+                tasks.push(LeasedTask {
+                    task: entry.task.clone(),
+                    fence: Fence(fence),
+                });
+                self.leases.insert((deadline_ms, id));
+            }
+            self.activate(user, limits);
+        }
+        if !tasks.is_empty() {
+            let made = tasks.iter().map(LeasedTask::lease).collect();
+            self.lease_calls.insert(call, (deadline_ms, made));
+        }
+        tasks
+    }
+
+    /// Records one attempt's outcome, as [`QueueStore::settle`] says.
+    fn finish(&mut self, lease: Lease, outcome: Outcome, now: Moment) -> Finished {
+        let (id, fence) = (lease.task, lease.fence);
+        let Some(task) = self.leased(lease) else {
+            // This lease's outcome, recorded already (a call sent again).
+            let recorded = self.tasks.get(&id).and_then(|e| e.recorded);
+            return match recorded {
+                Some((by, status)) if by == fence.0 => Finished::Recorded(status),
+                _ => Finished::Stale,
+            };
+        };
+        let (user, attempts_left) = (task.user_id, task.attempts < task.max_attempts);
+        self.end_lease(id);
+        let task = &mut self.tasks.get_mut(&id).expect("leased").task;
+        let status = match outcome {
+            Outcome::Succeeded(result) => {
+                task.result = Some(result);
+                task.error = None;
+                TaskStatus::Succeeded
+            }
+            Outcome::Failed { error, retry_at } if attempts_left => {
+                task.error = Some(error);
+                task.run_at = retry_at;
+                TaskStatus::Failed
+            }
+            Outcome::Failed { error, .. } | Outcome::Rejected { error } => {
+                task.error = Some(error);
+                TaskStatus::Dead
+            }
+        };
+        if status == TaskStatus::Failed {
+            let run_at = task.run_at.timestamp_millis();
+            self.set_status(id, status);
+            self.delayed.insert((run_at, id));
+        } else {
+            self.finalize(id, status, now.now_ms, now.result_expires_ms);
+        }
+        self.tasks.get_mut(&id).expect("leased").recorded = Some((fence.0, status));
+        self.activate(user, now.limits);
+        Finished::Recorded(status)
+    }
+
     /// Drops a user's entry once it indexes nothing, so memory follows the
     /// users with tasks, not every user ever seen.
     fn forget_if_empty(&mut self, user: UserId) {
@@ -285,70 +437,16 @@ impl State {
 
 #[async_trait]
 impl QueueStore for MemoryQueueStore {
-    async fn enqueue(
+    async fn enqueue_many(
         &self,
-        new: NewTask,
-        idempotency: Option<Idempotency>,
-    ) -> Result<Enqueued, StoreError> {
+        tasks: Vec<(NewTask, Option<Idempotency>)>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
         let now = self.policy.now();
-        let (now_ms, limits) = (now.now_ms, now.limits);
         let mut state = self.state();
-        let user = new.user_id;
-        if let Some(idem) = &idempotency {
-            let key = (user, idem.key.as_str().to_owned());
-            if let Some(seen) = state
-                .idempotency
-                .get(&key)
-                .filter(|r| r.expires_ms > now_ms)
-            {
-                if seen.fingerprint != idem.fingerprint {
-                    return Ok(Enqueued::KeyReused);
-                }
-                if let Some(entry) = state.tasks.get(&seen.task) {
-                    return Ok(Enqueued::Replayed(entry.task.clone()));
-                }
-            }
-        }
-        if let Some(entry) = state.tasks.get(&new.id) {
-            return Ok(Enqueued::Created(entry.task.clone()));
-        }
-        let pending = state.users.get(&user).map_or(0, |u| {
-            u.count(TaskStatus::Queued) + u.count(TaskStatus::Failed)
-        });
-        if pending >= limits.max_pending {
-            return Ok(Enqueued::Full { pending });
-        }
-
-        // Tasks already due go first: they have the earlier run_at.
-        state.promote(now_ms, limits);
-        let task = new.into_task();
-        let (id, run_at_ms) = (task.id, task.run_at.timestamp_millis());
-        state.tasks.insert(
-            id,
-            Entry {
-                task: task.clone(),
-                fence: 0,
-                deadline_ms: 0,
-                recorded: None,
-            },
-        );
-        let indexes = state.user(user);
-        indexes.all.insert(id);
-        indexes
-            .by_status
-            .entry(TaskStatus::Queued)
-            .or_default()
-            .insert(id);
-        if run_at_ms <= now_ms {
-            state.push_back(id);
-            state.activate(user, limits);
-        } else {
-            state.delayed.insert((run_at_ms, id));
-        }
-        if let Some(idem) = idempotency {
-            state.remember(user, idem, id, now.key_expires_ms);
-        }
-        Ok(Enqueued::Created(task))
+        Ok(tasks
+            .into_iter()
+            .map(|(new, idempotency)| state.enqueue(new, idempotency, now))
+            .collect())
     }
 
     async fn get(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -428,59 +526,6 @@ impl QueueStore for MemoryQueueStore {
         Ok(waiting.len() as u64)
     }
 
-    async fn lease(&self, call: LeaseCall, max: usize) -> Result<Vec<LeasedTask>, StoreError> {
-        let now = self.policy.now();
-        let (now_ms, deadline_ms, limits) = (now.now_ms, now.lease_deadline_ms, now.limits);
-        let mut state = self.state();
-        if let Some((_, made)) = state.lease_calls.get(&call) {
-            let still_held = made
-                .iter()
-                .filter_map(|&lease| {
-                    let task = state.leased(lease)?.clone();
-                    Some(LeasedTask {
-                        task,
-                        fence: lease.fence,
-                    })
-                })
-                .collect();
-            return Ok(still_held);
-        }
-        state.promote(now_ms, limits);
-
-        let mut tasks = Vec::new();
-        while tasks.len() < max {
-            let Some((_, &user)) = state.ring.first_key_value() else {
-                break;
-            };
-            state.deactivate(user);
-            let ready = match limits.may_run(state.running(user)) {
-                true => state.pop_ready(user),
-                false => None,
-            };
-            if let Some(id) = ready {
-                state.last_fence += 1;
-                let fence = state.last_fence;
-                state.set_status(id, TaskStatus::Running);
-                let entry = state.tasks.get_mut(&id).expect("ready ids are stored");
-                entry.fence = fence;
-                entry.deadline_ms = deadline_ms;
-                entry.task.attempts += 1;
-                entry.task.started_at = Some(at(now_ms));
-                tasks.push(LeasedTask {
-                    task: entry.task.clone(),
-                    fence: Fence(fence),
-                });
-                state.leases.insert((deadline_ms, id));
-            }
-            state.activate(user, limits);
-        }
-        if !tasks.is_empty() {
-            let made = tasks.iter().map(LeasedTask::lease).collect();
-            state.lease_calls.insert(call, (deadline_ms, made));
-        }
-        Ok(tasks)
-    }
-
     async fn renew(&self, leases: &[Lease]) -> Result<Vec<bool>, StoreError> {
         let deadline_ms = self.policy.now().lease_deadline_ms;
         let mut state = self.state();
@@ -500,47 +545,23 @@ impl QueueStore for MemoryQueueStore {
         Ok(renewed)
     }
 
-    async fn finish(&self, lease: Lease, outcome: Outcome) -> Result<Finished, StoreError> {
+    async fn settle(
+        &self,
+        ended: &[(Lease, Outcome)],
+        call: LeaseCall,
+        max: usize,
+    ) -> Result<Settled, StoreError> {
         let now = self.policy.now();
-        let (id, fence) = (lease.task, lease.fence);
         let mut state = self.state();
-        let Some(task) = state.leased(lease) else {
-            // This lease's outcome, recorded already (a call sent again).
-            let recorded = state.tasks.get(&id).and_then(|e| e.recorded);
-            return Ok(match recorded {
-                Some((by, status)) if by == fence.0 => Finished::Recorded(status),
-                _ => Finished::Stale,
-            });
+        let finished = ended
+            .iter()
+            .map(|(lease, outcome)| state.finish(*lease, outcome.clone(), now))
+            .collect();
+        let leased = match max {
+            0 => Vec::new(),
+            max => state.lease(call, max, now),
         };
-        let (user, attempts_left) = (task.user_id, task.attempts < task.max_attempts);
-        state.end_lease(id);
-        let task = &mut state.tasks.get_mut(&id).expect("leased").task;
-        let status = match outcome {
-            Outcome::Succeeded(result) => {
-                task.result = Some(result);
-                task.error = None;
-                TaskStatus::Succeeded
-            }
-            Outcome::Failed { error, retry_at } if attempts_left => {
-                task.error = Some(error);
-                task.run_at = retry_at;
-                TaskStatus::Failed
-            }
-            Outcome::Failed { error, .. } | Outcome::Rejected { error } => {
-                task.error = Some(error);
-                TaskStatus::Dead
-            }
-        };
-        if status == TaskStatus::Failed {
-            let run_at = task.run_at.timestamp_millis();
-            state.set_status(id, status);
-            state.delayed.insert((run_at, id));
-        } else {
-            state.finalize(id, status, now.now_ms, now.result_expires_ms);
-        }
-        state.tasks.get_mut(&id).expect("leased").recorded = Some((fence.0, status));
-        state.activate(user, now.limits);
-        Ok(Finished::Recorded(status))
+        Ok(Settled { finished, leased })
     }
 
     async fn release(&self, leases: &[Lease]) -> Result<u64, StoreError> {

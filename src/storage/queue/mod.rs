@@ -46,21 +46,33 @@ use crate::clock::Clock;
 use crate::config::QueueSettings;
 use crate::domain::{
     Cancelled, Enqueued, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits, NewTask,
-    Outcome, Page, QueueStats, Task, TaskCounts, TaskId, TaskQuery, UserId,
+    Outcome, Page, QueueStats, Settled, Task, TaskCounts, TaskId, TaskQuery, UserId,
 };
 
 /// Per-user queues with leases, retries and retention.
 #[async_trait]
 pub trait QueueStore: Send + Sync + 'static {
-    /// Stores `task` at the back of its user's queue (or among the delayed
-    /// ones, if it asks to wait), unless the user already has
-    /// `max_pending` tasks waiting. The same task sent again is stored
-    /// once and answered as created again.
+    /// Stores each task at the back of its user's queue (or among the
+    /// delayed ones, if it asks to wait), in the order given, unless its
+    /// user already has `max_pending` tasks waiting; one step for them all.
+    /// The same task sent again is stored once and answered as created
+    /// again. Answers each task's outcome, in order.
+    async fn enqueue_many(
+        &self,
+        tasks: Vec<(NewTask, Option<Idempotency>)>,
+    ) -> Result<Vec<Enqueued>, StoreError>;
+
+    /// [`enqueue_many`](Self::enqueue_many) for one task.
     async fn enqueue(
         &self,
         task: NewTask,
         idempotency: Option<Idempotency>,
-    ) -> Result<Enqueued, StoreError>;
+    ) -> Result<Enqueued, StoreError> {
+        let mut enqueued = self.enqueue_many(vec![(task, idempotency)]).await?;
+        enqueued
+            .pop()
+            .ok_or_else(|| StoreError::Failed(anyhow::anyhow!("enqueue answered nothing")))
+    }
 
     /// A task of `user`'s, unless it is someone else's or has expired.
     async fn get(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError>;
@@ -78,21 +90,42 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Cancels every waiting task of `user`'s. Returns how many.
     async fn cancel_all(&self, user: UserId) -> Result<u64, StoreError>;
 
-    /// Leases up to `max` ready tasks, round robin between users. Due
-    /// delayed tasks are made ready first. The same `call` made again
-    /// answers the leases it made that are still current, and leases
-    /// nothing more.
-    async fn lease(&self, call: LeaseCall, max: usize) -> Result<Vec<LeasedTask>, StoreError>;
+    /// Records how attempts ended, each if its lease is still current (a
+    /// failure is retried at its `retry_at` while attempts remain, and is
+    /// `dead` after), then leases up to `max` ready tasks, round robin
+    /// between users, due delayed tasks made ready first: one step where a
+    /// worker would otherwise take two. Sent again, an outcome answers what
+    /// was recorded the first time, and the same `call` answers the leases
+    /// it made that are still current and leases nothing more.
+    async fn settle(
+        &self,
+        ended: &[(Lease, Outcome)],
+        call: LeaseCall,
+        max: usize,
+    ) -> Result<Settled, StoreError>;
+
+    /// Leases up to `max` ready tasks: [`settle`](Self::settle) recording
+    /// nothing.
+    async fn lease(&self, call: LeaseCall, max: usize) -> Result<Vec<LeasedTask>, StoreError> {
+        Ok(self.settle(&[], call, max).await?.leased)
+    }
 
     /// Extends leases that are still current by a lease period; answers,
     /// in order, whether each one was.
     async fn renew(&self, leases: &[Lease]) -> Result<Vec<bool>, StoreError>;
 
-    /// Records how an attempt ended, if its lease is still current. A
-    /// failure is retried at its `retry_at` while attempts remain, and is
-    /// `dead` after. Sent again for the same lease, it answers what was
-    /// recorded the first time.
-    async fn finish(&self, lease: Lease, outcome: Outcome) -> Result<Finished, StoreError>;
+    /// Records how one attempt ended: [`settle`](Self::settle) leasing
+    /// nothing.
+    async fn finish(&self, lease: Lease, outcome: Outcome) -> Result<Finished, StoreError> {
+        let settled = self
+            .settle(&[(lease, outcome)], LeaseCall::new(), 0)
+            .await?;
+        settled
+            .finished
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Failed(anyhow::anyhow!("finish answered nothing")))
+    }
 
     /// Hands current leases back unfinished (at shutdown): each task goes
     /// back to the front of its queue and the attempt is not counted.

@@ -7,10 +7,12 @@
 //! - `{p}:task:<id>`: a hash per task, the fields of [`Task`] plus the
 //!   current lease's `fence` and `deadline`, and `recorded_by`, the lease
 //!   whose outcome was recorded last.
+//! - `{p}:user:<user>`: a user's tasks counted by status, with `pending`
+//!   (queued and failed) and `tasks` (all); gone with their last task.
 //! - `{p}:user:<user>:ready`: a user's ready task ids, scored by run order
 //!   from the `{p}:sequence` counter (below the lowest, for the front).
-//! - `{p}:user:<user>:all` and `…:status:<status>`: a user's task ids, all
-//!   scores 0 so that they sort by id (UUID v7: creation order).
+//! - `{p}:user:<user>:all`: a user's task ids, all scores 0 so that they
+//!   sort by id (UUID v7: creation order). Listing by status filters it.
 //! - `{p}:ring`, `{p}:tickets`: the round-robin ring of users and its counter.
 //! - `{p}:fences`: the counter behind every fencing token.
 //! - `{p}:delayed`, `{p}:leases`, `{p}:expiry`, `{p}:idempotency`: ids (or
@@ -19,8 +21,8 @@
 //! - `{p}:lease-call:<call>`: what a lease call leased, kept as long as a
 //!   lease, so that the call sent again answers the same.
 //! - `{p}:due`, `{p}:waiting`, `{p}:waiting-users`: every ready task by
-//!   run_at, and waiting tasks counted overall and per user, for the
-//!   queue's figures.
+//!   run_at, the waiting tasks counted, and the users with any waiting,
+//!   for the queue's figures.
 
 use std::collections::HashMap;
 
@@ -35,7 +37,8 @@ use fred::types::scripts::Script;
 use super::{LEASE_LAPSED, PROMOTE_BATCH, QueuePolicy, QueueStore};
 use crate::domain::{
     Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, NewTask,
-    Outcome, Page, QueueStats, Task, TaskCounts, TaskId, TaskKind, TaskQuery, TaskStatus, UserId,
+    Outcome, Page, QueueStats, Settled, Task, TaskCounts, TaskId, TaskKind, TaskQuery, TaskStatus,
+    UserId,
 };
 use crate::lua_script;
 use crate::storage::StoreError;
@@ -45,9 +48,8 @@ use crate::storage::redis::{Redis, SLICE, count};
 /// Redis restart forgets them).
 struct Scripts {
     enqueue: Script,
-    lease: Script,
+    settle: Script,
     renew: Script,
-    finish: Script,
     release: Script,
     reclaim: Script,
     purge: Script,
@@ -62,9 +64,8 @@ impl Scripts {
     fn new() -> Self {
         Self {
             enqueue: lua_script!("enqueue.lua"),
-            lease: lua_script!("lease.lua"),
+            settle: lua_script!("settle.lua"),
             renew: lua_script!("renew.lua"),
-            finish: lua_script!("finish.lua"),
             release: lua_script!("release.lua"),
             reclaim: lua_script!("reclaim.lua"),
             purge: lua_script!("purge.lua"),
@@ -97,6 +98,10 @@ impl RedisQueueStore {
         self.redis.run(script, args).await
     }
 }
+
+/// Most of a user's tasks one listing by status looks at; a page may then
+/// come back short, with a cursor to go on from.
+const LIST_SCAN: usize = 1000;
 
 fn failed(err: anyhow::Error) -> StoreError {
     StoreError::Failed(err)
@@ -172,61 +177,74 @@ fn pairs(leases: &[Lease]) -> impl Iterator<Item = String> + '_ {
         .flat_map(|lease| [lease.task.to_string(), lease.fence.0.to_string()])
 }
 
-fn outcome_args(outcome: Outcome) -> [String; 3] {
+fn outcome_args(outcome: &Outcome) -> [String; 3] {
     match outcome {
         Outcome::Succeeded(result) => ["succeeded".into(), result.to_string(), String::new()],
         Outcome::Failed { error, retry_at } => [
             "failed".into(),
-            error,
+            error.clone(),
             retry_at.timestamp_millis().to_string(),
         ],
-        Outcome::Rejected { error } => ["rejected".into(), error, String::new()],
+        Outcome::Rejected { error } => ["rejected".into(), error.clone(), String::new()],
     }
 }
 
 #[async_trait]
 impl QueueStore for RedisQueueStore {
-    async fn enqueue(
+    async fn enqueue_many(
         &self,
-        new: NewTask,
-        idempotency: Option<Idempotency>,
-    ) -> Result<Enqueued, StoreError> {
+        tasks: Vec<(NewTask, Option<Idempotency>)>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
         let now = self.policy.now();
-        let (key, fingerprint) = match idempotency {
-            Some(idem) => (idem.key.as_str().to_owned(), idem.fingerprint),
-            None => Default::default(),
-        };
-        let run_at = new.run_at().timestamp_millis();
-        let request = new.request;
-        let args = vec![
-            new.id.to_string(),
-            new.user_id.to_string(),
-            request.kind.as_str().to_owned(),
-            request.payload.to_string(),
-            request.max_attempts.to_string(),
-            new.created_at.timestamp_millis().to_string(),
-            run_at.to_string(),
+        let mut args = vec![
             now.now_ms.to_string(),
             now.limits.max_pending.to_string(),
             now.limits.max_running.to_string(),
-            key,
-            fingerprint,
-            now.key_expires_ms.to_string(),
             PROMOTE_BATCH.to_string(),
-            request.trace_parent.unwrap_or_default(),
+            now.key_expires_ms.to_string(),
         ];
-        let answer = self.run(&self.scripts.enqueue, args).await?;
-        let (tag, mut rest) = tagged(answer).map_err(failed)?;
-        let mut task = || task_from(rest.swap_remove(0)).map_err(failed);
-        Ok(match tag.as_str() {
-            "created" => Enqueued::Created(task()?),
-            "replayed" => Enqueued::Replayed(task()?),
-            "reused" => Enqueued::KeyReused,
-            "full" => Enqueued::Full {
-                pending: rest.first().and_then(Value::as_u64).unwrap_or_default(),
-            },
-            other => return Err(failed(anyhow!("enqueue answered {other:?}"))),
-        })
+        for (new, idempotency) in &tasks {
+            let (key, fingerprint) = match idempotency {
+                Some(idem) => (idem.key.as_str(), idem.fingerprint.as_str()),
+                None => ("", ""),
+            };
+            let request = &new.request;
+            args.extend([
+                new.id.to_string(),
+                new.user_id.to_string(),
+                request.kind.as_str().to_owned(),
+                request.payload.to_string(),
+                request.max_attempts.to_string(),
+                new.created_at.timestamp_millis().to_string(),
+                new.run_at().timestamp_millis().to_string(),
+                key.to_owned(),
+                fingerprint.to_owned(),
+                request.trace_parent.clone().unwrap_or_default(),
+            ]);
+        }
+        let answers = self.run(&self.scripts.enqueue, args).await?.into_array();
+        if answers.len() != tasks.len() {
+            return Err(failed(anyhow!("enqueue answered {answers:?}")));
+        }
+        tasks
+            .into_iter()
+            .zip(answers)
+            .map(|((new, _), answer)| {
+                let (tag, mut rest) = tagged(answer).map_err(failed)?;
+                Ok(match tag.as_str() {
+                    // Everything the store wrote came from the caller.
+                    "created" => Enqueued::Created(new.into_task()),
+                    "replayed" => {
+                        Enqueued::Replayed(task_from(rest.swap_remove(0)).map_err(failed)?)
+                    }
+                    "reused" => Enqueued::KeyReused,
+                    "full" => Enqueued::Full {
+                        pending: rest.first().and_then(Value::as_u64).unwrap_or_default(),
+                    },
+                    other => return Err(failed(anyhow!("enqueue answered {other:?}"))),
+                })
+            })
+            .collect()
     }
 
     async fn get(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -251,15 +269,28 @@ impl QueueStore for RedisQueueStore {
                 .unwrap_or_default(),
             query.before.map(|id| id.to_string()).unwrap_or_default(),
             (limit + 1).to_string(),
+            LIST_SCAN.to_string(),
         ];
-        let answer = self.run(&self.scripts.list, args).await?;
+        let answer = self.run(&self.scripts.list, args).await?.into_array();
+        let mut answer = answer.into_iter();
         let mut tasks = answer
-            .into_array()
+            .next()
+            .map(Value::into_array)
+            .unwrap_or_default()
             .into_iter()
             .map(task_from)
             .collect::<anyhow::Result<Vec<Task>>>()
             .map_err(failed)?;
-        let next = (tasks.len() > limit).then(|| tasks[limit - 1].id);
+        let cursor = answer
+            .next()
+            .and_then(Value::into_string)
+            .unwrap_or_default();
+        let next = if tasks.len() > limit {
+            Some(tasks[limit - 1].id)
+        } else {
+            // Short of a page where the scan stopped: go on from there.
+            TaskId::parse(&cursor)
+        };
         tasks.truncate(limit);
         tasks.retain(|t| t.is_live(now_ms));
         Ok(Page { items: tasks, next })
@@ -271,7 +302,9 @@ impl QueueStore for RedisQueueStore {
             .await?;
         let mut counts = TaskCounts::default();
         for (status, n) in TaskStatus::ALL.into_iter().zip(answer.into_array()) {
-            counts.add(status, count(n)?);
+            // A status no task of the user's has had is not there at all.
+            let n = n.as_u64().unwrap_or_default();
+            counts.add(status, n);
         }
         Ok(counts)
     }
@@ -297,23 +330,38 @@ impl QueueStore for RedisQueueStore {
 
     async fn cancel_all(&self, user: UserId) -> Result<u64, StoreError> {
         let now = self.policy.now();
-        let args = || {
-            vec![
+        let (mut cancelled, mut after) = (0, String::new());
+        loop {
+            let args = vec![
                 user.to_string(),
                 now.now_ms.to_string(),
                 now.result_expires_ms.to_string(),
                 SLICE.to_string(),
-            ]
-        };
-        self.redis
-            .run_in_slices(&self.scripts.cancel_all, args)
-            .await
+                after,
+            ];
+            let answer = self.run(&self.scripts.cancel_all, args).await?.into_array();
+            let mut answer = answer.into_iter();
+            cancelled += count(answer.next().unwrap_or(Value::Null))?;
+            after = answer
+                .next()
+                .and_then(Value::into_string)
+                .unwrap_or_default();
+            if after.is_empty() {
+                return Ok(cancelled);
+            }
+        }
     }
 
-    async fn lease(&self, call: LeaseCall, max: usize) -> Result<Vec<LeasedTask>, StoreError> {
+    async fn settle(
+        &self,
+        ended: &[(Lease, Outcome)],
+        call: LeaseCall,
+        max: usize,
+    ) -> Result<Settled, StoreError> {
         let now = self.policy.now();
-        let args = vec![
+        let mut args = vec![
             now.now_ms.to_string(),
+            now.result_expires_ms.to_string(),
             now.lease_deadline_ms.to_string(),
             now.limits.max_running.to_string(),
             max.to_string(),
@@ -322,9 +370,43 @@ impl QueueStore for RedisQueueStore {
             // How long Redis keeps what the call leased: as long as a lease.
             (now.lease_deadline_ms - now.now_ms).max(1).to_string(),
         ];
-        let answer = self.run(&self.scripts.lease, args).await?;
-        answer
-            .into_array()
+        for (lease, outcome) in ended {
+            let [kind, value, retry_at] = outcome_args(outcome);
+            args.extend([
+                lease.task.to_string(),
+                lease.fence.0.to_string(),
+                kind,
+                value,
+                retry_at,
+            ]);
+        }
+        let answer = self.run(&self.scripts.settle, args).await?.into_array();
+        let mut answer = answer.into_iter();
+        let finished = answer
+            .next()
+            .map(Value::into_array)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|status| match status.as_str().as_deref() {
+                Some("stale") => Ok(Finished::Stale),
+                Some(status) => TaskStatus::parse(status)
+                    .map(Finished::Recorded)
+                    .ok_or_else(|| anyhow!("settle answered {status:?}")),
+                None => Err(anyhow!("settle answered {status:?}")),
+            })
+            .collect::<anyhow::Result<Vec<Finished>>>()
+            .map_err(failed)?;
+        if finished.len() != ended.len() {
+            return Err(failed(anyhow!(
+                "settle recorded {} of {}",
+                finished.len(),
+                ended.len()
+            )));
+        }
+        let leased = answer
+            .next()
+            .map(Value::into_array)
+            .unwrap_or_default()
             .into_iter()
             .map(|lease| {
                 let mut parts = lease.into_array().into_iter();
@@ -339,7 +421,8 @@ impl QueueStore for RedisQueueStore {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(failed)
+            .map_err(failed)?;
+        Ok(Settled { finished, leased })
     }
 
     async fn renew(&self, leases: &[Lease]) -> Result<Vec<bool>, StoreError> {
@@ -356,29 +439,6 @@ impl QueueStore for RedisQueueStore {
             .into_iter()
             .map(|held| held.as_u64() == Some(1))
             .collect())
-    }
-
-    async fn finish(&self, lease: Lease, outcome: Outcome) -> Result<Finished, StoreError> {
-        let now = self.policy.now();
-        let [kind, value, retry_at] = outcome_args(outcome);
-        let args = vec![
-            lease.task.to_string(),
-            lease.fence.0.to_string(),
-            kind,
-            value,
-            retry_at,
-            now.now_ms.to_string(),
-            now.result_expires_ms.to_string(),
-            now.limits.max_running.to_string(),
-        ];
-        let answer = self.run(&self.scripts.finish, args).await?;
-        match answer.as_str().as_deref() {
-            Some("stale") => Ok(Finished::Stale),
-            Some(status) => TaskStatus::parse(status)
-                .map(Finished::Recorded)
-                .ok_or_else(|| failed(anyhow!("finish answered {status:?}"))),
-            None => Err(failed(anyhow!("finish answered {answer:?}"))),
-        }
     }
 
     async fn release(&self, leases: &[Lease]) -> Result<u64, StoreError> {

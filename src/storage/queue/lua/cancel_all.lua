@@ -1,15 +1,18 @@
--- ARGV: prefix, user, now, expires_at, most to cancel
--- Cancels up to `most` waiting tasks of a user; the caller repeats while a
--- full batch comes back. Answers how many.
-local user, now, expires, most = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+-- ARGV: prefix, user, now, expires_at, most tasks to look at, the id to
+-- start after ('' for the first).
+-- Cancels the user's waiting tasks among the next `most` of theirs, in id
+-- order. Answers {cancelled, the last id looked at ('' when none are left)}.
+local user, now, most = ARGV[2], ARGV[3], tonumber(ARGV[5])
+local from = ARGV[6] == '' and '-' or '(' .. ARGV[6]
+local ids = redis.call('ZRANGEBYLEX', all_key(user), from, '+', 'LIMIT', 0, most)
 local cancelled = 0
-for _, status in ipairs({ 'queued', 'failed' }) do
-  if cancelled >= most then break end
-  for _, id in ipairs(redis.call('ZRANGE', status_key(user, status), 0, most - cancelled - 1)) do
+for _, id in ipairs(ids) do
+  local status = redis.call('HGET', task_key(id), 'status')
+  if WAITING[status] then
     unready(user, id)
     redis.call('ZREM', DELAYED, id)
-    finalize(user, id, status, 'cancelled', now, expires)
+    finalize(user, id, status, 'cancelled', now, ARGV[4])
     cancelled = cancelled + 1
   end
 end
-return cancelled
+return { cancelled, #ids < most and '' or ids[#ids] }

@@ -1,7 +1,4 @@
--- ARGV: prefix, user. Answers the size of each status index, in the order
--- queued, running, succeeded, failed, dead, cancelled.
-local counts = {}
-for _, status in ipairs({ 'queued', 'running', 'succeeded', 'failed', 'dead', 'cancelled' }) do
-  counts[#counts + 1] = redis.call('ZCARD', status_key(ARGV[2], status))
-end
-return counts
+-- ARGV: prefix, user. Answers the user's tasks in each status, in the
+-- order queued, running, succeeded, failed, dead, cancelled.
+return redis.call('HMGET', user_key(ARGV[2]), 'queued', 'running', 'succeeded', 'failed', 'dead',
+  'cancelled')

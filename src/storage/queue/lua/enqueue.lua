@@ -1,42 +1,56 @@
--- ARGV: prefix, id, user, kind, payload, max_attempts, created_at, run_at,
---       now, max_pending, max_running, idempotency key ('' for none),
---       fingerprint, key expiry, most delayed tasks to make ready,
---       traceparent ('' for none)
-local id, user, run_at, now = ARGV[2], ARGV[3], tonumber(ARGV[8]), tonumber(ARGV[9])
-local max_running = tonumber(ARGV[11])
-local remembered
-if ARGV[12] ~= '' then
-  remembered = user_key(user, 'idempotency:' .. ARGV[12])
-  local seen = redis.call('HMGET', remembered, 'task', 'fingerprint', 'expires')
-  if seen[1] and tonumber(seen[3]) > now then
-    if seen[2] ~= ARGV[13] then return { 'reused' } end
-    local task = redis.call('HGETALL', task_key(seen[1]))
-    if #task > 0 then return { 'replayed', task } end
-  end
-end
--- This very call, sent again after its answer was lost: answer it again.
-if redis.call('EXISTS', task_key(id)) == 1 then
-  return { 'created', redis.call('HGETALL', task_key(id)) }
-end
-local pending = redis.call('ZCARD', status_key(user, 'queued')) + redis.call('ZCARD', status_key(user, 'failed'))
-if pending >= tonumber(ARGV[10]) then return { 'full', pending } end
-
+-- ARGV: prefix, now, max_pending, max_running, most delayed tasks to make
+--       ready, when an idempotency key seen now expires, then for each task
+--       its id, user, kind, payload, max_attempts, created_at, run_at,
+--       idempotency key ('' for none), fingerprint and traceparent ('' for
+--       none).
+-- Answers, for each task in turn, {'created'}, {'replayed', task},
+-- {'reused'} or {'full', pending}.
+local now, max_pending, max_running = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local key_expires = ARGV[6]
 -- Tasks already due go first: they have the earlier run_at.
-promote(now, max_running, tonumber(ARGV[15]))
-redis.call('HSET', task_key(id), 'id', id, 'user', user, 'kind', ARGV[4], 'payload', ARGV[5],
-  'status', 'queued', 'attempts', 0, 'max_attempts', ARGV[6], 'created_at', ARGV[7], 'run_at', ARGV[8])
-if ARGV[16] ~= '' then redis.call('HSET', task_key(id), 'traceparent', ARGV[16]) end
-redis.call('ZADD', user_key(user, 'all'), 0, id)
-redis.call('ZADD', status_key(user, 'queued'), 0, id)
-count_waiting(user, 1)
-if run_at <= now then
-  push_back(user, id)
-  activate(user, max_running)
-else
-  redis.call('ZADD', DELAYED, run_at, id)
+promote(now, max_running, tonumber(ARGV[5]))
+
+local function enqueue(id, user, kind, payload, max_attempts, created, run_at, key, fingerprint, trace)
+  local remembered = key ~= '' and (user_key(user) .. ':idempotency:' .. key)
+  if remembered then
+    local seen = redis.call('HMGET', remembered, 'task', 'fingerprint', 'expires')
+    if seen[1] and tonumber(seen[3]) > now then
+      if seen[2] ~= fingerprint then return { 'reused' } end
+      local task = redis.call('HGETALL', task_key(seen[1]))
+      if #task > 0 then return { 'replayed', task } end
+    end
+  end
+  -- This very task, sent again after its answer was lost: answer it again.
+  if redis.call('EXISTS', task_key(id)) == 1 then return { 'created' } end
+  local pending = tonumber(redis.call('HGET', user_key(user), 'pending') or 0)
+  if pending >= max_pending then return { 'full', pending } end
+
+  local fields = { 'HSET', task_key(id), 'id', id, 'user', user, 'kind', kind, 'payload', payload,
+    'status', 'queued', 'attempts', 0, 'max_attempts', max_attempts, 'created_at', created,
+    'run_at', run_at }
+  if trace ~= '' then
+    fields[#fields + 1] = 'traceparent'
+    fields[#fields + 1] = trace
+  end
+  redis.call(unpack(fields))
+  redis.call('ZADD', all_key(user), 0, id)
+  redis.call('HINCRBY', user_key(user), 'tasks', 1)
+  move(user, nil, 'queued')
+  if tonumber(run_at) <= now then
+    push_back(user, id, run_at)
+    activate(user, max_running)
+  else
+    redis.call('ZADD', DELAYED, run_at, id)
+  end
+  if remembered then
+    redis.call('HSET', remembered, 'task', id, 'fingerprint', fingerprint, 'expires', key_expires)
+    redis.call('ZADD', IDEMPOTENCY, key_expires, remembered)
+  end
+  return { 'created' }
 end
-if remembered then
-  redis.call('HSET', remembered, 'task', id, 'fingerprint', ARGV[13], 'expires', ARGV[14])
-  redis.call('ZADD', IDEMPOTENCY, ARGV[14], remembered)
+
+local answers = {}
+for i = 7, #ARGV, 10 do
+  answers[#answers + 1] = enqueue(unpack(ARGV, i, i + 9))
 end
-return { 'created', redis.call('HGETALL', task_key(id)) }
+return answers

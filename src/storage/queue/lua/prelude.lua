@@ -1,6 +1,11 @@
 -- Shared by every queue script (prepended to each). ARGV[1] is the key
 -- prefix, a Redis Cluster hash tag such as "{tollgate}", so every key below
 -- lives in one slot and each script is one atomic step on one node.
+--
+-- Sorted-set writes are what a script spends its time on, so a task's
+-- state is kept in its own hash and counted in its user's, and only what
+-- must be found in order is indexed: a user's ready tasks, the ring of
+-- users, delayed tasks, leases, expiries.
 local P = ARGV[1]
 local RING = P .. ':ring'         -- zset: users with ready work and room, by ticket
 local TICKETS = P .. ':tickets'   -- counter behind the ring's tickets
@@ -12,58 +17,61 @@ local EXPIRY = P .. ':expiry'     -- zset: finished tasks, by expires_at
 local IDEMPOTENCY = P .. ':idempotency' -- zset: idempotency keys, by expiry
 local DUE = P .. ':due'           -- zset: every user's ready tasks, by run_at
 local WAITING_COUNT = P .. ':waiting' -- counter: queued and failed tasks
-local WAITING_USERS = P .. ':waiting-users' -- zset: users by their waiting tasks
+local WAITING_USERS = P .. ':waiting-users' -- set: users with any waiting
 
 local function task_key(id) return P .. ':task:' .. id end
-local function user_key(user, what) return P .. ':user:' .. user .. ':' .. what end
-local function status_key(user, status) return user_key(user, 'status:' .. status) end
+-- hash: a user's tasks counted by status, `pending` (queued and failed)
+-- and `tasks` (all of them).
+local function user_key(user) return P .. ':user:' .. user end
+-- zset: a user's tasks, all scores 0 so that they sort by id (UUID v7:
+-- creation order).
+local function all_key(user) return user_key(user) .. ':all' end
 -- zset: a user's ready tasks, by the order they run in.
-local function ready_key(user) return user_key(user, 'ready') end
+local function ready_key(user) return user_key(user) .. ':ready' end
 
 local WAITING = { queued = true, failed = true }
 
--- Counts `delta` more waiting tasks for `user` (and for everyone).
-local function count_waiting(user, delta)
-  redis.call('INCRBY', WAITING_COUNT, delta)
-  if tonumber(redis.call('ZINCRBY', WAITING_USERS, delta, user)) <= 0 then
-    redis.call('ZREM', WAITING_USERS, user)
+-- Counts a task of `user`'s moving from status `from` (nil for a new one)
+-- to `to`.
+local function move(user, from, to)
+  local counts = user_key(user)
+  if from then redis.call('HINCRBY', counts, from, -1) end
+  redis.call('HINCRBY', counts, to, 1)
+  local delta = (WAITING[to] and 1 or 0) - (from and WAITING[from] and 1 or 0)
+  if delta ~= 0 then
+    redis.call('INCRBY', WAITING_COUNT, delta)
+    local pending = redis.call('HINCRBY', counts, 'pending', delta)
+    if delta > 0 and pending == 1 then redis.call('SADD', WAITING_USERS, user) end
+    if delta < 0 and pending == 0 then redis.call('SREM', WAITING_USERS, user) end
   end
 end
 
--- Moves a task between status indexes and records its new status.
-local function set_status(user, id, from, to)
-  redis.call('ZREM', status_key(user, from), id)
-  redis.call('ZADD', status_key(user, to), 0, id)
-  redis.call('HSET', task_key(id), 'status', to)
-  local delta = (WAITING[to] and 1 or 0) - (WAITING[from] and 1 or 0)
-  if delta ~= 0 then count_waiting(user, delta) end
-end
-
--- Whether a user running `running` tasks may start another.
-local function may_run(running, max_running)
-  return max_running == 0 or running < max_running
+-- Whether `user` may start another task under `max_running` (0: no bound).
+local function may_run(user, max_running)
+  if max_running == 0 then return true end
+  return tonumber(redis.call('HGET', user_key(user), 'running') or 0) < max_running
 end
 
 -- Puts a user at the back of the ring if it has ready work and room to run.
 local function activate(user, max_running)
   if redis.call('ZSCORE', RING, user) then return end
   if redis.call('ZCARD', ready_key(user)) == 0 then return end
-  if not may_run(redis.call('ZCARD', status_key(user, 'running')), max_running) then return end
+  if not may_run(user, max_running) then return end
   redis.call('ZADD', RING, redis.call('INCR', TICKETS), user)
 end
 
--- Adds a task behind a user's ready tasks.
-local function push_back(user, id)
+-- Adds a task due at `run_at` behind a user's ready tasks.
+local function push_back(user, id, run_at)
   redis.call('ZADD', ready_key(user), redis.call('INCR', SEQUENCE), id)
-  redis.call('ZADD', DUE, redis.call('HGET', task_key(id), 'run_at'), id)
+  redis.call('ZADD', DUE, run_at, id)
 end
 
--- Puts a task before all of a user's ready tasks.
-local function push_front(user, id)
+-- Puts a task due at `run_at` before all of a user's ready tasks.
+local function push_front(user, id, run_at)
   local first = redis.call('ZRANGE', ready_key(user), 0, 0, 'WITHSCORES')[2]
   local score = first and (tonumber(first) - 1) or redis.call('INCR', SEQUENCE)
   redis.call('ZADD', ready_key(user), score, id)
-  redis.call('ZADD', DUE, redis.call('HGET', task_key(id), 'run_at'), id)
+  redis.call('ZADD', DUE, run_at, id)
 end
 
 -- Takes a task out of a user's ready tasks, wherever it stands.
@@ -75,20 +83,22 @@ end
 -- Makes up to `most` waiting tasks due by `now` ready, behind their users'
 -- ready tasks, in run_at order.
 local function promote(now, max_running, most)
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, most)) do
+  local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'WITHSCORES', 'LIMIT', 0, most)
+  for i = 1, #due, 2 do
+    local id = due[i]
     redis.call('ZREM', DELAYED, id)
     local t = redis.call('HMGET', task_key(id), 'user', 'status')
     if t[1] and WAITING[t[2]] then
-      push_back(t[1], id)
+      push_back(t[1], id, due[i + 1])
       activate(t[1], max_running)
     end
   end
 end
 
--- Ends a task in a final state, kept until `expires`.
+-- Ends a task of `user`'s in a final state, kept until `expires`.
 local function finalize(user, id, from, to, now, expires)
-  set_status(user, id, from, to)
-  redis.call('HSET', task_key(id), 'finished_at', now, 'expires_at', expires)
+  move(user, from, to)
+  redis.call('HSET', task_key(id), 'status', to, 'finished_at', now, 'expires_at', expires)
   redis.call('ZADD', EXPIRY, expires, id)
 end
 

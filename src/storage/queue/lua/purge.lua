@@ -7,8 +7,13 @@ for _, id in ipairs(expired) do
   redis.call('ZREM', EXPIRY, id)
   local t = redis.call('HMGET', task_key(id), 'user', 'status')
   if t[1] then
-    redis.call('ZREM', user_key(t[1], 'all'), id)
-    redis.call('ZREM', status_key(t[1], t[2]), id)
+    local user = t[1]
+    redis.call('ZREM', all_key(user), id)
+    redis.call('HINCRBY', user_key(user), t[2], -1)
+    -- A user with no task left leaves nothing behind.
+    if redis.call('HINCRBY', user_key(user), 'tasks', -1) <= 0 then
+      redis.call('DEL', user_key(user))
+    end
     redis.call('DEL', task_key(id))
   end
 end

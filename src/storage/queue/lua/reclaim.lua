@@ -15,12 +15,12 @@ for _, held in ipairs(newest_first(running)) do
   local t = redis.call('HMGET', task_key(id), 'user', 'attempts', 'max_attempts')
   local user = t[1]
   redis.call('HDEL', task_key(id), 'deadline')
-  redis.call('HSET', task_key(id), 'error', ARGV[6])
   if tonumber(t[2]) < tonumber(t[3]) then
-    set_status(user, id, 'running', 'failed')
-    redis.call('HSET', task_key(id), 'run_at', now)
-    push_front(user, id)
+    redis.call('HSET', task_key(id), 'status', 'failed', 'error', ARGV[6], 'run_at', now)
+    move(user, 'running', 'failed')
+    push_front(user, id, now)
   else
+    redis.call('HSET', task_key(id), 'error', ARGV[6])
     finalize(user, id, 'running', 'dead', now, ARGV[3])
   end
   activate(user, max_running)
