@@ -28,6 +28,17 @@ pub enum StoreError {
     Failed(#[source] anyhow::Error),
 }
 
+/// The same failure again, for each of several callers that shared one
+/// call: the kind is kept, the cause as its words.
+impl Clone for StoreError {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Unavailable(cause) => Self::Unavailable(anyhow::anyhow!("{cause:#}")),
+            Self::Failed(cause) => Self::Failed(anyhow::anyhow!("{cause:#}")),
+        }
+    }
+}
+
 impl StoreError {
     /// Whether a retry may succeed.
     pub fn is_unavailable(&self) -> bool {

@@ -1,20 +1,29 @@
 //! A user's queue manager: it applies that user's writes (enqueue,
-//! cancel, cancel all) one at a time in the order they arrived, so a user
-//! flooding the service holds at most one store call at a time, and asks
-//! to be retired after `queue.manager_idle_secs` without work.
+//! cancel, cancel all) in the order they arrived, one store call at a
+//! time, so a user flooding the service holds at most one call. The
+//! enqueues that arrive while a call is out go together in the next, as
+//! one script: a client with many requests in flight is served by few
+//! calls. The manager asks to be retired after `queue.manager_idle_secs`
+//! without work.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler,
-    Message, Recipient, SpawnHandle, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
+    ResponseFuture, SpawnHandle, WrapFuture,
 };
+use futures_util::future::LocalBoxFuture;
+use tokio::sync::oneshot;
 
 use super::parts::{QueueError, QueueParts};
 use super::pool::Wake;
 use crate::domain::{
     Cancelled, Enqueued, Idempotency, NewTask, TaskId, TaskRequest, TaskStatus, UserId,
 };
+
+/// Enqueues one call carries at the most.
+const BATCH: usize = 256;
 
 /// Writes a manager's mailbox holds before senders wait. Far beyond what
 /// a client can have in flight, so every write the router forwards is
@@ -30,7 +39,22 @@ pub struct QueueManager {
     retire: Recipient<Retire>,
     /// The pending "retire me" timer, pushed back by every message.
     idle: Option<SpawnHandle>,
+    /// Writes not yet sent, in the order they arrived.
+    waiting: VecDeque<Write>,
+    /// A store call is out.
+    writing: bool,
+    /// Told to stop: it does once every write has been answered.
+    retired: bool,
 }
+
+/// A write and who waits for its answer.
+enum Write {
+    Enqueue(NewTask, Option<Idempotency>, Reply<Enqueued>),
+    Cancel(TaskId, Reply<Cancelled>),
+    CancelAll(Reply<u64>),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
 
 impl QueueManager {
     pub fn new(
@@ -45,6 +69,9 @@ impl QueueManager {
             pool,
             retire,
             idle: None,
+            waiting: VecDeque::new(),
+            writing: false,
+            retired: false,
         }
     }
 
@@ -62,19 +89,112 @@ impl QueueManager {
         }));
     }
 
-    /// Runs `write` after every write that came before it.
-    fn serially<T, F>(&mut self, ctx: &mut Context<Self>, write: F) -> AtomicResponse<Self, T>
-    where
-        F: AsyncFnOnce(&QueueParts) -> T + 'static,
-        T: 'static,
-    {
+    /// Queues `write` behind every write before it; answers its reply.
+    fn accept<T: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        write: impl FnOnce(Reply<T>) -> Write,
+    ) -> ResponseFuture<Result<T, QueueError>> {
         self.busy(ctx);
+        let (reply, answer) = oneshot::channel();
+        self.waiting.push_back(write(reply));
+        self.send_next(ctx);
+        Box::pin(async move {
+            answer
+                .await
+                .map_err(|_| QueueError::Busy(actix::MailboxError::Closed))?
+        })
+    }
+
+    /// Sends the next write, unless one is out: every enqueue at the front,
+    /// together, or a cancellation alone.
+    fn send_next(&mut self, ctx: &mut Context<Self>) {
+        if self.writing {
+            return;
+        }
+        let Some(first) = self.waiting.pop_front() else {
+            if self.retired {
+                ctx.stop();
+            }
+            return;
+        };
+        self.writing = true;
         let parts = self.parts.clone();
-        AtomicResponse::new(Box::pin(
-            async move { write(&parts).await }
-                .into_actor(self)
-                .map(|t, _, _| t),
-        ))
+        let write = match first {
+            Write::Enqueue(task, idempotency, reply) => {
+                let mut batch = vec![(task, idempotency, reply)];
+                while batch.len() < BATCH
+                    && let Some(Write::Enqueue(..)) = self.waiting.front()
+                {
+                    let Some(Write::Enqueue(task, idempotency, reply)) = self.waiting.pop_front()
+                    else {
+                        unreachable!("the front is an enqueue")
+                    };
+                    batch.push((task, idempotency, reply));
+                }
+                let pool = self.pool.clone();
+                Box::pin(enqueue(parts, batch, pool)) as LocalBoxFuture<'static, ()>
+            }
+            Write::Cancel(id, reply) => {
+                let user = self.user;
+                Box::pin(async move {
+                    let cancelled = parts.store.cancel(user, id).await;
+                    if let Ok(Cancelled::Cancelled(task)) = &cancelled {
+                        parts.task_finished(task, TaskStatus::Cancelled);
+                    }
+                    let _ = reply.send(cancelled.map_err(QueueError::from));
+                })
+            }
+            Write::CancelAll(reply) => {
+                let user = self.user;
+                Box::pin(async move {
+                    let cancelled = parts.store.cancel_all(user).await;
+                    let _ = reply.send(cancelled.map_err(QueueError::from));
+                })
+            }
+        };
+        ctx.spawn(write.into_actor(self).map(|(), manager, ctx| {
+            manager.writing = false;
+            manager.send_next(ctx);
+        }));
+    }
+}
+
+/// Stores a batch of one user's tasks in one call and answers each.
+async fn enqueue(
+    parts: Arc<QueueParts>,
+    batch: Vec<(NewTask, Option<Idempotency>, Reply<Enqueued>)>,
+    pool: Recipient<Wake>,
+) {
+    let (tasks, replies): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|(task, idempotency, reply)| ((task, idempotency), reply))
+        .unzip();
+    let ready_now: Vec<bool> = tasks
+        .iter()
+        .map(|(task, _)| task.request.delay.is_zero())
+        .collect();
+    match parts.store.enqueue_many(tasks).await {
+        Ok(enqueued) => {
+            let mut wake = false;
+            for ((enqueued, reply), ready_now) in enqueued.into_iter().zip(replies).zip(ready_now) {
+                if let Enqueued::Created(task) = &enqueued {
+                    parts.metrics.task_enqueued(task.kind.as_str());
+                    wake |= ready_now;
+                }
+                let _ = reply.send(Ok(enqueued));
+            }
+            if wake {
+                pool.do_send(Wake);
+            }
+        }
+        Err(err) => {
+            // Nothing was written (or all of it was, if only the answer
+            // was lost): each caller hears the same.
+            for reply in replies {
+                let _ = reply.send(Err(QueueError::Store(err.clone())));
+            }
+        }
     }
 }
 
@@ -106,27 +226,16 @@ pub struct Enqueue {
 }
 
 impl Handler<Enqueue> for QueueManager {
-    type Result = AtomicResponse<Self, Result<Enqueued, QueueError>>;
+    type Result = ResponseFuture<Result<Enqueued, QueueError>>;
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
-        self.serially(ctx, async move |parts| {
-            let ready_now = msg.request.delay.is_zero();
-            let task = NewTask {
-                id: TaskId::new(),
-                user_id: msg.user,
-                created_at: parts.clock.now(),
-                request: msg.request,
-            };
-            let enqueued = parts.store.enqueue(task, msg.idempotency).await?;
-            if let Enqueued::Created(task) = &enqueued {
-                parts.metrics.task_enqueued(task.kind.as_str());
-                if ready_now {
-                    pool.do_send(Wake);
-                }
-            }
-            Ok(enqueued)
-        })
+        let task = NewTask {
+            id: TaskId::new(),
+            user_id: msg.user,
+            created_at: self.parts.clock.now(),
+            request: msg.request,
+        };
+        self.accept(ctx, |reply| Write::Enqueue(task, msg.idempotency, reply))
     }
 }
 
@@ -139,16 +248,10 @@ pub struct CancelTask {
 }
 
 impl Handler<CancelTask> for QueueManager {
-    type Result = AtomicResponse<Self, Result<Cancelled, QueueError>>;
+    type Result = ResponseFuture<Result<Cancelled, QueueError>>;
 
     fn handle(&mut self, msg: CancelTask, ctx: &mut Context<Self>) -> Self::Result {
-        self.serially(ctx, async move |parts| {
-            let cancelled = parts.store.cancel(msg.user, msg.id).await?;
-            if let Cancelled::Cancelled(task) = &cancelled {
-                parts.task_finished(task, TaskStatus::Cancelled);
-            }
-            Ok(cancelled)
-        })
+        self.accept(ctx, |reply| Write::Cancel(msg.id, reply))
     }
 }
 
@@ -158,12 +261,10 @@ impl Handler<CancelTask> for QueueManager {
 pub struct CancelAll(pub UserId);
 
 impl Handler<CancelAll> for QueueManager {
-    type Result = AtomicResponse<Self, Result<u64, QueueError>>;
+    type Result = ResponseFuture<Result<u64, QueueError>>;
 
-    fn handle(&mut self, msg: CancelAll, ctx: &mut Context<Self>) -> Self::Result {
-        self.serially(ctx, async move |parts| {
-            Ok(parts.store.cancel_all(msg.0).await?)
-        })
+    fn handle(&mut self, _: CancelAll, ctx: &mut Context<Self>) -> Self::Result {
+        self.accept(ctx, Write::CancelAll)
     }
 }
 
@@ -176,6 +277,7 @@ impl Handler<Retired> for QueueManager {
     type Result = ();
 
     fn handle(&mut self, _: Retired, ctx: &mut Context<Self>) {
-        ctx.stop();
+        self.retired = true;
+        self.send_next(ctx);
     }
 }

@@ -302,6 +302,17 @@ mod tests {
         }
     }
 
+    impl Unsteady {
+        /// The status of each of `tasks`.
+        async fn counts_of(&self, tasks: &[(UserId, TaskId)]) -> Vec<TaskStatus> {
+            let mut statuses = Vec::new();
+            for &(user, id) in tasks {
+                statuses.push(status(self, user, id).await.status);
+            }
+            statuses
+        }
+    }
+
     /// Counts its runs and succeeds.
     struct Counted(Arc<AtomicU32>);
 
@@ -435,7 +446,9 @@ mod tests {
 
         for _ in 0..500 {
             let status = queue.status().await.expect("the pool is alive");
-            if runs.load(Ordering::SeqCst) == 4 && status.live == 1 {
+            let recorded = store.stats().await.unwrap().waiting == 0
+                && store.counts_of(&tasks).await == [TaskStatus::Succeeded; 4];
+            if recorded && status.live == 1 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,9 +1,12 @@
 //! The worker pool: it supervises `queue.workers` task workers and keeps
-//! them fed. It leases tasks for idle workers (the store picks them round
-//! robin between users), renews the leases of running tasks, takes back
-//! leases that lapsed anywhere (a crashed replica's), purges expired
-//! results, grows or shrinks when told, and at shutdown stops leasing and
-//! hands back what is unfinished.
+//! them fed. One call to the store at a time both records how the attempts
+//! that ended since the last call went and leases tasks for the workers
+//! idle now (the store picks them round robin between users), so a task
+//! costs a share of one call, however many workers there are. The pool
+//! also renews the leases of running tasks and of outcomes not yet
+//! recorded, takes back leases that lapsed anywhere (a crashed replica's),
+//! purges expired results, grows or shrinks when told, and at shutdown
+//! stops leasing, records what ended, and hands back what is unfinished.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,8 +19,8 @@ use actix::{
 use tokio::sync::oneshot;
 
 use super::parts::QueueParts;
-use super::worker::{Run, TaskWorker};
-use crate::domain::{Lease, LeaseCall, LeasedTask, QueueStats};
+use super::worker::{Ended, Run, TaskWorker};
+use crate::domain::{Finished, Lease, LeaseCall, LeasedTask, Outcome, QueueStats};
 use crate::storage::StoreError;
 use crate::tasks::TaskHandlers;
 
@@ -53,19 +56,23 @@ pub struct WorkerPool {
     slots: Vec<Slot>,
     /// The id the next slot gets.
     next_slot: u64,
-    /// A lease call is out; no second one starts meanwhile.
-    leasing: bool,
-    /// A lease call whose answer did not arrive, to be made again as it
-    /// was: the store then answers the leases it made instead of new ones.
-    unanswered: Option<(LeaseCall, usize)>,
-    /// Work was announced while a lease call was out: lease again after it.
+    /// Attempts that ended and are not yet recorded, oldest first.
+    ended: Vec<Recording>,
+    /// A settling call is out; no second one starts meanwhile.
+    settling: bool,
+    /// A settling call whose answer did not arrive, to be made again as it
+    /// was: the store then answers what it did instead of doing it again.
+    unanswered: Option<SettleCall>,
+    /// Work was announced or an attempt ended while a call was out:
+    /// settle again after it.
     rewake: bool,
     /// A reclaim-and-purge round is out.
     reaping: bool,
     /// Whether the last call to the store failed, so an outage is logged
     /// when it starts and when it ends, not at every poll.
     store_down: bool,
-    /// Set by `Drain`: no more leasing; told when the last worker is idle.
+    /// Set by `Drain`: no more leasing; told when nothing runs or waits to
+    /// be recorded.
     draining: Option<Option<oneshot::Sender<()>>>,
 }
 
@@ -85,6 +92,19 @@ struct Held {
     lost: bool,
 }
 
+/// An ended attempt waiting to be recorded, its lease still renewed.
+struct Recording {
+    ended: Ended,
+    held: Held,
+}
+
+/// One settling call, kept to be made again if its answer is lost.
+struct SettleCall {
+    recording: Vec<Recording>,
+    call: LeaseCall,
+    want: usize,
+}
+
 impl WorkerPool {
     pub fn new(parts: Arc<QueueParts>, handlers: Arc<TaskHandlers>, sizes: Arc<PoolSizes>) -> Self {
         Self {
@@ -93,7 +113,8 @@ impl WorkerPool {
             sizes,
             slots: Vec::new(),
             next_slot: 0,
-            leasing: false,
+            ended: Vec::new(),
+            settling: false,
             unanswered: None,
             rewake: false,
             reaping: false,
@@ -115,8 +136,8 @@ impl WorkerPool {
     }
 
     /// Starts or retires workers until there are `target`: idle ones retire
-    /// at once, busy ones when their attempt ends, and none while a lease
-    /// call is out (it was sized for the idle ones).
+    /// at once, busy ones when their attempt ends, and none while a call is
+    /// out (its leases were asked for the idle ones).
     fn resize(&mut self, target: usize) {
         self.sizes.target.store(target, Ordering::SeqCst);
         while self.slots.len() < target {
@@ -130,7 +151,7 @@ impl WorkerPool {
                 lease: None,
             });
         }
-        if self.leasing {
+        if self.settling {
             return;
         }
         let mut surplus = self.slots.len().saturating_sub(target);
@@ -155,9 +176,10 @@ impl WorkerPool {
         }
     }
 
-    /// Tells a waiting `Drain` that nothing runs and no lease call is out.
+    /// Tells a waiting `Drain` that nothing runs, waits to be recorded, or
+    /// is out in a call.
     fn notify_if_drained(&mut self) {
-        if self.leasing || self.busy() > 0 {
+        if self.settling || self.busy() > 0 || !self.ended.is_empty() || self.unanswered.is_some() {
             return;
         }
         if let Some(drained) = self.draining.as_mut().and_then(Option::take) {
@@ -165,42 +187,56 @@ impl WorkerPool {
         }
     }
 
-    /// Leases tasks for every idle worker, unless a lease call is out.
-    fn fill(&mut self, ctx: &mut Context<Self>) {
-        if self.draining.is_some() {
-            return;
-        }
-        if self.leasing {
+    /// Records the attempts that ended and leases tasks for every idle
+    /// worker, in one call, unless a call is out.
+    fn settle(&mut self, ctx: &mut Context<Self>) {
+        if self.settling {
             self.rewake = true;
             return;
         }
-        let idle = self.slots.len() - self.busy();
         // A call whose answer was lost is made again as it was, whatever
         // the pool's size now: what it leased must come back to a holder.
-        let (call, want) = match self.unanswered.take() {
-            Some(unanswered) => unanswered,
-            None if idle == 0 => return,
-            None => (LeaseCall::new(), idle),
+        let next = self.unanswered.take().or_else(|| {
+            let idle = self.slots.len() - self.busy();
+            let want = if self.draining.is_some() { 0 } else { idle };
+            (want > 0 || !self.ended.is_empty()).then(|| SettleCall {
+                recording: std::mem::take(&mut self.ended),
+                call: LeaseCall::new(),
+                want,
+            })
+        });
+        let Some(settle) = next else {
+            self.notify_if_drained();
+            return;
         };
-        self.leasing = true;
+        self.settling = true;
         self.rewake = false;
         let parts = self.parts.clone();
-        let lease = async move { parts.store.lease(call, want).await };
-        ctx.spawn(lease.into_actor(self).map(move |leased, pool, ctx| {
-            pool.store_answered(leased.as_ref().map(drop));
-            let tasks = match leased {
-                Ok(tasks) => tasks,
+        let outcomes: Vec<(Lease, Outcome)> = settle
+            .recording
+            .iter()
+            .map(|r| (r.held.lease, r.ended.outcome.clone()))
+            .collect();
+        let (call, want) = (settle.call, settle.want);
+        let answer = async move { parts.store.settle(&outcomes, call, want).await };
+        ctx.spawn(answer.into_actor(self).map(move |settled, pool, ctx| {
+            pool.store_answered(settled.as_ref().map(drop));
+            let settled = match settled {
+                Ok(settled) => settled,
                 Err(_) => {
-                    pool.unanswered = Some((call, want));
-                    pool.lease_call_over(false, ctx);
+                    pool.unanswered = Some(settle);
+                    pool.settle_over(false, ctx);
                     return;
                 }
             };
-            let more = tasks.len() == want || pool.rewake;
+            for (recording, finished) in settle.recording.into_iter().zip(settled.finished) {
+                pool.recorded(recording.ended, finished);
+            }
+            let more = settled.leased.len() == want || pool.rewake || !pool.ended.is_empty();
             // Leased as the pool began to stop, or more than the workers
             // idle now (it shrank meanwhile): those go straight back.
             let mut surplus: Vec<Lease> = Vec::new();
-            for task in tasks {
+            for task in settled.leased {
                 let undispatched = match pool.draining {
                     Some(_) => Some(task),
                     None => pool.dispatch(task, ctx),
@@ -208,21 +244,40 @@ impl WorkerPool {
                 surplus.extend(undispatched.as_ref().map(LeasedTask::lease));
             }
             let more = more && surplus.is_empty();
-            pool.hand_back(surplus, ctx, move |pool, ctx| {
-                pool.lease_call_over(more, ctx)
-            });
+            pool.hand_back(surplus, ctx, move |pool, ctx| pool.settle_over(more, ctx));
         }));
     }
 
-    /// A lease call has ended: a shrink held back meanwhile can happen now,
-    /// a drain waiting for it can end, and the next call can start.
-    fn lease_call_over(&mut self, more: bool, ctx: &mut Context<Self>) {
-        self.leasing = false;
+    /// What the store did with one attempt's outcome: counted, and told to
+    /// other services if it is final.
+    fn recorded(&mut self, ended: Ended, finished: Finished) {
+        let metrics = &self.parts.metrics;
+        match finished {
+            Finished::Recorded(status) => {
+                metrics.task_finished(ended.task.kind.as_str(), status, ended.took);
+                if status.is_final() {
+                    self.parts.task_finished(&ended.task, status);
+                }
+            }
+            Finished::Stale => {
+                metrics.fencing_rejected("finish");
+                tracing::warn!(
+                    task_id = %ended.task.id,
+                    "the lease was taken back before this attempt ended; its outcome is refused"
+                );
+            }
+        }
+    }
+
+    /// A settling call has ended: a shrink held back meanwhile can happen
+    /// now, a drain waiting for it can end, and the next call can start.
+    fn settle_over(&mut self, more: bool, ctx: &mut Context<Self>) {
+        self.settling = false;
         let target = self.sizes.target.load(Ordering::SeqCst);
         self.resize(target);
         self.notify_if_drained();
         if more {
-            self.fill(ctx);
+            self.settle(ctx);
         }
     }
 
@@ -256,38 +311,46 @@ impl WorkerPool {
         let Some(slot) = self.slots.iter_mut().find(|s| s.lease.is_none()) else {
             return Some(leased);
         };
-        slot.lease = Some(Held {
+        let held = Held {
             lease: leased.lease(),
             lost: false,
-        });
+        };
+        slot.lease = Some(held);
         let (slot_id, run) = (slot.id, slot.worker.send(Run(leased)));
         self.parts.metrics.workers_busy(self.busy());
         ctx.spawn(run.into_actor(self).map(move |ran, pool, ctx| {
-            if let Err(err) = ran {
+            let held = pool
+                .slots
+                .iter_mut()
+                .find(|s| s.id == slot_id)
+                .and_then(|slot| slot.lease.take())
+                .unwrap_or(held);
+            match ran {
+                Ok(ended) => pool.ended.push(Recording { ended, held }),
                 // The worker is gone with the task: its lease will lapse
                 // and the task run again.
-                tracing::warn!(error = %err, "a task worker did not answer");
-            }
-            if let Some(slot) = pool.slots.iter_mut().find(|s| s.id == slot_id) {
-                slot.lease = None;
+                Err(err) => tracing::warn!(error = %err, "a task worker did not answer"),
             }
             // The surplus of a shrink retires as its attempts end.
             let target = pool.sizes.target.load(Ordering::SeqCst);
             pool.resize(target);
             pool.parts.metrics.workers_busy(pool.busy());
-            pool.notify_if_drained();
-            pool.fill(ctx);
+            pool.settle(ctx);
         }));
         None
     }
 
-    /// Extends the lease of every running task whose lease is still held.
+    /// Extends the lease of every running task, and of every outcome not
+    /// yet recorded, whose lease is still held.
     fn renew(&mut self, ctx: &mut Context<Self>) {
+        let in_call = self.unanswered.iter().flat_map(|call| &call.recording);
         let held: Vec<Lease> = self
             .slots
             .iter()
-            .filter_map(|s| s.lease.filter(|l| !l.lost))
-            .map(|l| l.lease)
+            .filter_map(|s| s.lease)
+            .chain(self.ended.iter().chain(in_call).map(|r| r.held))
+            .filter(|held| !held.lost)
+            .map(|held| held.lease)
             .collect();
         if held.is_empty() {
             return;
@@ -301,25 +364,35 @@ impl WorkerPool {
             pool.store_answered(outcome.as_ref().map(drop));
             let Ok((held, renewed)) = outcome else { return };
             for (lease, renewed) in held.into_iter().zip(renewed) {
-                // Refused, and still held by a worker: not merely finished
-                // while the renewal was on its way.
-                let holder = pool
-                    .slots
-                    .iter_mut()
-                    .filter_map(|s| s.lease.as_mut())
-                    .find(|l| l.lease == lease && !l.lost);
-                let Some(held) = holder.filter(|_| !renewed) else {
-                    continue;
-                };
-                held.lost = true;
-                pool.parts.metrics.fencing_rejected("renew");
-                tracing::warn!(
-                    task_id = %lease.task,
-                    "lease lost: the task was taken back to run elsewhere; this attempt's \
-                     outcome will be refused"
-                );
+                if !renewed {
+                    pool.lost(lease);
+                }
             }
         }));
+    }
+
+    /// A renewal of `lease` was refused: the task was taken back and runs
+    /// elsewhere, unless it merely finished while the renewal was out.
+    fn lost(&mut self, lease: Lease) {
+        let running = self.slots.iter_mut().filter_map(|s| s.lease.as_mut());
+        let in_call = self
+            .unanswered
+            .iter_mut()
+            .flat_map(|call| &mut call.recording);
+        let recording = self.ended.iter_mut().chain(in_call).map(|r| &mut r.held);
+        let Some(held) = running
+            .chain(recording)
+            .find(|h| h.lease == lease && !h.lost)
+        else {
+            return;
+        };
+        held.lost = true;
+        self.parts.metrics.fencing_rejected("renew");
+        tracing::warn!(
+            task_id = %lease.task,
+            "lease lost: the task was taken back to run elsewhere; this attempt's outcome will \
+             be refused"
+        );
     }
 
     /// Takes back lapsed leases (of any replica), purges expired results,
@@ -355,7 +428,7 @@ impl WorkerPool {
                 }
                 if reclaimed > 0 {
                     tracing::info!(reclaimed, "took back lapsed leases; those tasks run again");
-                    pool.fill(ctx);
+                    pool.settle(ctx);
                 }
             }
         }));
@@ -371,14 +444,14 @@ impl Actor for WorkerPool {
             self.resize(self.sizes.target.load(Ordering::SeqCst));
         }
         let config = &self.parts.config;
-        ctx.run_interval(config.poll_interval, |pool, ctx| pool.fill(ctx));
+        ctx.run_interval(config.poll_interval, |pool, ctx| pool.settle(ctx));
         // Three renewals per lease period: a lease survives two lost ones.
         ctx.run_interval(config.lease_for / 3, |pool, ctx| pool.renew(ctx));
         ctx.run_interval(REAP_INTERVAL, |pool, ctx| pool.reap(ctx));
         self.parts.metrics.workers_busy(0);
         // The queue's figures from the start, not a reap interval later.
         self.reap(ctx);
-        self.fill(ctx);
+        self.settle(ctx);
     }
 }
 
@@ -391,7 +464,7 @@ impl Supervised for WorkerPool {
         for slot in &mut self.slots {
             slot.lease = None;
         }
-        self.leasing = false;
+        self.settling = false;
         self.reaping = false;
     }
 }
@@ -405,7 +478,7 @@ impl Handler<Wake> for WorkerPool {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        self.fill(ctx);
+        self.settle(ctx);
     }
 }
 
@@ -419,7 +492,7 @@ impl Handler<Resize> for WorkerPool {
 
     fn handle(&mut self, Resize(target): Resize, ctx: &mut Context<Self>) {
         self.resize(target);
-        self.fill(ctx);
+        self.settle(ctx);
     }
 }
 
@@ -436,8 +509,9 @@ impl Handler<Status> for WorkerPool {
     }
 }
 
-/// Stop leasing, wait up to `timeout` for running tasks, then hand back the
-/// leases of those still running. Replies how many were handed back.
+/// Stop leasing, wait up to `timeout` for running tasks to end and be
+/// recorded, then hand back the leases of those still running. Replies how
+/// many were handed back.
 #[derive(Message)]
 #[rtype(result = "u64")]
 pub struct Drain {
@@ -447,10 +521,10 @@ pub struct Drain {
 impl Handler<Drain> for WorkerPool {
     type Result = ResponseActFuture<Self, u64>;
 
-    fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) -> Self::Result {
         let (drained, idle) = oneshot::channel();
         self.draining = Some(Some(drained));
-        self.notify_if_drained();
+        self.settle(ctx);
         let wait = async move {
             let _ = tokio::time::timeout(msg.timeout, idle).await;
         };

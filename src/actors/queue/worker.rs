@@ -1,12 +1,12 @@
 //! A task worker runs one attempt at a time: it calls the kind's handler,
-//! turns a panic into a failed attempt, and records the outcome under the
-//! attempt's lease, which the store refuses if the lease was taken back.
+//! turns a panic into a failed attempt (with the retry it earns), and
+//! hands the outcome back to the pool, which records it under the
+//! attempt's lease together with others'.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, AtomicResponse, Context, Handler, Message, Supervised,
@@ -17,15 +17,9 @@ use futures_util::FutureExt as _;
 use tracing::Instrument as _;
 
 use super::parts::QueueParts;
-use crate::domain::{Finished, Lease, LeasedTask, Outcome, Task, TaskStatus};
-use crate::storage::StoreError;
+use crate::domain::{LeasedTask, Outcome, Task};
 use crate::tasks::{TaskError, TaskHandlers};
 use crate::telemetry::{self, TraceParent};
-
-/// Pause before trying again to record an outcome; it doubles each time,
-/// up to the longest.
-const RECORD_RETRY: Duration = Duration::from_millis(100);
-const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 pub struct TaskWorker {
     parts: Arc<QueueParts>,
@@ -69,13 +63,21 @@ impl Supervised for TaskWorker {
     }
 }
 
-/// Run one attempt of a leased task and record how it ended.
+/// Run one attempt of a leased task; answers how it ended.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Ended")]
 pub struct Run(pub LeasedTask);
 
+/// How an attempt ended, for the pool to record under its lease.
+pub struct Ended {
+    pub task: Task,
+    pub outcome: Outcome,
+    /// Seconds the handler took.
+    pub took: f64,
+}
+
 impl Handler<Run> for TaskWorker {
-    type Result = AtomicResponse<Self, ()>;
+    type Result = AtomicResponse<Self, Ended>;
 
     fn handle(&mut self, Run(leased): Run, _: &mut Context<Self>) -> Self::Result {
         let span = tracing::info_span!(
@@ -92,10 +94,11 @@ impl Handler<Run> for TaskWorker {
         };
         let run = attempt.run(leased).instrument(span);
         AtomicResponse::new(Box::pin(run.into_actor(self).map(
-            |panicked, _, ctx: &mut Context<Self>| {
+            |(ended, panicked), _, ctx: &mut Context<Self>| {
                 if panicked {
                     ctx.stop();
                 }
+                ended
             },
         )))
     }
@@ -108,14 +111,13 @@ struct Attempt {
 }
 
 impl Attempt {
-    /// Runs the attempt and records it. Returns whether the handler panicked.
-    async fn run(self, leased: LeasedTask) -> bool {
-        let lease = leased.lease();
+    /// Runs the attempt. Answers how it ended and whether the handler
+    /// panicked.
+    async fn run(self, leased: LeasedTask) -> (Ended, bool) {
         let task = leased.task;
-        let metrics = &self.parts.metrics;
         if let Some(started) = task.started_at {
             let waited = (started - task.run_at).as_seconds_f64();
-            metrics.task_started(task.kind.as_str(), waited);
+            self.parts.metrics.task_started(task.kind.as_str(), waited);
         }
         let started = std::time::Instant::now();
         let (outcome, panicked) = match self.handlers.get(&task.kind) {
@@ -135,13 +137,18 @@ impl Attempt {
             },
         };
         let took = started.elapsed().as_secs_f64();
-        if let Some(status) = self.record(lease, outcome).await {
-            metrics.task_finished(task.kind.as_str(), status, took);
-            if status.is_final() {
-                self.parts.task_finished(&task, status);
-            }
-        }
-        panicked
+        let how = match &outcome {
+            Outcome::Succeeded(_) => "succeeded",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Rejected { .. } => "rejected",
+        };
+        tracing::debug!(outcome = how, took_ms = took * 1e3, "attempt ended");
+        let ended = Ended {
+            task,
+            outcome,
+            took,
+        };
+        (ended, panicked)
     }
 
     /// A failure, to be retried after the backoff for this attempt.
@@ -155,47 +162,6 @@ impl Attempt {
         Outcome::Failed {
             error,
             retry_at: self.parts.clock.now() + delay,
-        }
-    }
-
-    /// Records the outcome if the lease is still the task's, and answers the
-    /// state it left the task in. While the store does not answer it tries
-    /// again, with growing pauses, for as long as the lease can still be
-    /// held (the pool keeps renewing it); past that the lease lapses and
-    /// the task runs again: at least once, never lost.
-    async fn record(&self, lease: Lease, outcome: Outcome) -> Option<TaskStatus> {
-        let parts = &self.parts;
-        let give_up = tokio::time::Instant::now() + parts.config.lease_for;
-        let mut pause = RECORD_RETRY;
-        loop {
-            match parts.store.finish(lease, outcome.clone()).await {
-                Ok(Finished::Recorded(status)) => {
-                    tracing::debug!(status = status.as_str(), "attempt recorded");
-                    return Some(status);
-                }
-                Ok(Finished::Stale) => {
-                    parts.metrics.fencing_rejected("finish");
-                    tracing::warn!(
-                        "the lease was taken back before this attempt ended; its outcome is \
-                         refused"
-                    );
-                    return None;
-                }
-                Err(StoreError::Unavailable(err))
-                    if tokio::time::Instant::now() + pause < give_up =>
-                {
-                    tracing::debug!(error = %err, "could not record the attempt yet");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(RECORD_RETRY_MAX);
-                }
-                Err(err) => {
-                    tracing::warn!(
-                        error = %err,
-                        "could not record the attempt; its lease will lapse and the task run again"
-                    );
-                    return None;
-                }
-            }
         }
     }
 }
