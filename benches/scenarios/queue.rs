@@ -180,22 +180,37 @@ fn jain(shares: &[f64]) -> f64 {
     sum * sum / (shares.len() as f64 * squares)
 }
 
-/// 4. No-op tasks per second drained from preloaded queues, one user and
-///    many ↔ raw Redis round trips at the workers' concurrency; Jain's
-///    index over the many; 4b. the worst wait for a user's first task ↔
-///    what a FIFO queue would have made the last user wait.
-pub async fn drain(plan: Plan) -> Vec<Figure> {
+/// Raw round trips per second measured just before and just after a
+/// drain, averaged: on a shared machine a baseline taken minutes apart
+/// can be off by half.
+async fn round_trips_around(
+    window: Duration,
+    drain: impl Future<Output = Drained>,
+) -> (Drained, f64) {
     let stores = Stores::create("round_trips").await;
-    let baseline = round_trips(&stores, WORKERS, plan.window).await;
+    let before = round_trips(&stores, WORKERS, window).await.rate();
+    let drained = drain.await;
+    let after = round_trips(&stores, WORKERS, window).await.rate();
     stores.remove().await;
-    let one = drain_preloaded(1, plan.one_user_tasks).await;
-    let many = drain_preloaded(plan.users, plan.tasks_each).await;
+    (drained, (before + after) / 2.0)
+}
+
+/// 4. No-op tasks per second drained from preloaded queues, one user and
+///    many ↔ raw Redis round trips at the workers' concurrency, measured
+///    around each drain; Jain's index over the many; 4b. the worst wait
+///    for a user's first task ↔ what a FIFO queue would have made the last
+///    user wait.
+pub async fn drain(plan: Plan) -> Vec<Figure> {
+    let (one, one_baseline) =
+        round_trips_around(plan.window, drain_preloaded(1, plan.one_user_tasks)).await;
+    let (many, many_baseline) =
+        round_trips_around(plan.window, drain_preloaded(plan.users, plan.tasks_each)).await;
     // A FIFO queue at the same rate reaches the last user's first task
     // only after everyone else's tasks.
     let fifo_wait = ((plan.users - 1) * plan.tasks_each) as f64 / many.rate();
     vec![
-        drain_figure("no-op tasks drained, 1 user", &one, &baseline),
-        drain_figure("no-op tasks drained, 100 users", &many, &baseline),
+        drain_figure("no-op tasks drained, 1 user", &one, one_baseline),
+        drain_figure("no-op tasks drained, 100 users", &many, many_baseline),
         calls_figure("Redis script calls per task, 1 user", &one),
         calls_figure("Redis script calls per task, 100 users", &many),
         Figure::new(
@@ -218,12 +233,12 @@ pub async fn drain(plan: Plan) -> Vec<Figure> {
 }
 
 /// A drain's rate ↔ what Redis does when asked nothing but round trips.
-fn drain_figure(name: &'static str, drained: &Drained, baseline: &load::Load) -> Figure {
+fn drain_figure(name: &'static str, drained: &Drained, round_trips: f64) -> Figure {
     Figure::new(
         "4",
         name,
         (drained.rate(), "/s"),
-        ("raw Redis round trips", baseline.rate()),
+        ("raw Redis round trips", round_trips),
         Goal::RatioAtLeast { target: 0.15 },
         format!(
             "{} tasks in {:.2?}, {WORKERS} workers",
@@ -248,40 +263,58 @@ fn calls_figure(name: &'static str, drained: &Drained) -> Figure {
 }
 
 /// 5. Quiet users' p95 wait (enqueue to start) while one user floods the
-///    queue ↔ the same with no flood: with every worker open to one user
-///    (the default), and with `max_running_per_user` keeping two of the
+///    queue ↔ the same with no flood: on the default settings (every
+///    worker open to one user, two more kept for newcomers), and with no
+///    newcomers' workers but `max_running_per_user` keeping two of the
 ///    eight workers for everyone else.
 pub async fn noisy_neighbour(plan: Plan) -> Vec<Figure> {
+    let defaults = Neighbours {
+        max_running: 0,
+        newcomer_workers: None,
+    };
+    let capped = Neighbours {
+        max_running: NEIGHBOUR_WORKERS - 2,
+        newcomer_workers: Some(0),
+    };
     vec![
-        neighbours(plan, "quiet users' p95 wait during a flood", 0).await,
+        neighbours(plan, "quiet users' p95 wait during a flood", defaults).await,
         neighbours(
             plan,
-            "the same, max_running_per_user = workers − 2",
-            NEIGHBOUR_WORKERS - 2,
+            "the same, max_running_per_user = workers − 2, no newcomers' workers",
+            capped,
         )
         .await,
     ]
 }
 
+/// The settings a noisy-neighbour run varies (`None`: the default).
+struct Neighbours {
+    max_running: usize,
+    newcomer_workers: Option<usize>,
+}
+
 /// Workers in the noisy-neighbour scenario (the default).
 const NEIGHBOUR_WORKERS: usize = 8;
 
-async fn neighbours(plan: Plan, name: &'static str, max_running: usize) -> Figure {
+async fn neighbours(plan: Plan, name: &'static str, settings: Neighbours) -> Figure {
     let stores = Stores::create("neighbours").await;
     let store = stores.queue();
-    let (workers, max_running) = (NEIGHBOUR_WORKERS.to_string(), max_running.to_string());
-    let service = Service::production(
-        &stores,
-        &[
-            CHEAP_HASHES,
-            ("TOLLGATE__QUEUE__WORKERS", workers.as_str()),
-            (
-                "TOLLGATE__QUEUE__MAX_RUNNING_PER_USER",
-                max_running.as_str(),
-            ),
-        ],
-    )
-    .await;
+    let workers = NEIGHBOUR_WORKERS.to_string();
+    let max_running = settings.max_running.to_string();
+    let newcomers = settings.newcomer_workers.map(|n| n.to_string());
+    let mut env = vec![
+        CHEAP_HASHES,
+        ("TOLLGATE__QUEUE__WORKERS", workers.as_str()),
+        (
+            "TOLLGATE__QUEUE__MAX_RUNNING_PER_USER",
+            max_running.as_str(),
+        ),
+    ];
+    if let Some(newcomers) = &newcomers {
+        env.push(("TOLLGATE__QUEUE__NEWCOMER_WORKERS", newcomers.as_str()));
+    }
+    let service = Service::production(&stores, &env).await;
+    let newcomers = newcomers.unwrap_or_else(|| "the default number".into());
     let tokens = service.sign_up_many("quiet", QUIET_USERS).await;
     let window = plan.window.max(Duration::from_secs(5));
 
@@ -300,8 +333,8 @@ async fn neighbours(plan: Plan, name: &'static str, max_running: usize) -> Figur
         Goal::RatioAtMost { target: 1.5 },
         format!(
             "{QUIET_USERS} quiet users, one task/s each for {window:?}; flood of {} \
-             (5 ms each), {left} still waiting at the end; {workers} workers, \
-             max_running_per_user {max_running}",
+             (5 ms each), {left} still waiting at the end; {workers} workers and \
+             {newcomers} for newcomers, max_running_per_user {max_running}",
             plan.flood
         ),
     )

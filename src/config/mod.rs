@@ -127,6 +127,9 @@ pub struct QueueSettings {
     pub backend: QueueBackend,
     /// Task workers serving every user's queue.
     pub workers: usize,
+    /// More workers, kept for users with nothing running: a user who
+    /// arrives while one heavy user keeps `workers` busy starts at once.
+    pub newcomer_workers: usize,
     /// Most tasks one user may have running at once; 0 means no limit
     /// beyond `workers`.
     pub max_running_per_user: usize,

@@ -128,6 +128,7 @@ impl Settings {
 
         let queue = &self.queue;
         problems.range("queue.workers", queue.workers, 1..=1024);
+        problems.range("queue.newcomer_workers", queue.newcomer_workers, 0..=1024);
         problems.range(
             "queue.max_running_per_user",
             queue.max_running_per_user,

@@ -16,7 +16,7 @@ pub use credentials::{
 pub use queue::{
     Cancelled, Enqueued, Finished, Idempotency, IdempotencyKey, LeaseCall, Limits, MAX_ATTEMPTS,
     MAX_DELAY_MS, Page, QueueStats, Settled, TaskDraft, TaskKinds, TaskQuery, TaskRefusal,
-    TaskRequest, TaskRules,
+    TaskRequest, TaskRules, Wanted,
 };
 pub use session::{Session, SessionId, SessionTable, StoredSession, TouchOutcome};
 pub use task::{

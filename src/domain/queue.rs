@@ -205,11 +205,33 @@ pub enum Finished {
 }
 
 /// What one settling call did: each outcome recorded (or refused), in
-/// order, and the tasks leased.
+/// order, and the tasks leased, as [`Wanted`] asked.
 #[derive(Debug, Default)]
 pub struct Settled {
     pub finished: Vec<Finished>,
     pub leased: Vec<super::LeasedTask>,
+    pub newcomers: Vec<super::LeasedTask>,
+}
+
+/// How many tasks a lease call asks for: `any` round robin between users,
+/// and `newcomers` more, each the first ready task of a user with nothing
+/// running, in the order such users joined the queue. The second are for
+/// workers kept for newcomers, so that a user who just arrived starts at
+/// once however busy one heavy user keeps the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub any: usize,
+    pub newcomers: usize,
+}
+
+impl Wanted {
+    pub fn any(any: usize) -> Self {
+        Self { any, newcomers: 0 }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.any == 0 && self.newcomers == 0
+    }
 }
 
 /// Names one lease call, so that the call sent again answers the leases it

@@ -65,6 +65,7 @@ type SizeSource = Box<dyn Fn() -> Option<(usize, usize)> + Send + Sync>;
 #[derive(Debug, Clone, Copy)]
 pub enum Pool {
     Workers,
+    NewcomerWorkers,
     Hashers,
 }
 
@@ -72,6 +73,7 @@ impl Pool {
     fn as_str(self) -> &'static str {
         match self {
             Self::Workers => "workers",
+            Self::NewcomerWorkers => "newcomer_workers",
             Self::Hashers => "hashers",
         }
     }

@@ -221,7 +221,12 @@ async fn an_invented_method_is_counted_as_other_and_never_named() {
 
 #[actix_web::test]
 async fn the_queue_figures_show_what_waits_and_for_how_long() {
-    let app = spawn_app_with(|s| s.queue.workers = 1).await;
+    // One worker and none kept for newcomers: every task but the first waits.
+    let app = spawn_app_with(|s| {
+        s.queue.workers = 1;
+        s.queue.newcomer_workers = 0;
+    })
+    .await;
     let (first, second) = (app.new_user("first").await, app.new_user("second").await);
     let holding = json!({ "kind": "sleep", "payload": { "ms": 2000 } });
     let hold = app.enqueued(&first.token, &holding).await;

@@ -9,8 +9,8 @@ use serde_json::json;
 use tollgate::clock::Clock;
 use tollgate::domain::{
     Cancelled, Enqueued, Fence, Finished, Idempotency, IdempotencyKey, Lease, LeaseCall,
-    LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, TaskId, TaskKind, TaskQuery,
-    TaskRequest, TaskStatus, UserId,
+    LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Settled, TaskId, TaskKind, TaskQuery,
+    TaskRequest, TaskStatus, UserId, Wanted,
 };
 use tollgate::storage::{MemoryQueueStore, QueuePolicy, QueueStore, RedisQueueStore, SharedLimits};
 
@@ -122,6 +122,13 @@ async fn lease(store: &Queue, max: usize) -> Vec<LeasedTask> {
     store.lease(LeaseCall::new(), max).await.unwrap()
 }
 
+/// Asks for `any` tasks round robin and `newcomers` for users with
+/// nothing running, in one call.
+async fn lease_both(store: &Queue, call: LeaseCall, any: usize, newcomers: usize) -> Settled {
+    let wanted = Wanted { any, newcomers };
+    store.settle(&[], call, wanted).await.unwrap()
+}
+
 fn ns(leased: &[LeasedTask]) -> Vec<u64> {
     leased
         .iter()
@@ -195,6 +202,36 @@ async fn a_batch_lease_goes_round_the_users_too(store: Queue) {
     assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
 }
 
+/// Leases taken in batches of any size follow the turns that leases taken
+/// one at a time would: a batch that ends mid-round leaves the ring where
+/// the round stopped, and a user out of room gives up its turn.
+async fn batches_of_any_size_take_the_turns_single_leases_would(store: Queue) {
+    store.limit(Limits {
+        max_running: 3,
+        ..OPEN
+    });
+    let (a, b, c, d) = (UserId::new(), UserId::new(), UserId::new(), UserId::new());
+    for n in 0..5 {
+        enqueue(&store, task(a, n)).await;
+    }
+    for n in 10..12 {
+        enqueue(&store, task(b, n)).await;
+    }
+    enqueue(&store, task(c, 20)).await;
+
+    let first = lease(&store, 4).await;
+    assert_eq!(ns(&first), [0, 10, 20, 1]);
+    // A user arriving now queues behind those whose turn is still to come.
+    enqueue(&store, task(d, 30)).await;
+    assert_eq!(ns(&lease(&store, 1).await), [11]);
+    // a reaches max_running after 2: its last two wait for room.
+    assert_eq!(ns(&lease(&store, 10).await), [2, 30]);
+    assert!(lease(&store, 10).await.is_empty());
+
+    finish(&store, &first[0], succeeded(0)).await;
+    assert_eq!(ns(&lease(&store, 10).await), [3]);
+}
+
 async fn max_running_holds_a_user_back_until_a_task_finishes(store: Queue) {
     store.limit(Limits {
         max_running: 1,
@@ -214,6 +251,92 @@ async fn max_running_holds_a_user_back_until_a_task_finishes(store: Queue) {
     let next = lease(&store, 10).await;
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].task.payload["n"], 1);
+}
+
+async fn lifting_max_running_lets_held_users_run_at_once(store: Queue) {
+    store.limit(Limits {
+        max_running: 1,
+        ..OPEN
+    });
+    let user = UserId::new();
+    for n in 0..3 {
+        enqueue(&store, task(user, n)).await;
+    }
+    assert_eq!(ns(&lease(&store, 10).await), [0]);
+
+    store.limit(OPEN);
+
+    assert_eq!(
+        ns(&lease(&store, 10).await),
+        [1, 2],
+        "no task had to finish"
+    );
+}
+
+async fn newcomers_workers_take_users_with_nothing_running_in_the_order_they_came(store: Queue) {
+    let (a, b, c) = (UserId::new(), UserId::new(), UserId::new());
+    for n in 0..3 {
+        enqueue(&store, task(a, n)).await;
+    }
+    assert_eq!(
+        ns(&lease(&store, 1).await),
+        [0],
+        "a has something running now"
+    );
+    enqueue(&store, task(b, 10)).await;
+    enqueue(&store, task(b, 11)).await;
+    enqueue(&store, task(c, 20)).await;
+
+    let first = lease_both(&store, LeaseCall::new(), 0, 1).await;
+    assert!(first.leased.is_empty());
+    assert_eq!(ns(&first.newcomers), [10], "b came first");
+    let second = lease_both(&store, LeaseCall::new(), 0, 5).await;
+    assert_eq!(
+        ns(&second.newcomers),
+        [20],
+        "a and b have something running"
+    );
+    assert!(
+        lease_both(&store, LeaseCall::new(), 0, 5)
+            .await
+            .newcomers
+            .is_empty()
+    );
+
+    // Those served for newcomers kept their places in the round.
+    assert_eq!(drain_order(&store).await, [1, 11, 2]);
+}
+
+async fn a_user_started_round_robin_is_no_newcomer_in_the_same_call(store: Queue) {
+    let (a, b) = (UserId::new(), UserId::new());
+    enqueue(&store, task(a, 0)).await;
+    enqueue(&store, task(a, 1)).await;
+    enqueue(&store, task(b, 10)).await;
+
+    let call = LeaseCall::new();
+    let settled = lease_both(&store, call, 1, 2).await;
+
+    assert_eq!(ns(&settled.leased), [0]);
+    assert_eq!(ns(&settled.newcomers), [10]);
+    let again = lease_both(&store, call, 1, 2).await;
+    assert_eq!(ns(&again.leased), [0], "the same call answers the same");
+    assert_eq!(ns(&again.newcomers), [10]);
+}
+
+async fn a_newcomer_at_max_running_waits_for_room(store: Queue) {
+    store.limit(Limits {
+        max_running: 1,
+        ..OPEN
+    });
+    let user = UserId::new();
+    enqueue(&store, task(user, 0)).await;
+    enqueue(&store, task(user, 1)).await;
+
+    assert_eq!(
+        ns(&lease_both(&store, LeaseCall::new(), 0, 1).await.newcomers),
+        [0]
+    );
+    assert!(lease(&store, 10).await.is_empty(), "no room for a second");
 }
 
 async fn delayed_tasks_wait_for_their_time(store: Queue) {
@@ -764,7 +887,12 @@ for_each_store!(
     one_users_tasks_are_leased_in_enqueue_order,
     users_take_turns_in_the_order_they_arrived,
     a_batch_lease_goes_round_the_users_too,
+    batches_of_any_size_take_the_turns_single_leases_would,
     max_running_holds_a_user_back_until_a_task_finishes,
+    lifting_max_running_lets_held_users_run_at_once,
+    newcomers_workers_take_users_with_nothing_running_in_the_order_they_came,
+    a_user_started_round_robin_is_no_newcomer_in_the_same_call,
+    a_newcomer_at_max_running_waits_for_room,
     delayed_tasks_wait_for_their_time,
     a_success_is_recorded_and_kept_until_it_expires,
     failures_retry_at_their_time_until_the_attempts_run_out,

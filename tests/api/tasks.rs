@@ -129,9 +129,9 @@ async fn a_thousand_echo_tasks_from_ten_users_all_succeed_starting_in_each_users
     }
 }
 
-#[actix_web::test]
-async fn one_users_ten_thousand_tasks_do_not_hold_up_anothers_single_task() {
-    const WORKERS: usize = 4;
+/// An app with `workers` workers whose `sleep` tasks log each user's id as
+/// they end, and the log.
+async fn logged_sleepers(workers: usize) -> (TestApp, Log) {
     let log = Log::default();
     let recorded = Recorded {
         inner: Sleep,
@@ -141,11 +141,18 @@ async fn one_users_ten_thousand_tasks_do_not_hold_up_anothers_single_task() {
     let app = spawn_app_with_handlers(
         |_| Ok(TaskHandlers::empty().with("sleep", recorded)),
         |s| {
-            s.queue.workers = WORKERS;
+            s.queue.workers = workers;
             s.queue.default_kind = TaskKind::parse("sleep").unwrap();
         },
     )
     .await;
+    (app, log)
+}
+
+#[actix_web::test]
+async fn one_users_ten_thousand_tasks_do_not_hold_up_anothers_single_task() {
+    const WORKERS: usize = 4;
+    let (app, log) = logged_sleepers(WORKERS).await;
     let (flood, single) = (app.new_user("flood").await, app.new_user("single").await);
     let body = json!({ "kind": "sleep", "payload": { "ms": 100 } });
 
@@ -200,6 +207,44 @@ async fn one_users_ten_thousand_tasks_do_not_hold_up_anothers_single_task() {
     assert!(
         backlog >= 1000,
         "only {backlog} of the flood's tasks were waiting"
+    );
+}
+
+#[actix_web::test]
+async fn with_every_worker_busy_on_one_user_a_newcomer_starts_at_once_by_default() {
+    // One worker for everyone, and the default kept for newcomers.
+    let (app, log) = logged_sleepers(1).await;
+    let (heavy, newcomer) = (app.new_user("heavy").await, app.new_user("newcomer").await);
+    let long = json!({ "kind": "sleep", "payload": { "ms": 1500 } });
+    let first = app.enqueued(&heavy.token, &long).await;
+    for _ in 0..3 {
+        app.enqueued(&heavy.token, &long).await;
+    }
+    app.task_where(&heavy.token, &id_of(&first), PATIENCE, |t| {
+        t["status"] == "running"
+    })
+    .await;
+
+    let short = json!({ "kind": "sleep", "payload": { "ms": 1 } });
+    let task = app.enqueued(&newcomer.token, &short).await;
+    let done = app
+        .finished_task(&newcomer.token, &id_of(&task), PATIENCE)
+        .await;
+
+    assert_eq!(done["status"], "succeeded");
+    let entries = log.entries();
+    let before = entries
+        .iter()
+        .take_while(|entry| !entry.starts_with(&newcomer.id))
+        .count();
+    assert_eq!(
+        before, 0,
+        "the heavy user's tasks finished first: {entries:?}"
+    );
+    let heavy_counts = counts(&app, &heavy).await;
+    assert!(
+        heavy_counts["running"].as_u64() >= Some(1),
+        "{heavy_counts}"
     );
 }
 

@@ -16,7 +16,7 @@ mod router;
 mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::{Addr, Arbiter, ArbiterHandle, MailboxError, Supervisor};
@@ -26,7 +26,7 @@ pub use pool::PoolStatus;
 
 use manager::{CancelAll, CancelTask, Enqueue};
 use parts::{QueueConfig, QueueParts};
-use pool::{Drain, PoolSizes, Resize, Status, WorkerPool};
+use pool::{Drain, Lane, PoolSizes, Resize, Status, WorkerPool};
 use router::{LiveManagers, QueueRouter};
 
 use crate::clock::Clock;
@@ -72,18 +72,21 @@ impl Queue {
             metrics,
             events,
         });
-        let sizes = Arc::new(PoolSizes {
-            target: AtomicUsize::new(settings.workers),
-            live: Arc::default(),
-        });
-        let reported = Arc::downgrade(&sizes);
-        parts.metrics.observe_pool(Pool::Workers, move || {
-            let sizes = reported.upgrade()?;
-            Some((
-                sizes.target.load(Ordering::SeqCst),
-                sizes.live.load(Ordering::SeqCst),
-            ))
-        });
+        let sizes = Arc::new(PoolSizes::new(settings.workers, settings.newcomer_workers));
+        for (pool, lane) in [
+            (Pool::Workers, Lane::Any),
+            (Pool::NewcomerWorkers, Lane::Newcomers),
+        ] {
+            let reported = Arc::downgrade(&sizes);
+            parts.metrics.observe_pool(pool, move || {
+                let sizes = reported.upgrade()?;
+                let size = sizes.lane(lane);
+                Some((
+                    size.target.load(Ordering::SeqCst),
+                    size.live.load(Ordering::SeqCst),
+                ))
+            });
+        }
         let thread = Arbiter::new().handle();
         let pool = {
             let parts = parts.clone();
@@ -162,7 +165,10 @@ impl Queue {
     /// Applies new pool sizes and limits from reloaded settings.
     pub fn retune(&self, settings: &QueueSettings) {
         self.limits.set(settings.limits());
-        self.pool.do_send(Resize(settings.workers));
+        self.pool.do_send(Resize {
+            any: settings.workers,
+            newcomers: settings.newcomer_workers,
+        });
     }
 
     /// The pool's figures.
@@ -202,7 +208,7 @@ mod tests {
     use super::*;
     use crate::config::Settings;
     use crate::domain::{
-        Lease, LeaseCall, NewTask, Outcome, QueueStats, Settled, TaskKind, TaskStatus,
+        Lease, LeaseCall, NewTask, Outcome, QueueStats, Settled, TaskKind, TaskStatus, Wanted,
     };
     use crate::storage::{MemoryQueueStore, QueuePolicy, StoreError};
     use crate::tasks::{TaskError, TaskHandler};
@@ -251,7 +257,7 @@ mod tests {
             &self,
             ended: &[(Lease, Outcome)],
             call: LeaseCall,
-            max: usize,
+            wanted: Wanted,
         ) -> Result<Settled, StoreError> {
             if !ended.is_empty() {
                 let failing =
@@ -263,11 +269,11 @@ mod tests {
                     )));
                 }
             }
-            if max > 0 {
+            if !wanted.is_none() {
                 tokio::time::sleep(self.lease_delay).await;
             }
-            let settled = self.inner.settle(ended, call, max).await;
-            if max > 0 {
+            let settled = self.inner.settle(ended, call, wanted).await;
+            if !wanted.is_none() {
                 self.leases_answered.fetch_add(1, Ordering::SeqCst);
             }
             settled

@@ -1,8 +1,12 @@
-//! The worker pool: it supervises `queue.workers` task workers and keeps
-//! them fed. One call to the store at a time both records how the attempts
-//! that ended since the last call went and leases tasks for the workers
-//! idle now (the store picks them round robin between users), so a task
-//! costs a share of one call, however many workers there are. The pool
+//! The worker pool: it supervises `queue.workers` task workers, and
+//! `queue.newcomer_workers` more kept for users with nothing running, and
+//! keeps them fed. One call to the store at a time both records how the
+//! attempts that ended since the last call went and leases tasks for the
+//! workers idle now (the store picks them round robin between users, and
+//! for the newcomers' workers among users that have nothing running), so a
+//! task costs a share of one call, however many workers there are. A user
+//! who arrives while one heavy user keeps every other worker busy thus
+//! starts at once instead of after a task's length. The pool
 //! also renews the leases of running tasks and of outcomes not yet
 //! recorded, takes back leases that lapsed anywhere (a crashed replica's),
 //! purges expired results, grows or shrinks when told, and at shutdown
@@ -20,7 +24,7 @@ use tokio::sync::oneshot;
 
 use super::parts::QueueParts;
 use super::worker::{Ended, Run, TaskWorker};
-use crate::domain::{Finished, Lease, LeaseCall, LeasedTask, Outcome, QueueStats};
+use crate::domain::{Finished, Lease, LeaseCall, LeasedTask, Outcome, QueueStats, Wanted};
 use crate::storage::StoreError;
 use crate::tasks::TaskHandlers;
 
@@ -30,29 +34,64 @@ const REAP_INTERVAL: Duration = Duration::from_secs(1);
 /// The pool's figures at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStatus {
-    /// Workers asked for.
+    /// Workers asked for (not counting the newcomers').
     pub workers: usize,
-    /// Workers running now.
+    /// Those running now.
     pub live: usize,
-    /// Workers running a task.
+    /// Workers of either kind running a task.
     pub busy: usize,
 }
 
-/// How many workers the pool is asked for and how many run, shared with
-/// whoever reports them.
+/// Which tasks a worker takes: any user's, round robin, or only those of
+/// users with nothing running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Any,
+    Newcomers,
+}
+
+/// How many workers of one lane the pool is asked for and how many run,
+/// shared with whoever reports them.
 #[derive(Debug, Default)]
-pub struct PoolSizes {
+pub struct LaneSize {
     pub target: AtomicUsize,
     /// Each worker counts itself in when it starts and out when it stops.
     pub live: Arc<AtomicUsize>,
+}
+
+/// The sizes of both lanes.
+#[derive(Debug, Default)]
+pub struct PoolSizes {
+    pub any: LaneSize,
+    pub newcomers: LaneSize,
+}
+
+impl PoolSizes {
+    pub fn new(any: usize, newcomers: usize) -> Self {
+        let lane = |target| LaneSize {
+            target: AtomicUsize::new(target),
+            live: Arc::default(),
+        };
+        Self {
+            any: lane(any),
+            newcomers: lane(newcomers),
+        }
+    }
+
+    pub fn lane(&self, lane: Lane) -> &LaneSize {
+        match lane {
+            Lane::Any => &self.any,
+            Lane::Newcomers => &self.newcomers,
+        }
+    }
 }
 
 pub struct WorkerPool {
     parts: Arc<QueueParts>,
     handlers: Arc<TaskHandlers>,
     sizes: Arc<PoolSizes>,
-    /// One per worker; at most `sizes.target` of them once the surplus of a
-    /// shrink has finished what it was running.
+    /// One per worker; at most each lane's target of them once the surplus
+    /// of a shrink has finished what it was running.
     slots: Vec<Slot>,
     /// The id the next slot gets.
     next_slot: u64,
@@ -81,6 +120,7 @@ pub struct WorkerPool {
 struct Slot {
     /// Stable while slots come and go, unlike a position.
     id: u64,
+    lane: Lane,
     worker: Addr<TaskWorker>,
     lease: Option<Held>,
 }
@@ -102,7 +142,7 @@ struct Recording {
 struct SettleCall {
     recording: Vec<Recording>,
     call: LeaseCall,
-    want: usize,
+    wanted: Wanted,
 }
 
 impl WorkerPool {
@@ -127,39 +167,50 @@ impl WorkerPool {
         self.slots.iter().filter(|s| s.lease.is_some()).count()
     }
 
+    fn idle(&self, lane: Lane) -> usize {
+        let idle = |s: &&Slot| s.lane == lane && s.lease.is_none();
+        self.slots.iter().filter(idle).count()
+    }
+
     fn status(&self) -> PoolStatus {
         PoolStatus {
-            workers: self.sizes.target.load(Ordering::SeqCst),
-            live: self.sizes.live.load(Ordering::SeqCst),
+            workers: self.sizes.any.target.load(Ordering::SeqCst),
+            live: self.sizes.any.live.load(Ordering::SeqCst),
             busy: self.busy(),
         }
     }
 
-    /// Starts or retires workers until there are `target`: idle ones retire
-    /// at once, busy ones when their attempt ends, and none while a call is
-    /// out (its leases were asked for the idle ones).
-    fn resize(&mut self, target: usize) {
-        self.sizes.target.store(target, Ordering::SeqCst);
-        while self.slots.len() < target {
-            let (parts, handlers) = (self.parts.clone(), self.handlers.clone());
-            let live = self.sizes.live.clone();
-            let worker = Supervisor::start(move |_| TaskWorker::new(parts, handlers, live));
-            self.next_slot += 1;
-            self.slots.push(Slot {
-                id: self.next_slot,
-                worker,
-                lease: None,
+    /// Starts or retires workers until each lane has its target: idle ones
+    /// retire at once, busy ones when their attempt ends, and none while a
+    /// call is out (its leases were asked for the idle ones).
+    fn resize(&mut self) {
+        for lane in [Lane::Any, Lane::Newcomers] {
+            let size = self.sizes.lane(lane);
+            let target = size.target.load(Ordering::SeqCst);
+            let mut count = self.slots.iter().filter(|s| s.lane == lane).count();
+            while count < target {
+                let (parts, handlers) = (self.parts.clone(), self.handlers.clone());
+                let live = size.live.clone();
+                let worker = Supervisor::start(move |_| TaskWorker::new(parts, handlers, live));
+                self.next_slot += 1;
+                self.slots.push(Slot {
+                    id: self.next_slot,
+                    lane,
+                    worker,
+                    lease: None,
+                });
+                count += 1;
+            }
+            if self.settling {
+                continue;
+            }
+            let mut surplus = count.saturating_sub(target);
+            self.slots.retain(|slot| {
+                let retire = surplus > 0 && slot.lane == lane && slot.lease.is_none();
+                surplus -= usize::from(retire);
+                !retire
             });
         }
-        if self.settling {
-            return;
-        }
-        let mut surplus = self.slots.len().saturating_sub(target);
-        self.slots.retain(|slot| {
-            let retire = surplus > 0 && slot.lease.is_none();
-            surplus -= usize::from(retire);
-            !retire
-        });
     }
 
     fn store_answered(&mut self, outcome: Result<(), &StoreError>) {
@@ -197,12 +248,17 @@ impl WorkerPool {
         // A call whose answer was lost is made again as it was, whatever
         // the pool's size now: what it leased must come back to a holder.
         let next = self.unanswered.take().or_else(|| {
-            let idle = self.slots.len() - self.busy();
-            let want = if self.draining.is_some() { 0 } else { idle };
-            (want > 0 || !self.ended.is_empty()).then(|| SettleCall {
+            let wanted = match self.draining {
+                Some(_) => Wanted::default(),
+                None => Wanted {
+                    any: self.idle(Lane::Any),
+                    newcomers: self.idle(Lane::Newcomers),
+                },
+            };
+            (!wanted.is_none() || !self.ended.is_empty()).then(|| SettleCall {
                 recording: std::mem::take(&mut self.ended),
                 call: LeaseCall::new(),
-                want,
+                wanted,
             })
         });
         let Some(settle) = next else {
@@ -217,8 +273,8 @@ impl WorkerPool {
             .iter()
             .map(|r| (r.held.lease, r.ended.outcome.clone()))
             .collect();
-        let (call, want) = (settle.call, settle.want);
-        let answer = async move { parts.store.settle(&outcomes, call, want).await };
+        let (call, wanted) = (settle.call, settle.wanted);
+        let answer = async move { parts.store.settle(&outcomes, call, wanted).await };
         ctx.spawn(answer.into_actor(self).map(move |settled, pool, ctx| {
             pool.store_answered(settled.as_ref().map(drop));
             let settled = match settled {
@@ -232,14 +288,21 @@ impl WorkerPool {
             for (recording, finished) in settle.recording.into_iter().zip(settled.finished) {
                 pool.recorded(recording.ended, finished);
             }
-            let more = settled.leased.len() == want || pool.rewake || !pool.ended.is_empty();
+            // A lane that got all it asked for may find more waiting.
+            let filled = |got: usize, asked: usize| asked > 0 && got == asked;
+            let more = filled(settled.leased.len(), wanted.any)
+                || filled(settled.newcomers.len(), wanted.newcomers)
+                || pool.rewake
+                || !pool.ended.is_empty();
             // Leased as the pool began to stop, or more than the workers
             // idle now (it shrank meanwhile): those go straight back.
             let mut surplus: Vec<Lease> = Vec::new();
-            for task in settled.leased {
+            let leased = settled.leased.into_iter().map(|task| (task, Lane::Any));
+            let newcomers = settled.newcomers.into_iter().map(|t| (t, Lane::Newcomers));
+            for (task, lane) in leased.chain(newcomers) {
                 let undispatched = match pool.draining {
                     Some(_) => Some(task),
-                    None => pool.dispatch(task, ctx),
+                    None => pool.dispatch(task, lane, ctx),
                 };
                 surplus.extend(undispatched.as_ref().map(LeasedTask::lease));
             }
@@ -273,8 +336,7 @@ impl WorkerPool {
     /// now, a drain waiting for it can end, and the next call can start.
     fn settle_over(&mut self, more: bool, ctx: &mut Context<Self>) {
         self.settling = false;
-        let target = self.sizes.target.load(Ordering::SeqCst);
-        self.resize(target);
+        self.resize();
         self.notify_if_drained();
         if more {
             self.settle(ctx);
@@ -306,9 +368,16 @@ impl WorkerPool {
         );
     }
 
-    /// Hands a leased task to an idle worker; gives it back if none is idle.
-    fn dispatch(&mut self, leased: LeasedTask, ctx: &mut Context<Self>) -> Option<LeasedTask> {
-        let Some(slot) = self.slots.iter_mut().find(|s| s.lease.is_none()) else {
+    /// Hands a leased task to an idle worker of `lane`; gives it back if
+    /// none is idle.
+    fn dispatch(
+        &mut self,
+        leased: LeasedTask,
+        lane: Lane,
+        ctx: &mut Context<Self>,
+    ) -> Option<LeasedTask> {
+        let idle = |s: &&mut Slot| s.lane == lane && s.lease.is_none();
+        let Some(slot) = self.slots.iter_mut().find(idle) else {
             return Some(leased);
         };
         let held = Held {
@@ -332,8 +401,7 @@ impl WorkerPool {
                 Err(err) => tracing::warn!(error = %err, "a task worker did not answer"),
             }
             // The surplus of a shrink retires as its attempts end.
-            let target = pool.sizes.target.load(Ordering::SeqCst);
-            pool.resize(target);
+            pool.resize();
             pool.parts.metrics.workers_busy(pool.busy());
             pool.settle(ctx);
         }));
@@ -441,7 +509,7 @@ impl Actor for WorkerPool {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // A restart keeps the workers: they are actors of their own.
         if self.slots.is_empty() {
-            self.resize(self.sizes.target.load(Ordering::SeqCst));
+            self.resize();
         }
         let config = &self.parts.config;
         ctx.run_interval(config.poll_interval, |pool, ctx| pool.settle(ctx));
@@ -482,16 +550,25 @@ impl Handler<Wake> for WorkerPool {
     }
 }
 
-/// Grow or shrink to this many workers.
+/// Grow or shrink to this many workers, and this many for newcomers.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Resize(pub usize);
+pub struct Resize {
+    pub any: usize,
+    pub newcomers: usize,
+}
 
 impl Handler<Resize> for WorkerPool {
     type Result = ();
 
-    fn handle(&mut self, Resize(target): Resize, ctx: &mut Context<Self>) {
-        self.resize(target);
+    fn handle(&mut self, msg: Resize, ctx: &mut Context<Self>) {
+        let sizes = &self.sizes;
+        sizes.any.target.store(msg.any, Ordering::SeqCst);
+        sizes
+            .newcomers
+            .target
+            .store(msg.newcomers, Ordering::SeqCst);
+        self.resize();
         self.settle(ctx);
     }
 }

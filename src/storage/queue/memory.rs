@@ -1,17 +1,17 @@
 //! Tasks in process memory: the embedded default. Lost on exit. Every
 //! operation takes one lock and never awaits while holding it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{LEASE_LAPSED, Moment, PROMOTE_BATCH, QueuePolicy, QueueStore};
+use super::{LEASE_LAPSED, Moment, NEWCOMER_LOOKS, PROMOTE_BATCH, QueuePolicy, QueueStore};
 use crate::domain::{
     Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits,
     NewTask, Outcome, Page, QueueStats, Settled, Task, TaskCounts, TaskId, TaskQuery, TaskStatus,
-    UserId,
+    UserId, Wanted,
 };
 use crate::storage::StoreError;
 
@@ -47,6 +47,14 @@ struct State {
     /// The dispatch ring: users with ready work and room to run, by ticket.
     ring: BTreeMap<u64, UserId>,
     tickets: HashMap<UserId, u64>,
+    /// Users with ready work kept out of the ring by `max_running`.
+    held: HashSet<UserId>,
+    /// Users that joined the ring with nothing running, by the ticket they
+    /// joined with, for the newcomers' workers; mirrored by `fresh_tickets`.
+    /// An entry stays until taken, and is skipped if its user has started
+    /// something meanwhile.
+    fresh: BTreeMap<u64, UserId>,
+    fresh_tickets: HashMap<UserId, u64>,
     last_ticket: u64,
     last_fence: u64,
     /// Waiting tasks not yet due, by `run_at`.
@@ -59,8 +67,9 @@ struct State {
     expiry: BTreeSet<(i64, TaskId)>,
     idempotency: HashMap<(UserId, String), Remembered>,
     idempotency_expiry: BTreeSet<(i64, UserId, String)>,
-    /// What each recent lease call leased, until its leases' deadline.
-    lease_calls: HashMap<LeaseCall, (i64, Vec<Lease>)>,
+    /// What each recent lease call leased (round robin, and for
+    /// newcomers), until its leases' deadline.
+    lease_calls: HashMap<LeaseCall, (i64, [Vec<Lease>; 2])>,
 }
 
 struct Entry {
@@ -110,15 +119,52 @@ impl State {
             .map_or(0, |u| u.count(TaskStatus::Running))
     }
 
-    /// Puts `user` at the back of the ring if it has ready work and room.
+    /// Puts `user` at the back of the ring if it has ready work and room;
+    /// a user with ready work and no room is held until it has.
     fn activate(&mut self, user: UserId, limits: Limits) {
         let has_ready = self.users.get(&user).is_some_and(|u| !u.ready.is_empty());
-        if self.tickets.contains_key(&user) || !has_ready || !limits.may_run(self.running(user)) {
+        if self.tickets.contains_key(&user) {
+            return;
+        }
+        if has_ready && !limits.may_run(self.running(user)) {
+            self.held.insert(user);
+            return;
+        }
+        self.held.remove(&user);
+        if !has_ready {
             return;
         }
         self.last_ticket += 1;
         self.ring.insert(self.last_ticket, user);
         self.tickets.insert(user, self.last_ticket);
+        if self.running(user) == 0 && !self.fresh_tickets.contains_key(&user) {
+            self.fresh.insert(self.last_ticket, user);
+            self.fresh_tickets.insert(user, self.last_ticket);
+        }
+    }
+
+    /// The user that joined the ring with nothing running longest ago and
+    /// still has nothing running, if one is found within `looks` entries.
+    fn next_newcomer(&mut self, mut looks: usize) -> Option<UserId> {
+        while looks > 0 {
+            let (_, user) = self.fresh.pop_first()?;
+            self.fresh_tickets.remove(&user);
+            if self.tickets.contains_key(&user) && self.running(user) == 0 {
+                return Some(user);
+            }
+            looks -= 1;
+        }
+        None
+    }
+
+    /// Users held by a `max_running` since lifted go back in the ring; with
+    /// a bound, each is let back as its tasks finish.
+    fn release_held(&mut self, limits: Limits) {
+        if limits.max_running == 0 {
+            for user in std::mem::take(&mut self.held) {
+                self.activate(user, limits);
+            }
+        }
     }
 
     fn deactivate(&mut self, user: UserId) {
@@ -327,26 +373,28 @@ impl State {
         Enqueued::Created(task)
     }
 
-    /// Leases up to `max` ready tasks, as [`QueueStore::settle`] says.
-    fn lease(&mut self, call: LeaseCall, max: usize, now: Moment) -> Vec<LeasedTask> {
+    /// Leases what `wanted` asks for, as [`QueueStore::settle`] says.
+    fn lease(&mut self, call: LeaseCall, wanted: Wanted, now: Moment) -> [Vec<LeasedTask>; 2] {
         let (now_ms, deadline_ms, limits) = (now.now_ms, now.lease_deadline_ms, now.limits);
         if let Some((_, made)) = self.lease_calls.get(&call) {
-            let still_held = made
-                .iter()
-                .filter_map(|&lease| {
-                    let task = self.leased(lease)?.clone();
-                    Some(LeasedTask {
-                        task,
-                        fence: lease.fence,
+            return made.clone().map(|leases| {
+                leases
+                    .into_iter()
+                    .filter_map(|lease| {
+                        let task = self.leased(lease)?.clone();
+                        Some(LeasedTask {
+                            task,
+                            fence: lease.fence,
+                        })
                     })
-                })
-                .collect();
-            return still_held;
+                    .collect()
+            });
         }
         self.promote(now_ms, limits);
+        self.release_held(limits);
 
-        let mut tasks = Vec::new();
-        while tasks.len() < max {
+        let mut any = Vec::new();
+        while any.len() < wanted.any {
             let Some((_, &user)) = self.ring.first_key_value() else {
                 break;
             };
@@ -356,27 +404,50 @@ impl State {
                 false => None,
             };
             if let Some(id) = ready {
-                self.last_fence += 1;
-                let fence = self.last_fence;
-                self.set_status(id, TaskStatus::Running);
-                let entry = self.tasks.get_mut(&id).expect("ready ids are stored");
-                entry.fence = fence;
-                entry.deadline_ms = deadline_ms;
-                entry.task.attempts += 1;
-                entry.task.started_at = Some(at(now_ms));
-                tasks.push(LeasedTask {
-                    task: entry.task.clone(),
-                    fence: Fence(fence),
-                });
-                self.leases.insert((deadline_ms, id));
+                any.push(self.start(id, now_ms, deadline_ms));
             }
             self.activate(user, limits);
         }
-        if !tasks.is_empty() {
-            let made = tasks.iter().map(LeasedTask::lease).collect();
+        let mut newcomers = Vec::new();
+        while newcomers.len() < wanted.newcomers {
+            let Some(user) = self.next_newcomer(NEWCOMER_LOOKS) else {
+                break;
+            };
+            let id = self
+                .pop_ready(user)
+                .expect("users in the ring have ready tasks");
+            newcomers.push(self.start(id, now_ms, deadline_ms));
+            // The user keeps its place in the ring while it has more to
+            // run and room to run it.
+            let has_ready = self.users.get(&user).is_some_and(|u| !u.ready.is_empty());
+            if !has_ready || !limits.may_run(self.running(user)) {
+                self.deactivate(user);
+                self.activate(user, limits);
+            }
+        }
+        let made = [&any, &newcomers].map(|tasks| tasks.iter().map(LeasedTask::lease).collect());
+        if !any.is_empty() || !newcomers.is_empty() {
             self.lease_calls.insert(call, (deadline_ms, made));
         }
-        tasks
+        [any, newcomers]
+    }
+
+    /// Starts a ready task under a new lease.
+    fn start(&mut self, id: TaskId, now_ms: i64, deadline_ms: i64) -> LeasedTask {
+        self.last_fence += 1;
+        let fence = self.last_fence;
+        self.set_status(id, TaskStatus::Running);
+        let entry = self.tasks.get_mut(&id).expect("ready ids are stored");
+        entry.fence = fence;
+        entry.deadline_ms = deadline_ms;
+        entry.task.attempts += 1;
+        entry.task.started_at = Some(at(now_ms));
+        let task = entry.task.clone();
+        self.leases.insert((deadline_ms, id));
+        LeasedTask {
+            task,
+            fence: Fence(fence),
+        }
     }
 
     /// Records one attempt's outcome, as [`QueueStore::settle`] says.
@@ -431,6 +502,9 @@ impl State {
         {
             self.users.remove(&user);
             self.deactivate(user);
+            if let Some(ticket) = self.fresh_tickets.remove(&user) {
+                self.fresh.remove(&ticket);
+            }
         }
     }
 }
@@ -549,7 +623,7 @@ impl QueueStore for MemoryQueueStore {
         &self,
         ended: &[(Lease, Outcome)],
         call: LeaseCall,
-        max: usize,
+        wanted: Wanted,
     ) -> Result<Settled, StoreError> {
         let now = self.policy.now();
         let mut state = self.state();
@@ -557,11 +631,15 @@ impl QueueStore for MemoryQueueStore {
             .iter()
             .map(|(lease, outcome)| state.finish(*lease, outcome.clone(), now))
             .collect();
-        let leased = match max {
-            0 => Vec::new(),
-            max => state.lease(call, max, now),
+        let [leased, newcomers] = match wanted.is_none() {
+            true => Default::default(),
+            false => state.lease(call, wanted, now),
         };
-        Ok(Settled { finished, leased })
+        Ok(Settled {
+            finished,
+            leased,
+            newcomers,
+        })
     }
 
     async fn release(&self, leases: &[Lease]) -> Result<u64, StoreError> {

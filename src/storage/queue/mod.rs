@@ -46,7 +46,7 @@ use crate::clock::Clock;
 use crate::config::QueueSettings;
 use crate::domain::{
     Cancelled, Enqueued, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits, NewTask,
-    Outcome, Page, QueueStats, Settled, Task, TaskCounts, TaskId, TaskQuery, UserId,
+    Outcome, Page, QueueStats, Settled, Task, TaskCounts, TaskId, TaskQuery, UserId, Wanted,
 };
 
 /// Per-user queues with leases, retries and retention.
@@ -92,22 +92,24 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Records how attempts ended, each if its lease is still current (a
     /// failure is retried at its `retry_at` while attempts remain, and is
-    /// `dead` after), then leases up to `max` ready tasks, round robin
-    /// between users, due delayed tasks made ready first: one step where a
-    /// worker would otherwise take two. Sent again, an outcome answers what
-    /// was recorded the first time, and the same `call` answers the leases
-    /// it made that are still current and leases nothing more.
+    /// `dead` after), then leases what `wanted` asks for: up to `any` ready
+    /// tasks round robin between users, then up to `newcomers` tasks of
+    /// users with nothing running (see [`Wanted`]), due delayed tasks made
+    /// ready first: one step where a worker would otherwise take two. Sent
+    /// again, an outcome answers what was recorded the first time, and the
+    /// same `call` answers the leases it made that are still current and
+    /// leases nothing more.
     async fn settle(
         &self,
         ended: &[(Lease, Outcome)],
         call: LeaseCall,
-        max: usize,
+        wanted: Wanted,
     ) -> Result<Settled, StoreError>;
 
-    /// Leases up to `max` ready tasks: [`settle`](Self::settle) recording
-    /// nothing.
+    /// Leases up to `max` ready tasks round robin: [`settle`](Self::settle)
+    /// recording nothing.
     async fn lease(&self, call: LeaseCall, max: usize) -> Result<Vec<LeasedTask>, StoreError> {
-        Ok(self.settle(&[], call, max).await?.leased)
+        Ok(self.settle(&[], call, Wanted::any(max)).await?.leased)
     }
 
     /// Extends leases that are still current by a lease period; answers,
@@ -118,7 +120,7 @@ pub trait QueueStore: Send + Sync + 'static {
     /// nothing.
     async fn finish(&self, lease: Lease, outcome: Outcome) -> Result<Finished, StoreError> {
         let settled = self
-            .settle(&[(lease, outcome)], LeaseCall::new(), 0)
+            .settle(&[(lease, outcome)], LeaseCall::new(), Wanted::default())
             .await?;
         settled
             .finished
@@ -239,6 +241,10 @@ impl SharedLimits {
 
 /// Most delayed tasks made ready in one lease call.
 const PROMOTE_BATCH: usize = 1000;
+
+/// Most entries one lease call looks at to find newcomers: those of users
+/// who have started something since they joined are dropped as they go.
+const NEWCOMER_LOOKS: usize = 64;
 
 /// The error recorded on a task whose lease lapsed.
 const LEASE_LAPSED: &str = "the worker running this attempt stopped or lost its lease";

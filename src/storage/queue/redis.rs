@@ -5,21 +5,26 @@
 //!
 //! Keys, for prefix `p`:
 //! - `{p}:task:<id>`: a hash per task, the fields of [`Task`] plus the
-//!   current lease's `fence` and `deadline`, and `recorded_by`, the lease
-//!   whose outcome was recorded last.
-//! - `{p}:user:<user>`: a user's tasks counted by status, with `pending`
-//!   (queued and failed) and `tasks` (all); gone with their last task.
+//!   current lease's `fence`, and `recorded_by` and `recorded_as`, the
+//!   lease whose outcome was recorded last and what it was recorded as.
+//! - `{p}:user:<user>`: a user's tasks counted by status, and `tasks`
+//!   (all of them); gone with their last task.
 //! - `{p}:user:<user>:ready`: a user's ready task ids, scored by run order
 //!   from the `{p}:sequence` counter (below the lowest, for the front).
 //! - `{p}:user:<user>:all`: a user's task ids, all scores 0 so that they
 //!   sort by id (UUID v7: creation order). Listing by status filters it.
 //! - `{p}:ring`, `{p}:tickets`: the round-robin ring of users and its counter.
+//! - `{p}:fresh`: users that joined the ring with nothing running, by the
+//!   ticket they joined with, for the workers kept for newcomers.
+//! - `{p}:held`: users with ready tasks kept out of the ring by
+//!   `max_running`, let back as their tasks finish (or at once if the bound
+//!   is lifted).
 //! - `{p}:fences`: the counter behind every fencing token.
 //! - `{p}:delayed`, `{p}:leases`, `{p}:expiry`, `{p}:idempotency`: ids (or
 //!   keys) ordered by run_at, lease deadline and expiry.
 //! - `{p}:user:<user>:idempotency:<key>`: what an `Idempotency-Key` made.
-//! - `{p}:lease-call:<call>`: what a lease call leased, kept as long as a
-//!   lease, so that the call sent again answers the same.
+//! - `{p}:lease-call:<call>`: what a lease call leased ("id fence ..."),
+//!   kept as long as a lease, so that the call sent again answers the same.
 //! - `{p}:due`, `{p}:waiting`, `{p}:waiting-users`: every ready task by
 //!   run_at, the waiting tasks counted, and the users with any waiting,
 //!   for the queue's figures.
@@ -34,11 +39,11 @@ use chrono::{DateTime, Utc};
 use fred::prelude::{HashesInterface, Value};
 use fred::types::scripts::Script;
 
-use super::{LEASE_LAPSED, PROMOTE_BATCH, QueuePolicy, QueueStore};
+use super::{LEASE_LAPSED, NEWCOMER_LOOKS, PROMOTE_BATCH, QueuePolicy, QueueStore};
 use crate::domain::{
     Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, NewTask,
     Outcome, Page, QueueStats, Settled, Task, TaskCounts, TaskId, TaskKind, TaskQuery, TaskStatus,
-    UserId,
+    UserId, Wanted,
 };
 use crate::lua_script;
 use crate::storage::StoreError;
@@ -105,6 +110,26 @@ const LIST_SCAN: usize = 1000;
 
 fn failed(err: anyhow::Error) -> StoreError {
     StoreError::Failed(err)
+}
+
+/// Reads the `{fence, task}` pairs a lease answers.
+fn leases_from(answer: Option<Value>) -> anyhow::Result<Vec<LeasedTask>> {
+    let leases = answer.map(Value::into_array).unwrap_or_default();
+    leases
+        .into_iter()
+        .map(|lease| {
+            let mut parts = lease.into_array().into_iter();
+            let fence = parts
+                .next()
+                .and_then(|f| f.as_u64())
+                .context("a lease without a fence")?;
+            let task = task_from(parts.next().context("a lease without a task")?)?;
+            Ok(LeasedTask {
+                task,
+                fence: Fence(fence),
+            })
+        })
+        .collect()
 }
 
 /// Reads a task hash, as a script's HGETALL answers it, into a task.
@@ -356,7 +381,7 @@ impl QueueStore for RedisQueueStore {
         &self,
         ended: &[(Lease, Outcome)],
         call: LeaseCall,
-        max: usize,
+        wanted: Wanted,
     ) -> Result<Settled, StoreError> {
         let now = self.policy.now();
         let mut args = vec![
@@ -364,11 +389,13 @@ impl QueueStore for RedisQueueStore {
             now.result_expires_ms.to_string(),
             now.lease_deadline_ms.to_string(),
             now.limits.max_running.to_string(),
-            max.to_string(),
+            wanted.any.to_string(),
             PROMOTE_BATCH.to_string(),
             call.0.simple().to_string(),
             // How long Redis keeps what the call leased: as long as a lease.
             (now.lease_deadline_ms - now.now_ms).max(1).to_string(),
+            wanted.newcomers.to_string(),
+            NEWCOMER_LOOKS.to_string(),
         ];
         for (lease, outcome) in ended {
             let [kind, value, retry_at] = outcome_args(outcome);
@@ -403,26 +430,13 @@ impl QueueStore for RedisQueueStore {
                 ended.len()
             )));
         }
-        let leased = answer
-            .next()
-            .map(Value::into_array)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|lease| {
-                let mut parts = lease.into_array().into_iter();
-                let fence = parts
-                    .next()
-                    .and_then(|f| f.as_u64())
-                    .context("a lease without a fence")?;
-                let task = task_from(parts.next().context("a lease without a task")?)?;
-                Ok(LeasedTask {
-                    task,
-                    fence: Fence(fence),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(failed)?;
-        Ok(Settled { finished, leased })
+        let leased = leases_from(answer.next()).map_err(failed)?;
+        let newcomers = leases_from(answer.next()).map_err(failed)?;
+        Ok(Settled {
+            finished,
+            leased,
+            newcomers,
+        })
     }
 
     async fn renew(&self, leases: &[Lease]) -> Result<Vec<bool>, StoreError> {

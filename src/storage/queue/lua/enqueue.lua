@@ -10,6 +10,10 @@ local key_expires = ARGV[6]
 -- Tasks already due go first: they have the earlier run_at.
 promote(now, max_running, tonumber(ARGV[5]))
 
+-- What the tasks add to shared keys, written once per user at the end.
+local pending_of, all_of, ready_of, tasks_of, due = {}, {}, {}, {}, {}
+local users = {}
+
 local function enqueue(id, user, kind, payload, max_attempts, created, run_at, key, fingerprint, trace)
   local remembered = key ~= '' and (user_key(user) .. ':idempotency:' .. key)
   if remembered then
@@ -22,8 +26,13 @@ local function enqueue(id, user, kind, payload, max_attempts, created, run_at, k
   end
   -- This very task, sent again after its answer was lost: answer it again.
   if redis.call('EXISTS', task_key(id)) == 1 then return { 'created' } end
-  local pending = tonumber(redis.call('HGET', user_key(user), 'pending') or 0)
-  if pending >= max_pending then return { 'full', pending } end
+  if not pending_of[user] then
+    pending_of[user] = pending(user)
+    all_of[user], ready_of[user], tasks_of[user] = {}, {}, 0
+    users[#users + 1] = user
+  end
+  if pending_of[user] >= max_pending then return { 'full', pending_of[user] } end
+  pending_of[user] = pending_of[user] + 1
 
   local fields = { 'HSET', task_key(id), 'id', id, 'user', user, 'kind', kind, 'payload', payload,
     'status', 'queued', 'attempts', 0, 'max_attempts', max_attempts, 'created_at', created,
@@ -33,12 +42,16 @@ local function enqueue(id, user, kind, payload, max_attempts, created, run_at, k
     fields[#fields + 1] = trace
   end
   redis.call(unpack(fields))
-  redis.call('ZADD', all_key(user), 0, id)
-  redis.call('HINCRBY', user_key(user), 'tasks', 1)
-  move(user, nil, 'queued')
+  local all = all_of[user]
+  all[#all + 1] = 0
+  all[#all + 1] = id
+  tasks_of[user] = tasks_of[user] + 1
+  count_move(user, nil, 'queued')
   if tonumber(run_at) <= now then
-    push_back(user, id, run_at)
-    activate(user, max_running)
+    local ready = ready_of[user]
+    ready[#ready + 1] = id
+    due[#due + 1] = run_at
+    due[#due + 1] = id
   else
     redis.call('ZADD', DELAYED, run_at, id)
   end
@@ -53,4 +66,25 @@ local answers = {}
 for i = 7, #ARGV, 10 do
   answers[#answers + 1] = enqueue(unpack(ARGV, i, i + 9))
 end
+
+-- Ready tasks go behind their users' ready tasks, in the order they came.
+local readied = 0
+for _, user in ipairs(users) do readied = readied + #ready_of[user] end
+local sequence = redis.call('INCRBY', SEQUENCE, readied) - readied
+for _, user in ipairs(users) do
+  if tasks_of[user] > 0 then
+    redis.call('ZADD', all_key(user), unpack(all_of[user]))
+    redis.call('HINCRBY', user_key(user), 'tasks', tasks_of[user])
+  end
+  local ready = {}
+  for _, id in ipairs(ready_of[user]) do
+    sequence = sequence + 1
+    ready[#ready + 1] = sequence
+    ready[#ready + 1] = id
+  end
+  if #ready > 0 then redis.call('ZADD', ready_key(user), unpack(ready)) end
+end
+if #due > 0 then redis.call('ZADD', DUE, unpack(due)) end
+apply_moves()
+for _, user in ipairs(users) do activate(user, max_running) end
 return answers

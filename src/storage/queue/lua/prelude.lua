@@ -18,10 +18,11 @@ local IDEMPOTENCY = P .. ':idempotency' -- zset: idempotency keys, by expiry
 local DUE = P .. ':due'           -- zset: every user's ready tasks, by run_at
 local WAITING_COUNT = P .. ':waiting' -- counter: queued and failed tasks
 local WAITING_USERS = P .. ':waiting-users' -- set: users with any waiting
+local HELD = P .. ':held'         -- set: users kept out of the ring by max_running
+local FRESH = P .. ':fresh'       -- zset: users that joined the ring with nothing running
 
 local function task_key(id) return P .. ':task:' .. id end
--- hash: a user's tasks counted by status, `pending` (queued and failed)
--- and `tasks` (all of them).
+-- hash: a user's tasks counted by status, and `tasks` (all of them).
 local function user_key(user) return P .. ':user:' .. user end
 -- zset: a user's tasks, all scores 0 so that they sort by id (UUID v7:
 -- creation order).
@@ -31,33 +32,93 @@ local function ready_key(user) return user_key(user) .. ':ready' end
 
 local WAITING = { queued = true, failed = true }
 
+-- Status changes, counted per user as a script makes them and written
+-- with `apply_moves`: one HINCRBY per user and status, however many tasks
+-- moved. Users are kept in the order they were first counted.
+local moved, moved_users = {}, {}
+
 -- Counts a task of `user`'s moving from status `from` (nil for a new one)
--- to `to`.
-local function move(user, from, to)
-  local counts = user_key(user)
-  if from then redis.call('HINCRBY', counts, from, -1) end
-  redis.call('HINCRBY', counts, to, 1)
-  local delta = (WAITING[to] and 1 or 0) - (from and WAITING[from] and 1 or 0)
-  if delta ~= 0 then
-    redis.call('INCRBY', WAITING_COUNT, delta)
-    local pending = redis.call('HINCRBY', counts, 'pending', delta)
-    if delta > 0 and pending == 1 then redis.call('SADD', WAITING_USERS, user) end
-    if delta < 0 and pending == 0 then redis.call('SREM', WAITING_USERS, user) end
+-- to `to`, until `apply_moves`.
+local function count_move(user, from, to)
+  local counts = moved[user]
+  if not counts then
+    counts = {}
+    moved[user] = counts
+    moved_users[#moved_users + 1] = user
   end
+  if from then counts[from] = (counts[from] or 0) - 1 end
+  counts[to] = (counts[to] or 0) + 1
 end
 
--- Whether `user` may start another task under `max_running` (0: no bound).
-local function may_run(user, max_running)
-  if max_running == 0 then return true end
-  return tonumber(redis.call('HGET', user_key(user), 'running') or 0) < max_running
+-- A user's waiting tasks (queued and failed).
+local function pending(user)
+  local counts = redis.call('HMGET', user_key(user), 'queued', 'failed')
+  return tonumber(counts[1] or 0) + tonumber(counts[2] or 0)
 end
 
--- Puts a user at the back of the ring if it has ready work and room to run.
+-- Writes the counted moves; answers the users they were of, in order.
+-- Anything that reads a user's counts runs after this.
+local function apply_moves()
+  local users, waiting = moved_users, 0
+  for _, user in ipairs(users) do
+    local delta, left = 0, 0
+    for status, n in pairs(moved[user]) do
+      if n ~= 0 then
+        local count = redis.call('HINCRBY', user_key(user), status, n)
+        if WAITING[status] then
+          delta = delta + n
+          left = left + count
+        end
+      end
+    end
+    -- Whether the user has any waiting changes only when the waiting counts
+    -- it moved reach or leave 0; only then is the rest of them read.
+    if delta ~= 0 then
+      waiting = waiting + delta
+      if left == 0 or left == delta then
+        local now_waiting = pending(user)
+        if now_waiting == 0 then redis.call('SREM', WAITING_USERS, user) end
+        if now_waiting == delta then redis.call('SADD', WAITING_USERS, user) end
+      end
+    end
+  end
+  if waiting ~= 0 then redis.call('INCRBY', WAITING_COUNT, waiting) end
+  moved, moved_users = {}, {}
+  return users
+end
+
+-- Counts and writes one task's move.
+local function move(user, from, to)
+  count_move(user, from, to)
+  apply_moves()
+end
+
+-- Puts a user at the back of the ring if it has ready work and room to run;
+-- a user with ready work and no room is held until it has. One joining
+-- with nothing running is a newcomer too, until a newcomers' worker takes
+-- it (an entry left when it starts something first is dropped then).
 local function activate(user, max_running)
   if redis.call('ZSCORE', RING, user) then return end
-  if redis.call('ZCARD', ready_key(user)) == 0 then return end
-  if not may_run(user, max_running) then return end
-  redis.call('ZADD', RING, redis.call('INCR', TICKETS), user)
+  local has_ready = redis.call('ZCARD', ready_key(user)) > 0
+  local running = has_ready and tonumber(redis.call('HGET', user_key(user), 'running') or 0)
+  if has_ready and max_running > 0 and running >= max_running then
+    redis.call('SADD', HELD, user)
+    return
+  end
+  -- (Without a bound, held users all go at once: see release_held.)
+  if max_running > 0 then redis.call('SREM', HELD, user) end
+  if not has_ready then return end
+  local ticket = redis.call('INCR', TICKETS)
+  redis.call('ZADD', RING, ticket, user)
+  if running == 0 then redis.call('ZADD', FRESH, 'NX', ticket, user) end
+end
+
+-- Users held by a max_running that has since been lifted (a reload) go
+-- back in the ring; with a bound, each is let back as its tasks finish.
+local function release_held(max_running)
+  if max_running > 0 or redis.call('EXISTS', HELD) == 0 then return end
+  for _, user in ipairs(redis.call('SMEMBERS', HELD)) do activate(user, 0) end
+  redis.call('DEL', HELD)
 end
 
 -- Adds a task due at `run_at` behind a user's ready tasks.

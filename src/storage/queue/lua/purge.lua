@@ -13,6 +13,7 @@ for _, id in ipairs(expired) do
     -- A user with no task left leaves nothing behind.
     if redis.call('HINCRBY', user_key(user), 'tasks', -1) <= 0 then
       redis.call('DEL', user_key(user))
+      redis.call('ZREM', FRESH, user)
     end
     redis.call('DEL', task_key(id))
   end

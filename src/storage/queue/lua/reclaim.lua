@@ -14,7 +14,6 @@ for _, held in ipairs(newest_first(running)) do
   local id = held[1]
   local t = redis.call('HMGET', task_key(id), 'user', 'attempts', 'max_attempts')
   local user = t[1]
-  redis.call('HDEL', task_key(id), 'deadline')
   if tonumber(t[2]) < tonumber(t[3]) then
     redis.call('HSET', task_key(id), 'status', 'failed', 'error', ARGV[6], 'run_at', now)
     move(user, 'running', 'failed')

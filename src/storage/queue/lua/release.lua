@@ -10,7 +10,7 @@ end
 for _, held in ipairs(newest_first(current)) do
   local id, user = held[1], held[3]
   redis.call('ZREM', LEASES, id)
-  redis.call('HDEL', task_key(id), 'deadline', 'started_at')
+  redis.call('HDEL', task_key(id), 'started_at')
   redis.call('HSET', task_key(id), 'status', 'queued', 'attempts', tonumber(held[4]) - 1)
   move(user, 'running', 'queued')
   push_front(user, id, redis.call('HGET', task_key(id), 'run_at'))

@@ -4,7 +4,6 @@ local deadline, renewed = ARGV[2], {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   if leased(id, ARGV[i + 1]) then
-    redis.call('HSET', task_key(id), 'deadline', deadline)
     redis.call('ZADD', LEASES, deadline, id)
     renewed[#renewed + 1] = 1
   else

@@ -1,100 +1,248 @@
 -- ARGV: prefix, now, when a task finished now expires, when a lease taken
---       now lapses, max_running, most tasks to lease, most delayed tasks to
---       make ready, call id, lease length in ms, then for each attempt to
---       record its task id, fence, outcome ('succeeded', 'failed' or
---       'rejected'), result or error, and retry_at.
--- Records how the attempts ended, then leases up to the number asked for:
+--       now lapses, max_running, most tasks to lease round robin, most
+--       delayed tasks to make ready, call id, lease length in ms, most tasks
+--       to lease for newcomers, most entries to look at for them, then for
+--       each attempt to record its task id, fence, outcome ('succeeded',
+--       'failed' or 'rejected'), result or error, and retry_at.
+-- Records how the attempts ended, then leases up to the numbers asked for:
 -- one call where a worker would otherwise make two. Answers {finished,
--- leased}: for each attempt the status it left the task in ('stale' if its
--- lease was no longer current), and {fence, task} for each task leased.
+-- leased, newcomers}: for each attempt the status it left the task in
+-- ('stale' if its lease was no longer current), and {fence, task} for each
+-- task leased round robin and for newcomers.
 -- Both halves are safe to repeat: an outcome recorded already is answered
 -- again, and the call id makes a repeated call answer the leases it made
 -- the first time that are still current, instead of leasing more.
+--
+-- Per task this costs a read and a write of its hash; everything shared
+-- (counts, indexes, the ring) is written once per user or once per call.
 local now, expires, deadline = ARGV[2], ARGV[3], ARGV[4]
-local max_running, want = tonumber(ARGV[5]), tonumber(ARGV[6])
+local max_running, want, newcomers = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[10])
 local call = P .. ':lease-call:' .. ARGV[8]
 
+-- Members to add to or remove from a sorted set, sent in one call each.
+local function batch_zadd(key, pairs_)
+  if #pairs_ > 0 then redis.call('ZADD', key, unpack(pairs_)) end
+end
+local function batch_zrem(key, members)
+  if #members > 0 then redis.call('ZREM', key, unpack(members)) end
+end
+
 -- Records one attempt's outcome under its lease.
+local released, expiring, delayed = {}, {}, {}
 local function finish(id, fence, outcome, value, retry_at)
-  local t = leased(id, fence)
-  if not t then
+  local t = redis.call('HMGET', task_key(id), 'status', 'fence', 'user', 'attempts',
+    'max_attempts', 'recorded_by', 'recorded_as', 'error')
+  if t[1] ~= 'running' or t[2] ~= fence then
     -- This lease's outcome, recorded already (a call sent again): answer
     -- the same. Any other lease is stale.
-    local was = redis.call('HMGET', task_key(id), 'recorded_by', 'recorded_as')
-    if was[1] == fence then return was[2] end
+    if t[6] == fence then return t[7] end
     return 'stale'
   end
-  local user = t[3]
-  redis.call('ZREM', LEASES, id)
   local status
   if outcome == 'succeeded' then
     status = 'succeeded'
     redis.call('HSET', task_key(id), 'status', status, 'result', value, 'finished_at', now,
       'expires_at', expires, 'recorded_by', fence, 'recorded_as', status)
-    redis.call('HDEL', task_key(id), 'deadline', 'error')
+    -- An earlier attempt's error is no longer the task's.
+    if t[8] then redis.call('HDEL', task_key(id), 'error') end
   elseif outcome == 'failed' and tonumber(t[4]) < tonumber(t[5]) then
     status = 'failed'
     redis.call('HSET', task_key(id), 'status', status, 'error', value, 'run_at', retry_at,
       'recorded_by', fence, 'recorded_as', status)
-    redis.call('HDEL', task_key(id), 'deadline')
-    redis.call('ZADD', DELAYED, retry_at, id)
+    delayed[#delayed + 1] = retry_at
+    delayed[#delayed + 1] = id
   else
     status = 'dead'
     redis.call('HSET', task_key(id), 'status', status, 'error', value, 'finished_at', now,
       'expires_at', expires, 'recorded_by', fence, 'recorded_as', status)
-    redis.call('HDEL', task_key(id), 'deadline')
   end
-  move(user, 'running', status)
-  if status ~= 'failed' then redis.call('ZADD', EXPIRY, expires, id) end
-  -- A user held back by max_running may run again.
-  activate(user, max_running)
+  released[#released + 1] = id
+  if status ~= 'failed' then
+    expiring[#expiring + 1] = expires
+    expiring[#expiring + 1] = id
+  end
+  count_move(t[3], 'running', status)
   return status
 end
 
 local finished = {}
-for i = 10, #ARGV, 5 do
+for i = 12, #ARGV, 5 do
   finished[#finished + 1] = finish(unpack(ARGV, i, i + 4))
 end
+batch_zrem(LEASES, released)
+batch_zadd(EXPIRY, expiring)
+batch_zadd(DELAYED, delayed)
+-- A user held back by max_running may run again.
+local finishers = apply_moves()
+if max_running > 0 then
+  for _, user in ipairs(finishers) do activate(user, max_running) end
+end
 
-local granted = {}
-if want > 0 then
-  if redis.call('EXISTS', call) == 1 then
-    for _, held in ipairs(redis.call('LRANGE', call, 0, -1)) do
-      local id, fence = string.match(held, '^(.-) (%d+)$')
-      if leased(id, fence) then
+if want == 0 and newcomers == 0 then return { finished, {}, {} } end
+
+-- A call sent again answers the leases it made that are still current:
+-- "id fence ..." round robin, then "|", then those for newcomers.
+local made = redis.call('GET', call)
+if made then
+  local answer = { finished }
+  local bar = string.find(made, '|', 1, true)
+  for _, part in ipairs({ string.sub(made, 1, bar - 1), string.sub(made, bar + 1) }) do
+    local granted = {}
+    for id, fence in string.gmatch(part, '(%S+) (%d+)') do
+      local t = redis.call('HMGET', task_key(id), 'status', 'fence')
+      if t[1] == 'running' and t[2] == fence then
         granted[#granted + 1] = { tonumber(fence), redis.call('HGETALL', task_key(id)) }
       end
     end
-    return { finished, granted }
+    answer[#answer + 1] = granted
   end
+  return answer
+end
 
-  promote(now, max_running, tonumber(ARGV[7]))
-  -- Round robin: the user at the head of the ring gives its first ready
-  -- task and goes to the back, or leaves the ring when it has no more to
-  -- give or no room to run it.
-  while #granted < want do
-    local user = redis.call('ZRANGE', RING, 0, 0)[1]
-    if not user then break end
-    local id = may_run(user, max_running) and redis.call('ZRANGE', ready_key(user), 0, 0)[1]
-    if id then
-      unready(user, id)
-      local t = redis.call('HMGET', task_key(id), 'status', 'attempts')
-      if WAITING[t[1]] then
-        local fence = redis.call('INCR', FENCES)
-        redis.call('HSET', task_key(id), 'status', 'running', 'attempts', tonumber(t[2]) + 1,
-          'started_at', now, 'fence', fence, 'deadline', deadline)
-        move(user, t[1], 'running')
-        redis.call('ZADD', LEASES, deadline, id)
-        redis.call('RPUSH', call, id .. ' ' .. fence)
-        granted[#granted + 1] = { fence, redis.call('HGETALL', task_key(id)) }
+promote(now, max_running, tonumber(ARGV[7]))
+release_held(max_running)
+
+-- How many tasks each of `users` (the head of the ring) gets, dealt one
+-- per user per turn as the ring would; `whole` when `users` is the whole
+-- ring, so that the deal goes round again. Answers each user's share,
+-- the turn that last gave to each, the users given to in turn order, and
+-- how many of `users` had a turn at all.
+local function deal(users, room, wanted, whole)
+  local share, last, turns, reached = {}, {}, {}, 0
+  for i = 1, #users do share[i] = 0 end
+  repeat
+    local gave = false
+    for i = 1, #users do
+      if #turns == wanted then break end
+      reached = math.max(reached, i)
+      if share[i] < room[i] then
+        share[i] = share[i] + 1
+        turns[#turns + 1] = i
+        last[i] = #turns
+        gave = true
       end
     end
-    if id and redis.call('ZCARD', ready_key(user)) > 0 and may_run(user, max_running) then
-      redis.call('ZADD', RING, redis.call('INCR', TICKETS), user)
-    else
-      redis.call('ZREM', RING, user)
+  until not whole or not gave or #turns == wanted
+  return share, last, turns, reached
+end
+
+-- Round robin: each user at the head of the ring gives its first ready
+-- task and goes to the back, or leaves the ring when it has no more to
+-- give or no room to run it. Worked out for a whole slice of the ring at
+-- once, then written: users keep the order their last turns left them in.
+local granted, ids_of = {}, {}
+while #granted < want do
+  local wanted = want - #granted
+  local users = redis.call('ZRANGE', RING, 0, wanted - 1)
+  if #users == 0 then break end
+  local ready, room = {}, {}
+  for i, user in ipairs(users) do
+    ready[i] = redis.call('ZCARD', ready_key(user))
+    room[i] = ready[i]
+    if max_running > 0 then
+      local running = tonumber(redis.call('HGET', user_key(user), 'running') or 0)
+      room[i] = math.max(math.min(ready[i], max_running - running), 0)
     end
   end
-  if #granted > 0 then redis.call('PEXPIRE', call, ARGV[9]) end
+  local share, last, turns, reached = deal(users, room, wanted, #users < wanted)
+
+  -- Users that had a turn go out of the ring; those with more to give
+  -- come back in at the back, in the order of their last turns, and those
+  -- with more but no room to run it are held.
+  local visited, back, held = {}, {}, {}
+  for i = 1, reached do
+    visited[i] = users[i]
+    if share[i] > 0 and share[i] < room[i] then back[#back + 1] = i end
+    if share[i] == room[i] and ready[i] > room[i] then held[#held + 1] = users[i] end
+  end
+  batch_zrem(RING, visited)
+  if #held > 0 then redis.call('SADD', HELD, unpack(held)) end
+  if #back > 0 then
+    table.sort(back, function(a, b) return last[a] < last[b] end)
+    local ticket = redis.call('INCRBY', TICKETS, #back) - #back
+    local entries = {}
+    for n, i in ipairs(back) do
+      entries[#entries + 1] = ticket + n
+      entries[#entries + 1] = users[i]
+    end
+    batch_zadd(RING, entries)
+  end
+
+  -- Each user's first `share` ready tasks (with their scores), in the
+  -- order of the turns.
+  local firsts = {}
+  for i, user in ipairs(users) do
+    if share[i] > 0 then firsts[i] = redis.call('ZPOPMIN', ready_key(user), share[i]) end
+  end
+  local taken = {}
+  for _, i in ipairs(turns) do
+    taken[i] = (taken[i] or 0) + 1
+    local id = firsts[i][2 * taken[i] - 1]
+    granted[#granted + 1] = { users[i], id }
+    ids_of[#ids_of + 1] = id
+  end
+  -- The whole ring was dealt: nobody has more to give.
+  if #users < wanted then break end
 end
-return { finished, granted }
+
+-- Newcomers: users that joined the ring with nothing running, longest
+-- waiting first, each given its first ready task. A user keeps its place
+-- in the ring while it has more to run and room to run it. Entries of
+-- users that have started something since are dropped.
+local any, started, looked = #granted, {}, 0
+for _, held in ipairs(granted) do started[held[1]] = true end
+while #granted - any < newcomers and looked < tonumber(ARGV[11]) do
+  local head = redis.call('ZPOPMIN', FRESH)
+  local user = head[1]
+  if not user then break end
+  looked = looked + 1
+  if not started[user] and redis.call('ZSCORE', RING, user)
+      and tonumber(redis.call('HGET', user_key(user), 'running') or 0) == 0 then
+    local id = redis.call('ZPOPMIN', ready_key(user))[1]
+    granted[#granted + 1] = { user, id }
+    ids_of[#ids_of + 1] = id
+    started[user] = true
+    local more = redis.call('ZCARD', ready_key(user)) > 0
+    if not more or max_running == 1 then
+      redis.call('ZREM', RING, user)
+      if more then redis.call('SADD', HELD, user) end
+    end
+  end
+end
+if #granted == 0 then return { finished, {}, {} } end
+batch_zrem(DUE, ids_of)
+
+-- Each task taken gets the next fence, in the order of the turns.
+local fence = redis.call('INCRBY', FENCES, #granted) - #granted
+local leases, made = {}, {}
+for n, held in ipairs(granted) do
+  local user, id = held[1], held[2]
+  fence = fence + 1
+  local task = redis.call('HGETALL', task_key(id))
+  local fields = {}
+  for k = 1, #task, 2 do fields[task[k]] = k + 1 end
+  local from = task[fields.status]
+  local attempts = tonumber(task[fields.attempts]) + 1
+  redis.call('HSET', task_key(id), 'status', 'running', 'attempts', attempts,
+    'started_at', now, 'fence', fence)
+  -- Answer the task as written, without reading it again.
+  for field, value in pairs({ status = 'running', attempts = attempts, started_at = now, fence = fence }) do
+    if fields[field] then
+      task[fields[field]] = tostring(value)
+    else
+      task[#task + 1] = field
+      task[#task + 1] = tostring(value)
+    end
+  end
+  count_move(user, from, 'running')
+  leases[#leases + 1] = deadline
+  leases[#leases + 1] = id
+  made[#made + 1] = id .. ' ' .. fence
+  if n == any then made[#made + 1] = '|' end
+  granted[n] = { fence, task }
+end
+if any == 0 then table.insert(made, 1, '|') end
+apply_moves()
+batch_zadd(LEASES, leases)
+redis.call('SET', call, table.concat(made, ' '), 'PX', ARGV[9])
+return { finished, { unpack(granted, 1, any) }, { unpack(granted, any + 1) } }
