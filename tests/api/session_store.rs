@@ -315,6 +315,25 @@ async fn uses_served_from_one_replicas_copy_reach_redis_and_the_other_replicas()
 }
 
 #[actix_web::test]
+async fn a_session_kept_without_a_profile_by_an_older_version_is_still_served() {
+    let redis = TestRedis::new();
+    let (one, two) = (replica(&redis).await, replica(&redis).await);
+    let session = one.open(UserId::new()).await;
+    let key = format!("{{{}}}:session:{}", redis.prefix(), session.id.0);
+    redis.hdel(&key, &["name", "email", "joined"]).await;
+
+    let used = live(two.touch(&session).await);
+
+    assert_eq!(used.refresh_count, 1);
+    let two_store = two.shared.as_ref().unwrap();
+    assert!(
+        two_store.profile(session.id).is_none(),
+        "no made-up profile: the users have the real one"
+    );
+    assert_eq!(two_store.copies_held(), 0, "served from Redis each time");
+}
+
+#[actix_web::test]
 async fn a_session_revoked_on_one_replica_is_refused_by_anothers_copy_within_10_ms() {
     let redis = TestRedis::new();
     let (one, two) = (replica(&redis).await, replica(&redis).await);

@@ -177,7 +177,9 @@ impl RedisSessions {
         let touched = touched(answer, user_id).map_err(StoreError::Failed)?;
         Ok(match touched {
             Touched::Live(stored, profile) => {
-                if let Some(epoch) = epoch {
+                // A session opened by an older version has no profile: it
+                // is served from Redis, and the profile from the users.
+                if let (Some(epoch), Some(profile)) = (epoch, profile) {
                     self.copies(id).fill(id, stored, Arc::new(profile), epoch);
                 }
                 TouchOutcome::Live(stored.snapshot(id, self.idle_ttl_ms))
@@ -360,7 +362,7 @@ impl RedisSessions {
 
 /// What `touch.lua` answered.
 enum Touched {
-    Live(StoredSession, Profile),
+    Live(StoredSession, Option<Profile>),
     Expired,
     Unknown,
 }
@@ -383,13 +385,16 @@ fn touched(answer: Value, user_id: UserId) -> anyhow::Result<Touched> {
                 absolute_ms: number(absolute)?,
                 refresh_count: u32::try_from(number(refreshes)?).unwrap_or(u32::MAX),
             };
-            let profile = Profile {
-                id: user_id,
-                username: name.clone(),
-                email: (!email.is_empty()).then(|| email.clone()),
-                created_at: DateTime::from_timestamp_millis(number(joined)?).unwrap_or_default(),
-            };
-            Touched::Live(stored, profile)
+            let profile = (!name.is_empty()).then(|| -> anyhow::Result<Profile> {
+                Ok(Profile {
+                    id: user_id,
+                    username: name.clone(),
+                    email: (!email.is_empty()).then(|| email.clone()),
+                    created_at: DateTime::from_timestamp_millis(number(joined)?)
+                        .unwrap_or_default(),
+                })
+            });
+            Touched::Live(stored, profile.transpose()?)
         }
         _ => return Err(anyhow!("touch answered {fields:?}")),
     })

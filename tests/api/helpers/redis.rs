@@ -151,6 +151,16 @@ impl TestRedis {
         value
     }
 
+    pub async fn hdel(&self, key: &str, fields: &[&str]) {
+        let client = Builder::from_config(Config::from_url(&self.url).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.expect("Redis answers");
+        let fields: Vec<String> = fields.iter().map(|f| (*f).to_owned()).collect();
+        let _: i64 = client.hdel(key, fields).await.expect("Redis answers");
+        let _ = client.quit().await;
+    }
+
     pub async fn ttl_ms(&self, key: &str) -> i64 {
         let client = Builder::from_config(Config::from_url(&self.url).unwrap())
             .build()
