@@ -119,6 +119,28 @@ impl Service {
         let names: Vec<String> = (0..count).map(|n| format!("{name}-{n}")).collect();
         join_all(names.iter().map(|name| self.sign_up(name))).await
     }
+
+    /// Signs `name` in again: a token for a new session.
+    pub async fn sign_in(&self, name: &str) -> String {
+        let credentials = json!({ "username": name, "password": PASSWORD });
+        let response = self
+            .client
+            .post(self.url("/api/v1/auth/signin"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "signing {name} in");
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Signs in the first `count` of [`sign_up_many`](Self::sign_up_many)'s
+    /// `name` users; answers their tokens.
+    pub async fn sign_in_many(&self, name: &str, count: usize) -> Vec<String> {
+        let names: Vec<String> = (0..count).map(|n| format!("{name}-{n}")).collect();
+        join_all(names.iter().map(|name| self.sign_in(name))).await
+    }
 }
 
 impl Drop for Service {

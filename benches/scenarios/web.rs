@@ -65,12 +65,15 @@ fn named(what: &str, config: Config) -> &'static str {
     Box::leak(format!("{what} ({})", config.name()).into_boxed_str())
 }
 
-/// Runs `wrk` off the async thread.
+/// Runs `wrk` off the async thread. A request refused or failed stops the
+/// bench: a figure counts only answers that did the work.
 async fn wrk(service: &Service, path: &str, request: Request, window: Duration) -> WrkRun {
     let url = service.url(path);
-    tokio::task::spawn_blocking(move || wrk::run(&url, &request, CONNECTIONS, window))
+    let run = tokio::task::spawn_blocking(move || wrk::run(&url, &request, CONNECTIONS, window))
         .await
-        .unwrap()
+        .unwrap();
+    assert_eq!(run.failed, 0, "{path}: {}", run.summary());
+    run
 }
 
 /// 1. Sign-ins per second at the configured bcrypt cost ↔ bcrypt checks
@@ -143,37 +146,42 @@ pub async fn requests(plan: Plan, config: Config) -> Vec<Figure> {
     let (service, stores) = config
         .start(&[BENCH_LIMITS[0], BENCH_LIMITS[1], cheap_hashes])
         .await;
-    let reader = vec![service.sign_up("reader").await];
-    let enqueuers = service.sign_up_many("enqueuer", ENQUEUING_USERS).await;
+    service.sign_up_many("reader", 1).await;
+    service.sign_up_many("enqueuer", ENQUEUING_USERS).await;
     let probe = || wrk(&service, "/health/live", Request::get(), plan.window);
     let task = json!({ "kind": "echo", "payload": { "n": 1 } });
+    // (scenario, figure, path, method and body, users acting, goal)
     let runs = [
         (
             "2",
             "GET /api/v1/auth/session (verify + reinflate)",
             "/api/v1/auth/session",
-            Request::get().with_tokens(&reader),
+            Request::get(),
+            ("reader", 1),
             if config == Config::Embedded { 0.7 } else { 0.6 },
         ),
         (
             "2",
             "GET /api/v1/users/me",
             "/api/v1/users/me",
-            Request::get().with_tokens(&reader),
+            Request::get(),
+            ("reader", 1),
             0.5,
         ),
         (
             "3",
             "enqueue, one user",
             "/api/v1/tasks",
-            Request::post_json(&task, &enqueuers[..1]),
+            Request::post_json(&task),
+            ("enqueuer", 1),
             0.3,
         ),
         (
             "3",
             "enqueue, 100 users",
             "/api/v1/tasks",
-            Request::post_json(&task, &enqueuers),
+            Request::post_json(&task),
+            ("enqueuer", ENQUEUING_USERS),
             0.3,
         ),
     ];
@@ -181,8 +189,10 @@ pub async fn requests(plan: Plan, config: Config) -> Vec<Figure> {
     // just after it: on a shared machine the rate drifts within minutes.
     let mut figures = Vec::new();
     let mut before = probe().await;
-    for (scenario, what, path, request, target) in runs {
-        let run = wrk(&service, path, request, plan.window).await;
+    for (scenario, what, path, request, (name, users), target) in runs {
+        // Fresh sessions: those of the sign-ups lapsed while others ran.
+        let tokens = service.sign_in_many(name, users).await;
+        let run = wrk(&service, path, request.with_tokens(&tokens), plan.window).await;
         let after = probe().await;
         let live = (before.requests_per_sec + after.requests_per_sec) / 2.0;
         figures.push(Figure::new(

@@ -52,10 +52,10 @@ impl Request {
         self
     }
 
-    pub fn post_json(body: &serde_json::Value, tokens: &[String]) -> Self {
+    pub fn post_json(body: &serde_json::Value) -> Self {
         Self {
             method: "POST",
-            tokens: tokens.to_vec(),
+            tokens: Vec::new(),
             body: Some(body.to_string()),
         }
     }
