@@ -131,7 +131,7 @@ async fn one_visit(service: &Service, name: &str, round: usize) -> u64 {
             requests += 1;
         }
     }
-    if round % 3 == 0 {
+    if round.is_multiple_of(3) {
         let url = service.url("/api/v1/auth/signout");
         let _ = client.post(url).bearer_auth(&token).send().await;
         requests += 1;

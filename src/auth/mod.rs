@@ -5,6 +5,7 @@
 
 pub mod attempts;
 pub mod password;
+pub mod signing;
 pub mod token;
 
 pub use attempts::FailedSignIns;

@@ -68,6 +68,7 @@ pub struct TokenKeys {
 
 impl TokenKeys {
     pub fn new(secret: &SecretString, algorithm: JwtAlgorithm, issuer: &str) -> Self {
+        super::signing::install();
         let algorithm = match algorithm {
             JwtAlgorithm::HS256 => Algorithm::HS256,
             JwtAlgorithm::HS384 => Algorithm::HS384,

@@ -116,6 +116,7 @@ async fn a_jwt_key_file_signs_the_tokens_and_a_short_one_is_refused() {
     let (refused, said) = output_of(&[&production[..], &["check-config"]].concat(), &env);
 
     // Signed with the file's contents, its line ending left off.
+    tollgate::auth::signing::install();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.set_issuer(&["tollgate"]);
     let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());

@@ -10,6 +10,7 @@ mod business;
 mod compat;
 mod contract;
 mod cors;
+mod dependencies;
 mod deploy;
 mod durability;
 mod events;

@@ -11,6 +11,7 @@ use crate::helpers::{
 };
 
 fn sign(claims: &Value, algorithm: Algorithm, secret: &str) -> String {
+    tollgate::auth::signing::install();
     jsonwebtoken::encode(
         &Header::new(algorithm),
         claims,

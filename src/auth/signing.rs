@@ -1,0 +1,163 @@
+//! The signing algorithms tokens may use, as jsonwebtoken's crypto
+//! provider. jsonwebtoken's own `rust_crypto` provider compiles every
+//! algorithm it knows, RSA among them (whose crate carries an unfixed
+//! timing advisory, RUSTSEC-2023-0071); this one holds only what
+//! `auth.jwt_algorithm` can name, and refuses anything else.
+
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
+use jsonwebtoken::errors::{ErrorKind, Result};
+use jsonwebtoken::signature::{self, Signer, Verifier};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
+use sha2::{Sha256, Sha384, Sha512};
+
+static PROVIDER: CryptoProvider = CryptoProvider {
+    signer_factory,
+    verifier_factory,
+    key_utils: KeyUtils::new_unimplemented(),
+};
+
+/// Makes this module jsonwebtoken's provider for the process. Idempotent;
+/// called before any key is used.
+pub fn install() {
+    // An `Err` means a provider is in place already: this one, from an
+    // earlier call (nothing else in the process installs one).
+    let _ = PROVIDER.install_default();
+}
+
+/// HMAC over one of the SHA-2 family, keyed once and cloned per message.
+#[derive(Clone)]
+enum Keyed {
+    HS256(Hmac<Sha256>),
+    HS384(Hmac<Sha384>),
+    HS512(Hmac<Sha512>),
+}
+
+impl Keyed {
+    fn new(algorithm: Algorithm, secret: &[u8]) -> Result<Self> {
+        // HMAC takes a key of any length; `auth.jwt_secret`'s minimum
+        // length is checked by the settings.
+        let invalid = |_| jsonwebtoken::errors::Error::from(ErrorKind::InvalidKeyFormat);
+        Ok(match algorithm {
+            Algorithm::HS256 => Self::HS256(KeyInit::new_from_slice(secret).map_err(invalid)?),
+            Algorithm::HS384 => Self::HS384(KeyInit::new_from_slice(secret).map_err(invalid)?),
+            Algorithm::HS512 => Self::HS512(KeyInit::new_from_slice(secret).map_err(invalid)?),
+            _ => return Err(ErrorKind::InvalidAlgorithm.into()),
+        })
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            Self::HS256(_) => Algorithm::HS256,
+            Self::HS384(_) => Algorithm::HS384,
+            Self::HS512(_) => Algorithm::HS512,
+        }
+    }
+
+    fn mac(&self, message: &[u8]) -> Vec<u8> {
+        match self.clone() {
+            Self::HS256(mac) => mac.chain_update(message).finalize().into_bytes().to_vec(),
+            Self::HS384(mac) => mac.chain_update(message).finalize().into_bytes().to_vec(),
+            Self::HS512(mac) => mac.chain_update(message).finalize().into_bytes().to_vec(),
+        }
+    }
+
+    /// Compares in constant time.
+    fn check(&self, message: &[u8], tag: &[u8]) -> bool {
+        match self.clone() {
+            Self::HS256(mac) => mac.chain_update(message).verify_slice(tag).is_ok(),
+            Self::HS384(mac) => mac.chain_update(message).verify_slice(tag).is_ok(),
+            Self::HS512(mac) => mac.chain_update(message).verify_slice(tag).is_ok(),
+        }
+    }
+}
+
+impl Signer<Vec<u8>> for Keyed {
+    fn try_sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, signature::Error> {
+        Ok(self.mac(message))
+    }
+}
+
+impl Verifier<Vec<u8>> for Keyed {
+    fn verify(&self, message: &[u8], tag: &Vec<u8>) -> std::result::Result<(), signature::Error> {
+        if self.check(message, tag) {
+            Ok(())
+        } else {
+            Err(signature::Error::new())
+        }
+    }
+}
+
+impl JwtSigner for Keyed {
+    fn algorithm(&self) -> Algorithm {
+        Keyed::algorithm(self)
+    }
+}
+
+impl JwtVerifier for Keyed {
+    fn algorithm(&self) -> Algorithm {
+        Keyed::algorithm(self)
+    }
+}
+
+fn signer_factory(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>> {
+    if key.family() != AlgorithmFamily::Hmac {
+        return Err(ErrorKind::InvalidKeyFormat.into());
+    }
+    Ok(Box::new(Keyed::new(*algorithm, key.as_bytes())?))
+}
+
+fn verifier_factory(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
+    if key.family() != AlgorithmFamily::Hmac {
+        return Err(ErrorKind::InvalidKeyFormat.into());
+    }
+    Ok(Box::new(Keyed::new(*algorithm, key.try_get_as_bytes()?)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 4231, test case 2: the published HMAC-SHA-256/384/512 of
+    /// "what do ya want for nothing?" under the key "Jefe".
+    #[test]
+    fn macs_match_the_published_test_vectors() {
+        let message = b"what do ya want for nothing?";
+        let cases = [
+            (
+                Algorithm::HS256,
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+            ),
+            (
+                Algorithm::HS384,
+                "af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e\
+                 8e2240ca5e69e2c78b3239ecfab21649",
+            ),
+            (
+                Algorithm::HS512,
+                "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554\
+                 9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737",
+            ),
+        ];
+        for (algorithm, expected) in cases {
+            let keyed = Keyed::new(algorithm, b"Jefe").unwrap();
+            let tag = keyed.try_sign(message).unwrap();
+            let hex: String = tag.iter().map(|byte| format!("{byte:02x}")).collect();
+            assert_eq!(hex, expected, "{algorithm:?}");
+            assert!(keyed.verify(message, &tag).is_ok());
+            let mut forged = tag.clone();
+            forged[0] ^= 1;
+            assert!(keyed.verify(message, &forged).is_err(), "{algorithm:?}");
+        }
+    }
+
+    #[test]
+    fn algorithms_other_than_hmac_are_refused() {
+        for algorithm in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+            assert!(Keyed::new(algorithm, b"secret").is_err(), "{algorithm:?}");
+            let key = EncodingKey::from_secret(b"secret");
+            assert!(signer_factory(&algorithm, &key).is_err());
+        }
+    }
+}
