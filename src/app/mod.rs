@@ -320,8 +320,12 @@ fn serve(settings: &Settings, state: AppState) -> anyhow::Result<(Server, u16)> 
         .iter()
         .map(|origin| origin.as_str().to_owned())
         .collect();
+    let request_timeout = settings.server.client_request_timeout();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(move |req, next| {
+                http::body_deadline(request_timeout, req, next)
+            }))
             .wrap(http::method_not_allowed())
             .wrap(http::cors(&cors_origins))
             .wrap(http::security_headers())
@@ -331,6 +335,7 @@ fn serve(settings: &Settings, state: AppState) -> anyhow::Result<(Server, u16)> 
     })
     .workers(threads_or_cores(settings.server.http_workers))
     .shutdown_timeout(settings.server.shutdown_timeout_secs)
+    .client_request_timeout(request_timeout)
     // Stopping is `run_until_signal`'s job: it drains the workers too.
     .disable_signals();
     let server = match settings.server.tls()? {

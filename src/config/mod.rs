@@ -60,6 +60,9 @@ pub struct ServerSettings {
     pub http_workers: usize,
     pub max_body_bytes: usize,
     pub shutdown_timeout_secs: u64,
+    /// How long a client may take to send a request's head, and then its
+    /// body; past it the answer is 408 and the connection is closed.
+    pub client_request_timeout_ms: u64,
     /// Browser origins (`https://app.example.com`) allowed to call the API
     /// cross-origin; none by default, which keeps browsers out.
     #[serde(default, deserialize_with = "parsed_list")]
@@ -440,6 +443,10 @@ fn embedded_source() -> File<config::FileSourceString, FileFormat> {
 impl ServerSettings {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    pub fn client_request_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_request_timeout_ms)
     }
 
     /// The TLS settings for `server.tls_cert` and `server.tls_key`, if set:

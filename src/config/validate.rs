@@ -54,6 +54,11 @@ impl Settings {
             server.shutdown_timeout_secs,
             0..=3600,
         );
+        problems.range(
+            "server.client_request_timeout_ms",
+            server.client_request_timeout_ms,
+            100..=600_000,
+        );
 
         let auth = &self.auth;
         match (&auth.jwt_key_file, self.jwt_secret_literal()) {

@@ -9,6 +9,7 @@ use actix_web::{
     http::{StatusCode, header},
 };
 use serde::Serialize;
+use std::io::ErrorKind;
 
 use crate::accounts::AccountError;
 use crate::actors::{QueueError, SessionError};
@@ -42,6 +43,7 @@ error_codes! {
     InvalidInput => ("invalid_input", UNPROCESSABLE_ENTITY, "Invalid input"),
     UnsupportedMediaType => ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "Unsupported media type"),
     PayloadTooLarge => ("payload_too_large", PAYLOAD_TOO_LARGE, "Payload too large"),
+    RequestTimeout => ("request_timeout", REQUEST_TIMEOUT, "Request timeout"),
     MissingCredentials => ("missing_credentials", UNAUTHORIZED, "Authentication required"),
     InvalidToken => ("invalid_token", UNAUTHORIZED, "Invalid token"),
     InvalidCredentials => ("invalid_credentials", UNAUTHORIZED, "Invalid credentials"),
@@ -252,6 +254,10 @@ impl ResponseError for ApiError {
                 response
                     .insert_header((header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#));
             }
+            // The rest of a body that was too slow may still be coming.
+            ErrorCode::RequestTimeout => {
+                response.force_close();
+            }
             _ => {}
         }
         if let Some(seconds) = self.retry_after {
@@ -374,6 +380,12 @@ pub fn body_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
         ),
         JsonPayloadError::Payload(PayloadError::Overflow) => {
             ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large")
+        }
+        JsonPayloadError::Payload(PayloadError::Io(e)) if e.kind() == ErrorKind::TimedOut => {
+            ApiError::new(
+                ErrorCode::RequestTimeout,
+                "the body did not arrive within server.client_request_timeout_ms",
+            )
         }
         // Well-formed JSON of the wrong shape: a missing field, a number
         // where a string belongs. serde quotes the offending value in its

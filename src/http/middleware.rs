@@ -2,13 +2,19 @@
 //! problem body for actix's own 405. The request id, span, log line and
 //! HTTP metrics are `observe`'s.
 
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+
 use actix_web::{
-    ResponseError,
-    body::BoxBody,
-    dev::ServiceResponse,
+    Error, HttpMessage, ResponseError,
+    body::{BoxBody, MessageBody},
+    dev::{Payload, ServiceRequest, ServiceResponse},
+    error::PayloadError,
     http::{StatusCode, header},
-    middleware::{Condition, DefaultHeaders, ErrorHandlerResponse, ErrorHandlers},
+    middleware::{Condition, DefaultHeaders, ErrorHandlerResponse, ErrorHandlers, Next},
 };
+use futures_util::{Stream, StreamExt};
 
 use super::error::{ApiError, ErrorCode};
 
@@ -69,4 +75,40 @@ pub fn method_not_allowed() -> ErrorHandlers<BoxBody> {
         let answer = ServiceResponse::new(req, problem).map_into_right_body();
         Ok(ErrorHandlerResponse::Response(answer))
     })
+}
+
+/// Bounds the time a client takes to send a request's body, counted from
+/// the moment its head was read (actix bounds the head itself, through
+/// `client_request_timeout`). A body still arriving at the deadline ends
+/// in an I/O `TimedOut` error, which the extractors turn into 408.
+pub async fn body_deadline(
+    limit: Duration,
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length != "0");
+    if has_body {
+        let deadline = tokio::time::Instant::now() + limit;
+        let body = req.take_payload();
+        let timed = futures_util::stream::unfold(Some(body), move |body| async move {
+            let mut body = body?;
+            match tokio::time::timeout_at(deadline, body.next()).await {
+                Ok(Some(chunk)) => Some((chunk, Some(body))),
+                Ok(None) => None,
+                Err(_) => {
+                    let late = io::Error::new(io::ErrorKind::TimedOut, "request body too slow");
+                    Some((Err(PayloadError::Io(late)), None))
+                }
+            }
+        });
+        let timed: Pin<Box<dyn Stream<Item = _>>> = Box::pin(timed);
+        req.set_payload(Payload::from(timed));
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_boxed_body)
 }

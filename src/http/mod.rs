@@ -21,7 +21,7 @@ mod views;
 
 pub use error::{ApiError, ErrorCode};
 pub use extract::Authenticated;
-pub use middleware::{cors, method_not_allowed, security_headers};
+pub use middleware::{body_deadline, cors, method_not_allowed, security_headers};
 pub use observe::{REQUEST_ID, observe};
 pub use routes::{BodyLimits, ROUTES, configure};
 pub use state::{AppState, TaskIntake};

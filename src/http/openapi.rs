@@ -160,6 +160,7 @@ impl Modify for CommonErrors {
                     codes.extend([
                         MalformedJson,
                         PayloadTooLarge,
+                        RequestTimeout,
                         UnsupportedMediaType,
                         InvalidInput,
                     ]);

@@ -29,6 +29,7 @@ mod session_store;
 mod sessions;
 mod signin;
 mod signup;
+mod slow_clients;
 mod tasks;
 mod telemetry;
 mod tls;
