@@ -6,6 +6,7 @@
 //! that changes something as a task of its own, so that a rule runs to the
 //! end even if the client goes away, and a panic fails that call only.
 
+mod limits;
 mod registry;
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use actix::MailboxError;
 
+pub use limits::{AbuseLimits, CountedTry, Limit, LimitError, address_key};
 pub use registry::UserRegistry;
 
 use crate::actors::{
@@ -53,6 +55,9 @@ pub enum AccountError {
     Sessions(#[from] SessionError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// Too many tries lately, or the counts could not be read.
+    #[error(transparent)]
+    Limited(#[from] LimitError),
     /// The call's task panicked: a bug, reported for that call only.
     #[error("the request failed inside")]
     Panicked,
@@ -69,6 +74,8 @@ impl AccountError {
             Self::Users(err) if err.is_unavailable() => "unavailable",
             Self::Sessions(err) if err.is_unavailable() => "unavailable",
             Self::Queue(err) if err.is_unavailable() => "unavailable",
+            Self::Limited(LimitError::TooMany { .. }) => "rate_limited",
+            Self::Limited(LimitError::Unavailable(_)) => "unavailable",
             _ => "error",
         }
     }
@@ -85,6 +92,7 @@ pub struct Accounts {
     queue: Queue,
     metrics: Metrics,
     events: Events,
+    limits: Arc<AbuseLimits>,
     /// A hash of a password nobody has, verified when the user is unknown so
     /// that an unknown user costs the same bcrypt time as a wrong password.
     dummy_hash: String,
@@ -107,6 +115,7 @@ pub struct AccountsConfig {
     pub clock: Clock,
     pub metrics: Metrics,
     pub events: Events,
+    pub limits: Arc<AbuseLimits>,
 }
 
 impl Accounts {
@@ -124,6 +133,7 @@ impl Accounts {
             clock,
             metrics,
             events,
+            limits,
         } = config;
         Self {
             store,
@@ -132,6 +142,7 @@ impl Accounts {
             queue,
             metrics,
             events,
+            limits,
             dummy_hash,
             cost,
             hasher_timeout,
@@ -207,7 +218,28 @@ impl Accounts {
         self: Arc<Self>,
         Credentials { login, password }: Credentials,
     ) -> Result<Grant, AccountError> {
-        let Some(user) = self.store.find_by_login(&login).await? else {
+        let found = self.store.find_by_login(&login).await?;
+        // One count per account, whichever login named it; an unknown
+        // login is counted as itself.
+        let account = match &found {
+            Some(user) => user.id.to_string(),
+            None => format!("unknown:{}", login.folded()),
+        };
+        let counted = self.limits.take(Limit::SignInPerAccount, &account).await?;
+        let outcome = self.clone().check_and_open_found(found, password).await;
+        // Only wrong credentials count against the limit.
+        if !matches!(outcome, Err(AccountError::InvalidCredentials)) {
+            self.limits.give_back(counted).await;
+        }
+        outcome
+    }
+
+    async fn check_and_open_found(
+        self: Arc<Self>,
+        found: Option<User>,
+        password: Password,
+    ) -> Result<Grant, AccountError> {
+        let Some(user) = found else {
             // An unknown user still costs one verification, against the
             // dummy hash, so that timing does not tell the two cases apart.
             self.verify(&password, &self.dummy_hash).await?;
@@ -295,9 +327,7 @@ impl Accounts {
         let mut new_hash = None;
         for _ in 0..2 {
             let user = self.existing(user_id).await?;
-            if !self.verify(&change.current, &user.password_hash).await? {
-                return Err(AccountError::InvalidCredentials);
-            }
+            self.check_password(&user, &change.current).await?;
             let new_hash = match new_hash {
                 Some(ref hash) => hash,
                 None => new_hash.insert(self.hash(change.new.clone()).await?),
@@ -322,9 +352,7 @@ impl Accounts {
         password: Password,
     ) -> Result<(), AccountError> {
         let user = self.existing(user_id).await?;
-        if !self.verify(&password, &user.password_hash).await? {
-            return Err(AccountError::InvalidCredentials);
-        }
+        self.check_password(&user, &password).await?;
         // Tasks first: if the queue is down, nothing has changed yet and
         // the client can simply try again.
         self.queue.cancel_all(user.id).await?;
@@ -332,6 +360,26 @@ impl Accounts {
         let ended = self.sessions.revoke_user(user.id, None).await?;
         self.revoked(user.id, ended, RevokeReason::AccountDeleted);
         Ok(())
+    }
+
+    /// Checks a signed-in user's password, as a password change or an
+    /// account deletion does: wrong ones are limited per user, so that a
+    /// stolen token cannot be used to guess the password.
+    async fn check_password(&self, user: &User, password: &Password) -> Result<(), AccountError> {
+        let user_key = user.id.to_string();
+        let counted = self
+            .limits
+            .take(Limit::PasswordChecksPerUser, &user_key)
+            .await?;
+        let verified = self.verify(password, &user.password_hash).await;
+        if !matches!(verified, Ok(false)) {
+            self.limits.give_back(counted).await;
+        }
+        if verified? {
+            Ok(())
+        } else {
+            Err(AccountError::InvalidCredentials)
+        }
     }
 
     /// The user with this id.

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::*;
 use crate::config::Settings;
 use crate::domain::{Enqueued, Login, TaskCounts, TaskKind, TaskRequest, TouchOutcome, Username};
-use crate::storage::{MemoryQueueStore, MemoryUserStore, QueuePolicy};
+use crate::storage::{MemoryAttempts, MemoryQueueStore, MemoryUserStore, QueuePolicy};
 use crate::tasks::TaskHandlers;
 
 const PASSWORD: &str = "correct horse battery";
@@ -62,6 +62,11 @@ async fn fixture(cost: u32, users: Arc<dyn UserStore>) -> Fixture {
             dummy_hash,
             cost,
             hasher_timeout: Duration::from_secs(10),
+            limits: Arc::new(AbuseLimits::new(
+                &settings.rate_limit,
+                Arc::new(MemoryAttempts::default()),
+                clock.clone(),
+            )),
             clock,
             metrics,
             events,

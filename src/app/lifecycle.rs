@@ -6,8 +6,8 @@ use std::pin::pin;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::Application;
+use crate::accounts::AbuseLimits;
 use crate::actors::{HasherPool, Queue};
-use crate::auth::FailedSignIns;
 use crate::config::{ConfigError, Settings, threads_or_cores};
 
 impl Application {
@@ -40,7 +40,7 @@ impl Application {
                     tracing::info!(signal, "stopping");
                     break None;
                 }
-                _ = hangup.recv() => retune(&self.queue, &self.hashers, &self.sign_ins, reload()),
+                _ = hangup.recv() => retune(&self.queue, &self.hashers, &self.limits, reload()),
             }
         };
         let served = match stopped {
@@ -123,7 +123,7 @@ impl StopSignals {
 fn retune(
     queue: &Queue,
     hashers: &HasherPool,
-    sign_ins: &FailedSignIns,
+    abuse_limits: &AbuseLimits,
     reloaded: Result<Settings, ConfigError>,
 ) {
     let settings = match reloaded {
@@ -137,10 +137,7 @@ fn retune(
     queue.retune(&settings.queue);
     hashers.resize(hasher_threads);
     let limits = settings.rate_limit;
-    sign_ins.set_limits(
-        limits.signin_per_minute_per_ip,
-        limits.signin_per_minute_per_user,
-    );
+    abuse_limits.set_limits(&limits);
     tracing::info!(
         workers = settings.queue.workers,
         max_running_per_user = settings.queue.max_running_per_user,
@@ -148,6 +145,8 @@ fn retune(
         hasher_threads,
         signin_per_minute_per_ip = limits.signin_per_minute_per_ip,
         signin_per_minute_per_user = limits.signin_per_minute_per_user,
+        signup_per_minute_per_ip = limits.signup_per_minute_per_ip,
+        password_checks_per_minute_per_user = limits.password_checks_per_minute_per_user,
         "reloaded pool sizes and limits; other settings apply at the next start"
     );
 }

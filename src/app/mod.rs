@@ -13,9 +13,9 @@ use anyhow::Context as _;
 
 pub use lifecycle::Signals;
 
-use crate::accounts::{Accounts, AccountsConfig, UserRegistry};
+use crate::accounts::{AbuseLimits, Accounts, AccountsConfig, UserRegistry};
 use crate::actors::{HashPassword, HasherPool, Queue, SessionManager};
-use crate::auth::{FailedSignIns, TokenKeys};
+use crate::auth::TokenKeys;
 use crate::clock::Clock;
 use crate::config::{QueueBackend, SessionStoreKind, Settings, threads_or_cores};
 use crate::domain::Password;
@@ -23,8 +23,8 @@ use crate::events::Events;
 use crate::http::{self, AppState, BodyLimits, TaskIntake};
 use crate::shutdown::Shutdown;
 use crate::storage::{
-    self, MemoryQueueStore, MemoryUserStore, PostgresUserStore, QueuePolicy, QueueStore, Redis,
-    RedisQueueStore, RedisSessions, UserStore,
+    self, AttemptStore, MemoryAttempts, MemoryQueueStore, MemoryUserStore, PostgresUserStore,
+    QueuePolicy, QueueStore, Redis, RedisAttempts, RedisQueueStore, RedisSessions, UserStore,
 };
 use crate::tasks::TaskHandlers;
 use crate::telemetry::{MetricsExport, Pool};
@@ -45,7 +45,7 @@ pub struct Application {
     sessions: SessionManager,
     queue: Queue,
     hashers: Arc<HasherPool>,
-    sign_ins: Arc<FailedSignIns>,
+    limits: Arc<AbuseLimits>,
     export: Arc<MetricsExport>,
     /// The stop signal of every long-running task (the events writer).
     shutdown: Shutdown,
@@ -129,6 +129,16 @@ impl Application {
             metrics.clone(),
             events.clone(),
         );
+        // Shared by every replica where Redis is, else this process's own.
+        let attempts: Arc<dyn AttemptStore> = match &redis {
+            Some(redis) => Arc::new(RedisAttempts::new(redis.clone())),
+            None => Arc::new(MemoryAttempts::default()),
+        };
+        let abuse_limits = Arc::new(AbuseLimits::new(
+            &settings.rate_limit,
+            attempts,
+            clock.clone(),
+        ));
         let registry = UserRegistry::new(Accounts::new(
             users,
             hashers.clone(),
@@ -141,15 +151,11 @@ impl Application {
                 clock: clock.clone(),
                 metrics: metrics.clone(),
                 events: events.clone(),
+                limits: abuse_limits.clone(),
             },
         ));
 
         let secret = settings.jwt_secret().context("reading auth.jwt_key_file")?;
-        let limits = settings.rate_limit;
-        let sign_ins = Arc::new(FailedSignIns::new(
-            limits.signin_per_minute_per_ip,
-            limits.signin_per_minute_per_user,
-        ));
         metrics.known_routes(http::ROUTES);
         let state = AppState {
             registry,
@@ -167,7 +173,8 @@ impl Application {
             metrics,
             events,
             export: export.clone(),
-            sign_ins: sign_ins.clone(),
+            limits: abuse_limits.clone(),
+            trusted_proxies: settings.server.trusted_proxies.clone(),
         };
         let (server, port) = serve(&settings, state)?;
         tracing::info!(
@@ -184,7 +191,7 @@ impl Application {
             sessions,
             queue,
             hashers,
-            sign_ins,
+            limits: abuse_limits,
             export,
             shutdown,
             shutdown_timeout: settings.server.shutdown_timeout(),

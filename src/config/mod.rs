@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub use values::{
-    DatabaseUrl, Host, HostPort, HttpUrl, KeyPrefix, LogFile, LogLevel, Origin, RedisUrl,
+    DatabaseUrl, Host, HostPort, HttpUrl, KeyPrefix, LogFile, LogLevel, Network, Origin, RedisUrl,
     StreamName,
 };
 
@@ -63,6 +63,10 @@ pub struct ServerSettings {
     /// How long a client may take to send a request's head, and then its
     /// body; past it the answer is 408 and the connection is closed.
     pub client_request_timeout_ms: u64,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` names the client; from any
+    /// other peer the header is ignored and the peer is the client.
+    #[serde(default, deserialize_with = "parsed_list")]
+    pub trusted_proxies: Vec<Network>,
     /// Browser origins (`https://app.example.com`) allowed to call the API
     /// cross-origin; none by default, which keeps browsers out.
     #[serde(default, deserialize_with = "parsed_list")]
@@ -209,15 +213,22 @@ pub struct RedisSettings {
     pub timeout_secs: u64,
 }
 
-/// Failed sign-ins allowed per minute before 429 `rate_limited`; 0 means
-/// no limit. Re-read on SIGHUP.
+/// Tries allowed per minute before 429 `rate_limited`; 0 means no limit.
+/// Shared by every replica when Redis is configured. Re-read on SIGHUP.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
-    /// From one client address, whatever the account.
+    /// Failed sign-ins from one client address (an IPv6 /64), whatever
+    /// the account.
     pub signin_per_minute_per_ip: u32,
-    /// For one account (username or e-mail), from anywhere.
+    /// Failed sign-ins of one account (by username or e-mail alike), from
+    /// anywhere.
     pub signin_per_minute_per_user: u32,
+    /// Sign-ups from one client address, whatever their outcome.
+    pub signup_per_minute_per_ip: u32,
+    /// Wrong current passwords (password change, account deletion) from
+    /// one signed-in user.
+    pub password_checks_per_minute_per_user: u32,
 }
 
 /// Where domain events go: a Redis stream other services read.

@@ -5,6 +5,7 @@
 //! bad item of one is named at once.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -145,6 +146,30 @@ impl FromStr for Origin {
                 "{raw:?} is not an origin (scheme://host[:port], no path; \"*\" is not allowed)"
             )
         })
+    }
+}
+
+/// A block of addresses, `10.0.0.0/8` or `fd00::/8` (a bare address is a
+/// block of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network(ipnet::IpNet);
+
+impl Network {
+    pub fn contains(&self, address: &IpAddr) -> bool {
+        self.0.contains(address)
+    }
+}
+
+impl FromStr for Network {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        raw.parse::<ipnet::IpNet>()
+            .or_else(|_| raw.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map(Self)
+            .map_err(|_| {
+                format!("{raw:?} is not an address or a CIDR block (10.0.0.0/8, fd00::/8)")
+            })
     }
 }
 

@@ -1,8 +1,11 @@
 //! `/api/v1/auth/*`: sign-up, sign-in, sign-out, sessions, password change
 //! and token introspection.
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{
+    FromRequest, HttpMessage, HttpRequest, HttpResponse, dev::Payload, http::header, web,
+};
 use chrono::{DateTime, Utc};
+use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::{RefOr, Schema};
 use uuid::Uuid;
@@ -11,7 +14,7 @@ use super::error::{ApiError, ErrorCode};
 use super::extract::{Authenticated, ServiceCredential};
 use super::views::UserView;
 use super::{AppState, schema};
-use crate::accounts::{AccountError, Grant};
+use crate::accounts::{AccountError, Grant, Limit};
 use crate::domain::{Credentials, PasswordChange, Registration, Session};
 use crate::events::{Event, RevokeReason};
 
@@ -80,9 +83,32 @@ pub struct ChangePasswordBody {
     new_password: String,
 }
 
+/// What introspection is asked about. RFC 7662 clients send it as a form
+/// and may add `token_type_hint`, which is ignored.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct IntrospectBody {
     token: String,
+}
+
+/// The introspection body as JSON, or as the form RFC 7662 clients send.
+pub struct IntrospectRequest(IntrospectBody);
+
+impl FromRequest for IntrospectRequest {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if req
+            .content_type()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        {
+            let form = web::Form::<IntrospectBody>::from_request(req, payload);
+            Box::pin(async move { Ok(Self(form.await?.into_inner())) })
+        } else {
+            let json = web::Json::<IntrospectBody>::from_request(req, payload);
+            Box::pin(async move { Ok(Self(json.await?.into_inner())) })
+        }
+    }
 }
 
 /// What a successful sign-up or sign-in returns.
@@ -147,12 +173,17 @@ pub struct ActiveToken {
         (status = 201, body = TokenGrant, description = "Registered and signed in",
             headers(("location" = String, description = "/api/v1/users/me"))),
         (status = 409, description = "`username_taken`, `email_taken`"),
+        (status = 429, description = "`rate_limited`: too many sign-ups from this address lately",
+            headers(("retry-after" = u64, description = "Seconds until a try may succeed"))),
     ))]
 pub async fn sign_up(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<SignUpBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let grant = state.registry.sign_up(body.registration()?).await?;
+    let registration = body.registration()?;
+    state.limit_address(&req, Limit::SignUpPerAddress).await?;
+    let grant = state.registry.sign_up(registration).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/api/v1/users/me"))
         .json(token_grant(&state, grant)?))
@@ -194,7 +225,7 @@ pub enum SignInRefusals {
         description = "`invalid_credentials`: unknown user or wrong password, told apart by neither answer nor time"
     )]
     InvalidCredentials,
-    #[response(status = 429, description = "`rate_limited`: too many failed sign-ins from this address or for this login",
+    #[response(status = 429, description = "`rate_limited`: too many failed sign-ins from this address or for this account",
         headers(("retry-after" = u64, description = "Seconds until a try may succeed")))]
     RateLimited,
 }
@@ -211,17 +242,19 @@ pub async fn signed_in(
         body.email.as_deref(),
         &body.password,
     )?;
-    // The peer, not a forwarded-for header a client could write itself.
-    let address = req.peer_addr().map(|peer| peer.ip());
-    let (account, began_ms) = (credentials.login.folded(), state.clock.now_millis());
-    if let Err(seconds) = state.sign_ins.begin(address, &account, began_ms) {
-        state.metrics.signin("rate_limited");
-        return Err(ApiError::rate_limited(seconds));
-    }
+    // Checked before anything else is spent on the request; the account's
+    // own count is the account rules' (only they know whose it is).
+    let counted = match state.limit_address(req, Limit::SignInPerAddress).await {
+        Ok(counted) => counted,
+        Err(err) => {
+            state.metrics.signin("rate_limited");
+            return Err(err);
+        }
+    };
     let signed_in = state.registry.sign_in(credentials).await;
     // Only wrong credentials count against the limits.
     if !matches!(&signed_in, Err(AccountError::InvalidCredentials)) {
-        state.sign_ins.forgive(address, &account, began_ms);
+        state.limits.give_back(counted).await;
     }
     token_grant(state, signed_in?)
 }
@@ -290,6 +323,8 @@ pub async fn sign_out_all(
     responses(
         (status = 204, description = "Changed; every other session is revoked"),
         (status = 401, description = "`invalid_credentials`: the current password is wrong"),
+        (status = 429, description = "`rate_limited`: too many wrong current passwords lately",
+            headers(("retry-after" = u64, description = "Seconds until a try may succeed"))),
     ))]
 pub async fn change_password(
     state: web::Data<AppState>,
@@ -321,7 +356,11 @@ pub async fn current_session(auth: Authenticated) -> web::Json<Session> {
 /// is reinflated.
 #[utoipa::path(post, path = "/api/v1/auth/introspect", tag = "auth",
     security(("service" = [])),
-    request_body = IntrospectBody,
+    security(("service_basic" = [])),
+    request_body(content(
+        (IntrospectBody = "application/json"),
+        (IntrospectBody = "application/x-www-form-urlencoded"),
+    )),
     responses(
         (status = 200, body = Introspection, description = "Whether the token is active, and whose"),
         (status = 401, description = "`missing_credentials`, `invalid_credentials`: no or a wrong service credential; `introspection_disabled`: none is configured"),
@@ -329,7 +368,7 @@ pub async fn current_session(auth: Authenticated) -> web::Json<Session> {
 pub async fn introspect(
     state: web::Data<AppState>,
     service: ServiceCredential,
-    body: web::Json<IntrospectBody>,
+    IntrospectRequest(body): IntrospectRequest,
 ) -> Result<web::Json<Introspection>, ApiError> {
     let details = introspection(&state, service, &body.token).await?;
     Ok(web::Json(Introspection {

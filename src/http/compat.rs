@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::extract::{Authenticated, ServiceCredential, bearer_token};
 use super::tasks::{EnqueueAnswers, IdempotencyHeader, enqueue as enqueue_task};
 use super::views::UserView;
+use crate::accounts::Limit;
 use crate::domain::{Session, TaskDraft, UserId};
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -27,13 +28,18 @@ pub struct Registered {
         (status = 201, body = Registered, description = "Registered",
             headers(("location" = String, description = "/profile"))),
         (status = 409, description = "`username_taken`, `email_taken`"),
+        (status = 429, description = "`rate_limited`: too many sign-ups from this address lately",
+            headers(("retry-after" = u64, description = "Seconds until a try may succeed"))),
     ))]
 pub async fn register(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<SignUpBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let registration = body.registration()?;
+    state.limit_address(&req, Limit::SignUpPerAddress).await?;
     // The old route answered with the user alone: no session to open.
-    let user = state.registry.register(body.registration()?).await?;
+    let user = state.registry.register(registration).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/profile"))
         .json(Registered {

@@ -5,13 +5,13 @@
 
 use actix_web::{
     HttpRequest, HttpResponse, ResponseError,
-    error::{JsonPayloadError, PayloadError},
+    error::{JsonPayloadError, PayloadError, UrlencodedError},
     http::{StatusCode, header},
 };
 use serde::Serialize;
 use std::io::ErrorKind;
 
-use crate::accounts::AccountError;
+use crate::accounts::{AccountError, LimitError};
 use crate::actors::{QueueError, SessionError};
 use crate::domain::{InvalidInput, Taken, TaskRefusal};
 
@@ -105,12 +105,13 @@ impl ApiError {
     }
 
     /// Too many failed sign-ins; the next try may come in `seconds`.
-    pub fn rate_limited(seconds: u64) -> Self {
+    /// Too many of `what` lately; worth another try in `seconds`.
+    pub fn rate_limited(what: &str, seconds: u64) -> Self {
         Self {
             retry_after: Some(seconds),
             ..Self::new(
                 ErrorCode::RateLimited,
-                format!("too many failed sign-ins; try again in {seconds} s"),
+                format!("too many {what}; try again in {seconds} s"),
             )
         }
     }
@@ -347,9 +348,26 @@ impl From<AccountError> for ApiError {
             AccountError::Busy(err) => err.into(),
             AccountError::Sessions(err) => err.into(),
             AccountError::Queue(err) => err.into(),
+            AccountError::Limited(err) => err.into(),
             err @ (AccountError::Users(_) | AccountError::Hasher(_) | AccountError::Panicked) => {
                 Self::internal(err)
             }
+        }
+    }
+}
+
+impl From<LimitError> for ApiError {
+    fn from(err: LimitError) -> Self {
+        match err {
+            LimitError::TooMany {
+                limit,
+                retry_after_secs,
+            } => Self::rate_limited(limit.what(), retry_after_secs),
+            LimitError::Unavailable(err) => Self::with_cause(
+                ErrorCode::StorageUnavailable,
+                "the rate limits cannot be checked; retry shortly",
+                err,
+            ),
         }
     }
 }
@@ -364,6 +382,28 @@ impl From<TaskRefusal> for ApiError {
             TaskRefusal::Invalid(fields) => fields.into(),
         }
     }
+}
+
+/// Maps form-parsing failures onto the code table as `body_error` does
+/// JSON's: 413, 408 or 422.
+pub fn form_error(err: UrlencodedError, _: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        UrlencodedError::Overflow { limit, .. } => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than {limit} bytes"),
+        ),
+        UrlencodedError::Payload(PayloadError::Io(e)) if e.kind() == ErrorKind::TimedOut => {
+            ApiError::new(
+                ErrorCode::RequestTimeout,
+                "the body did not arrive within server.client_request_timeout_ms",
+            )
+        }
+        _ => ApiError::new(
+            ErrorCode::InvalidInput,
+            "the body must be a UTF-8 form carrying `token`",
+        ),
+    };
+    api.into()
 }
 
 /// Maps body-parsing failures onto the code table: 415, 413, 400 or 422.

@@ -134,6 +134,18 @@ impl Modify for CommonErrors {
             ),
         );
         components.add_security_scheme(
+            "service_basic",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "Any client name, and `auth.introspection_secret` as the password \
+                         (RFC 7662 clients)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             "token_header",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "token",

@@ -4,7 +4,7 @@
 
 use actix_web::{HttpResponse, web};
 
-use super::error::{ApiError, ErrorCode, body_error};
+use super::error::{ApiError, ErrorCode, body_error, form_error};
 use super::{auth, compat, health, openapi, tasks, users};
 
 /// How large a request body may be.
@@ -90,6 +90,11 @@ pub fn configure(limits: BodyLimits) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(json(limits.default))
             .app_data(web::PayloadConfig::new(limits.default))
+            .app_data(
+                web::FormConfig::default()
+                    .limit(limits.default)
+                    .error_handler(form_error),
+            )
             .app_data(web::QueryConfig::default().error_handler(|err, _| {
                 ApiError::new(ErrorCode::InvalidInput, err.to_string()).into()
             }));

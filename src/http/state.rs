@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use crate::accounts::UserRegistry;
+use crate::accounts::{AbuseLimits, UserRegistry};
 use crate::actors::{Queue, SessionManager};
-use crate::auth::{FailedSignIns, TokenKeys};
+use crate::auth::TokenKeys;
 use crate::clock::Clock;
+use crate::config::Network;
 use crate::domain::{TaskKind, TaskRules};
 use crate::events::Events;
 use crate::tasks::TaskHandlers;
@@ -30,8 +31,11 @@ pub struct AppState {
     pub events: Events,
     /// What `/metrics` renders.
     pub export: Arc<MetricsExport>,
-    /// Failed sign-ins by client address and by login, for rate limiting.
-    pub sign_ins: Arc<FailedSignIns>,
+    /// Tries counted by client address, account and user (the account
+    /// rules count theirs themselves).
+    pub limits: Arc<AbuseLimits>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<Network>,
 }
 
 /// What enqueue checks a task against.

@@ -36,6 +36,8 @@ pub struct DeleteAccountBody {
     responses(
         (status = 204, description = "Deleted; sessions revoked, waiting tasks cancelled"),
         (status = 401, description = "`invalid_credentials`: the password is wrong"),
+        (status = 429, description = "`rate_limited`: too many wrong passwords lately",
+            headers(("retry-after" = u64, description = "Seconds until a try may succeed"))),
         (status = 503, description = "`queue_unavailable`: the waiting tasks could not be cancelled, so the account is kept; retry"),
     ))]
 pub async fn delete_me(

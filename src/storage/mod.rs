@@ -4,11 +4,13 @@
 //! behaviour, and one behavioural test suite runs against each. Every store
 //! fails the same two ways, [`StoreError`], and answers in `domain` types.
 
+mod attempts;
 mod queue;
 mod redis;
 mod sessions;
 mod users;
 
+pub use attempts::{AttemptStore, Counted, MemoryAttempts, RedisAttempts, Take, WINDOW_MS};
 pub use queue::{MemoryQueueStore, QueuePolicy, QueueStore, RedisQueueStore, SharedLimits};
 pub use redis::Redis;
 pub use sessions::{RedisSessions, SESSION_FLUSH_INTERVAL};

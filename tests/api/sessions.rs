@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -364,5 +364,68 @@ mod introspection {
                 .unwrap();
             assert_eq!(body, json!({ "active": false }));
         }
+    }
+
+    /// What an RFC 7662 client sends: a form body and HTTP Basic
+    /// credentials, the service secret as the password.
+    async fn introspect_as_rfc_7662(app: &TestApp, password: &str, token: &str) -> Response {
+        app.post("/api/v1/auth/introspect")
+            .basic_auth("billing-service", Some(password))
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    #[actix_web::test]
+    async fn a_form_body_with_basic_credentials_is_answered_as_the_json_form_is() {
+        let app = guarded_app().await;
+        let user = app.new_user("formal").await;
+
+        let as_form = introspect_as_rfc_7662(&app, SERVICE_SECRET, &user.token).await;
+        assert_eq!(as_form.status(), StatusCode::OK);
+        let as_form: Value = as_form.json().await.unwrap();
+        let as_json: Value = app
+            .introspect(Some(SERVICE_SECRET), &user.token)
+            .await
+            .json()
+            .await
+            .unwrap();
+
+        assert_eq!(as_form["active"], true);
+        assert_eq!(as_form["username"], "formal");
+        // The same answer but for the use it counted.
+        assert_eq!(as_form["refresh_count"], 1);
+        assert_eq!(as_json["refresh_count"], 2);
+        let without_count = |mut body: Value| {
+            body.as_object_mut().unwrap().remove("refresh_count");
+            body
+        };
+        assert_eq!(without_count(as_form), without_count(as_json));
+
+        let inactive: Value = introspect_as_rfc_7662(&app, SERVICE_SECRET, "garbage")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(inactive, json!({ "active": false }));
+    }
+
+    #[actix_web::test]
+    async fn basic_credentials_with_the_wrong_secret_or_a_form_without_a_token_are_refused() {
+        let app = guarded_app().await;
+        let user = app.new_user("guarded").await;
+
+        let wrong = introspect_as_rfc_7662(&app, "not-the-credential", &user.token).await;
+        problem(wrong, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+        let no_token = app
+            .post("/api/v1/auth/introspect")
+            .basic_auth("billing-service", Some(SERVICE_SECRET))
+            .form(&[("token_type_hint", "access_token")])
+            .send()
+            .await
+            .unwrap();
+        problem(no_token, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
+        assert_eq!(session_body(&app, &user.token).await["refresh_count"], 1);
     }
 }

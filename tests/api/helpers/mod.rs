@@ -142,6 +142,9 @@ fn test_settings(database_url: String, customize: impl FnOnce(&mut Settings)) ->
     settings.queue.workers = 4;
     settings.queue.poll_interval_ms = 20;
     settings.redis = Some(TestRedis::settings(&TestRedis::new_prefix()));
+    // Tests sign their users up from one address within a minute of the
+    // manual clock; the ones about that limit set it themselves.
+    settings.rate_limit.signup_per_minute_per_ip = 0;
     customize(&mut settings);
     settings.validate().expect("test settings are valid");
     settings
