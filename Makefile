@@ -19,7 +19,10 @@ run: ## Serve on http://127.0.0.1:8080 with users, sessions and tasks in memory.
 	$(CARGO) run -- serve
 
 test: services ## Unit and integration tests against a real PostgreSQL and Redis.
-	$(CARGO) test --all-targets
+	$(CARGO) test --all-targets -- --skip ::timing::
+	@# Tests that time the service run one at a time, with nothing else
+	@# loading the machine.
+	$(CARGO) test --test api ::timing:: -- --test-threads=1
 
 bench: services bench-tools ## Every performance figure against a same-run baseline (BENCH_QUICK=1: a short smoke run).
 	$(CARGO) bench --bench scenarios

@@ -21,7 +21,8 @@ pub use limits::{AbuseLimits, CountedTry, Limit, LimitError, address_key};
 pub use registry::UserRegistry;
 
 use crate::actors::{
-    HashPassword, HasherPool, Queue, QueueError, SessionError, SessionManager, VerifyPassword,
+    HashPassword, HasherError, HasherPool, Priority, Queue, QueueError, SessionError,
+    SessionManager, VerifyPassword,
 };
 use crate::auth::password::{self, HashError};
 use crate::clock::Clock;
@@ -51,6 +52,9 @@ pub enum AccountError {
     /// The hasher pool did not answer in time.
     #[error("the hasher pool is not answering")]
     Busy(#[from] MailboxError),
+    /// The hasher pool could not have started the work in time.
+    #[error("the hasher pool is overloaded; retry in {0} s")]
+    Overloaded(u64),
     #[error(transparent)]
     Sessions(#[from] SessionError),
     #[error(transparent)]
@@ -70,13 +74,22 @@ impl AccountError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::Taken(Taken::Username) => "username_taken",
             Self::Taken(Taken::Email) => "email_taken",
-            Self::Busy(_) => "unavailable",
+            Self::Busy(_) | Self::Overloaded(_) => "unavailable",
             Self::Users(err) if err.is_unavailable() => "unavailable",
             Self::Sessions(err) if err.is_unavailable() => "unavailable",
             Self::Queue(err) if err.is_unavailable() => "unavailable",
             Self::Limited(LimitError::TooMany { .. }) => "rate_limited",
             Self::Limited(LimitError::Unavailable(_)) => "unavailable",
             _ => "error",
+        }
+    }
+}
+
+impl From<HasherError> for AccountError {
+    fn from(err: HasherError) -> Self {
+        match err {
+            HasherError::Overloaded { retry_after_secs } => Self::Overloaded(retry_after_secs),
+            HasherError::Busy(err) => Self::Busy(err),
         }
     }
 }
@@ -151,27 +164,32 @@ impl Accounts {
         }
     }
 
-    async fn hash(&self, password: Password) -> Result<String, AccountError> {
-        let hashed = self
+    async fn hash(&self, password: Password, priority: Priority) -> Result<String, AccountError> {
+        let hashing = self
             .hasher
-            .addr()
-            .send(HashPassword(password))
-            .timeout(self.hasher_timeout);
-        Ok(hashed.await??)
+            .run(priority, HashPassword(password), self.hasher_timeout);
+        Ok(hashing.await??)
     }
 
+    /// Checks a password for someone with an account, ahead of sign-ups.
     async fn verify(&self, password: &Password, hash: &str) -> Result<bool, AccountError> {
         let verify = VerifyPassword {
             password: password.clone(),
             hash: hash.to_owned(),
         };
-        let verified = self.hasher.addr().send(verify).timeout(self.hasher_timeout);
-        Ok(verified.await??)
+        let verifying = self
+            .hasher
+            .run(Priority::SignIn, verify, self.hasher_timeout);
+        Ok(verifying.await??)
     }
 
     /// Registers a user, opening no session (the older `/register` route).
     pub async fn register(&self, registration: Registration) -> Result<User, AccountError> {
         let outcome = self.insert_user(registration).await;
+        self.counted_sign_up(outcome.inspect(|user| self.signed_up(user)))
+    }
+
+    fn counted_sign_up<T>(&self, outcome: Result<T, AccountError>) -> Result<T, AccountError> {
         self.metrics.signup(match &outcome {
             Ok(_) => "created",
             Err(err) => err.outcome(),
@@ -180,7 +198,7 @@ impl Accounts {
     }
 
     async fn insert_user(&self, registration: Registration) -> Result<User, AccountError> {
-        let password_hash = self.hash(registration.password).await?;
+        let password_hash = self.hash(registration.password, Priority::SignUp).await?;
         let new = NewUser {
             id: UserId::new(),
             username: registration.username,
@@ -188,18 +206,35 @@ impl Accounts {
             password_hash,
             created_at: self.clock.now(),
         };
-        let user = self.store.insert(new).await?.map_err(AccountError::Taken)?;
+        self.store.insert(new).await?.map_err(AccountError::Taken)
+    }
+
+    fn signed_up(&self, user: &User) {
         self.events.publish(Event::SignedUp {
             user_id: user.id,
             username: user.username.as_str().to_owned(),
         });
-        Ok(user)
     }
 
-    /// Registers a user and opens their first session.
+    /// Registers a user and opens their first session. If the session
+    /// cannot be opened the user is removed again, so that the client's
+    /// retry of the same sign-up can succeed rather than find the name
+    /// taken.
     pub async fn sign_up(&self, registration: Registration) -> Result<Grant, AccountError> {
-        let user = self.register(registration).await?;
-        let session = self.sessions.open(&Profile::from(&user)).await?;
+        let outcome = async {
+            let user = self.insert_user(registration).await?;
+            match self.sessions.open(&Profile::from(&user)).await {
+                Ok(session) => Ok((user, session)),
+                Err(err) => {
+                    if let Err(undo) = self.store.delete(user.id).await {
+                        tracing::warn!(user_id = %user.id, error = %undo, "a user whose first session failed to open is left behind");
+                    }
+                    Err(err.into())
+                }
+            }
+        };
+        let (user, session) = self.counted_sign_up(outcome.await)?;
+        self.signed_up(&user);
         self.signed_in(&session);
         Ok((user, session))
     }
@@ -246,13 +281,9 @@ impl Accounts {
             return Err(AccountError::InvalidCredentials);
         };
         let stale_cost = password::needs_rehash(&user.password_hash, self.cost);
+        // A failure costs as much as the dummy's whatever the stored cost:
+        // the hasher pads it.
         if !self.verify(&password, &user.password_hash).await? {
-            if stale_cost {
-                // A hash from a cheaper cost verifies faster than the dummy;
-                // pad the failure so it does not stand out from an unknown
-                // user's.
-                self.verify(&password, &self.dummy_hash).await?;
-            }
             return Err(AccountError::InvalidCredentials);
         }
         let session = self.sessions.open(&Profile::from(&user)).await?;
@@ -287,7 +318,8 @@ impl Accounts {
     /// user's current one, unless the password was changed meanwhile.
     async fn rehash(self: Arc<Self>, user: User, password: Password) {
         let outcome = async {
-            let new_hash = self.hash(password).await?;
+            // Nobody waits for a rehash: it goes behind sign-ins.
+            let new_hash = self.hash(password, Priority::SignUp).await?;
             let replaced =
                 self.store
                     .replace_password_hash(user.id, &user.password_hash, &new_hash);
@@ -330,7 +362,7 @@ impl Accounts {
             self.check_password(&user, &change.current).await?;
             let new_hash = match new_hash {
                 Some(ref hash) => hash,
-                None => new_hash.insert(self.hash(change.new.clone()).await?),
+                None => new_hash.insert(self.hash(change.new.clone(), Priority::SignIn).await?),
             };
             let replace = self
                 .store

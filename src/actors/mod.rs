@@ -8,7 +8,9 @@ mod queue;
 mod session_manager;
 mod session_shard;
 
-pub use password_hasher::{HashPassword, HasherPool, PasswordHasher, VerifyPassword};
+pub use password_hasher::{
+    HashPassword, HasherError, HasherPool, PasswordHasher, Priority, VerifyPassword,
+};
 pub use queue::{PoolStatus, Queue, QueueError};
 pub use session_manager::{SessionError, SessionManager};
 pub use session_shard::SessionShard;

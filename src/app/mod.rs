@@ -328,6 +328,8 @@ fn serve(settings: &Settings, state: AppState) -> anyhow::Result<(Server, u16)> 
         .map(|origin| origin.as_str().to_owned())
         .collect();
     let request_timeout = settings.server.client_request_timeout();
+    let tls_config = settings.server.tls()?;
+    let tls = tls_config.is_some();
     let server = HttpServer::new(move || {
         App::new()
             .wrap(from_fn(move |req, next| {
@@ -335,7 +337,7 @@ fn serve(settings: &Settings, state: AppState) -> anyhow::Result<(Server, u16)> 
             }))
             .wrap(http::method_not_allowed())
             .wrap(http::cors(&cors_origins))
-            .wrap(http::security_headers())
+            .wrap(http::security_headers(tls))
             .wrap(from_fn(http::observe))
             .app_data(state.clone())
             .configure(http::configure(body_limits))
@@ -345,7 +347,7 @@ fn serve(settings: &Settings, state: AppState) -> anyhow::Result<(Server, u16)> 
     .client_request_timeout(request_timeout)
     // Stopping is `run_until_signal`'s job: it drains the workers too.
     .disable_signals();
-    let server = match settings.server.tls()? {
+    let server = match tls_config {
         Some(tls) => server.listen_rustls_0_23(listener, tls)?,
         None => server.listen(listener)?,
     }

@@ -26,6 +26,24 @@ pub fn verify(password: &Password, hash: &str) -> Result<bool, HashError> {
     Ok(bcrypt::verify(password.expose(), hash)?)
 }
 
+/// The cost `hash` was made at, if it reads as a bcrypt hash.
+pub fn cost_of(hash: &str) -> Option<u32> {
+    hash.parse::<bcrypt::HashParts>()
+        .ok()
+        .map(|parts| parts.get_cost())
+}
+
+/// Does the work of verifying against a hash at cost `to` less that of
+/// one at cost `from`: bcrypt at cost k runs 2^k rounds, and
+/// 2^to − 2^from = 2^from + 2^(from+1) + … + 2^(to−1), so one hash at each
+/// cost from `from` up to `to − 1`. Nothing when `from` is not below `to`.
+pub fn pad(password: &Password, from: u32, to: u32) -> Result<(), HashError> {
+    for cost in from..to {
+        bcrypt::hash_with_salt(password.expose(), cost, [0; 16])?;
+    }
+    Ok(())
+}
+
 /// Whether `hash` was made at another cost than `cost` and should be made
 /// again the next time its password is known. An unreadable hash is left
 /// alone: verification will report it.
@@ -37,6 +55,14 @@ pub fn needs_rehash(hash: &str, cost: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cost_is_read_from_the_hash_and_padding_down_is_nothing() {
+        let password = Password::parse("correct horse battery", "password").unwrap();
+        assert_eq!(cost_of(&hash(&password, 5).unwrap()), Some(5));
+        assert_eq!(cost_of("not a hash"), None);
+        assert!(pad(&password, 12, 4).is_ok());
+    }
 
     #[test]
     fn a_hash_verifies_its_password_and_nothing_else() {

@@ -346,6 +346,13 @@ impl From<AccountError> for ApiError {
                 err,
             ),
             AccountError::Busy(err) => err.into(),
+            AccountError::Overloaded(seconds) => Self {
+                retry_after: Some(seconds),
+                ..Self::new(
+                    ErrorCode::ServiceUnavailable,
+                    format!("too many passwords are being checked; retry in {seconds} s"),
+                )
+            },
             AccountError::Sessions(err) => err.into(),
             AccountError::Queue(err) => err.into(),
             AccountError::Limited(err) => err.into(),

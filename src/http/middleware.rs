@@ -20,8 +20,15 @@ use super::error::{ApiError, ErrorCode};
 
 /// Headers every answer carries unless its handler set them: nothing here
 /// is a page to frame, sniff, cache or refer from, and answers hold tokens.
-pub fn security_headers() -> DefaultHeaders {
-    DefaultHeaders::new()
+/// Served over TLS, browsers are also told to use nothing else for the
+/// next two years (HSTS).
+pub fn security_headers(tls: bool) -> DefaultHeaders {
+    let headers = if tls {
+        DefaultHeaders::new().add(("Strict-Transport-Security", "max-age=63072000"))
+    } else {
+        DefaultHeaders::new()
+    };
+    headers
         .add(("X-Content-Type-Options", "nosniff"))
         .add(("X-Frame-Options", "DENY"))
         .add((

@@ -1,5 +1,7 @@
 //! bcrypt runs on the hasher pool only: a storm of sign-ins queues there
-//! while every other route keeps answering.
+//! while every other route keeps answering, and a flood of sign-ups from
+//! many addresses is held to each address's limit and waits behind the
+//! sign-ins of users who have an account.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,6 +9,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
+
+use futures_util::future::join_all;
 
 use crate::helpers::{PASSWORD, eventually, spawn_app_with};
 
@@ -96,4 +100,132 @@ async fn signins_that_wait_past_the_hasher_timeout_get_a_503() {
         "service_unavailable",
     )
     .await;
+}
+
+/// Timed: run one at a time, after the rest (see the Makefile), so that
+/// other tests' load does not decide the outcome.
+mod timing {
+    use super::*;
+
+    /// Flooding addresses, 127.0.0.2 to 127.0.0.21 (all of 127/8 is loopback).
+    const FLOODERS: u8 = 20;
+    const FLOOD: Duration = Duration::from_secs(20);
+
+    /// The 95th percentile of `times`.
+    fn p95(mut times: Vec<Duration>) -> Duration {
+        times.sort();
+        times[(times.len() * 95).div_ceil(100) - 1]
+    }
+
+    #[actix_web::test]
+    async fn a_sign_up_flood_from_many_addresses_leaves_sign_ins_their_speed() {
+        const COST: u32 = 10;
+        let app = spawn_app_with(|s| {
+            s.auth.bcrypt_cost = COST;
+            s.rate_limit.signup_per_minute_per_ip = 10;
+            // The regular user's sign-ins in flight count until they succeed;
+            // a stall would otherwise show as 429s rather than as time.
+            s.rate_limit.signin_per_minute_per_user = 0;
+            s.rate_limit.signin_per_minute_per_ip = 0;
+        })
+        .await;
+        let user = app.new_user("regular").await;
+        let sign_in = || async {
+            let started = std::time::Instant::now();
+            let response = app.sign_in(&user.username, PASSWORD).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            started.elapsed()
+        };
+        let mut quiet = Vec::new();
+        for _ in 0..20 {
+            quiet.push(sign_in().await);
+        }
+
+        // The hasher's capacity: its threads over the time of one hash.
+        let hash_time = tokio::task::spawn_blocking(|| {
+            let started = std::time::Instant::now();
+            bcrypt::hash(PASSWORD, COST).unwrap();
+            started.elapsed()
+        })
+        .await
+        .unwrap();
+        let capacity = 2.0 / hash_time.as_secs_f64();
+        // Three times that, shared by the flooding addresses.
+        let pause = Duration::from_secs_f64(f64::from(FLOODERS) / (3.0 * capacity));
+        let flooders = (0..FLOODERS).map(|n| {
+            let source = std::net::IpAddr::from([127, 0, 0, n + 2]);
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .local_address(source)
+                .build()
+                .unwrap();
+            let url = app.url("/api/v1/auth/signup");
+            async move {
+                let mut answers = Vec::new();
+                let started = std::time::Instant::now();
+                let mut sent = 0u32;
+                while started.elapsed() < FLOOD {
+                    let body =
+                        json!({ "username": format!("flood-{n}-{sent}"), "password": PASSWORD });
+                    answers.push(actix_web::rt::spawn(client.post(&url).json(&body).send()));
+                    sent += 1;
+                    tokio::time::sleep(pause).await;
+                }
+                let mut statuses = Vec::new();
+                for answer in answers {
+                    statuses.push(answer.await.unwrap().unwrap().status());
+                }
+                (source, statuses)
+            }
+        });
+        // A sign-in every 100 ms whether or not the last has been answered,
+        // so that a stall shows in every sign-in sent during it.
+        let regular = async {
+            let mut sign_ins = Vec::new();
+            let started = std::time::Instant::now();
+            let body = json!({ "username": user.username, "password": PASSWORD });
+            while started.elapsed() < FLOOD {
+                let request = app.post("/api/v1/auth/signin").json(&body);
+                sign_ins.push(actix_web::rt::spawn(async move {
+                    let sent = std::time::Instant::now();
+                    let response = request.send().await.unwrap();
+                    (response.status(), sent.elapsed())
+                }));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let mut times = Vec::new();
+            for sign_in in sign_ins {
+                let (status, took) = sign_in.await.unwrap();
+                assert_eq!(status, StatusCode::OK);
+                times.push(took);
+            }
+            times
+        };
+        let (flooded, floods) = tokio::join!(regular, join_all(flooders));
+
+        for (source, statuses) in floods {
+            let count = |status| statuses.iter().filter(|s| **s == status).count();
+            assert!(
+                count(StatusCode::CREATED) <= 10,
+                "{source} signed up {} users",
+                count(StatusCode::CREATED)
+            );
+            assert!(
+                count(StatusCode::TOO_MANY_REQUESTS) > 0,
+                "{source} was never refused"
+            );
+            assert!(
+                statuses
+                    .iter()
+                    .all(|s| !s.is_server_error() || *s == StatusCode::SERVICE_UNAVAILABLE),
+                "{source}: {statuses:?}"
+            );
+        }
+        let (quiet, flooded) = (p95(quiet), p95(flooded));
+        eprintln!("sign-in p95: quiet {quiet:?}, during the flood {flooded:?}");
+        assert!(
+            flooded <= quiet * 2,
+            "sign-in p95 went from {quiet:?} to {flooded:?} during the flood"
+        );
+    }
 }

@@ -25,6 +25,14 @@ fn assert_secured(response: &Response) {
             response.status()
         );
     }
+    // Over plain HTTP (behind a proxy, or on loopback) HSTS would be a
+    // promise the service cannot keep; the TLS test checks it is there.
+    assert!(
+        response
+            .headers()
+            .get("strict-transport-security")
+            .is_none()
+    );
 }
 
 #[actix_web::test]

@@ -155,6 +155,38 @@ async fn with_the_session_store_stopped_introspection_is_a_503_never_an_inactive
 }
 
 #[actix_web::test]
+async fn a_sign_up_whose_session_cannot_open_leaves_no_user_and_its_retry_succeeds() {
+    let mut redis = PrivateRedis::start().await;
+    let app = spawn_app_with(|s| {
+        s.session.store = tollgate::config::SessionStoreKind::Redis;
+        s.redis = Some(redis.settings("signup-outage"));
+    })
+    .await;
+    redis.stop();
+
+    let refused = app.sign_up("persistent", PASSWORD).await;
+    problem(
+        refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+    )
+    .await;
+
+    redis.resume().await;
+    let created = eventually(Duration::from_secs(15), || async {
+        let retried = app.sign_up("persistent", PASSWORD).await;
+        assert_ne!(
+            retried.status(),
+            StatusCode::CONFLICT,
+            "the name was left taken"
+        );
+        retried.status() == StatusCode::CREATED
+    })
+    .await;
+    assert!(created, "the retried sign-up never succeeded");
+}
+
+#[actix_web::test]
 async fn with_its_postgres_stopped_sign_in_is_a_503_and_all_recovers_when_it_starts_again() {
     let postgres = PrivatePostgres::start().await;
     let app = spawn_app_with(|s| {

@@ -162,3 +162,43 @@ async fn a_hash_made_at_another_cost_is_redone_at_the_next_signin() {
     )
     .await;
 }
+
+/// Timed: run one at a time, after the rest (see the Makefile), so that
+/// other tests' load does not decide the outcome.
+mod timing {
+    use super::*;
+
+    #[actix_web::test]
+    async fn a_wrong_password_for_a_hash_of_a_lower_cost_takes_as_long_as_an_unknown_user() {
+        let app = spawn_app_with(|s| {
+            s.auth.bcrypt_cost = 12;
+            s.rate_limit.signin_per_minute_per_user = 0;
+        })
+        .await;
+        let veteran = app.new_user_with_hash_cost("veteran", 10).await;
+        let timed = |name: &str| {
+            let name = name.to_owned();
+            let app = &app;
+            async move {
+                let started = Instant::now();
+                let refused = app.sign_in(&name, "not the password").await;
+                let took = started.elapsed();
+                problem(refused, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+                took
+            }
+        };
+        // The fastest of several: the work itself, whatever else the machine
+        // was doing meanwhile.
+        let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);
+        for _ in 0..5 {
+            known = known.min(timed(&veteran).await);
+            unknown = unknown.min(timed("nobody-by-that-name").await);
+        }
+
+        let ratio = known.as_secs_f64() / unknown.as_secs_f64();
+        assert!(
+            (0.9..=1.1).contains(&ratio),
+            "a wrong password took {known:?} for a cost-10 hash, an unknown user {unknown:?}"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! HTTPS when `server.tls_cert` and `server.tls_key` are set: the server
-//! answers TLS with that certificate, and nothing in plain HTTP.
+//! answers TLS with that certificate, tells browsers to keep to it (HSTS),
+//! and serves nothing in plain HTTP.
 
 use reqwest::StatusCode;
 
@@ -35,6 +36,10 @@ async fn with_a_certificate_the_server_speaks_https_only() {
         .unwrap();
     assert_eq!(secure.status(), StatusCode::OK);
     assert_eq!(secure.version(), reqwest::Version::HTTP_11);
+    assert_eq!(
+        secure.headers()["strict-transport-security"],
+        "max-age=63072000"
+    );
 
     let plain = crate::helpers::client()
         .get(format!("http://127.0.0.1:{port}/health/live"))
