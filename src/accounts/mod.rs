@@ -344,8 +344,13 @@ impl Accounts {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Replaces a user's password after checking the current one, then
-    /// revokes every session of the user but `keep`.
+    /// Replaces a user's password after checking the current one, and
+    /// revokes every session of the user but `keep`: first, so that if
+    /// anything fails later no other session outlives the call's answer,
+    /// and again after the swap, for a session a sign-in with the old
+    /// password opened meanwhile. A call that failed after the swap is
+    /// completed by sending it again: the new password is then the stored
+    /// one, and the revocation is done.
     pub async fn change_password(
         &self,
         user_id: UserId,
@@ -359,7 +364,16 @@ impl Accounts {
         let mut new_hash = None;
         for _ in 0..2 {
             let user = self.existing(user_id).await?;
-            self.check_password(&user, &change.current).await?;
+            match self.check_password(&user, &change.current).await {
+                Err(AccountError::InvalidCredentials)
+                    if self.verify(&change.new, &user.password_hash).await? =>
+                {
+                    // Changed already, by this very request sent before.
+                    return self.end_other_sessions(user_id, keep, 0).await;
+                }
+                checked => checked?,
+            }
+            let ended = self.sessions.revoke_user(user_id, Some(keep)).await?;
             let new_hash = match new_hash {
                 Some(ref hash) => hash,
                 None => new_hash.insert(self.hash(change.new.clone(), Priority::SignIn).await?),
@@ -368,30 +382,56 @@ impl Accounts {
                 .store
                 .replace_password_hash(user_id, &user.password_hash, new_hash);
             if replace.await? {
-                let ended = self.sessions.revoke_user(user_id, Some(keep)).await?;
-                self.revoked(user_id, ended, RevokeReason::PasswordChanged);
-                return Ok(());
+                return self.end_other_sessions(user_id, keep, ended).await;
             }
+            self.revoked(user_id, ended, RevokeReason::PasswordChanged);
         }
         Err(AccountError::InvalidCredentials)
     }
 
-    /// Deletes a user after checking their password: their waiting tasks
-    /// are cancelled, the user removed, and every session of theirs revoked.
+    /// Revokes every session of a user whose password changed but `keep`,
+    /// `ended` of them ended already.
+    async fn end_other_sessions(
+        &self,
+        user_id: UserId,
+        keep: SessionId,
+        ended: usize,
+    ) -> Result<(), AccountError> {
+        let outcome = self.sessions.revoke_user(user_id, Some(keep)).await;
+        let now_ended = outcome.as_ref().map_or(0, |n| *n);
+        self.revoked(user_id, ended + now_ended, RevokeReason::PasswordChanged);
+        outcome.map(drop).map_err(Into::into)
+    }
+
+    /// Deletes a user after checking their password. Their waiting tasks
+    /// are cancelled and their other sessions revoked before anything is
+    /// removed, so that if a step fails no session but the caller's
+    /// survives the answer, and sending the call again finishes it; then
+    /// the user goes, and the caller's session last. Sent again after the
+    /// user went, it ends the caller's session and succeeds.
     pub async fn delete_account(
         &self,
         user_id: UserId,
+        caller: SessionId,
         password: Password,
     ) -> Result<(), AccountError> {
-        let user = self.existing(user_id).await?;
+        let user = match self.existing(user_id).await {
+            Ok(user) => user,
+            Err(AccountError::UnknownUser) => {
+                let ended = self.sessions.revoke_user(user_id, None).await?;
+                self.revoked(user_id, ended, RevokeReason::AccountDeleted);
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        };
         self.check_password(&user, &password).await?;
-        // Tasks first: if the queue is down, nothing has changed yet and
-        // the client can simply try again.
         self.queue.cancel_all(user.id).await?;
+        let others = self.sessions.revoke_user(user.id, Some(caller)).await?;
         self.store.delete(user.id).await?;
-        let ended = self.sessions.revoke_user(user.id, None).await?;
-        self.revoked(user.id, ended, RevokeReason::AccountDeleted);
-        Ok(())
+        let outcome = self.sessions.revoke_user(user.id, None).await;
+        let last = outcome.as_ref().map_or(0, |n| *n);
+        self.revoked(user.id, others + last, RevokeReason::AccountDeleted);
+        outcome.map(drop).map_err(Into::into)
     }
 
     /// Checks a signed-in user's password, as a password change or an

@@ -57,11 +57,12 @@ impl UserRegistry {
     pub async fn delete_account(
         &self,
         user_id: UserId,
+        caller: SessionId,
         password: Password,
     ) -> Result<(), AccountError> {
-        self.detached(
-            move |accounts| async move { accounts.delete_account(user_id, password).await },
-        )
+        self.detached(move |accounts| async move {
+            accounts.delete_account(user_id, caller, password).await
+        })
         .await
     }
 

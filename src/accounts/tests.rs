@@ -229,7 +229,7 @@ async fn deleting_an_account_cancels_its_waiting_tasks_ends_its_sessions_and_for
 
     fixture
         .accounts
-        .delete_account(user.id, password)
+        .delete_account(user.id, session.id, password)
         .await
         .unwrap();
 

@@ -4,7 +4,6 @@
 
 mod lifecycle;
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -308,12 +307,13 @@ async fn dummy_hash(hashers: &HasherPool) -> anyhow::Result<String> {
         .context("hashing the dummy password")
 }
 
+/// Connections waiting to be accepted, as the kernel allows (it caps this
+/// at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds the listener and builds the HTTP server around `state`.
 fn serve(settings: &Settings, state: AppState) -> anyhow::Result<(Server, u16)> {
     let state = web::Data::new(state);
-    let listener = TcpListener::bind(settings.server.bind)
-        .with_context(|| format!("binding {}", settings.server.bind))?;
-    let port = listener.local_addr()?.port();
     let body_limits = BodyLimits {
         default: settings.server.max_body_bytes,
         tasks: settings
@@ -345,12 +345,20 @@ fn serve(settings: &Settings, state: AppState) -> anyhow::Result<(Server, u16)> 
     .workers(threads_or_cores(settings.server.http_workers))
     .shutdown_timeout(settings.server.shutdown_timeout_secs)
     .client_request_timeout(request_timeout)
+    // Connections a burst opens wait in the kernel until accepted; past
+    // the backlog their SYNs are dropped and retried a second later.
+    .backlog(LISTEN_BACKLOG)
     // Stopping is `run_until_signal`'s job: it drains the workers too.
     .disable_signals();
+    let bind = settings.server.bind;
     let server = match tls_config {
-        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
-        None => server.listen(listener)?,
+        Some(tls) => server.bind_rustls_0_23(bind, tls),
+        None => server.bind(bind),
     }
-    .run();
-    Ok((server, port))
+    .with_context(|| format!("binding {bind}"))?;
+    let port = server
+        .addrs()
+        .first()
+        .map_or(bind.port(), |addr| addr.port());
+    Ok((server.run(), port))
 }

@@ -143,6 +143,9 @@ pub struct QueueSettings {
     /// Most tasks one user may have waiting (queued or awaiting a retry);
     /// beyond it enqueue answers 429.
     pub max_pending_per_user: usize,
+    /// Most bytes of payload (as JSON) one user's waiting tasks may hold;
+    /// beyond it enqueue answers 429.
+    pub max_pending_bytes_per_user: u64,
     /// Largest task payload, in bytes of JSON.
     pub max_payload_bytes: usize,
     /// How long a lease lasts without renewal; a running task's lease is
@@ -513,6 +516,7 @@ impl QueueSettings {
     pub fn limits(&self) -> Limits {
         Limits {
             max_pending: self.max_pending_per_user as u64,
+            max_pending_bytes: self.max_pending_bytes_per_user,
             max_running: self.max_running_per_user as u64,
         }
     }

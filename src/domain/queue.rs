@@ -184,6 +184,11 @@ pub enum Enqueued {
     Full {
         pending: u64,
     },
+    /// The user's waiting tasks already hold this many bytes of payload,
+    /// and this one would take them past the limit.
+    FullBytes {
+        bytes: u64,
+    },
 }
 
 /// What a cancellation found.
@@ -334,6 +339,8 @@ pub struct QueueStats {
 pub struct Limits {
     /// Most waiting tasks per user.
     pub max_pending: u64,
+    /// Most bytes of payload (as JSON) in one user's waiting tasks.
+    pub max_pending_bytes: u64,
     /// Most running tasks per user; 0 means no bound.
     pub max_running: u64,
 }

@@ -100,7 +100,7 @@ pub enum EnqueueAnswers {
     KeyReused,
     #[response(
         status = 429,
-        description = "`queue_full`: `queue.max_pending_per_user` of the caller's tasks are waiting"
+        description = "`queue_full`: `queue.max_pending_per_user` of the caller's tasks are waiting, or their payloads hold `queue.max_pending_bytes_per_user` bytes"
     )]
     Full,
     #[response(
@@ -171,6 +171,15 @@ pub async fn enqueue(
                 format!(
                     "{pending} of your tasks are waiting, the most allowed; retry when some \
                      have run"
+                ),
+            ));
+        }
+        Enqueued::FullBytes { bytes } => {
+            return Err(ApiError::new(
+                ErrorCode::QueueFull,
+                format!(
+                    "your waiting tasks hold {bytes} bytes of payload and this one would take \
+                     them past the most allowed; retry when some have run"
                 ),
             ));
         }

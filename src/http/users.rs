@@ -48,7 +48,7 @@ pub async fn delete_me(
     let password = Password::parse(&body.password, "password")?;
     match state
         .registry
-        .delete_account(auth.session.user_id, password)
+        .delete_account(auth.session.user_id, auth.session.id, password)
         .await
     {
         Ok(()) => Ok(HttpResponse::NoContent().finish()),

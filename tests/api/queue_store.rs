@@ -24,6 +24,7 @@ const TTL_MS: i64 = 3_600_000;
 const KEY_MS: i64 = 1_000;
 const OPEN: Limits = Limits {
     max_pending: 10_000,
+    max_pending_bytes: 1 << 30,
     max_running: 0,
 };
 
@@ -634,6 +635,47 @@ async fn a_full_queue_refuses_more(store: Queue) {
     );
 }
 
+async fn waiting_payloads_are_bounded_in_bytes_until_they_run_or_are_cancelled(store: Queue) {
+    // Each payload is `{"n":N}`, 7 bytes of JSON: three fit.
+    store.limit(Limits {
+        max_pending_bytes: 21,
+        ..OPEN
+    });
+    let user = UserId::new();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(enqueue(&store, task(user, n)).await);
+    }
+    let refused = store.enqueue(task(user, 3), None).await.unwrap();
+    assert_eq!(refused, Enqueued::FullBytes { bytes: 21 });
+    assert!(
+        matches!(
+            store.enqueue(task(UserId::new(), 3), None).await.unwrap(),
+            Enqueued::Created(_)
+        ),
+        "the bound is each user's own"
+    );
+
+    // A running task's payload is no longer waiting.
+    let running = lease(&store, 1).await.remove(0);
+    ids.push(enqueue(&store, task(user, 4)).await);
+    // A failed attempt waiting for its retry is waiting again.
+    finish(&store, &running, failed("again", T0 + 60_000)).await;
+    let refused = store.enqueue(task(user, 5), None).await.unwrap();
+    assert_eq!(refused, Enqueued::FullBytes { bytes: 28 });
+
+    // Cancelled tasks free what they held.
+    for id in &ids[1..3] {
+        assert!(matches!(
+            store.cancel(user, *id).await.unwrap(),
+            Cancelled::Cancelled(_)
+        ));
+    }
+    enqueue(&store, task(user, 6)).await;
+    let refused = store.enqueue(task(user, 7), None).await.unwrap();
+    assert_eq!(refused, Enqueued::FullBytes { bytes: 21 });
+}
+
 async fn an_idempotency_key_returns_its_task_for_the_same_request_only(store: Queue) {
     let (user, other) = (UserId::new(), UserId::new());
     let first = store.enqueue(task(user, 0), Some(key("a"))).await.unwrap();
@@ -906,6 +948,7 @@ for_each_store!(
     only_waiting_tasks_of_ones_own_can_be_cancelled_and_again_is_harmless,
     cancelling_all_of_a_users_tasks_spares_running_ones_and_others,
     a_full_queue_refuses_more,
+    waiting_payloads_are_bounded_in_bytes_until_they_run_or_are_cancelled,
     an_idempotency_key_returns_its_task_for_the_same_request_only,
     enqueueing_the_same_task_again_stores_it_once_and_answers_the_same,
     a_lease_call_made_again_answers_the_leases_it_made,

@@ -815,3 +815,76 @@ async fn idle_queue_managers_stop_and_memory_follows_active_users() {
         app.queue.live_managers().await.unwrap()
     );
 }
+
+/// Redis's `used_memory` of the server at `url`, in bytes.
+fn used_memory(url: &str) -> u64 {
+    let info = std::process::Command::new("redis-cli")
+        .args(["-u", url, "INFO", "memory"])
+        .output()
+        .expect("redis-cli runs (`make test` installs Redis)");
+    String::from_utf8_lossy(&info.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:")?.trim().parse().ok())
+        .expect("INFO memory names used_memory")
+}
+
+#[actix_web::test]
+async fn a_user_filling_the_queue_with_large_payloads_is_held_to_the_byte_quota() {
+    const QUOTA: u64 = 4 * 1024 * 1024;
+    // A Redis of this test's own, so that what it measures is this user's.
+    let redis = crate::helpers::PrivateRedis::start().await;
+    let app = spawn_app_with(|s| {
+        s.redis = Some(redis.settings("byte-quota"));
+        s.queue.max_pending_bytes_per_user = QUOTA;
+    })
+    .await;
+    let user = app.new_user("hoarder").await;
+    // One small task first, so that the queue's scripts are loaded and its
+    // keys made before the measure starts.
+    let small = json!({ "kind": "echo", "payload": {}, "delay_ms": 3_600_000 });
+    assert_eq!(
+        app.enqueue(&user.token, &small).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let before = used_memory(&redis.url());
+    // 60 KiB of payload each, an hour in the future so none of them runs.
+    let payload = json!({ "blob": "x".repeat(60 * 1024 - 12) });
+    let body = json!({ "kind": "echo", "payload": payload, "delay_ms": 3_600_000 });
+
+    let mut accepted = 0u64;
+    let refused = loop {
+        let response = app.enqueue(&user.token, &body).await;
+        if response.status() != StatusCode::ACCEPTED {
+            break response;
+        }
+        accepted += 1;
+        assert!(accepted < 1_000, "never refused");
+    };
+    let refusal = problem(refused, StatusCode::TOO_MANY_REQUESTS, "queue_full").await;
+    assert!(
+        refusal["detail"].as_str().unwrap().contains("bytes"),
+        "{refusal}"
+    );
+
+    let size = payload.to_string().len() as u64;
+    // The small task's `{}` took 2 bytes of the quota.
+    assert_eq!(
+        accepted,
+        (QUOTA - 2) / size,
+        "every task that fits, and no more"
+    );
+    // Redis trims the connections' query buffers, which held the last
+    // large commands, once they are idle: what stays is the tasks.
+    let bound = QUOTA + QUOTA / 10;
+    let grown = || used_memory(&redis.url()).saturating_sub(before);
+    let settled = eventually(PATIENCE, || async { grown() <= bound }).await;
+    eprintln!(
+        "Redis grew by {} bytes for {accepted} tasks of {size} bytes",
+        grown()
+    );
+    assert!(
+        settled,
+        "Redis grew by {} bytes for a quota of {QUOTA}",
+        grown()
+    );
+}

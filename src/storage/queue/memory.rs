@@ -80,6 +80,8 @@ struct Entry {
     deadline_ms: i64,
     /// The lease whose outcome was recorded last, and what it made the task.
     recorded: Option<(u64, TaskStatus)>,
+    /// The payload's length as JSON, counted while the task waits.
+    payload_bytes: u64,
 }
 
 #[derive(Default)]
@@ -88,6 +90,8 @@ struct UserTasks {
     ready: VecDeque<TaskId>,
     all: BTreeSet<TaskId>,
     by_status: HashMap<TaskStatus, BTreeSet<TaskId>>,
+    /// Bytes of payload in the user's waiting tasks.
+    waiting_bytes: u64,
 }
 
 impl UserTasks {
@@ -227,13 +231,18 @@ impl State {
         let Some(entry) = self.tasks.get_mut(&id) else {
             return;
         };
-        let (user, from) = (entry.task.user_id, entry.task.status);
+        let (user, from, bytes) = (entry.task.user_id, entry.task.status, entry.payload_bytes);
         entry.task.status = to;
         let indexes = self.user(user);
         if let Some(ids) = indexes.by_status.get_mut(&from) {
             ids.remove(&id);
         }
         indexes.by_status.entry(to).or_default().insert(id);
+        match (from.is_waiting(), to.is_waiting()) {
+            (true, false) => indexes.waiting_bytes -= bytes,
+            (false, true) => indexes.waiting_bytes += bytes,
+            _ => {}
+        }
     }
 
     /// Takes a waiting task out of its user's ready tasks and the delayed
@@ -334,11 +343,17 @@ impl State {
         if let Some(entry) = self.tasks.get(&new.id) {
             return Enqueued::Created(entry.task.clone());
         }
-        let pending = self.users.get(&user).map_or(0, |u| {
-            u.count(TaskStatus::Queued) + u.count(TaskStatus::Failed)
+        let (pending, bytes) = self.users.get(&user).map_or((0, 0), |u| {
+            let pending = u.count(TaskStatus::Queued) + u.count(TaskStatus::Failed);
+            (pending, u.waiting_bytes)
         });
         if pending >= limits.max_pending {
             return Enqueued::Full { pending };
+        }
+        // Measured as the Redis store measures it: the payload as JSON.
+        let payload_bytes = new.request.payload.to_string().len() as u64;
+        if bytes + payload_bytes > limits.max_pending_bytes {
+            return Enqueued::FullBytes { bytes };
         }
 
         // Tasks already due go first: they have the earlier run_at.
@@ -352,10 +367,12 @@ impl State {
                 fence: 0,
                 deadline_ms: 0,
                 recorded: None,
+                payload_bytes,
             },
         );
         let indexes = self.user(user);
         indexes.all.insert(id);
+        indexes.waiting_bytes += payload_bytes;
         indexes
             .by_status
             .entry(TaskStatus::Queued)

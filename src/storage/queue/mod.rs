@@ -213,6 +213,7 @@ struct Moment {
 #[derive(Debug)]
 pub struct SharedLimits {
     max_pending: AtomicU64,
+    max_pending_bytes: AtomicU64,
     max_running: AtomicU64,
 }
 
@@ -220,6 +221,7 @@ impl SharedLimits {
     pub fn new(limits: Limits) -> Self {
         Self {
             max_pending: AtomicU64::new(limits.max_pending),
+            max_pending_bytes: AtomicU64::new(limits.max_pending_bytes),
             max_running: AtomicU64::new(limits.max_running),
         }
     }
@@ -227,6 +229,7 @@ impl SharedLimits {
     pub fn get(&self) -> Limits {
         Limits {
             max_pending: self.max_pending.load(Ordering::Relaxed),
+            max_pending_bytes: self.max_pending_bytes.load(Ordering::Relaxed),
             max_running: self.max_running.load(Ordering::Relaxed),
         }
     }
@@ -234,6 +237,8 @@ impl SharedLimits {
     pub fn set(&self, limits: Limits) {
         self.max_pending
             .store(limits.max_pending, Ordering::Relaxed);
+        self.max_pending_bytes
+            .store(limits.max_pending_bytes, Ordering::Relaxed);
         self.max_running
             .store(limits.max_running, Ordering::Relaxed);
     }

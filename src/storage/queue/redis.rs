@@ -227,6 +227,7 @@ impl QueueStore for RedisQueueStore {
             now.limits.max_running.to_string(),
             PROMOTE_BATCH.to_string(),
             now.key_expires_ms.to_string(),
+            now.limits.max_pending_bytes.to_string(),
         ];
         for (new, idempotency) in &tasks {
             let (key, fingerprint) = match idempotency {
@@ -265,6 +266,9 @@ impl QueueStore for RedisQueueStore {
                     "reused" => Enqueued::KeyReused,
                     "full" => Enqueued::Full {
                         pending: rest.first().and_then(Value::as_u64).unwrap_or_default(),
+                    },
+                    "full_bytes" => Enqueued::FullBytes {
+                        bytes: rest.first().and_then(Value::as_u64).unwrap_or_default(),
                     },
                     other => return Err(failed(anyhow!("enqueue answered {other:?}"))),
                 })

@@ -1,17 +1,17 @@
 -- ARGV: prefix, now, max_pending, max_running, most delayed tasks to make
---       ready, when an idempotency key seen now expires, then for each task
---       its id, user, kind, payload, max_attempts, created_at, run_at,
---       idempotency key ('' for none), fingerprint and traceparent ('' for
---       none).
+--       ready, when an idempotency key seen now expires, most bytes of
+--       payload waiting, then for each task its id, user, kind, payload,
+--       max_attempts, created_at, run_at, idempotency key ('' for none),
+--       fingerprint and traceparent ('' for none).
 -- Answers, for each task in turn, {'created'}, {'replayed', task},
--- {'reused'} or {'full', pending}.
+-- {'reused'}, {'full', pending} or {'full_bytes', bytes waiting}.
 local now, max_pending, max_running = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local key_expires = ARGV[6]
+local key_expires, max_bytes = ARGV[6], tonumber(ARGV[7])
 -- Tasks already due go first: they have the earlier run_at.
 promote(now, max_running, tonumber(ARGV[5]))
 
 -- What the tasks add to shared keys, written once per user at the end.
-local pending_of, all_of, ready_of, tasks_of, due = {}, {}, {}, {}, {}
+local pending_of, bytes_of, all_of, ready_of, tasks_of, due = {}, {}, {}, {}, {}, {}
 local users = {}
 
 local function enqueue(id, user, kind, payload, max_attempts, created, run_at, key, fingerprint, trace)
@@ -27,12 +27,14 @@ local function enqueue(id, user, kind, payload, max_attempts, created, run_at, k
   -- This very task, sent again after its answer was lost: answer it again.
   if redis.call('EXISTS', task_key(id)) == 1 then return { 'created' } end
   if not pending_of[user] then
-    pending_of[user] = pending(user)
+    pending_of[user], bytes_of[user] = pending(user), waiting_bytes(user)
     all_of[user], ready_of[user], tasks_of[user] = {}, {}, 0
     users[#users + 1] = user
   end
   if pending_of[user] >= max_pending then return { 'full', pending_of[user] } end
+  if bytes_of[user] + #payload > max_bytes then return { 'full_bytes', bytes_of[user] } end
   pending_of[user] = pending_of[user] + 1
+  bytes_of[user] = bytes_of[user] + #payload
 
   local fields = { 'HSET', task_key(id), 'id', id, 'user', user, 'kind', kind, 'payload', payload,
     'status', 'queued', 'attempts', 0, 'max_attempts', max_attempts, 'created_at', created,
@@ -46,7 +48,7 @@ local function enqueue(id, user, kind, payload, max_attempts, created, run_at, k
   all[#all + 1] = 0
   all[#all + 1] = id
   tasks_of[user] = tasks_of[user] + 1
-  count_move(user, nil, 'queued')
+  count_move(user, id, nil, 'queued', #payload)
   if tonumber(run_at) <= now then
     local ready = ready_of[user]
     ready[#ready + 1] = id
@@ -63,7 +65,7 @@ local function enqueue(id, user, kind, payload, max_attempts, created, run_at, k
 end
 
 local answers = {}
-for i = 7, #ARGV, 10 do
+for i = 8, #ARGV, 10 do
   answers[#answers + 1] = enqueue(unpack(ARGV, i, i + 9))
 end
 

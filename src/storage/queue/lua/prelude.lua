@@ -34,12 +34,14 @@ local WAITING = { queued = true, failed = true }
 
 -- Status changes, counted per user as a script makes them and written
 -- with `apply_moves`: one HINCRBY per user and status, however many tasks
--- moved. Users are kept in the order they were first counted.
+-- moved. Users are kept in the order they were first counted. The bytes
+-- of payload a user has waiting move with them, in `waiting_bytes`.
 local moved, moved_users = {}, {}
 
--- Counts a task of `user`'s moving from status `from` (nil for a new one)
--- to `to`, until `apply_moves`.
-local function count_move(user, from, to)
+-- Counts task `id` of `user`'s moving from status `from` (nil for a new
+-- one) to `to`, until `apply_moves`. `size` is its payload's length, read
+-- from the task when not given and the move starts or ends its waiting.
+local function count_move(user, id, from, to, size)
   local counts = moved[user]
   if not counts then
     counts = {}
@@ -48,6 +50,16 @@ local function count_move(user, from, to)
   end
   if from then counts[from] = (counts[from] or 0) - 1 end
   counts[to] = (counts[to] or 0) + 1
+  local was, is = from and WAITING[from], WAITING[to]
+  if was ~= is then
+    size = size or redis.call('HSTRLEN', task_key(id), 'payload')
+    counts.waiting_bytes = (counts.waiting_bytes or 0) + (is and size or -size)
+  end
+end
+
+-- The bytes of payload a user has waiting.
+local function waiting_bytes(user)
+  return tonumber(redis.call('HGET', user_key(user), 'waiting_bytes') or 0)
 end
 
 -- A user's waiting tasks (queued and failed).
@@ -88,8 +100,8 @@ local function apply_moves()
 end
 
 -- Counts and writes one task's move.
-local function move(user, from, to)
-  count_move(user, from, to)
+local function move(user, id, from, to)
+  count_move(user, id, from, to)
   apply_moves()
 end
 
@@ -158,7 +170,7 @@ end
 
 -- Ends a task of `user`'s in a final state, kept until `expires`.
 local function finalize(user, id, from, to, now, expires)
-  move(user, from, to)
+  move(user, id, from, to)
   redis.call('HSET', task_key(id), 'status', to, 'finished_at', now, 'expires_at', expires)
   redis.call('ZADD', EXPIRY, expires, id)
 end

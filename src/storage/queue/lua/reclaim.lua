@@ -16,7 +16,7 @@ for _, held in ipairs(newest_first(running)) do
   local user = t[1]
   if tonumber(t[2]) < tonumber(t[3]) then
     redis.call('HSET', task_key(id), 'status', 'failed', 'error', ARGV[6], 'run_at', now)
-    move(user, 'running', 'failed')
+    move(user, id, 'running', 'failed')
     push_front(user, id, now)
   else
     redis.call('HSET', task_key(id), 'error', ARGV[6])

@@ -12,7 +12,7 @@ for _, held in ipairs(newest_first(current)) do
   redis.call('ZREM', LEASES, id)
   redis.call('HDEL', task_key(id), 'started_at')
   redis.call('HSET', task_key(id), 'status', 'queued', 'attempts', tonumber(held[4]) - 1)
-  move(user, 'running', 'queued')
+  move(user, id, 'running', 'queued')
   push_front(user, id, redis.call('HGET', task_key(id), 'run_at'))
   activate(user, tonumber(ARGV[2]))
 end

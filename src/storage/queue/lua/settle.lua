@@ -61,7 +61,7 @@ local function finish(id, fence, outcome, value, retry_at)
     expiring[#expiring + 1] = expires
     expiring[#expiring + 1] = id
   end
-  count_move(t[3], 'running', status)
+  count_move(t[3], id, 'running', status)
   return status
 end
 
@@ -234,7 +234,7 @@ for n, held in ipairs(granted) do
       task[#task + 1] = tostring(value)
     end
   end
-  count_move(user, from, 'running')
+  count_move(user, id, from, 'running', #task[fields.payload])
   leases[#leases + 1] = deadline
   leases[#leases + 1] = id
   made[#made + 1] = id .. ' ' .. fence
