@@ -146,6 +146,9 @@ pub struct QueueSettings {
     /// Most bytes of payload (as JSON) one user's waiting tasks may hold;
     /// beyond it enqueue answers 429.
     pub max_pending_bytes_per_user: u64,
+    /// Most finished tasks kept for one user to read; the oldest are
+    /// forgotten first.
+    pub max_retained_per_user: u64,
     /// Largest task payload, in bytes of JSON.
     pub max_payload_bytes: usize,
     /// How long a lease lasts without renewal; a running task's lease is
@@ -517,6 +520,7 @@ impl QueueSettings {
         Limits {
             max_pending: self.max_pending_per_user as u64,
             max_pending_bytes: self.max_pending_bytes_per_user,
+            max_finished: self.max_retained_per_user,
             max_running: self.max_running_per_user as u64,
         }
     }

@@ -145,6 +145,11 @@ impl Settings {
             1..=10_000_000,
         );
         problems.range(
+            "queue.max_retained_per_user",
+            queue.max_retained_per_user,
+            1..=10_000_000,
+        );
+        problems.range(
             "queue.max_pending_bytes_per_user",
             queue.max_pending_bytes_per_user,
             queue.max_payload_bytes as u64..=1 << 40,

@@ -189,6 +189,11 @@ pub enum Enqueued {
     FullBytes {
         bytes: u64,
     },
+    /// The user keeps this many finished tasks, and none of the oldest
+    /// could be forgotten to make room.
+    FullFinished {
+        finished: u64,
+    },
 }
 
 /// What a cancellation found.
@@ -341,6 +346,9 @@ pub struct Limits {
     pub max_pending: u64,
     /// Most bytes of payload (as JSON) in one user's waiting tasks.
     pub max_pending_bytes: u64,
+    /// Most finished tasks kept for one user: at each enqueue the oldest
+    /// are forgotten until fewer are kept.
+    pub max_finished: u64,
     /// Most running tasks per user; 0 means no bound.
     pub max_running: u64,
 }

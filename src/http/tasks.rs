@@ -100,7 +100,7 @@ pub enum EnqueueAnswers {
     KeyReused,
     #[response(
         status = 429,
-        description = "`queue_full`: `queue.max_pending_per_user` of the caller's tasks are waiting, or their payloads hold `queue.max_pending_bytes_per_user` bytes"
+        description = "`queue_full`: `queue.max_pending_per_user` of the caller's tasks are waiting, their payloads hold `queue.max_pending_bytes_per_user` bytes, or `queue.max_retained_per_user` finished tasks are kept and none can be forgotten yet"
     )]
     Full,
     #[response(
@@ -171,6 +171,15 @@ pub async fn enqueue(
                 format!(
                     "{pending} of your tasks are waiting, the most allowed; retry when some \
                      have run"
+                ),
+            ));
+        }
+        Enqueued::FullFinished { finished } => {
+            return Err(ApiError::new(
+                ErrorCode::QueueFull,
+                format!(
+                    "{finished} of your finished tasks are kept, the most allowed, and none \
+                     could be forgotten yet; retry when more have finished"
                 ),
             ));
         }

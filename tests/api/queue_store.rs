@@ -25,6 +25,7 @@ const KEY_MS: i64 = 1_000;
 const OPEN: Limits = Limits {
     max_pending: 10_000,
     max_pending_bytes: 1 << 30,
+    max_finished: 10_000,
     max_running: 0,
 };
 
@@ -676,6 +677,37 @@ async fn waiting_payloads_are_bounded_in_bytes_until_they_run_or_are_cancelled(s
     assert_eq!(refused, Enqueued::FullBytes { bytes: 21 });
 }
 
+async fn the_oldest_finished_tasks_are_forgotten_to_keep_fewer_than_the_limit(store: Queue) {
+    store.limit(Limits {
+        max_finished: 3,
+        ..OPEN
+    });
+    let user = UserId::new();
+    // Five tasks: the first four finish, the fifth waits behind them.
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(enqueue(&store, task(user, n)).await);
+    }
+    for leased in lease(&store, 4).await {
+        finish(&store, &leased, succeeded(0)).await;
+    }
+    assert_eq!(store.counts(user).await.unwrap().succeeded, 4);
+
+    // The next enqueue makes room: fewer than three finished are kept, the
+    // oldest gone first; waiting ones are never touched.
+    enqueue(&store, task(user, 5)).await;
+    let counts = store.counts(user).await.unwrap();
+    assert_eq!((counts.succeeded, counts.queued), (2, 2));
+    for gone in &ids[..2] {
+        assert!(store.get(user, *gone).await.unwrap().is_none());
+    }
+    for kept in &ids[2..] {
+        assert!(store.get(user, *kept).await.unwrap().is_some());
+    }
+    // Purging expired tasks later finds nothing left of the forgotten.
+    assert_eq!(store.now(T0 + TTL_MS).purge().await.unwrap(), 2);
+}
+
 async fn an_idempotency_key_returns_its_task_for_the_same_request_only(store: Queue) {
     let (user, other) = (UserId::new(), UserId::new());
     let first = store.enqueue(task(user, 0), Some(key("a"))).await.unwrap();
@@ -949,6 +981,7 @@ for_each_store!(
     cancelling_all_of_a_users_tasks_spares_running_ones_and_others,
     a_full_queue_refuses_more,
     waiting_payloads_are_bounded_in_bytes_until_they_run_or_are_cancelled,
+    the_oldest_finished_tasks_are_forgotten_to_keep_fewer_than_the_limit,
     an_idempotency_key_returns_its_task_for_the_same_request_only,
     enqueueing_the_same_task_again_stores_it_once_and_answers_the_same,
     a_lease_call_made_again_answers_the_leases_it_made,

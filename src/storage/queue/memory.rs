@@ -14,6 +14,7 @@ use crate::domain::{
     UserId, Wanted,
 };
 use crate::storage::StoreError;
+use crate::storage::redis::SLICE;
 
 pub struct MemoryQueueStore {
     state: Mutex<State>,
@@ -343,6 +344,11 @@ impl State {
         if let Some(entry) = self.tasks.get(&new.id) {
             return Enqueued::Created(entry.task.clone());
         }
+        // Room for this task's outcome: the oldest finished tasks go first.
+        let finished = self.keep_finished_below(user, limits.max_finished);
+        if finished >= limits.max_finished {
+            return Enqueued::FullFinished { finished };
+        }
         let (pending, bytes) = self.users.get(&user).map_or((0, 0), |u| {
             let pending = u.count(TaskStatus::Queued) + u.count(TaskStatus::Failed);
             (pending, u.waiting_bytes)
@@ -511,6 +517,56 @@ impl State {
 
     /// Drops a user's entry once it indexes nothing, so memory follows the
     /// users with tasks, not every user ever seen.
+    /// Forgets `user`'s oldest finished tasks until fewer than `most` are
+    /// kept, looking at no more than [`SLICE`] of their oldest tasks, as
+    /// the Redis store does. Answers how many finished tasks are kept.
+    fn keep_finished_below(&mut self, user: UserId, most: u64) -> u64 {
+        let Some(indexes) = self.users.get(&user) else {
+            return 0;
+        };
+        let mut kept: u64 = [
+            TaskStatus::Succeeded,
+            TaskStatus::Dead,
+            TaskStatus::Cancelled,
+        ]
+        .into_iter()
+        .map(|status| indexes.count(status))
+        .sum();
+        if kept < most {
+            return kept;
+        }
+        let oldest: Vec<TaskId> = indexes
+            .all
+            .iter()
+            .take(SLICE)
+            .filter(|id| self.tasks[id].task.status.is_final())
+            .copied()
+            .collect();
+        for id in oldest {
+            self.forget(id);
+            kept -= 1;
+            if kept < most {
+                break;
+            }
+        }
+        kept
+    }
+
+    /// Forgets a finished task: its record, its expiry and its indexes.
+    fn forget(&mut self, id: TaskId) {
+        let Some(entry) = self.tasks.remove(&id) else {
+            return;
+        };
+        if let Some(expires) = entry.task.expires_at {
+            self.expiry.remove(&(expires.timestamp_millis(), id));
+        }
+        let indexes = self.user(entry.task.user_id);
+        indexes.all.remove(&id);
+        if let Some(ids) = indexes.by_status.get_mut(&entry.task.status) {
+            ids.remove(&id);
+        }
+    }
+
     fn forget_if_empty(&mut self, user: UserId) {
         if self
             .users
@@ -720,15 +776,10 @@ impl QueueStore for MemoryQueueStore {
             .collect();
         for &(expires, id) in &expired {
             state.expiry.remove(&(expires, id));
-            let Some(entry) = state.tasks.remove(&id) else {
+            let Some(user) = state.tasks.get(&id).map(|entry| entry.task.user_id) else {
                 continue;
             };
-            let user = entry.task.user_id;
-            let indexes = state.user(user);
-            indexes.all.remove(&id);
-            if let Some(ids) = indexes.by_status.get_mut(&entry.task.status) {
-                ids.remove(&id);
-            }
+            state.forget(id);
             state.forget_if_empty(user);
         }
         while let Some(first) = state.idempotency_expiry.first().cloned() {

@@ -214,6 +214,7 @@ struct Moment {
 pub struct SharedLimits {
     max_pending: AtomicU64,
     max_pending_bytes: AtomicU64,
+    max_finished: AtomicU64,
     max_running: AtomicU64,
 }
 
@@ -222,6 +223,7 @@ impl SharedLimits {
         Self {
             max_pending: AtomicU64::new(limits.max_pending),
             max_pending_bytes: AtomicU64::new(limits.max_pending_bytes),
+            max_finished: AtomicU64::new(limits.max_finished),
             max_running: AtomicU64::new(limits.max_running),
         }
     }
@@ -230,6 +232,7 @@ impl SharedLimits {
         Limits {
             max_pending: self.max_pending.load(Ordering::Relaxed),
             max_pending_bytes: self.max_pending_bytes.load(Ordering::Relaxed),
+            max_finished: self.max_finished.load(Ordering::Relaxed),
             max_running: self.max_running.load(Ordering::Relaxed),
         }
     }
@@ -239,6 +242,8 @@ impl SharedLimits {
             .store(limits.max_pending, Ordering::Relaxed);
         self.max_pending_bytes
             .store(limits.max_pending_bytes, Ordering::Relaxed);
+        self.max_finished
+            .store(limits.max_finished, Ordering::Relaxed);
         self.max_running
             .store(limits.max_running, Ordering::Relaxed);
     }

@@ -228,6 +228,8 @@ impl QueueStore for RedisQueueStore {
             PROMOTE_BATCH.to_string(),
             now.key_expires_ms.to_string(),
             now.limits.max_pending_bytes.to_string(),
+            now.limits.max_finished.to_string(),
+            SLICE.to_string(),
         ];
         for (new, idempotency) in &tasks {
             let (key, fingerprint) = match idempotency {
@@ -269,6 +271,9 @@ impl QueueStore for RedisQueueStore {
                     },
                     "full_bytes" => Enqueued::FullBytes {
                         bytes: rest.first().and_then(Value::as_u64).unwrap_or_default(),
+                    },
+                    "full_finished" => Enqueued::FullFinished {
+                        finished: rest.first().and_then(Value::as_u64).unwrap_or_default(),
                     },
                     other => return Err(failed(anyhow!("enqueue answered {other:?}"))),
                 })

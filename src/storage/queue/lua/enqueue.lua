@@ -1,12 +1,15 @@
 -- ARGV: prefix, now, max_pending, max_running, most delayed tasks to make
 --       ready, when an idempotency key seen now expires, most bytes of
---       payload waiting, then for each task its id, user, kind, payload,
---       max_attempts, created_at, run_at, idempotency key ('' for none),
---       fingerprint and traceparent ('' for none).
+--       payload waiting, most finished tasks kept, oldest tasks looked at
+--       to find finished ones to forget, then for each task its id, user,
+--       kind, payload, max_attempts, created_at, run_at, idempotency key
+--       ('' for none), fingerprint and traceparent ('' for none).
 -- Answers, for each task in turn, {'created'}, {'replayed', task},
--- {'reused'}, {'full', pending} or {'full_bytes', bytes waiting}.
+-- {'reused'}, {'full', pending}, {'full_bytes', bytes waiting} or
+-- {'full_finished', finished kept}.
 local now, max_pending, max_running = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local key_expires, max_bytes = ARGV[6], tonumber(ARGV[7])
+local max_finished, scan = tonumber(ARGV[8]), tonumber(ARGV[9])
 -- Tasks already due go first: they have the earlier run_at.
 promote(now, max_running, tonumber(ARGV[5]))
 
@@ -27,6 +30,9 @@ local function enqueue(id, user, kind, payload, max_attempts, created, run_at, k
   -- This very task, sent again after its answer was lost: answer it again.
   if redis.call('EXISTS', task_key(id)) == 1 then return { 'created' } end
   if not pending_of[user] then
+    -- Room for this task's outcome: the oldest finished tasks go first.
+    local finished = keep_finished_below(user, max_finished, scan)
+    if finished >= max_finished then return { 'full_finished', finished } end
     pending_of[user], bytes_of[user] = pending(user), waiting_bytes(user)
     all_of[user], ready_of[user], tasks_of[user] = {}, {}, 0
     users[#users + 1] = user
@@ -65,7 +71,7 @@ local function enqueue(id, user, kind, payload, max_attempts, created, run_at, k
 end
 
 local answers = {}
-for i = 8, #ARGV, 10 do
+for i = 10, #ARGV, 10 do
   answers[#answers + 1] = enqueue(unpack(ARGV, i, i + 9))
 end
 

@@ -68,6 +68,36 @@ local function pending(user)
   return tonumber(counts[1] or 0) + tonumber(counts[2] or 0)
 end
 
+local FINAL = { succeeded = true, dead = true, cancelled = true }
+
+-- Forgets a finished task of `user`'s in `status`: its record, indexes and
+-- count. Answers the user's tasks left.
+local function forget(user, id, status)
+  redis.call('ZREM', EXPIRY, id)
+  redis.call('ZREM', all_key(user), id)
+  redis.call('HINCRBY', user_key(user), status, -1)
+  redis.call('DEL', task_key(id))
+  return redis.call('HINCRBY', user_key(user), 'tasks', -1)
+end
+
+-- Forgets a user's oldest finished tasks until fewer than `most` are kept,
+-- looking at no more than `scan` of their oldest tasks. Answers how many
+-- finished tasks are kept.
+local function keep_finished_below(user, most, scan)
+  local counts = redis.call('HMGET', user_key(user), 'succeeded', 'dead', 'cancelled')
+  local kept = tonumber(counts[1] or 0) + tonumber(counts[2] or 0) + tonumber(counts[3] or 0)
+  if kept < most then return kept end
+  for _, id in ipairs(redis.call('ZRANGE', all_key(user), 0, scan - 1)) do
+    local status = redis.call('HGET', task_key(id), 'status')
+    if FINAL[status] then
+      forget(user, id, status)
+      kept = kept - 1
+      if kept < most then break end
+    end
+  end
+  return kept
+end
+
 -- Writes the counted moves; answers the users they were of, in order.
 -- Anything that reads a user's counts runs after this.
 local function apply_moves()

@@ -4,18 +4,11 @@
 local now, most = ARGV[2], tonumber(ARGV[3])
 local expired = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now, 'LIMIT', 0, most)
 for _, id in ipairs(expired) do
-  redis.call('ZREM', EXPIRY, id)
   local t = redis.call('HMGET', task_key(id), 'user', 'status')
-  if t[1] then
-    local user = t[1]
-    redis.call('ZREM', all_key(user), id)
-    redis.call('HINCRBY', user_key(user), t[2], -1)
-    -- A user with no task left leaves nothing behind.
-    if redis.call('HINCRBY', user_key(user), 'tasks', -1) <= 0 then
-      redis.call('DEL', user_key(user))
-      redis.call('ZREM', FRESH, user)
-    end
-    redis.call('DEL', task_key(id))
+  -- A user with no task left leaves nothing behind.
+  if t[1] and forget(t[1], id, t[2]) <= 0 then
+    redis.call('DEL', user_key(t[1]))
+    redis.call('ZREM', FRESH, t[1])
   end
 end
 local keys = redis.call('ZRANGEBYSCORE', IDEMPOTENCY, '-inf', now, 'LIMIT', 0, most)
