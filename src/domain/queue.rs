@@ -189,8 +189,8 @@ pub enum Enqueued {
     FullBytes {
         bytes: u64,
     },
-    /// The user keeps this many finished tasks, and none of the oldest
-    /// could be forgotten to make room.
+    /// The user keeps this many finished tasks, more than the bound, and
+    /// none of their oldest tasks could be forgotten (they all wait or run).
     FullFinished {
         finished: u64,
     },

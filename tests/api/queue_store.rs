@@ -708,6 +708,34 @@ async fn the_oldest_finished_tasks_are_forgotten_to_keep_fewer_than_the_limit(st
     assert_eq!(store.now(T0 + TTL_MS).purge().await.unwrap(), 2);
 }
 
+async fn a_user_far_past_the_finished_bound_gets_under_it_without_being_refused(store: Queue) {
+    let user = UserId::new();
+    for n in 0..1_100 {
+        enqueue(&store, task(user, n)).await;
+    }
+    loop {
+        let leased = lease(&store, 100).await;
+        if leased.is_empty() {
+            break;
+        }
+        for running in &leased {
+            finish(&store, running, succeeded(0)).await;
+        }
+    }
+    assert_eq!(store.counts(user).await.unwrap().succeeded, 1_100);
+    store.limit(Limits {
+        max_finished: 3,
+        ..OPEN
+    });
+
+    // A call forgets as many as it may look at (1,000) and takes the task;
+    // the next gets under the bound.
+    enqueue(&store, task(user, 1_100)).await;
+    assert_eq!(store.counts(user).await.unwrap().succeeded, 100);
+    enqueue(&store, task(user, 1_101)).await;
+    assert_eq!(store.counts(user).await.unwrap().succeeded, 2);
+}
+
 async fn an_idempotency_key_returns_its_task_for_the_same_request_only(store: Queue) {
     let (user, other) = (UserId::new(), UserId::new());
     let first = store.enqueue(task(user, 0), Some(key("a"))).await.unwrap();
@@ -982,6 +1010,7 @@ for_each_store!(
     a_full_queue_refuses_more,
     waiting_payloads_are_bounded_in_bytes_until_they_run_or_are_cancelled,
     the_oldest_finished_tasks_are_forgotten_to_keep_fewer_than_the_limit,
+    a_user_far_past_the_finished_bound_gets_under_it_without_being_refused,
     an_idempotency_key_returns_its_task_for_the_same_request_only,
     enqueueing_the_same_task_again_stores_it_once_and_answers_the_same,
     a_lease_call_made_again_answers_the_leases_it_made,

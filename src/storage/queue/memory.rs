@@ -345,8 +345,8 @@ impl State {
             return Enqueued::Created(entry.task.clone());
         }
         // Room for this task's outcome: the oldest finished tasks go first.
-        let finished = self.keep_finished_below(user, limits.max_finished);
-        if finished >= limits.max_finished {
+        let (finished, stuck) = self.keep_finished_below(user, limits.max_finished);
+        if stuck {
             return Enqueued::FullFinished { finished };
         }
         let (pending, bytes) = self.users.get(&user).map_or((0, 0), |u| {
@@ -519,10 +519,12 @@ impl State {
     /// users with tasks, not every user ever seen.
     /// Forgets `user`'s oldest finished tasks until fewer than `most` are
     /// kept, looking at no more than [`SLICE`] of their oldest tasks, as
-    /// the Redis store does. Answers how many finished tasks are kept.
-    fn keep_finished_below(&mut self, user: UserId, most: u64) -> u64 {
+    /// the Redis store does (so a user far past the bound gets there over
+    /// several calls). Answers how many finished tasks are kept, and
+    /// whether that is too many with none forgotten.
+    fn keep_finished_below(&mut self, user: UserId, most: u64) -> (u64, bool) {
         let Some(indexes) = self.users.get(&user) else {
-            return 0;
+            return (0, false);
         };
         let mut kept: u64 = [
             TaskStatus::Succeeded,
@@ -533,7 +535,7 @@ impl State {
         .map(|status| indexes.count(status))
         .sum();
         if kept < most {
-            return kept;
+            return (kept, false);
         }
         let oldest: Vec<TaskId> = indexes
             .all
@@ -542,14 +544,15 @@ impl State {
             .filter(|id| self.tasks[id].task.status.is_final())
             .copied()
             .collect();
+        let mut forgot = false;
         for id in oldest {
             self.forget(id);
-            kept -= 1;
+            (kept, forgot) = (kept - 1, true);
             if kept < most {
                 break;
             }
         }
-        kept
+        (kept, kept >= most && !forgot)
     }
 
     /// Forgets a finished task: its record, its expiry and its indexes.

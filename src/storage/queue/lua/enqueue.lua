@@ -6,7 +6,8 @@
 --       ('' for none), fingerprint and traceparent ('' for none).
 -- Answers, for each task in turn, {'created'}, {'replayed', task},
 -- {'reused'}, {'full', pending}, {'full_bytes', bytes waiting} or
--- {'full_finished', finished kept}.
+-- {'full_finished', finished kept} (too many, and none of the oldest
+-- could be forgotten).
 local now, max_pending, max_running = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local key_expires, max_bytes = ARGV[6], tonumber(ARGV[7])
 local max_finished, scan = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -31,8 +32,8 @@ local function enqueue(id, user, kind, payload, max_attempts, created, run_at, k
   if redis.call('EXISTS', task_key(id)) == 1 then return { 'created' } end
   if not pending_of[user] then
     -- Room for this task's outcome: the oldest finished tasks go first.
-    local finished = keep_finished_below(user, max_finished, scan)
-    if finished >= max_finished then return { 'full_finished', finished } end
+    local finished, stuck = keep_finished_below(user, max_finished, scan)
+    if stuck then return { 'full_finished', finished } end
     pending_of[user], bytes_of[user] = pending(user), waiting_bytes(user)
     all_of[user], ready_of[user], tasks_of[user] = {}, {}, 0
     users[#users + 1] = user
