@@ -771,6 +771,44 @@ async fn enqueueing_the_same_task_again_stores_it_once_and_answers_the_same(stor
     assert_eq!(drain_order(&store).await, [0]);
 }
 
+async fn a_page_of_large_tasks_ends_early_and_the_cursor_goes_on(store: Queue) {
+    let user = UserId::new();
+    // Twenty tasks of 60 KiB: more than a page carries (1 MiB) at once.
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let mut new = task(user, n);
+        new.request.payload = json!({ "n": n, "blob": "x".repeat(60 * 1024) });
+        ids.push(enqueue(&store, new).await);
+    }
+
+    for status in [None, Some(TaskStatus::Queued)] {
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let query = TaskQuery {
+                status,
+                before,
+                limit: TaskQuery::MAX_LIMIT,
+            };
+            let page = store.list(user, query).await.unwrap();
+            // 1 MiB holds 17 of them; the one that crosses it ends the page.
+            assert!(
+                page.items.len() <= 18,
+                "a page of {} tasks of 60 KiB",
+                page.items.len()
+            );
+            seen.extend(page.items.iter().map(|t| t.id));
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        // Every task once, newest first, over more than one page.
+        let newest_first: Vec<TaskId> = ids.iter().rev().copied().collect();
+        assert_eq!(seen, newest_first, "{status:?}");
+    }
+}
+
 async fn listing_pages_newest_first_and_filters_by_status(store: Queue) {
     let (user, other) = (UserId::new(), UserId::new());
     let mut ids = Vec::new();
@@ -1022,6 +1060,7 @@ for_each_store!(
     the_figures_count_waiting_tasks_and_the_longest_due,
     a_task_keeps_the_trace_it_was_enqueued_in,
     listing_pages_newest_first_and_filters_by_status,
+    a_page_of_large_tasks_ends_early_and_the_cursor_goes_on,
 );
 
 #[actix_web::test]

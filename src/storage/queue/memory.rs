@@ -7,7 +7,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{LEASE_LAPSED, Moment, NEWCOMER_LOOKS, PROMOTE_BATCH, QueuePolicy, QueueStore};
+use super::{
+    LEASE_LAPSED, Moment, NEWCOMER_LOOKS, PAGE_BYTES, PROMOTE_BATCH, QueuePolicy, QueueStore,
+};
 use crate::domain::{
     Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits,
     NewTask, Outcome, Page, QueueStats, Settled, Task, TaskCounts, TaskId, TaskQuery, TaskStatus,
@@ -619,8 +621,24 @@ impl QueueStore for MemoryQueueStore {
             Some(before) => ids.range(..before),
             None => ids.range(..),
         };
-        let page: Vec<TaskId> = older.rev().take(limit + 1).copied().collect();
-        let next = (page.len() > limit).then(|| page[limit - 1]);
+        let mut page: Vec<TaskId> = older.rev().take(limit + 1).copied().collect();
+        // Past `PAGE_BYTES` of payloads and results the page ends early, as
+        // the Redis store's does, with its last task as the cursor.
+        let mut bytes = 0;
+        let full = page.iter().position(|id| {
+            let task = &state.tasks[id].task;
+            bytes += task.payload.to_string().len()
+                + task.result.as_ref().map_or(0, |r| r.to_string().len())
+                + task.error.as_ref().map_or(0, String::len);
+            bytes > PAGE_BYTES
+        });
+        let next = match full {
+            Some(last) if last < limit => {
+                page.truncate(last + 1);
+                Some(page[last])
+            }
+            _ => (page.len() > limit).then(|| page[limit - 1]),
+        };
         let items = page
             .iter()
             .take(limit)

@@ -252,6 +252,12 @@ impl SharedLimits {
 /// Most delayed tasks made ready in one lease call.
 const PROMOTE_BATCH: usize = 1000;
 
+/// Bytes of task fields (payloads and results above all) one page of a
+/// listing carries at most, beyond its first task: past it the page ends
+/// early, with a cursor to go on from, so that no one read moves a user's
+/// whole store.
+const PAGE_BYTES: usize = 1024 * 1024;
+
 /// Most entries one lease call looks at to find newcomers: those of users
 /// who have started something since they joined are dropped as they go.
 const NEWCOMER_LOOKS: usize = 64;

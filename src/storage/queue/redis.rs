@@ -39,7 +39,7 @@ use chrono::{DateTime, Utc};
 use fred::prelude::{HashesInterface, Value};
 use fred::types::scripts::Script;
 
-use super::{LEASE_LAPSED, NEWCOMER_LOOKS, PROMOTE_BATCH, QueuePolicy, QueueStore};
+use super::{LEASE_LAPSED, NEWCOMER_LOOKS, PAGE_BYTES, PROMOTE_BATCH, QueuePolicy, QueueStore};
 use crate::domain::{
     Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, NewTask,
     Outcome, Page, QueueStats, Settled, Task, TaskCounts, TaskId, TaskKind, TaskQuery, TaskStatus,
@@ -304,6 +304,7 @@ impl QueueStore for RedisQueueStore {
             query.before.map(|id| id.to_string()).unwrap_or_default(),
             (limit + 1).to_string(),
             LIST_SCAN.to_string(),
+            PAGE_BYTES.to_string(),
         ];
         let answer = self.run(&self.scripts.list, args).await?.into_array();
         let mut answer = answer.into_iter();
