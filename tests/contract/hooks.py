@@ -21,7 +21,9 @@ signs up a new one.
 Passwords are bounded in bytes (8 to 72 of UTF-8, bcrypt's limit), which a
 JSON schema cannot say: it counts characters. Bodies whose password has at
 most 72 characters but more than 72 bytes are valid to the schema and
-refused by the service, so they are left out rather than judged.
+refused by the service, and those with fewer than 8 characters but at
+least 8 bytes are invalid to the schema and accepted by the service, so
+both are left out rather than judged.
 """
 
 import itertools
@@ -41,7 +43,7 @@ PASSWORD_CHECKS = {
     ("DELETE", "/api/v1/users/me"): "password",
 }
 PASSWORD_MEMBERS = ("password", "current_password", "new_password")
-MAX_PASSWORD_BYTES = 72
+MIN_PASSWORD_BYTES, MAX_PASSWORD_BYTES = 8, 72
 
 
 class User:
@@ -110,8 +112,12 @@ class FreshToken:
 def filter_body(context, body):
     if not isinstance(body, dict):
         return True
+
+    def ambiguous(password):
+        chars, size = len(password), len(password.encode("utf-8", "surrogatepass"))
+        return chars <= MAX_PASSWORD_BYTES < size or chars < MIN_PASSWORD_BYTES <= size
+
     return not any(
-        isinstance(body.get(member), str)
-        and len(body[member]) <= MAX_PASSWORD_BYTES < len(body[member].encode("utf-8", "surrogatepass"))
+        isinstance(body.get(member), str) and ambiguous(body[member])
         for member in PASSWORD_MEMBERS
     )
