@@ -104,16 +104,40 @@ impl ApiError {
         }
     }
 
-    /// Too many failed sign-ins; the next try may come in `seconds`.
     /// Too many of `what` lately; worth another try in `seconds`.
     pub fn rate_limited(what: &str, seconds: u64) -> Self {
+        Self::new(
+            ErrorCode::RateLimited,
+            format!("too many {what}; try again in {seconds} s"),
+        )
+        .retry_after(seconds)
+    }
+
+    /// Tells the client when another try may succeed (`Retry-After`).
+    pub fn retry_after(self, seconds: u64) -> Self {
         Self {
             retry_after: Some(seconds),
-            ..Self::new(
-                ErrorCode::RateLimited,
-                format!("too many {what}; try again in {seconds} s"),
-            )
+            ..self
         }
+    }
+
+    /// A body larger than `limit` bytes.
+    fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than {limit} bytes"),
+        )
+    }
+
+    /// Whether a body's read failed because it came too slowly (the body
+    /// deadline ends its stream with `TimedOut`): then the answer is 408.
+    fn body_too_slow(err: &PayloadError) -> Option<Self> {
+        matches!(err, PayloadError::Io(e) if e.kind() == ErrorKind::TimedOut).then(|| {
+            Self::new(
+                ErrorCode::RequestTimeout,
+                "the body did not arrive within server.client_request_timeout_ms",
+            )
+        })
     }
 
     /// An error whose cause is logged but not shown.
@@ -346,13 +370,11 @@ impl From<AccountError> for ApiError {
                 err,
             ),
             AccountError::Busy(err) => err.into(),
-            AccountError::Overloaded(seconds) => Self {
-                retry_after: Some(seconds),
-                ..Self::new(
-                    ErrorCode::ServiceUnavailable,
-                    format!("too many passwords are being checked; retry in {seconds} s"),
-                )
-            },
+            AccountError::Overloaded(seconds) => Self::new(
+                ErrorCode::ServiceUnavailable,
+                format!("too many passwords are being checked; retry in {seconds} s"),
+            )
+            .retry_after(seconds),
             AccountError::Sessions(err) => err.into(),
             AccountError::Queue(err) => err.into(),
             AccountError::Limited(err) => err.into(),
@@ -395,15 +417,9 @@ impl From<TaskRefusal> for ApiError {
 /// JSON's: 413, 408 or 422.
 pub fn form_error(err: UrlencodedError, _: &HttpRequest) -> actix_web::Error {
     let api = match &err {
-        UrlencodedError::Overflow { limit, .. } => ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the body is larger than {limit} bytes"),
-        ),
-        UrlencodedError::Payload(PayloadError::Io(e)) if e.kind() == ErrorKind::TimedOut => {
-            ApiError::new(
-                ErrorCode::RequestTimeout,
-                "the body did not arrive within server.client_request_timeout_ms",
-            )
+        UrlencodedError::Overflow { limit, .. } => ApiError::body_too_large(*limit),
+        UrlencodedError::Payload(payload) if let Some(slow) = ApiError::body_too_slow(payload) => {
+            slow
         }
         _ => ApiError::new(
             ErrorCode::InvalidInput,
@@ -421,18 +437,12 @@ pub fn body_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
             "send the body as JSON with `Content-Type: application/json`",
         ),
         JsonPayloadError::Overflow { limit }
-        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the body is larger than {limit} bytes"),
-        ),
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::body_too_large(*limit),
         JsonPayloadError::Payload(PayloadError::Overflow) => {
             ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large")
         }
-        JsonPayloadError::Payload(PayloadError::Io(e)) if e.kind() == ErrorKind::TimedOut => {
-            ApiError::new(
-                ErrorCode::RequestTimeout,
-                "the body did not arrive within server.client_request_timeout_ms",
-            )
+        JsonPayloadError::Payload(payload) if let Some(slow) = ApiError::body_too_slow(payload) => {
+            slow
         }
         // Well-formed JSON of the wrong shape: a missing field, a number
         // where a string belongs. serde quotes the offending value in its

@@ -231,4 +231,46 @@ mod timing {
             "sign-in p95 went from {quiet:?} to {flooded:?} during the flood"
         );
     }
+
+    #[actix_web::test]
+    async fn sign_ins_that_could_not_finish_in_time_are_refused_at_once_with_retry_after() {
+        // One hasher thread at cost 12 (a quarter second or more a check)
+        // and one second to finish: of eight sign-ins at once, those with
+        // more than a few ahead of them cannot make it.
+        const TIMEOUT: Duration = Duration::from_secs(1);
+        let app = spawn_app_with(|s| {
+            s.auth.bcrypt_cost = 12;
+            s.auth.hasher_threads = 1;
+            s.auth.hasher_timeout_secs = TIMEOUT.as_secs();
+            s.rate_limit.signin_per_minute_per_user = 0;
+        })
+        .await;
+        let user = app.new_user("punctual").await;
+        // The pool learns how long a check takes.
+        assert_eq!(
+            app.sign_in(&user.username, PASSWORD).await.status(),
+            StatusCode::OK
+        );
+
+        let rush = (0..8).map(|_| async {
+            let sent = std::time::Instant::now();
+            let answer = app.sign_in(&user.username, PASSWORD).await;
+            let retry_after = answer.headers().get("retry-after").cloned();
+            (answer.status(), retry_after, sent.elapsed())
+        });
+        let answers = join_all(rush).await;
+
+        // Refused at once, saying when to come back; a sign-in that merely
+        // waited out its time would answer 503 only after the timeout, and
+        // without `Retry-After`. (One admitted on a slow estimate may still
+        // do that, so not every 503 is held to it.)
+        let refused_at_once = answers.iter().any(|(status, retry_after, took)| {
+            *status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some() && *took < TIMEOUT
+        });
+        assert!(refused_at_once, "{answers:?}");
+        assert!(
+            answers.iter().any(|(status, ..)| *status == StatusCode::OK),
+            "{answers:?}"
+        );
+    }
 }

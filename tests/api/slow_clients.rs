@@ -22,9 +22,12 @@ async fn app_with_request_timeout() -> TestApp {
     .await
 }
 
-async fn connect(app: &TestApp) -> TcpStream {
+/// A connection to `app` that has sent `bytes`.
+async fn send(app: &TestApp, bytes: &[u8]) -> TcpStream {
     let address = app.address.trim_start_matches("http://");
-    TcpStream::connect(address).await.unwrap()
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
 }
 
 /// Everything the server sends until it closes the connection.
@@ -40,19 +43,17 @@ async fn read_until_closed(stream: &mut TcpStream) -> String {
 #[actix_web::test]
 async fn a_request_with_both_content_length_and_chunked_is_400_and_the_connection_closed() {
     let app = app_with_request_timeout().await;
-    let mut stream = connect(&app).await;
     // Read by Content-Length, the body is "0\r\n\r" and a request follows;
     // read as chunked, the body is empty and "GET /health/live" is a
     // second request smuggled past whatever sits in front.
-    stream
-        .write_all(
-            b"POST /api/v1/auth/signin HTTP/1.1\r\nHost: localhost\r\n\
-              Content-Type: application/json\r\nContent-Length: 4\r\n\
-              Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
-              GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        )
-        .await
-        .unwrap();
+    let mut stream = send(
+        &app,
+        b"POST /api/v1/auth/signin HTTP/1.1\r\nHost: localhost\r\n\
+          Content-Type: application/json\r\nContent-Length: 4\r\n\
+          Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+          GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await;
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(
@@ -72,12 +73,9 @@ mod timing {
         let app = app_with_request_timeout().await;
         let started = Instant::now();
         let trickles = (0..200).map(|_| async {
-            let mut stream = connect(&app).await;
+            let head = b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+            let mut stream = send(&app, head).await;
             let opened = Instant::now();
-            stream
-                .write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
-                .await
-                .unwrap();
             // A byte every 100 ms until the server hangs up.
             let mut buffer = [0; 1024];
             loop {
@@ -131,14 +129,12 @@ mod timing {
 #[actix_web::test]
 async fn a_body_that_stops_arriving_is_408_and_the_connection_closed() {
     let app = app_with_request_timeout().await;
-    let mut stream = connect(&app).await;
-    stream
-        .write_all(
-            b"POST /api/v1/auth/signin HTTP/1.1\r\nHost: localhost\r\n\
-              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"username\":",
-        )
-        .await
-        .unwrap();
+    let mut stream = send(
+        &app,
+        b"POST /api/v1/auth/signin HTTP/1.1\r\nHost: localhost\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"username\":",
+    )
+    .await;
     let sent = Instant::now();
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");

@@ -59,7 +59,6 @@ impl Windows {
         Take::Counted(Counted {
             key: key.to_owned(),
             id,
-            at_ms: now_ms,
         })
     }
 

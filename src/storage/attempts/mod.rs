@@ -24,7 +24,6 @@ pub struct Counted {
     pub key: String,
     /// Tells this try from others of the same key made at the same time.
     pub id: u64,
-    pub at_ms: i64,
 }
 
 /// Whether a try was counted, or how long until the key has one again.

@@ -44,7 +44,6 @@ impl AttemptStore for RedisAttempts {
             Some(-1) => Ok(Take::Counted(Counted {
                 key: key.to_owned(),
                 id,
-                at_ms: now_ms,
             })),
             Some(wait_ms) => Ok(Take::Wait(wait_ms)),
             None => Err(StoreError::Failed(anyhow::anyhow!(

@@ -626,8 +626,9 @@ impl QueueStore for MemoryQueueStore {
         // the Redis store's does, with its last task as the cursor.
         let mut bytes = 0;
         let full = page.iter().position(|id| {
-            let task = &state.tasks[id].task;
-            bytes += task.payload.to_string().len()
+            let entry = &state.tasks[id];
+            let task = &entry.task;
+            bytes += entry.payload_bytes as usize
                 + task.result.as_ref().map_or(0, |r| r.to_string().len())
                 + task.error.as_ref().map_or(0, String::len);
             bytes > PAGE_BYTES

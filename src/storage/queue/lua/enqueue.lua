@@ -18,6 +18,25 @@ promote(now, max_running, tonumber(ARGV[5]))
 local pending_of, bytes_of, all_of, ready_of, tasks_of, due = {}, {}, {}, {}, {}, {}
 local users = {}
 
+-- Forgets the oldest of a user's `kept` finished tasks until fewer than
+-- `max_finished` are kept, looking at no more than `scan` of their oldest
+-- tasks (so a user far past the bound gets there over several calls).
+-- Answers how many are kept, and whether that is too many with none
+-- forgotten.
+local function keep_finished_below(user, kept)
+  if kept < max_finished then return kept, false end
+  local forgot = false
+  for _, id in ipairs(redis.call('ZRANGE', all_key(user), 0, scan - 1)) do
+    local status = redis.call('HGET', task_key(id), 'status')
+    if FINAL[status] then
+      forget(user, id, status)
+      kept, forgot = kept - 1, true
+      if kept < max_finished then break end
+    end
+  end
+  return kept, kept >= max_finished and not forgot
+end
+
 local function enqueue(id, user, kind, payload, max_attempts, created, run_at, key, fingerprint, trace)
   local remembered = key ~= '' and (user_key(user) .. ':idempotency:' .. key)
   if remembered then
@@ -31,10 +50,14 @@ local function enqueue(id, user, kind, payload, max_attempts, created, run_at, k
   -- This very task, sent again after its answer was lost: answer it again.
   if redis.call('EXISTS', task_key(id)) == 1 then return { 'created' } end
   if not pending_of[user] then
-    -- Room for this task's outcome: the oldest finished tasks go first.
-    local finished, stuck = keep_finished_below(user, max_finished, scan)
+    -- The user's counts, read once: waiting tasks and their bytes, and
+    -- finished tasks, of which the oldest go first to make room.
+    local c = redis.call('HMGET', user_key(user), 'queued', 'failed', 'waiting_bytes',
+      'succeeded', 'dead', 'cancelled')
+    for i = 1, 6 do c[i] = tonumber(c[i] or 0) end
+    local finished, stuck = keep_finished_below(user, c[4] + c[5] + c[6])
     if stuck then return { 'full_finished', finished } end
-    pending_of[user], bytes_of[user] = pending(user), waiting_bytes(user)
+    pending_of[user], bytes_of[user] = c[1] + c[2], c[3]
     all_of[user], ready_of[user], tasks_of[user] = {}, {}, 0
     users[#users + 1] = user
   end

@@ -57,11 +57,6 @@ local function count_move(user, id, from, to, size)
   end
 end
 
--- The bytes of payload a user has waiting.
-local function waiting_bytes(user)
-  return tonumber(redis.call('HGET', user_key(user), 'waiting_bytes') or 0)
-end
-
 -- A user's waiting tasks (queued and failed).
 local function pending(user)
   local counts = redis.call('HMGET', user_key(user), 'queued', 'failed')
@@ -78,26 +73,6 @@ local function forget(user, id, status)
   redis.call('HINCRBY', user_key(user), status, -1)
   redis.call('DEL', task_key(id))
   return redis.call('HINCRBY', user_key(user), 'tasks', -1)
-end
-
--- Forgets a user's oldest finished tasks until fewer than `most` are kept,
--- looking at no more than `scan` of their oldest tasks (so a user far past
--- the bound gets there over several calls). Answers how many finished
--- tasks are kept, and whether that is too many with none forgotten.
-local function keep_finished_below(user, most, scan)
-  local counts = redis.call('HMGET', user_key(user), 'succeeded', 'dead', 'cancelled')
-  local kept = tonumber(counts[1] or 0) + tonumber(counts[2] or 0) + tonumber(counts[3] or 0)
-  if kept < most then return kept, false end
-  local forgot = false
-  for _, id in ipairs(redis.call('ZRANGE', all_key(user), 0, scan - 1)) do
-    local status = redis.call('HGET', task_key(id), 'status')
-    if FINAL[status] then
-      forget(user, id, status)
-      kept, forgot = kept - 1, true
-      if kept < most then break end
-    end
-  end
-  return kept, kept >= most and not forgot
 end
 
 -- Writes the counted moves; answers the users they were of, in order.
