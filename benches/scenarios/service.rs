@@ -191,6 +191,7 @@ impl Stores {
             pool_size: 8,
             key_prefix: prefix.parse().expect("a key prefix"),
             timeout_secs: 10,
+            tls_ca_file: None,
         };
         let redis = Redis::connect(&settings)
             .await

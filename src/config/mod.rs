@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+mod tls;
 mod validate;
 mod values;
 
@@ -17,7 +18,7 @@ use serde::Deserialize;
 
 pub use values::{
     DatabaseUrl, Host, HostPort, HttpUrl, KeyPrefix, LogFile, LogLevel, Network, Origin, RedisUrl,
-    StreamName,
+    SslMode, StreamName,
 };
 
 use crate::domain::{Limits, TaskKind};
@@ -217,6 +218,10 @@ pub struct RedisSettings {
     /// Bound on any one command; past it the caller gets 503.
     #[serde(default = "default_redis_timeout_secs")]
     pub timeout_secs: u64,
+    /// PEM certificates of the CA that issued the server's, for `rediss://`
+    /// to a server whose CA the system does not trust.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// Tries allowed per minute before 429 `rate_limited`; 0 means no limit.
@@ -279,6 +284,11 @@ pub struct DatabaseSettings {
     /// Bound on any one storage operation, connecting included.
     #[serde(default = "default_database_timeout_secs")]
     pub timeout_secs: u64,
+    /// PEM certificates of the CA that issued the server's, for `sslmode`
+    /// `require`, `verify-ca` or `verify-full` with a CA the system does
+    /// not trust.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 fn default_pool_size() -> usize {

@@ -28,6 +28,13 @@ impl Problems {
         }
     }
 
+    /// Notes the error of a setting that is checked by building from it.
+    fn builds<T>(&mut self, built: anyhow::Result<T>) {
+        if let Err(err) = built {
+            self.0.push(format!("{err:#}"));
+        }
+    }
+
     /// Notes `key` unless its `value` lies within `allowed`.
     fn range<T: PartialOrd + Display>(&mut self, key: &str, value: T, allowed: RangeInclusive<T>) {
         let (low, high) = (allowed.start(), allowed.end());
@@ -215,9 +222,7 @@ impl Settings {
 
         match (&self.server.tls_cert, &self.server.tls_key) {
             (Some(_), Some(_)) => {
-                if let Err(err) = self.server.tls() {
-                    problems.require(false, || format!("{err:#}"));
-                }
+                problems.builds(self.server.tls());
             }
             (None, None) => {}
             _ => problems.require(false, || {
@@ -248,11 +253,13 @@ impl Settings {
             );
             problems.range("redis.pool_size", redis.pool_size, 1..=256);
             problems.range("redis.timeout_secs", redis.timeout_secs, 1..=60);
+            problems.builds(redis.tls());
         }
 
         if let Some(database) = &self.database {
             problems.range("database.pool_size", database.pool_size, 1..=1000);
             problems.range("database.timeout_secs", database.timeout_secs, 1..=300);
+            problems.builds(database.tls());
         }
 
         let telemetry = &self.telemetry;

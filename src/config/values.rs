@@ -343,15 +343,68 @@ secret_url!(
 );
 
 secret_url!(
-    /// A libpq-style PostgreSQL URL.
+    /// A libpq-style PostgreSQL URL, `sslmode` included.
     DatabaseUrl,
     "PostgreSQL connection URL",
-    |raw| raw.parse::<tokio_postgres::Config>().is_ok()
+    |raw| postgres_config(raw).is_ok()
 );
+
+/// How a PostgreSQL connection uses TLS: libpq's `sslmode`, whose default
+/// is `prefer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plaintext only.
+    Disable,
+    /// TLS when the server offers it, plaintext otherwise; the certificate
+    /// is not checked.
+    Prefer,
+    /// TLS or nothing; the certificate is checked only against a
+    /// `tls_ca_file`, as libpq does with a root certificate file.
+    Require,
+    /// TLS, with a certificate issued by a trusted CA, for any host name.
+    VerifyCa,
+    /// TLS, with a certificate issued by a trusted CA for the host.
+    VerifyFull,
+}
+
+impl DatabaseUrl {
+    /// The connection settings as tokio-postgres takes them, and the TLS
+    /// mode asked for.
+    pub fn connection(&self) -> (tokio_postgres::Config, SslMode) {
+        postgres_config(self.expose()).expect("parsed when the setting was read")
+    }
+}
+
+/// tokio-postgres knows `disable`, `prefer` and `require`; the two modes
+/// that verify are `require` to it, the checking being the TLS client's.
+fn postgres_config(raw: &str) -> Result<(tokio_postgres::Config, SslMode), tokio_postgres::Error> {
+    const KEY: &str = "sslmode=";
+    let start = raw.match_indices(KEY).map(|(at, _)| at).find(|&at| {
+        at == 0 || matches!(raw.as_bytes()[at - 1], b'?' | b'&' | b' ' | b'\t' | b'\n')
+    });
+    let Some(start) = start else {
+        return Ok((raw.parse()?, SslMode::Prefer));
+    };
+    let value_at = start + KEY.len();
+    let value_end = raw[value_at..]
+        .find(|c: char| c == '&' || c.is_whitespace())
+        .map_or(raw.len(), |end| value_at + end);
+    let (mode, spoken) = match &raw[value_at..value_end] {
+        "verify-ca" => (SslMode::VerifyCa, "require"),
+        "verify-full" => (SslMode::VerifyFull, "require"),
+        "require" => (SslMode::Require, "require"),
+        "disable" => (SslMode::Disable, "disable"),
+        // Anything else is tokio-postgres's to accept or refuse.
+        other => (SslMode::Prefer, other),
+    };
+    let rewritten = format!("{}{spoken}{}", &raw[..value_at], &raw[value_end..]);
+    Ok((rewritten.parse()?, mode))
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_postgres::config::SslMode as TokioMode;
 
     #[test]
     fn host_ports_need_a_host_and_a_numeric_port() {
@@ -374,6 +427,49 @@ mod tests {
             .parse::<DatabaseUrl>()
             .unwrap_err();
         assert!(!refused.contains("hunter2"), "{refused}");
+    }
+
+    #[test]
+    fn every_libpq_ssl_mode_is_read_from_either_form_of_url() {
+        let cases = [
+            ("postgres://db/x", SslMode::Prefer, TokioMode::Prefer),
+            (
+                "postgres://db/x?sslmode=disable",
+                SslMode::Disable,
+                TokioMode::Disable,
+            ),
+            (
+                "postgres://db/x?sslmode=prefer",
+                SslMode::Prefer,
+                TokioMode::Prefer,
+            ),
+            (
+                "postgres://db/x?sslmode=require",
+                SslMode::Require,
+                TokioMode::Require,
+            ),
+            (
+                "postgres://db/x?application_name=a&sslmode=verify-ca&connect_timeout=3",
+                SslMode::VerifyCa,
+                TokioMode::Require,
+            ),
+            (
+                "host=db sslmode=verify-full user=u",
+                SslMode::VerifyFull,
+                TokioMode::Require,
+            ),
+        ];
+        for (raw, mode, spoken) in cases {
+            let url: DatabaseUrl = raw.parse().unwrap();
+            let (config, read) = url.connection();
+            assert_eq!((read, config.get_ssl_mode()), (mode, spoken), "{raw}");
+        }
+        for bad in [
+            "postgres://db/x?sslmode=verify",
+            "host=db sslmode=allow-all",
+        ] {
+            assert!(bad.parse::<DatabaseUrl>().is_err(), "{bad}");
+        }
     }
 
     #[test]

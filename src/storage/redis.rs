@@ -2,14 +2,21 @@
 //! the `{key_prefix}` hash tag every key starts with (so that on Redis
 //! Cluster all of Tollgate's keys share a slot and one script may touch
 //! any of them), scripts run by their SHA (loaded again after a restart),
-//! and fred's failures sorted into the two kinds of [`StoreError`].
+//! TLS for `rediss://`, and fred's failures sorted into the two kinds of
+//! [`StoreError`].
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use fred::prelude::{
     ClientLike, Config, ConnectionConfig, Error as FredError, ErrorKind, PerformanceConfig, Pool,
     ReconnectPolicy, Server, ServerConfig, Value,
 };
+use fred::types::config::TlsConnector;
 use fred::types::scripts::Script;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 
 use super::StoreError;
 use crate::config::RedisSettings;
@@ -94,6 +101,14 @@ impl Redis {
                     .collect(),
                 policy: Default::default(),
             };
+        }
+        if let Some(tls) = settings.tls()? {
+            if let Some(server) = config.server.hosts().first() {
+                check_handshake(tls.clone(), &server.host, server.port, settings.timeout())
+                    .await
+                    .context("redis.url")?;
+            }
+            config.tls = Some(TlsConnector::from(tls).into());
         }
         // Start even while Redis is down; reconnect until it is back.
         config.fail_fast = false;
@@ -189,6 +204,32 @@ macro_rules! lua_script {
             include_str!(concat!("lua/", $file))
         ))
     };
+}
+
+/// Shakes hands with `host:port` as the pool will, so that a certificate
+/// the settings do not trust (or a server that does not speak TLS) stops
+/// the start with the reason, rather than leaving the pool to retry
+/// forever. A server that cannot be
+/// reached is not an error here: the pool waits for it.
+async fn check_handshake(
+    config: ClientConfig,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let Ok(Ok(stream)) =
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await
+    else {
+        return Ok(());
+    };
+    let name = ServerName::try_from(host.to_owned())
+        .with_context(|| format!("{host} is not a host name or address"))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err).with_context(|| format!("TLS with {host}:{port} failed")),
+        Err(_) => anyhow::bail!("TLS with {host}:{port} got no answer within {timeout:?}"),
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ mod sessions;
 mod signin;
 mod signup;
 mod slow_clients;
+mod store_tls;
 mod tasks;
 mod telemetry;
 mod tls;

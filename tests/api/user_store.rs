@@ -153,6 +153,7 @@ fn database_settings(schema: &TestSchema) -> DatabaseSettings {
         url: schema.url().parse().unwrap(),
         pool_size: 2,
         timeout_secs: 5,
+        tls_ca_file: None,
     }
 }
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::{NoTls, Row, error::SqlState};
+use tokio_postgres::{Row, error::SqlState};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::UserStore;
 use crate::config::DatabaseSettings;
@@ -23,9 +24,10 @@ const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465; // "tollgate"
 /// Safe on every start and from several processes at once: an advisory lock
 /// lets one migrate while the others wait, and then find nothing to do.
 pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<usize> {
-    let config = connection_config(settings)?;
+    let config = connection_config(settings);
+    let tls = MakeRustlsConnect::new(settings.tls()?);
     let (mut client, connection) =
-        tokio::time::timeout(settings.timeout(), config.connect(NoTls)).await??;
+        tokio::time::timeout(settings.timeout(), config.connect(tls)).await??;
     let driver = tokio::spawn(connection);
     let work = async {
         client
@@ -45,13 +47,13 @@ pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<usize> {
     Ok(applied)
 }
 
-fn connection_config(settings: &DatabaseSettings) -> anyhow::Result<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config = settings.url.expose().parse()?;
+fn connection_config(settings: &DatabaseSettings) -> tokio_postgres::Config {
+    let (mut config, _) = settings.url.connection();
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(settings.timeout());
     }
     config.application_name("tollgate");
-    Ok(config)
+    config
 }
 
 pub struct PostgresUserStore {
@@ -65,8 +67,8 @@ impl PostgresUserStore {
     /// succeeds even while the database is down.
     pub fn new(settings: &DatabaseSettings) -> anyhow::Result<Self> {
         let manager = Manager::from_config(
-            connection_config(settings)?,
-            NoTls,
+            connection_config(settings),
+            MakeRustlsConnect::new(settings.tls()?),
             // Fast: a connection the server closed is noticed and replaced
             // when it is next taken, without a round trip per checkout.
             ManagerConfig {

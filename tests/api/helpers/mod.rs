@@ -6,6 +6,7 @@ mod postgres;
 mod process;
 mod redis;
 mod scrape;
+mod tls;
 
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ use tollgate::config::{DatabaseSettings, QueueBackend, Settings};
 use tollgate::tasks::TaskHandlers;
 
 pub use postgres::{PrivatePostgres, TcpProxy, TestSchema};
-pub use process::{Server, output_of};
+pub use process::{Server, output_of, refused_start};
 pub use scrape::Scrape;
+pub use tls::TestCa;
 
 /// Runs each `check(store)` against two stores of type `$store`, each made
 /// afresh by its maker (an async fn returning the store and a guard that
@@ -137,6 +139,7 @@ fn test_settings(database_url: String, customize: impl FnOnce(&mut Settings)) ->
         url: database_url.parse().unwrap(),
         pool_size: 4,
         timeout_secs: 3,
+        tls_ca_file: None,
     });
     settings.queue.backend = QueueBackend::Redis;
     settings.queue.workers = 4;

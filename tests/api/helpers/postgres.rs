@@ -199,10 +199,44 @@ pub struct PrivatePostgres {
     pub port: u16,
     dir: std::path::PathBuf,
     bindir: std::path::PathBuf,
+    /// Whether it answers TCP clients over TLS only.
+    tls: bool,
 }
 
 impl PrivatePostgres {
     pub async fn start() -> Self {
+        let postgres = Self::init(false);
+        postgres.resume();
+        postgres
+    }
+
+    /// A server with `ssl = on` that presents `ca`'s server certificate
+    /// and refuses TCP clients that do not use TLS.
+    pub async fn start_with_tls(ca: &super::TestCa) -> Self {
+        let postgres = Self::init(true);
+        let data = std::path::PathBuf::from(postgres.data_dir());
+        let (cert, key) = ca.server_files();
+        std::fs::copy(cert, data.join("server.crt")).unwrap();
+        std::fs::copy(key, data.join("server.key")).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        postgres.give_to_postgres();
+        // PostgreSQL refuses a key that others may read.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        postgres.resume();
+        postgres
+    }
+
+    /// A new cluster (`initdb`), not yet started.
+    fn init(tls: bool) -> Self {
         let bindir = postgres_bindir();
         let dir = std::env::temp_dir().join(format!("tollgate-pg-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -210,6 +244,7 @@ impl PrivatePostgres {
             port: super::spare_port(),
             dir,
             bindir,
+            tls,
         };
         postgres.give_to_postgres();
         let data = postgres.data_dir();
@@ -217,12 +252,29 @@ impl PrivatePostgres {
             "initdb",
             &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync"],
         );
-        postgres.resume();
         postgres
     }
 
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// What `sql` answers, one row a line, asked over the server's local
+    /// socket.
+    pub fn query(&self, sql: &str) -> String {
+        let output = self
+            .command("psql")
+            .args([
+                "-h",
+                &self.dir.display().to_string(),
+                "-p",
+                &self.port.to_string(),
+            ])
+            .args(["-U", "postgres", "-At", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "psql {sql}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
     }
 
     /// Stops the server (a fast shutdown) and waits until it has.
@@ -239,9 +291,10 @@ impl PrivatePostgres {
             format!("{}/server.log", self.dir.display()),
         );
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl={}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            if self.tls { "on" } else { "off" },
         );
         self.run(
             "pg_ctl",

@@ -33,6 +33,27 @@ pub fn output_of(args: &[&str], env: &[(&str, &str)]) -> (Output, String) {
     (output, text)
 }
 
+/// Runs `tollgate args`, which must refuse to start: exit with a failure
+/// within 30 seconds. Returns what it printed.
+pub async fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = tokio::process::Command::from(tollgate(args, env));
+    command.kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("tollgate {args:?} started, or hung, instead of refusing"))
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !output.status.success(),
+        "tollgate {args:?} succeeded: {text}"
+    );
+    text
+}
+
 /// A running server process, killed when dropped.
 pub struct Server {
     child: Child,

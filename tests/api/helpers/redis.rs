@@ -42,6 +42,7 @@ impl TestRedis {
             pool_size: 2,
             key_prefix: prefix.parse().unwrap(),
             timeout_secs: 2,
+            tls_ca_file: None,
         }
     }
 
@@ -225,10 +226,24 @@ pub struct PrivateRedis {
     pub port: u16,
     dir: PathBuf,
     server: Option<Child>,
+    /// The port answering TLS with a certificate and key, beside the
+    /// plaintext one, if the server was started with them.
+    tls: Option<(u16, PathBuf, PathBuf)>,
 }
 
 impl PrivateRedis {
     pub async fn start() -> Self {
+        Self::launch(None).await
+    }
+
+    /// A server that also answers TLS, presenting `ca`'s server
+    /// certificate, on [`PrivateRedis::tls_url`].
+    pub async fn start_with_tls(ca: &super::TestCa) -> Self {
+        let (cert, key) = ca.server_files();
+        Self::launch(Some((spare_port(), cert, key))).await
+    }
+
+    async fn launch(tls: Option<(u16, PathBuf, PathBuf)>) -> Self {
         let port = spare_port();
         let dir = std::env::temp_dir().join(format!("tollgate-redis-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -236,9 +251,15 @@ impl PrivateRedis {
             port,
             dir,
             server: None,
+            tls,
         };
         redis.resume().await;
         redis
+    }
+
+    pub fn tls_url(&self) -> String {
+        let (port, ..) = self.tls.as_ref().expect("started with TLS");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     pub fn url(&self) -> String {
@@ -278,6 +299,20 @@ impl PrivateRedis {
                 "--appendfsync",
                 "always",
             ])
+            .args(self.tls.iter().flat_map(|(port, cert, key)| {
+                let port = port.to_string();
+                [
+                    "--tls-port".as_ref(),
+                    port.as_ref(),
+                    "--tls-cert-file".as_ref(),
+                    cert.as_os_str(),
+                    "--tls-key-file".as_ref(),
+                    key.as_os_str(),
+                    "--tls-auth-clients".as_ref(),
+                    "no".as_ref(),
+                ]
+                .map(std::ffi::OsStr::to_owned)
+            }))
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
