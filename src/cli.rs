@@ -80,6 +80,10 @@ fn check_config(settings: &Settings) {
     };
     println!("configuration is valid");
     println!("  listen          {}", settings.server.bind);
+    match &settings.admin {
+        Some(admin) => println!("  admin           {}", admin.bind),
+        None => println!("  admin           none"),
+    }
     println!("  users           {users}");
     println!(
         "  tasks           {}, {} workers",

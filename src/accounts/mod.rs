@@ -28,7 +28,7 @@ use crate::auth::password::{self, HashError};
 use crate::clock::Clock;
 use crate::domain::{
     Credentials, NewUser, Password, PasswordChange, Profile, Registration, Session, SessionId,
-    Taken, User, UserId,
+    Taken, User, UserId, UserQuery,
 };
 use crate::events::{Event, Events, RevokeReason};
 use crate::storage::{StoreError, UserStore};
@@ -40,6 +40,9 @@ pub enum AccountError {
     /// Unknown user or wrong password: deliberately one case.
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// The right password of a user an operator disabled.
+    #[error("the account is disabled")]
+    Disabled,
     #[error("no such user")]
     UnknownUser,
     /// The username or e-mail address is someone else's.
@@ -72,6 +75,7 @@ impl AccountError {
     fn outcome(&self) -> &'static str {
         match self {
             Self::InvalidCredentials => "invalid_credentials",
+            Self::Disabled => "account_disabled",
             Self::Taken(Taken::Username) => "username_taken",
             Self::Taken(Taken::Email) => "email_taken",
             Self::Busy(_) | Self::Overloaded(_) => "unavailable",
@@ -286,6 +290,10 @@ impl Accounts {
         if !self.verify(&password, &user.password_hash).await? {
             return Err(AccountError::InvalidCredentials);
         }
+        // Told only to whoever knows the password, as Keycloak does.
+        if user.disabled_at.is_some() {
+            return Err(AccountError::Disabled);
+        }
         let session = self.sessions.open(&Profile::from(&user)).await?;
 
         // A password change may have swapped the hash while this sign-in
@@ -294,6 +302,15 @@ impl Accounts {
         // the change comes later and its revocation ends this session, or
         // it came first and the stored hash shows it.
         let current = self.store.find_by_id(user.id).await?;
+        // Disabled meanwhile: the disabling revoked the sessions it found,
+        // perhaps before this one opened.
+        if current
+            .as_ref()
+            .is_some_and(|now| now.disabled_at.is_some())
+        {
+            self.sessions.revoke(session.id).await?;
+            return Err(AccountError::Disabled);
+        }
         let still_valid = match &current {
             Some(now) if now.password_hash == user.password_hash => true,
             // Changed meanwhile: by a rehash (same password) or by a
@@ -460,6 +477,50 @@ impl Accounts {
             .find_by_id(id)
             .await?
             .ok_or(AccountError::UnknownUser)
+    }
+
+    /// The users `query` asks for, each with how many sessions they hold.
+    pub async fn users(&self, query: &UserQuery) -> Result<Vec<(User, usize)>, AccountError> {
+        let users = self.store.list(query).await?;
+        let ids: Vec<UserId> = users.iter().map(|user| user.id).collect();
+        let counts = self.session_counts(&ids).await?;
+        Ok(users.into_iter().zip(counts).collect())
+    }
+
+    /// How many sessions each of `users` holds, in their order.
+    pub async fn session_counts(&self, users: &[UserId]) -> Result<Vec<usize>, AccountError> {
+        Ok(self.sessions.count_of(users).await?)
+    }
+
+    /// Disables a user, then ends every session of theirs: in that order,
+    /// so that a sign-in between the two finds the user disabled when it
+    /// looks again. Sent again after a failure, it completes what was left.
+    /// Returns the user and how many sessions ended.
+    pub async fn disable(&self, id: UserId) -> Result<(User, usize), AccountError> {
+        let user = self
+            .store
+            .set_disabled(id, Some(self.clock.now()))
+            .await?
+            .ok_or(AccountError::UnknownUser)?;
+        let ended = self.sign_out_everywhere(id).await?;
+        Ok((user, ended))
+    }
+
+    /// Lets a disabled user sign in again.
+    pub async fn enable(&self, id: UserId) -> Result<User, AccountError> {
+        self.store
+            .set_disabled(id, None)
+            .await?
+            .ok_or(AccountError::UnknownUser)
+    }
+
+    /// Ends every session of a user. Returns how many ended.
+    pub async fn sign_out_everywhere(&self, id: UserId) -> Result<usize, AccountError> {
+        let ended = self.sessions.revoke_user(id, None).await?;
+        if ended > 0 {
+            self.revoked(id, ended, RevokeReason::Operator);
+        }
+        Ok(ended)
     }
 
     /// Checks that the user store answers; names it.

@@ -8,7 +8,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::{AccountError, Accounts, Grant};
-use crate::domain::{Credentials, Password, PasswordChange, Registration, SessionId, User, UserId};
+use crate::domain::{
+    Credentials, Password, PasswordChange, Registration, SessionId, User, UserId, UserQuery,
+};
 
 #[derive(Clone)]
 pub struct UserRegistry {
@@ -69,6 +71,35 @@ impl UserRegistry {
     /// The user with this id; reads need no task of their own.
     pub async fn user(&self, id: UserId) -> Result<User, AccountError> {
         self.accounts.existing(id).await
+    }
+
+    /// The users `query` asks for, each with how many sessions they hold.
+    pub async fn users(&self, query: UserQuery) -> Result<Vec<(User, usize)>, AccountError> {
+        self.accounts.users(&query).await
+    }
+
+    /// How many sessions each of `users` holds, in their order.
+    pub async fn session_counts(&self, users: &[UserId]) -> Result<Vec<usize>, AccountError> {
+        self.accounts.session_counts(users).await
+    }
+
+    /// Disables a user and ends their sessions; returns the user and how
+    /// many sessions ended.
+    pub async fn disable(&self, id: UserId) -> Result<(User, usize), AccountError> {
+        self.detached(move |accounts| async move { accounts.disable(id).await })
+            .await
+    }
+
+    /// Lets a disabled user sign in again.
+    pub async fn enable(&self, id: UserId) -> Result<User, AccountError> {
+        self.detached(move |accounts| async move { accounts.enable(id).await })
+            .await
+    }
+
+    /// Ends every session of a user; returns how many ended.
+    pub async fn sign_out_everywhere(&self, id: UserId) -> Result<usize, AccountError> {
+        self.detached(move |accounts| async move { accounts.sign_out_everywhere(id).await })
+            .await
     }
 
     /// Checks that the user store answers; names it.

@@ -200,6 +200,22 @@ impl SessionManager {
         Ok(ended)
     }
 
+    /// How many sessions each of `users` holds (lapsed ones not yet swept
+    /// included), in their order. Without Redis this reads every table.
+    pub async fn count_of(&self, users: &[UserId]) -> Result<Vec<usize>, SessionError> {
+        Ok(match &self.shards.store {
+            Store::Local(tables) => {
+                let mut counts = vec![0; users.len()];
+                for table in tables {
+                    let table = table.lock().unwrap_or_else(PoisonError::into_inner);
+                    table.count_of(users, &mut counts);
+                }
+                counts
+            }
+            Store::Shared(sessions) => sessions.count_of(users).await?,
+        })
+    }
+
     /// Checks that the shared store answers, if any; names where sessions
     /// are kept.
     pub async fn ping(&self) -> Result<&'static str, SessionError> {

@@ -45,13 +45,17 @@ impl Application {
         };
         let served = match stopped {
             // Stopped through a handle: nothing more to wait for.
-            Some(served) => served,
+            Some(served) => {
+                super::stop_admin(self.admin.as_ref()).await;
+                served
+            }
             None => {
                 // The server future must be polled for the stop command to
                 // be heard.
                 let drain = async {
-                    let ((), served, released) = tokio::join!(
+                    let ((), (), served, released) = tokio::join!(
                         handle.stop(true),
+                        super::stop_admin(self.admin.as_ref()),
                         server,
                         self.queue.drain(self.shutdown_timeout)
                     );

@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::config::{QueueBackend, SessionStoreKind, Settings, threads_or_cores};
 use crate::domain::Password;
 use crate::events::Events;
-use crate::http::{self, AppState, BodyLimits, TaskIntake};
+use crate::http::{self, AdminState, AppState, BodyLimits, TaskIntake};
 use crate::shutdown::Shutdown;
 use crate::storage::{
     self, AttemptStore, MemoryAttempts, MemoryQueueStore, MemoryUserStore, PostgresUserStore,
@@ -41,6 +41,8 @@ const DUMMY_PASSWORD: &str = "no-user-has-this-password";
 pub struct Application {
     port: u16,
     server: Server,
+    /// The admin listener, serving on a task of its own, if configured.
+    admin: Option<AdminListener>,
     sessions: SessionManager,
     queue: Queue,
     hashers: Arc<HasherPool>,
@@ -175,6 +177,21 @@ impl Application {
             limits: abuse_limits.clone(),
             trusted_proxies: settings.server.trusted_proxies.clone(),
         };
+        let admin = match &settings.admin {
+            Some(admin) => {
+                let token = admin.token()?;
+                let export = admin.serve_metrics.then(|| export.clone());
+                let state = AdminState::new(
+                    state.registry.clone(),
+                    queue.clone(),
+                    state.metrics.clone(),
+                    export,
+                    &token,
+                );
+                Some(serve_admin(&settings, state)?)
+            }
+            None => None,
+        };
         let (server, port) = serve(&settings, state)?;
         tracing::info!(
             port,
@@ -187,6 +204,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            admin,
             sessions,
             queue,
             hashers,
@@ -200,6 +218,11 @@ impl Application {
     /// The port the server listens on (useful when bound to port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port the admin listener listens on, if there is one.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|admin| admin.port)
     }
 
     /// A handle that stops the server.
@@ -223,6 +246,7 @@ impl Application {
     /// [`handle`]: Application::handle
     pub async fn run(self) -> std::io::Result<()> {
         let served = self.server.await;
+        stop_admin(self.admin.as_ref()).await;
         self.shutdown.stop();
         self.shutdown.finished(self.shutdown_timeout).await;
         served
@@ -305,6 +329,61 @@ async fn dummy_hash(hashers: &HasherPool) -> anyhow::Result<String> {
         .send(HashPassword(dummy))
         .await?
         .context("hashing the dummy password")
+}
+
+/// The admin listener: its port and the handle that stops it.
+struct AdminListener {
+    port: u16,
+    handle: ServerHandle,
+}
+
+/// Stops the admin listener, if there is one, letting requests in flight
+/// finish.
+async fn stop_admin(admin: Option<&AdminListener>) {
+    if let Some(admin) = admin {
+        admin.handle.stop(true).await;
+    }
+}
+
+/// Binds the admin listener and starts serving it on a task of its own:
+/// one worker, no CORS (browsers reach it only from its own console).
+fn serve_admin(settings: &Settings, state: AdminState) -> anyhow::Result<AdminListener> {
+    let state = web::Data::new(state);
+    let limits = BodyLimits {
+        default: settings.server.max_body_bytes,
+        tasks: settings.server.max_body_bytes,
+    };
+    let request_timeout = settings.server.client_request_timeout();
+    let bind = settings
+        .admin
+        .as_ref()
+        .expect("serving the admin listener")
+        .bind;
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(move |req, next| {
+                http::body_deadline(request_timeout, req, next)
+            }))
+            .wrap(http::method_not_allowed())
+            .wrap(http::security_headers(false))
+            .app_data(state.clone())
+            .configure(http::configure_admin(limits))
+    })
+    .workers(1)
+    .shutdown_timeout(settings.server.shutdown_timeout_secs)
+    .client_request_timeout(request_timeout)
+    .disable_signals()
+    .bind(bind)
+    .with_context(|| format!("binding admin.bind {bind}"))?;
+    let port = server
+        .addrs()
+        .first()
+        .map_or(bind.port(), |addr| addr.port());
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    tracing::info!(port, "the admin API is listening");
+    Ok(AdminListener { port, handle })
 }
 
 /// Connections waiting to be accepted, as the kernel allows (it caps this

@@ -51,6 +51,42 @@ pub struct Settings {
     pub events: Option<EventSettings>,
     pub telemetry: TelemetrySettings,
     pub rate_limit: RateLimitSettings,
+    /// The operators' listener; absent means there is none.
+    #[serde(default)]
+    pub admin: Option<AdminSettings>,
+}
+
+/// The admin API and console, on a listener of their own so that it can be
+/// kept off the public network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub bind: SocketAddr,
+    /// A file holding the admin token (32 bytes or more), which every admin
+    /// request carries as its bearer.
+    pub token_file: PathBuf,
+    /// Serve `/metrics` here too.
+    #[serde(default)]
+    pub serve_metrics: bool,
+}
+
+impl AdminSettings {
+    /// The shortest admin token accepted.
+    pub const MIN_TOKEN_BYTES: usize = 32;
+
+    /// The token `token_file` holds, its line ending left off.
+    pub fn token(&self) -> anyhow::Result<SecretString> {
+        let contents = std::fs::read_to_string(&self.token_file)
+            .with_context(|| format!("reading admin.token_file {}", self.token_file.display()))?;
+        let token = contents.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(
+            token.len() >= Self::MIN_TOKEN_BYTES,
+            "admin.token_file must hold at least {} bytes (got {})",
+            Self::MIN_TOKEN_BYTES,
+            token.len()
+        );
+        Ok(token.into())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -256,6 +256,14 @@ impl Settings {
             problems.builds(redis.tls());
         }
 
+        if let Some(admin) = &self.admin {
+            problems.builds(admin.token());
+            problems.require(
+                admin.bind != self.server.bind || admin.bind.port() == 0,
+                || "admin.bind must differ from server.bind".to_owned(),
+            );
+        }
+
         if let Some(database) = &self.database {
             problems.range("database.pool_size", database.pool_size, 1..=1000);
             problems.range("database.timeout_secs", database.timeout_secs, 1..=300);

@@ -23,7 +23,7 @@ pub use task::{
     Fence, Lease, LeasedTask, NewTask, Outcome, RetryPolicy, Task, TaskCounts, TaskId, TaskKind,
     TaskStatus,
 };
-pub use user::{NewUser, Profile, Taken, User, UserId};
+pub use user::{NewUser, Profile, Taken, User, UserCursor, UserId, UserQuery};
 
 /// Why a value was refused, naming the field so a client can point at it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -165,6 +165,21 @@ impl SessionTable {
         before - self.entries.len()
     }
 
+    /// Adds to `counts` how many sessions each of `users` holds here, in
+    /// one pass over the table.
+    pub fn count_of(&self, users: &[UserId], counts: &mut [usize]) {
+        let index: HashMap<UserId, usize> = users
+            .iter()
+            .enumerate()
+            .map(|(at, user)| (*user, at))
+            .collect();
+        for entry in self.entries.values() {
+            if let Some(&at) = index.get(&entry.user_id) {
+                counts[at] += 1;
+            }
+        }
+    }
+
     /// Drops every lapsed session and gives back memory the map no longer
     /// needs. Returns how many were dropped.
     pub fn sweep(&mut self, now_ms: i64) -> usize {
@@ -265,6 +280,18 @@ mod tests {
         assert!(matches!(table.touch(bobs, bob, 1), TouchOutcome::Live(_)));
         assert!(table.revoke(kept));
         assert!(!table.revoke(kept));
+    }
+
+    #[test]
+    fn sessions_are_counted_per_user_asked_for() {
+        let mut table = SessionTable::new(TTL);
+        let (alice, bob, carol) = (UserId::new(), UserId::new(), UserId::new());
+        for user in [alice, alice, bob, alice] {
+            table.open(SessionId::random(), user, 0, HOUR_MS);
+        }
+        let mut counts = vec![0; 3];
+        table.count_of(&[carol, alice, bob], &mut counts);
+        assert_eq!(counts, [0, 3, 1]);
     }
 
     #[test]

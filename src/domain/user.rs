@@ -37,6 +37,8 @@ pub struct User {
     pub email: Option<String>,
     pub password_hash: String,
     pub created_at: DateTime<Utc>,
+    /// When an operator disabled the user: no sign-in while set.
+    pub disabled_at: Option<DateTime<Utc>>,
 }
 
 /// What a user is to others: everything but the password hash. Nothing in
@@ -80,6 +82,7 @@ impl From<NewUser> for User {
             email: new.email.map(|e| e.as_str().to_owned()),
             password_hash: new.password_hash,
             created_at: new.created_at,
+            disabled_at: None,
         }
     }
 }
@@ -90,4 +93,60 @@ impl From<NewUser> for User {
 pub enum Taken {
     Username,
     Email,
+}
+
+/// Which users an operator asks for: newest first, those whose username or
+/// e-mail address contains `contains` (regardless of case), from after
+/// `after`, at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct UserQuery {
+    pub contains: Option<String>,
+    pub after: Option<UserCursor>,
+    pub limit: usize,
+}
+
+/// Where a page of users ended: the last one's creation time and id, which
+/// together order users newest first without ties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: UserId,
+}
+
+impl UserCursor {
+    pub fn of(user: &User) -> Self {
+        Self {
+            created_at: user.created_at,
+            id: user.id,
+        }
+    }
+
+    /// Whether `user` comes after this cursor, newest first.
+    pub fn precedes(&self, user: &User) -> bool {
+        (user.created_at, user.id) < (self.created_at, self.id)
+    }
+}
+
+/// `<microseconds since the epoch>_<id>`, opaque to clients.
+impl std::fmt::Display for UserCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}_{}",
+            self.created_at.timestamp_micros(),
+            self.id.0.simple()
+        )
+    }
+}
+
+impl std::str::FromStr for UserCursor {
+    type Err = ();
+
+    fn from_str(raw: &str) -> Result<Self, ()> {
+        let (micros, id) = raw.split_once('_').ok_or(())?;
+        Ok(Self {
+            created_at: DateTime::from_timestamp_micros(micros.parse().map_err(drop)?).ok_or(())?,
+            id: UserId(Uuid::try_parse(id).map_err(drop)?),
+        })
+    }
 }

@@ -81,6 +81,8 @@ pub enum RevokeReason {
     SignOutAll,
     PasswordChanged,
     AccountDeleted,
+    /// An operator disabled the account or signed its user out.
+    Operator,
 }
 
 /// Where events are published. Cheap to clone; without `[events]` it

@@ -225,6 +225,11 @@ pub enum SignInRefusals {
         description = "`invalid_credentials`: unknown user or wrong password, told apart by neither answer nor time"
     )]
     InvalidCredentials,
+    #[response(
+        status = 403,
+        description = "`account_disabled`: the right password of an account an operator disabled"
+    )]
+    Disabled,
     #[response(status = 429, description = "`rate_limited`: too many failed sign-ins from this address or for this account",
         headers(("retry-after" = u64, description = "Seconds until a try may succeed")))]
     RateLimited,

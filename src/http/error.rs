@@ -48,6 +48,7 @@ error_codes! {
     InvalidToken => ("invalid_token", UNAUTHORIZED, "Invalid token"),
     InvalidCredentials => ("invalid_credentials", UNAUTHORIZED, "Invalid credentials"),
     IntrospectionDisabled => ("introspection_disabled", UNAUTHORIZED, "Introspection disabled"),
+    AccountDisabled => ("account_disabled", FORBIDDEN, "Account disabled"),
     UsernameTaken => ("username_taken", CONFLICT, "Username taken"),
     EmailTaken => ("email_taken", CONFLICT, "E-mail address taken"),
     NotFound => ("not_found", NOT_FOUND, "Not found"),
@@ -361,6 +362,10 @@ impl From<AccountError> for ApiError {
     fn from(err: AccountError) -> Self {
         match err {
             AccountError::InvalidCredentials => Self::invalid_credentials(),
+            AccountError::Disabled => Self::new(
+                ErrorCode::AccountDisabled,
+                "an operator disabled this account",
+            ),
             // The user behind a live session is gone: the token is worthless.
             AccountError::UnknownUser => Self::invalid_token(),
             AccountError::Taken(taken) => taken.into(),

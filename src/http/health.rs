@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::telemetry::MetricsExport;
 
 /// The content type of Prometheus's text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -88,7 +89,12 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         (status = 500, description = "`internal`"),
     ))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let text = state.export.render().map_err(ApiError::internal)?;
+    render_metrics(&state.export)
+}
+
+/// The exposition of `export`, as `/metrics` answers it on either listener.
+pub fn render_metrics(export: &MetricsExport) -> Result<HttpResponse, ApiError> {
+    let text = export.render().map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type(PROMETHEUS_TEXT).body(text))
 }
 

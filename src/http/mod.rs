@@ -4,6 +4,7 @@
 //! handle (the user registry, the session manager, the queue) and map the
 //! answer; they reach no store themselves.
 
+mod admin;
 mod auth;
 mod compat;
 mod error;
@@ -19,9 +20,13 @@ mod tasks;
 mod users;
 mod views;
 
+pub use admin::{AdminState, ROUTES as ADMIN_ROUTES};
 pub use error::{ApiError, ErrorCode};
 pub use extract::Authenticated;
 pub use middleware::{body_deadline, cors, method_not_allowed, security_headers};
 pub use observe::{REQUEST_ID, observe};
 pub use routes::{BodyLimits, ROUTES, configure};
+
+/// The admin listener's routes.
+pub use admin::configure as configure_admin;
 pub use state::{AppState, TaskIntake};

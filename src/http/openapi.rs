@@ -56,10 +56,17 @@ static DOCUMENT: OnceLock<String> = OnceLock::new();
 pub fn prepare(operations: impl FnOnce() -> openapi::OpenApi) {
     DOCUMENT.get_or_init(|| {
         let mut document = ApiDoc::openapi();
-        document.merge(operations());
-        CommonErrors.modify(&mut document);
-        document.to_json().expect("the OpenAPI document serializes")
+        PublicSchemes.modify(&mut document);
+        render(document, operations())
     });
+}
+
+/// `base` with `operations` merged in and the errors every route of a kind
+/// can give added, as JSON.
+pub fn render(mut base: openapi::OpenApi, operations: openapi::OpenApi) -> String {
+    base.merge(operations);
+    CommonErrors.modify(&mut base);
+    base.to_json().expect("the OpenAPI document serializes")
 }
 
 /// This document.
@@ -105,12 +112,11 @@ pub async fn docs() -> HttpResponse {
         .body(DOCS_PAGE)
 }
 
-/// Adds the security schemes and the errors every route of a kind can give.
-struct CommonErrors;
+/// The public listener's security schemes.
+struct PublicSchemes;
 
-impl Modify for CommonErrors {
+impl Modify for PublicSchemes {
     fn modify(&self, doc: &mut openapi::OpenApi) {
-        use ErrorCode::*;
         let components = doc.components.get_or_insert_with(Components::new);
         components.add_security_scheme(
             "bearer",
@@ -152,6 +158,19 @@ impl Modify for CommonErrors {
                 "An `access_token`, raw, as the older business service took it",
             ))),
         );
+    }
+}
+
+/// The security requirements whose bearer is checked as a token: a
+/// missing or wrong one is a 401 with the RFC 6750 challenge.
+const BEARER_SCHEMES: [&str; 2] = ["bearer", "admin"];
+
+/// Adds the errors every route of a kind can give.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, doc: &mut openapi::OpenApi) {
+        use ErrorCode::*;
         for item in doc.paths.paths.values_mut() {
             for operation in operations(item) {
                 let responses = &mut operation.responses.responses;
@@ -179,8 +198,11 @@ impl Modify for CommonErrors {
                 }
                 let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
                 let bearer = operation.security.iter().flatten().any(|requirement| {
-                    serde_json::to_value(requirement)
-                        .is_ok_and(|value| value.get("bearer").is_some())
+                    serde_json::to_value(requirement).is_ok_and(|value| {
+                        BEARER_SCHEMES
+                            .iter()
+                            .any(|scheme| value.get(scheme).is_some())
+                    })
                 });
                 if bearer {
                     codes.extend([MissingCredentials, InvalidToken]);

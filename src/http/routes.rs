@@ -35,6 +35,8 @@ macro_rules! method_name {
 /// [`BodyLimits`] its bodies are held to.
 macro_rules! routes {
     ($($path:literal $(, body $limit:ident)? => { $($method:ident $handler:path),+ $(,)? }),* $(,)?) => {
+        // A table whose paths name no body limit has no use for `limits`.
+        #[allow(unused_variables)]
         fn register(cfg: &mut web::ServiceConfig, limits: BodyLimits) {
             $(
                 cfg.service(
@@ -55,6 +57,8 @@ macro_rules! routes {
         pub struct Operations;
     };
 }
+
+pub(super) use {method_name, routes};
 
 routes! {
     "/api/v1/auth/signup" => { post auth::sign_up },
@@ -104,12 +108,12 @@ pub fn configure(limits: BodyLimits) -> impl FnOnce(&mut web::ServiceConfig) {
 }
 
 /// JSON bodies of at most `limit` bytes, their failures as problems.
-fn json(limit: usize) -> web::JsonConfig {
+pub(super) fn json(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(limit)
         .error_handler(body_error)
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
+pub(super) async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())
 }

@@ -37,6 +37,7 @@ struct Instruments {
     http_active: UpDownCounter<i64>,
     signins: Counter<u64>,
     signups: Counter<u64>,
+    admin_actions: Counter<u64>,
     hash_duration: Histogram<f64>,
     sessions_active: UpDownCounter<i64>,
     sessions_created: Counter<u64>,
@@ -134,6 +135,10 @@ impl Metrics {
                 .build(),
             signins: counter("tollgate.auth.signins", "Sign-in attempts by outcome"),
             signups: counter("tollgate.auth.signups", "Sign-up attempts by outcome"),
+            admin_actions: counter(
+                "tollgate.admin.actions",
+                "Changes operators made through the admin API, by action",
+            ),
             hash_duration: seconds(
                 "tollgate.auth.password_hash.duration",
                 "Time the hasher pool spends on one bcrypt call",
@@ -251,6 +256,14 @@ impl Metrics {
 
     pub fn signin(&self, outcome: &'static str) {
         self.0.signins.add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    /// An operator's change, counted by what it was and how many things it
+    /// changed.
+    pub fn admin_action(&self, action: &'static str, changed: u64) {
+        self.0
+            .admin_actions
+            .add(changed, &[KeyValue::new("action", action)]);
     }
 
     pub fn signup(&self, outcome: &'static str) {

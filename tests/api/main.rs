@@ -5,6 +5,7 @@
 mod helpers;
 
 mod account;
+mod admin;
 mod binary;
 mod business;
 mod compat;

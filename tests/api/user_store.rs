@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tollgate::config::DatabaseSettings;
-use tollgate::domain::{Email, Login, NewUser, Taken, UserId, Username};
+use tollgate::domain::{Email, Login, NewUser, Taken, UserCursor, UserId, UserQuery, Username};
 use tollgate::storage::{self, MemoryUserStore, PostgresUserStore, UserStore};
 
 use crate::helpers::TestSchema;
@@ -144,6 +144,96 @@ async fn a_password_hash_is_replaced_only_while_it_is_current(store: Arc<dyn Use
     );
 }
 
+async fn disabling_keeps_the_first_time_and_enabling_clears_it(store: Arc<dyn UserStore>) {
+    let user = store.insert(new_user("ada", None)).await.unwrap().unwrap();
+    let (first, later) = (
+        DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
+        DateTime::from_timestamp_millis(1_700_000_060_000).unwrap(),
+    );
+
+    let disabled = store.set_disabled(user.id, Some(first)).await.unwrap();
+    let again = store.set_disabled(user.id, Some(later)).await.unwrap();
+    let found = store.find_by_login(&by_name("ada")).await.unwrap();
+    let enabled = store.set_disabled(user.id, None).await.unwrap();
+
+    assert_eq!(disabled.unwrap().disabled_at, Some(first));
+    assert_eq!(again.unwrap().disabled_at, Some(first));
+    assert_eq!(found.unwrap().disabled_at, Some(first));
+    assert_eq!(enabled.unwrap().disabled_at, None);
+    assert_eq!(
+        store
+            .find_by_id(user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at,
+        None
+    );
+    assert!(
+        store
+            .set_disabled(UserId::new(), Some(first))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn users_are_listed_newest_first_by_part_of_a_name_in_pages(store: Arc<dyn UserStore>) {
+    let base = Utc::now().timestamp_millis();
+    let mut names = Vec::new();
+    // Two share a creation time: the id breaks the tie.
+    for (i, (name, email)) in [
+        ("alpha", Some("first@example.com")),
+        ("beta_1", None),
+        ("Gamma", Some("BETA@example.com")),
+        ("delta", None),
+        ("epsilon", Some("beta%2@example.com")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut user = new_user(name, email);
+        user.created_at = DateTime::from_timestamp_millis(base + (i as i64).min(3)).unwrap();
+        names.push(store.insert(user).await.unwrap().unwrap());
+    }
+    let newest_first: Vec<&str> = {
+        let mut users: Vec<_> = names.iter().collect();
+        users.sort_by_key(|user| std::cmp::Reverse((user.created_at, user.id)));
+        users.iter().map(|user| user.username.as_str()).collect()
+    };
+    let list = |contains: Option<&str>, after: Option<UserCursor>, limit: usize| {
+        let store = store.clone();
+        let query = UserQuery {
+            contains: contains.map(str::to_owned),
+            after,
+            limit,
+        };
+        async move { store.list(&query).await.unwrap() }
+    };
+    let names_of = |users: &[tollgate::domain::User]| -> Vec<String> {
+        users.iter().map(|user| user.username.clone()).collect()
+    };
+
+    let all = list(None, None, 10).await;
+    let first_page = list(None, None, 2).await;
+    let second_page = list(None, Some(UserCursor::of(&first_page[1])), 2).await;
+    let third_page = list(None, Some(UserCursor::of(&second_page[1])), 2).await;
+    // The name or the e-mail address, in any case; LIKE's own characters
+    // are matched as themselves.
+    let beta = list(Some("BeTa"), None, 10).await;
+    let underscore = list(Some("_"), None, 10).await;
+    let percent = list(Some("%"), None, 10).await;
+
+    assert_eq!(names_of(&all), newest_first);
+    let paged = [first_page, second_page, third_page].concat();
+    assert_eq!(names_of(&paged), newest_first);
+    let mut beta = names_of(&beta);
+    beta.sort();
+    assert_eq!(beta, ["Gamma", "beta_1", "epsilon"]);
+    assert_eq!(names_of(&underscore), ["beta_1"]);
+    assert_eq!(names_of(&percent), ["epsilon"]);
+}
+
 async fn ping_answers(store: Arc<dyn UserStore>) {
     store.ping().await.unwrap();
 }
@@ -166,7 +256,7 @@ async fn postgres_store() -> (Arc<dyn UserStore>, Option<TestSchema>) {
     let settings = database_settings(&schema);
     assert_eq!(
         storage::migrate(&settings).await.unwrap(),
-        1,
+        2,
         "a new schema gets every migration"
     );
     assert_eq!(
@@ -186,6 +276,8 @@ for_each_store!(
     misses_are_none_not_errors,
     usernames_and_emails_are_unique_regardless_of_case,
     a_password_hash_is_replaced_only_while_it_is_current,
+    disabling_keeps_the_first_time_and_enabling_clears_it,
+    users_are_listed_newest_first_by_part_of_a_name_in_pages,
     ping_answers,
 );
 
@@ -196,6 +288,6 @@ async fn replicas_migrating_at_once_apply_each_migration_once() {
 
     let (first, second) = tokio::join!(storage::migrate(&settings), storage::migrate(&settings));
 
-    assert_eq!(first.unwrap() + second.unwrap(), 1);
+    assert_eq!(first.unwrap() + second.unwrap(), 2);
     assert_eq!(schema.count("users").await, 0);
 }

@@ -57,6 +57,7 @@ struct Scripts {
     revoke: Script,
     revoke_user: Script,
     sweep: Script,
+    count_of: Script,
 }
 
 pub struct RedisSessions {
@@ -83,6 +84,7 @@ impl RedisSessions {
                 revoke: lua_script!("revoke.lua"),
                 revoke_user: lua_script!("revoke_user.lua"),
                 sweep: lua_script!("sweep.lua"),
+                count_of: lua_script!("count_of.lua"),
             },
             copies: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
             subscribed: AtomicBool::new(false),
@@ -284,6 +286,17 @@ impl RedisSessions {
     pub async fn count(&self) -> Result<usize, StoreError> {
         let key = format!("{}:session-expiry", self.redis.prefix());
         Ok(self.redis.client().zcard(key).await?)
+    }
+
+    /// How many sessions each of `users` holds, lapsed ones not yet swept
+    /// included, in their order.
+    pub async fn count_of(&self, users: &[UserId]) -> Result<Vec<usize>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let args = users.iter().map(UserId::to_string).collect();
+        let answer = self.redis.run(&self.scripts.count_of, args).await?;
+        Ok(answer.convert()?)
     }
 
     /// Whether uses are served from this replica's copies: only while it

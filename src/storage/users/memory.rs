@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::UserStore;
-use crate::domain::{Login, NewUser, Taken, User, UserId};
+use crate::domain::{Login, NewUser, Taken, User, UserId, UserQuery};
 use crate::storage::StoreError;
 
 #[derive(Debug, Default)]
@@ -86,6 +87,36 @@ impl UserStore for MemoryUserStore {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn set_disabled(
+        &self,
+        id: UserId,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<Option<User>, StoreError> {
+        let mut idx = self.indexes();
+        Ok(idx.users.get_mut(&id).map(|user| {
+            user.disabled_at = at.map(|at| user.disabled_at.unwrap_or(at));
+            user.clone()
+        }))
+    }
+
+    async fn list(&self, query: &UserQuery) -> Result<Vec<User>, StoreError> {
+        let contains = query.contains.as_deref().map(str::to_lowercase);
+        let matches = |user: &&User| {
+            query.after.is_none_or(|after| after.precedes(user))
+                && contains.as_deref().is_none_or(|part| {
+                    user.username.to_lowercase().contains(part)
+                        || user
+                            .email
+                            .as_deref()
+                            .is_some_and(|email| email.to_lowercase().contains(part))
+                })
+        };
+        let idx = self.indexes();
+        let mut found: Vec<&User> = idx.users.values().filter(matches).collect();
+        found.sort_unstable_by_key(|user| std::cmp::Reverse((user.created_at, user.id)));
+        Ok(found.into_iter().take(query.limit).cloned().collect())
     }
 
     async fn delete(&self, id: UserId) -> Result<bool, StoreError> {

@@ -8,9 +8,10 @@ pub use memory::MemoryUserStore;
 pub use postgres::{PostgresUserStore, migrate};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use crate::domain::{Login, NewUser, Taken, User, UserId};
+use crate::domain::{Login, NewUser, Taken, User, UserId, UserQuery};
 
 /// Users by id, by username and by e-mail, both unique regardless of case.
 #[async_trait]
@@ -33,6 +34,18 @@ pub trait UserStore: Send + Sync + 'static {
         current: &str,
         new: &str,
     ) -> Result<bool, StoreError>;
+
+    /// Disables the user as of `at` (`Some`), or enables them (`None`);
+    /// disabling one already disabled keeps the first time. Returns the
+    /// user as now stored, or `None` if there is none.
+    async fn set_disabled(
+        &self,
+        id: UserId,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<Option<User>, StoreError>;
+
+    /// The users `query` asks for, newest first.
+    async fn list(&self, query: &UserQuery) -> Result<Vec<User>, StoreError>;
 
     /// Removes a user for good. Returns whether there was one.
     async fn delete(&self, id: UserId) -> Result<bool, StoreError>;

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::{Row, error::SqlState};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::UserStore;
 use crate::config::DatabaseSettings;
-use crate::domain::{Login, NewUser, Taken, User, UserId};
+use crate::domain::{Login, NewUser, Taken, User, UserId, UserQuery};
 use crate::storage::StoreError;
 
 mod embedded {
@@ -122,7 +123,7 @@ async fn query_opt(
 macro_rules! select_user {
     ($where:literal) => {
         concat!(
-            "SELECT id, username, email, password_hash, created_at FROM users ",
+            "SELECT id, username, email, password_hash, created_at, disabled_at FROM users ",
             $where
         )
     };
@@ -135,6 +136,7 @@ fn user_from_row(row: &Row) -> User {
         email: row.get("email"),
         password_hash: row.get("password_hash"),
         created_at: row.get("created_at"),
+        disabled_at: row.get("disabled_at"),
     }
 }
 
@@ -240,6 +242,51 @@ impl UserStore for PostgresUserStore {
             })
             .await?;
         Ok(updated == 1)
+    }
+
+    async fn set_disabled(
+        &self,
+        id: UserId,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<Option<User>, StoreError> {
+        let sql = "UPDATE users SET disabled_at = CASE WHEN $2::timestamptz IS NULL THEN NULL \
+             ELSE coalesce(disabled_at, $2) END, updated_at = now() WHERE id = $1 \
+             RETURNING id, username, email, password_hash, created_at, disabled_at";
+        let row = self
+            .with_client(async |client| query_opt(client, sql, &[&id.0, &at]).await)
+            .await?;
+        Ok(row.as_ref().map(user_from_row))
+    }
+
+    async fn list(&self, query: &UserQuery) -> Result<Vec<User>, StoreError> {
+        let sql = select_user!(
+            "WHERE ($1::text IS NULL OR lower(username) LIKE $1 OR lower(email) LIKE $1) \
+             AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) \
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        );
+        let pattern = query.contains.as_deref().map(|part| {
+            // LIKE's own characters, escaped with its default escape `\`.
+            let escaped = part
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        let (after_time, after_id) = match query.after {
+            Some(after) => (Some(after.created_at), after.id.0),
+            None => (None, uuid::Uuid::nil()),
+        };
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let rows = self
+            .with_client(async |client| {
+                let statement = client.prepare_cached(sql).await?;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                    [&pattern, &after_time, &after_id, &limit];
+                client.query(&statement, &params).await
+            })
+            .await?;
+        Ok(rows.iter().map(user_from_row).collect())
     }
 
     async fn delete(&self, id: UserId) -> Result<bool, StoreError> {

@@ -73,6 +73,21 @@ pub use redis::{PrivateRedis, RedisCluster, TestRedis, redis_url};
 /// The signing secret of every test app, so tests can forge tokens with it.
 pub const JWT_SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
 
+/// The admin token of apps started with [`admin_settings`].
+pub const ADMIN_TOKEN: &str = "integration-test-admin-token-of-32-bytes-or-more";
+
+/// An admin listener on a spare port, its token ([`ADMIN_TOKEN`]) in a
+/// file under `dir`.
+pub fn admin_settings(dir: &TempDir) -> tollgate::config::AdminSettings {
+    let token_file = dir.join("admin-token");
+    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+    tollgate::config::AdminSettings {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        token_file,
+        serve_metrics: false,
+    }
+}
+
 /// How long a test waits for something the service does in the background.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -82,6 +97,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// The real service, serving on a random port.
 pub struct TestApp {
     pub address: String,
+    /// The admin listener's, if the settings name one.
+    pub admin_address: Option<String>,
     pub client: reqwest::Client,
     pub clock: Clock,
     pub sessions: SessionManager,
@@ -167,6 +184,9 @@ async fn start(
         .await
         .expect("the service builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin_address = app
+        .admin_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let (handle, sessions, queue) = (app.handle(), app.sessions(), app.queue());
     // On a thread of its own, so that the stop sent when the test drops
     // the app is still carried out after the test's own runtime has ended:
@@ -176,6 +196,7 @@ async fn start(
 
     TestApp {
         address,
+        admin_address,
         client: client(),
         clock,
         sessions,
@@ -403,6 +424,21 @@ impl TestApp {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// A request to the admin listener's `path`, carrying the admin token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let address = self.admin_address.as_ref().expect("an admin listener");
+        self.client
+            .request(method, format!("{address}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// `GET` an admin path, which must answer 200; returns the body.
+    pub async fn admin_json(&self, path: &str) -> Value {
+        let response = self.admin(reqwest::Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
         response.json().await.unwrap()
     }
 

@@ -1,0 +1,475 @@
+//! The admin API, served on a listener of its own (`admin.bind`) so that it
+//! can be kept off the public network. Every request carries the admin
+//! token as its bearer; every change is logged with the token's
+//! fingerprint (never the token), what it did and to how many, and counted
+//! in `tollgate_admin_actions_total`.
+
+use std::sync::{Arc, OnceLock};
+
+use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, web};
+use chrono::{DateTime, Utc};
+use futures_util::future::{Ready, ready};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::OpenApi as _;
+
+use super::error::{ApiError, ErrorCode};
+use super::extract::bearer_token;
+use super::routes::{BodyLimits, json, method_name, not_found, routes};
+use crate::accounts::{AccountError, UserRegistry};
+use crate::actors::Queue;
+use crate::domain::{InvalidInput, TaskCounts, User, UserCursor, UserId, UserQuery};
+use crate::telemetry::{Metrics, MetricsExport};
+
+/// What every admin handler can reach.
+pub struct AdminState {
+    pub registry: UserRegistry,
+    pub queue: Queue,
+    pub metrics: Metrics,
+    /// What `/metrics` renders, when the admin listener serves it.
+    pub export: Option<Arc<MetricsExport>>,
+    token: AdminToken,
+}
+
+impl AdminState {
+    pub fn new(
+        registry: UserRegistry,
+        queue: Queue,
+        metrics: Metrics,
+        export: Option<Arc<MetricsExport>>,
+        token: &SecretString,
+    ) -> Self {
+        Self {
+            registry,
+            queue,
+            metrics,
+            export,
+            token: AdminToken::new(token),
+        }
+    }
+
+    /// Logs and counts a change an operator made.
+    fn record(&self, operator: &Operator, action: &'static str, target: UserId, changed: usize) {
+        tracing::info!(
+            operator = operator.fingerprint,
+            action,
+            user_id = %target,
+            changed,
+            "admin action"
+        );
+        self.metrics.admin_action(action, changed.max(1) as u64);
+    }
+}
+
+/// The admin token, kept as its digest: a comparison takes the same time
+/// whatever was presented, and its fingerprint names it in logs.
+struct AdminToken {
+    digest: [u8; 32],
+    fingerprint: &'static str,
+}
+
+impl AdminToken {
+    fn new(token: &SecretString) -> Self {
+        let digest: [u8; 32] = Sha256::digest(token.expose_secret().as_bytes()).into();
+        let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        Self {
+            digest,
+            fingerprint: Box::leak(format!("sha256:{hex}").into_boxed_str()),
+        }
+    }
+}
+
+/// A caller who presented the admin token, named by its fingerprint.
+pub struct Operator {
+    fingerprint: &'static str,
+}
+
+impl FromRequest for Operator {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AdminState>>() else {
+            return ready(Err(ApiError::internal(anyhow::anyhow!("no AdminState"))));
+        };
+        let Some(presented) = bearer_token(req) else {
+            return ready(Err(ApiError::missing_credentials()));
+        };
+        let matches: bool = Sha256::digest(presented.as_bytes())
+            .ct_eq(&state.token.digest)
+            .into();
+        ready(if matches {
+            Ok(Self {
+                fingerprint: state.token.fingerprint,
+            })
+        } else {
+            Err(ApiError::new(
+                ErrorCode::InvalidToken,
+                "the bearer is not the admin token",
+            ))
+        })
+    }
+}
+
+/// A user as operators see one.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AdminUserView {
+    id: UserId,
+    username: String,
+    #[schema(required = true)]
+    email: Option<String>,
+    created_at: DateTime<Utc>,
+    disabled: bool,
+    /// When an operator disabled the user, if one did.
+    #[schema(required = true)]
+    disabled_at: Option<DateTime<Utc>>,
+    /// Sessions the user holds now (lapsed ones not yet swept included).
+    sessions: usize,
+}
+
+impl AdminUserView {
+    fn new(user: User, sessions: usize) -> Self {
+        Self {
+            id: user.id,
+            username: user.username,
+            email: user.email,
+            created_at: user.created_at,
+            disabled: user.disabled_at.is_some(),
+            disabled_at: user.disabled_at,
+            sessions,
+        }
+    }
+}
+
+/// The most users one page holds.
+const MAX_PAGE: usize = 100;
+/// The longest search text.
+const MAX_QUERY_CHARS: usize = 256;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsersQuery {
+    /// Part of a username or e-mail address, in any case.
+    #[param(max_length = 256)]
+    query: Option<String>,
+    /// Users per page, 1 to 100 (50 if absent).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<usize>,
+    /// The `next_cursor` of the page before.
+    cursor: Option<String>,
+}
+
+impl UsersQuery {
+    fn parse(self) -> Result<UserQuery, ApiError> {
+        let mut errors = Vec::new();
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            errors.push(InvalidInput::new("limit", "must be between 1 and 100"));
+        }
+        let contains = self.query.filter(|query| !query.is_empty());
+        if contains
+            .as_ref()
+            .is_some_and(|query| query.chars().count() > MAX_QUERY_CHARS)
+        {
+            errors.push(InvalidInput::new("query", "must be at most 256 characters"));
+        }
+        let after = match self.cursor.as_deref().map(str::parse::<UserCursor>) {
+            None => None,
+            Some(Ok(cursor)) => Some(cursor),
+            Some(Err(())) => {
+                errors.push(InvalidInput::new(
+                    "cursor",
+                    "must be a next_cursor from an earlier page",
+                ));
+                None
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors.into());
+        }
+        Ok(UserQuery {
+            contains,
+            after,
+            limit,
+        })
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserPage {
+    items: Vec<AdminUserView>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+/// Users, newest first, with whether each is disabled and how many
+/// sessions they hold.
+#[utoipa::path(get, path = "/admin/api/v1/users", tag = "users",
+    security(("admin" = [])),
+    params(UsersQuery),
+    responses(
+        (status = 200, body = UserPage, description = "A page of users"),
+        (status = 422, description = "`invalid_input`: a parameter out of range"),
+        (status = 503, description = "`storage_unavailable`"),
+    ))]
+pub async fn list_users(
+    state: web::Data<AdminState>,
+    _: Operator,
+    query: web::Query<UsersQuery>,
+) -> Result<web::Json<UserPage>, ApiError> {
+    let query = query.into_inner().parse()?;
+    let limit = query.limit;
+    let users = state.registry.users(query).await?;
+    let next_cursor = (users.len() == limit)
+        .then(|| {
+            users
+                .last()
+                .map(|(user, _)| UserCursor::of(user).to_string())
+        })
+        .flatten();
+    let items = users
+        .into_iter()
+        .map(|(user, sessions)| AdminUserView::new(user, sessions))
+        .collect();
+    Ok(web::Json(UserPage { items, next_cursor }))
+}
+
+/// One user's tasks, counted by state.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct QueueCountsView {
+    queued: u64,
+    running: u64,
+    succeeded: u64,
+    failed: u64,
+    dead: u64,
+    cancelled: u64,
+}
+
+impl From<TaskCounts> for QueueCountsView {
+    fn from(counts: TaskCounts) -> Self {
+        Self {
+            queued: counts.queued,
+            running: counts.running,
+            succeeded: counts.succeeded,
+            failed: counts.failed,
+            dead: counts.dead,
+            cancelled: counts.cancelled,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserDetail {
+    user: AdminUserView,
+    queue: QueueCountsView,
+}
+
+/// A user id from the path: anything else is a 404, as no user has it.
+fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    raw.parse()
+        .map(UserId)
+        .map_err(|_| ApiError::new(ErrorCode::NotFound, "no such user"))
+}
+
+/// The user, or 404.
+fn found<T>(result: Result<T, AccountError>) -> Result<T, ApiError> {
+    result.map_err(|err| match err {
+        AccountError::UnknownUser => ApiError::new(ErrorCode::NotFound, "no such user"),
+        err => err.into(),
+    })
+}
+
+/// One user, their session count and their tasks counted by state.
+#[utoipa::path(get, path = "/admin/api/v1/users/{id}", tag = "users",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, body = UserDetail, description = "The user"),
+        (status = 404, description = "`not_found`: no such user"),
+        (status = 503, description = "`storage_unavailable`, `queue_unavailable`"),
+    ))]
+pub async fn get_user(
+    state: web::Data<AdminState>,
+    _: Operator,
+    id: web::Path<String>,
+) -> Result<web::Json<UserDetail>, ApiError> {
+    let id = user_id(&id)?;
+    let user = found(state.registry.user(id).await)?;
+    let sessions = state.registry.session_counts(&[id]).await?;
+    let counts = state.queue.counts(id).await?;
+    Ok(web::Json(UserDetail {
+        user: AdminUserView::new(user, sessions.first().copied().unwrap_or(0)),
+        queue: counts.into(),
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Disabled {
+    user: AdminUserView,
+    /// Sessions the disabling ended.
+    sessions_ended: usize,
+}
+
+/// Disables a user: every session of theirs ends at once, and sign-in
+/// answers 403 `account_disabled` until they are enabled. Disabling a
+/// disabled user ends any session left and keeps the first time.
+#[utoipa::path(post, path = "/admin/api/v1/users/{id}/disable", tag = "users",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, body = Disabled, description = "Disabled, sessions ended"),
+        (status = 404, description = "`not_found`: no such user"),
+        (status = 503, description = "`storage_unavailable`: retry, which completes what was left"),
+    ))]
+pub async fn disable_user(
+    state: web::Data<AdminState>,
+    operator: Operator,
+    id: web::Path<String>,
+) -> Result<web::Json<Disabled>, ApiError> {
+    let id = user_id(&id)?;
+    let (user, ended) = found(state.registry.disable(id).await)?;
+    state.record(&operator, "user.disable", id, 1);
+    Ok(web::Json(Disabled {
+        user: AdminUserView::new(user, 0),
+        sessions_ended: ended,
+    }))
+}
+
+/// Lets a disabled user sign in again.
+#[utoipa::path(post, path = "/admin/api/v1/users/{id}/enable", tag = "users",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, body = AdminUserView, description = "Enabled"),
+        (status = 404, description = "`not_found`: no such user"),
+        (status = 503, description = "`storage_unavailable`"),
+    ))]
+pub async fn enable_user(
+    state: web::Data<AdminState>,
+    operator: Operator,
+    id: web::Path<String>,
+) -> Result<web::Json<AdminUserView>, ApiError> {
+    let id = user_id(&id)?;
+    let user = found(state.registry.enable(id).await)?;
+    state.record(&operator, "user.enable", id, 1);
+    let sessions = state.registry.session_counts(&[id]).await?;
+    Ok(web::Json(AdminUserView::new(
+        user,
+        sessions.first().copied().unwrap_or(0),
+    )))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SignedOut {
+    sessions_ended: usize,
+}
+
+/// Ends every session of a user, who may sign in again.
+#[utoipa::path(delete, path = "/admin/api/v1/users/{id}/sessions", tag = "users",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, body = SignedOut, description = "How many sessions ended"),
+        (status = 404, description = "`not_found`: no such user"),
+        (status = 503, description = "`storage_unavailable`"),
+    ))]
+pub async fn sign_out_user(
+    state: web::Data<AdminState>,
+    operator: Operator,
+    id: web::Path<String>,
+) -> Result<web::Json<SignedOut>, ApiError> {
+    let id = user_id(&id)?;
+    found(state.registry.user(id).await)?;
+    let ended = state.registry.sign_out_everywhere(id).await?;
+    state.record(&operator, "user.sign_out", id, ended);
+    Ok(web::Json(SignedOut {
+        sessions_ended: ended,
+    }))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/admin/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of the admin API", content_type = "application/json", body = Object)))]
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.get().map_or("{}", String::as_str))
+}
+
+/// The service's metrics, when `admin.serve_metrics` is on.
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+        (status = 404, description = "`not_found`: admin.serve_metrics is off"),
+    ))]
+pub async fn metrics(state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
+    match &state.export {
+        Some(export) => super::health::render_metrics(export),
+        None => Err(ApiError::not_found()),
+    }
+}
+
+routes! {
+    "/admin/api/v1/users" => { get list_users },
+    "/admin/api/v1/users/{id}" => { get get_user },
+    "/admin/api/v1/users/{id}/disable" => { post disable_user },
+    "/admin/api/v1/users/{id}/enable" => { post enable_user },
+    "/admin/api/v1/users/{id}/sessions" => { delete sign_out_user },
+    "/admin/openapi.json" => { get document },
+    "/metrics" => { get metrics },
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Tollgate admin API",
+        description = "Operators' calls, on the admin listener only. Every request carries \
+            `Authorization: Bearer <admin token>` (the contents of `admin.token_file`). Errors \
+            are RFC 9457 problem details with a stable `code`, as on the public API.",
+    ),
+    components(schemas(super::error::Problem)),
+    modifiers(&AdminScheme),
+    tags(
+        (name = "users", description = "Users, their sessions and whether they may sign in"),
+        (name = "meta", description = "This document and the metrics"),
+    ),
+)]
+struct AdminDoc;
+
+struct AdminScheme;
+
+impl utoipa::Modify for AdminScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The contents of `admin.token_file`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The admin document, rendered once.
+static DOCUMENT: OnceLock<String> = OnceLock::new();
+
+/// Registers the admin routes; every other path answers 404.
+pub fn configure(limits: BodyLimits) -> impl FnOnce(&mut web::ServiceConfig) {
+    DOCUMENT.get_or_init(|| super::openapi::render(AdminDoc::openapi(), Operations::openapi()));
+    move |cfg| {
+        cfg.app_data(json(limits.default))
+            .app_data(web::PayloadConfig::new(limits.default))
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                ApiError::new(ErrorCode::InvalidInput, err.to_string()).into()
+            }));
+        register(cfg, limits);
+        cfg.default_service(web::to(not_found));
+    }
+}

@@ -1,0 +1,301 @@
+//! The admin API on its own listener: users listed, searched and paged,
+//! disabled (every session ends, sign-in refused with 403) and enabled,
+//! signed out everywhere; every route behind the admin token, none of them
+//! on the public listener; every change counted.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tollgate::config::SessionStoreKind;
+use tollgate::http::ADMIN_ROUTES;
+
+use crate::helpers::{
+    ADMIN_TOKEN, PASSWORD, TempDir, TestApp, admin_settings, problem, refused_as_invalid_token,
+    spawn_app_with,
+};
+
+async fn app_with_admin(
+    dir: &TempDir,
+    customize: impl FnOnce(&mut tollgate::config::Settings),
+) -> TestApp {
+    spawn_app_with(|s| {
+        s.admin = Some(admin_settings(dir));
+        customize(s);
+    })
+    .await
+}
+
+/// The routes behind the token: all but the document and the metrics.
+fn guarded_routes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ADMIN_ROUTES
+        .iter()
+        .copied()
+        .filter(|(_, path)| path.starts_with("/admin/api/"))
+}
+
+#[actix_web::test]
+async fn every_admin_route_needs_the_admin_token_and_only_the_admin_listener_serves_it() {
+    let dir = TempDir::new("admin");
+    let app = app_with_admin(&dir, |_| {}).await;
+    let user = app.new_user("ada").await;
+    let admin = app.admin_address.clone().unwrap();
+
+    for (method, template) in guarded_routes() {
+        let path = template.replace("{id}", &user.id);
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let send = |address: &str, token: Option<&str>| {
+            let request = app
+                .client
+                .request(method.clone(), format!("{address}{path}"));
+            match token {
+                Some(token) => request.bearer_auth(token),
+                None => request,
+            }
+            .send()
+        };
+
+        let missing = send(&admin, None).await.unwrap();
+        assert_eq!(
+            missing.headers()["www-authenticate"],
+            "Bearer",
+            "{method} {path}"
+        );
+        problem(missing, StatusCode::UNAUTHORIZED, "missing_credentials").await;
+        let wrong = send(&admin, Some("not-the-admin-token-but-as-long-as-one")).await;
+        problem(wrong.unwrap(), StatusCode::UNAUTHORIZED, "invalid_token").await;
+        // A user's own token is no admin token.
+        let users_token = send(&admin, Some(&user.token)).await;
+        problem(
+            users_token.unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        )
+        .await;
+        let public = send(&app.address, Some(ADMIN_TOKEN)).await;
+        problem(public.unwrap(), StatusCode::NOT_FOUND, "not_found").await;
+    }
+    // The user was never touched by any of it.
+    assert_eq!(app.me(&user.token).await.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn a_disabled_user_is_signed_out_at_once_and_refused_sign_in_until_enabled() {
+    let dir = TempDir::new("admin");
+    let app = app_with_admin(&dir, |_| {}).await;
+    let user = app.new_user("mallory").await;
+    let second = app.new_token(&user).await;
+    let bystander = app.new_user("bob").await;
+    let path = format!("/admin/api/v1/users/{}", user.id);
+
+    let disabled = app
+        .admin(Method::POST, &format!("{path}/disable"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), StatusCode::OK);
+    let disabled: Value = disabled.json().await.unwrap();
+    // Both live tokens are refused on their very next request.
+    refused_as_invalid_token(app.me(&user.token).await).await;
+    refused_as_invalid_token(app.me(&second).await).await;
+    let right_password = app.sign_in(&user.username, PASSWORD).await;
+    let wrong_password = app.sign_in(&user.username, "not-the-password").await;
+    let detail = app.admin_json(&path).await;
+
+    assert_eq!(disabled["sessions_ended"], 2);
+    assert_eq!(disabled["user"]["disabled"], true);
+    assert!(disabled["user"]["disabled_at"].is_string());
+    problem(right_password, StatusCode::FORBIDDEN, "account_disabled").await;
+    // Without the password nothing tells that the account is disabled.
+    problem(
+        wrong_password,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    assert_eq!(detail["user"]["disabled"], true);
+    assert_eq!(detail["user"]["sessions"], 0);
+    assert_eq!(app.me(&bystander.token).await.status(), StatusCode::OK);
+
+    let enabled = app
+        .admin(Method::POST, &format!("{path}/enable"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enabled.status(), StatusCode::OK);
+    let enabled: Value = enabled.json().await.unwrap();
+    assert_eq!(enabled["disabled"], false);
+    assert_eq!(enabled["disabled_at"], Value::Null);
+    assert_eq!(
+        app.sign_in(&user.username, PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    let counted = app.metrics().await;
+    for action in ["user.disable", "user.enable"] {
+        let labels = [("action", action)];
+        assert_eq!(
+            counted.value("tollgate_admin_actions_total", &labels),
+            Some(1.0),
+            "{action}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn users_are_listed_newest_first_searched_paged_and_counted() {
+    let dir = TempDir::new("admin");
+    // Sessions in Redis: their counts come from there.
+    let app = app_with_admin(&dir, |s| s.session.store = SessionStoreKind::Redis).await;
+    let mut users = Vec::new();
+    for name in ["ann", "bert", "bertha", "carl"] {
+        users.push(app.new_user(name).await);
+    }
+    app.new_token(&users[1]).await;
+
+    let everyone = app.admin_json("/admin/api/v1/users?limit=100").await;
+    let first = app.admin_json("/admin/api/v1/users?limit=3").await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest = app
+        .admin_json(&format!("/admin/api/v1/users?limit=3&cursor={cursor}"))
+        .await;
+    let berts = app.admin_json("/admin/api/v1/users?query=BERT").await;
+
+    let names = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|user| user["username"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&everyone), ["carl", "bertha", "bert", "ann"]);
+    assert_eq!(everyone["next_cursor"], Value::Null);
+    assert_eq!(names(&first), ["carl", "bertha", "bert"]);
+    assert_eq!(names(&rest), ["ann"]);
+    assert_eq!(rest["next_cursor"], Value::Null);
+    assert_eq!(names(&berts), ["bertha", "bert"]);
+    let sessions: Vec<&Value> = berts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|user| &user["sessions"])
+        .collect();
+    assert_eq!(sessions, [&json!(1), &json!(2)]);
+
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("cursor=yesterday", "cursor"),
+        (&*format!("query={}", "x".repeat(257)), "query"),
+    ] {
+        let refused = app
+            .admin(Method::GET, &format!("/admin/api/v1/users?{query}"))
+            .send()
+            .await
+            .unwrap();
+        let body = problem(refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
+        assert_eq!(body["errors"][0]["field"], field, "{query}");
+    }
+}
+
+#[actix_web::test]
+async fn signing_a_user_out_everywhere_ends_every_session_but_not_the_account() {
+    let dir = TempDir::new("admin");
+    let app = app_with_admin(&dir, |s| s.session.store = SessionStoreKind::Redis).await;
+    let user = app.new_user("eve").await;
+    let tokens = [
+        user.token.clone(),
+        app.new_token(&user).await,
+        app.new_token(&user).await,
+    ];
+    let task = app
+        .enqueued(
+            &tokens[0],
+            &json!({ "kind": "echo", "payload": { "n": 1 } }),
+        )
+        .await;
+    app.finished_task(
+        &tokens[0],
+        task["id"].as_str().unwrap(),
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    let path = format!("/admin/api/v1/users/{}", user.id);
+
+    let before = app.admin_json(&path).await;
+    let signed_out = app
+        .admin(Method::DELETE, &format!("{path}/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), StatusCode::OK);
+    let signed_out: Value = signed_out.json().await.unwrap();
+
+    assert_eq!(before["user"]["sessions"], 3);
+    assert_eq!(before["queue"]["succeeded"], 1);
+    assert_eq!(signed_out["sessions_ended"], 3);
+    for token in &tokens {
+        refused_as_invalid_token(app.me(token).await).await;
+    }
+    assert_eq!(app.sign_in("eve", PASSWORD).await.status(), StatusCode::OK);
+    let counted = app.metrics().await;
+    let labels = [("action", "user.sign_out")];
+    assert_eq!(
+        counted.value("tollgate_admin_actions_total", &labels),
+        Some(3.0)
+    );
+}
+
+#[actix_web::test]
+async fn an_unknown_or_malformed_user_id_is_not_found() {
+    let dir = TempDir::new("admin");
+    let app = app_with_admin(&dir, |_| {}).await;
+    let unknown = uuid::Uuid::now_v7().to_string();
+
+    for id in [unknown.as_str(), "not-a-uuid"] {
+        for (method, suffix) in [
+            (Method::GET, ""),
+            (Method::POST, "/disable"),
+            (Method::POST, "/enable"),
+            (Method::DELETE, "/sessions"),
+        ] {
+            let path = format!("/admin/api/v1/users/{id}{suffix}");
+            let answer = app.admin(method, &path).send().await.unwrap();
+            problem(answer, StatusCode::NOT_FOUND, "not_found").await;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_admin_listener_serves_its_document_and_on_request_the_metrics() {
+    let dir = TempDir::new("admin");
+    let app = app_with_admin(&dir, |s| {
+        s.admin.as_mut().unwrap().serve_metrics = true;
+    })
+    .await;
+    let quiet_dir = TempDir::new("admin-quiet");
+    let quiet = app_with_admin(&quiet_dir, |_| {}).await;
+
+    let document = app.admin_json("/admin/openapi.json").await;
+    let metrics = app.admin(Method::GET, "/metrics").send().await.unwrap();
+    let no_metrics = quiet.admin(Method::GET, "/metrics").send().await.unwrap();
+
+    let documented: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
+    for (_, path) in ADMIN_ROUTES {
+        assert!(
+            documented.contains(&&(*path).to_owned()),
+            "{path} undocumented"
+        );
+    }
+    assert_eq!(
+        document["paths"]["/admin/api/v1/users"]["get"]["security"],
+        json!([{ "admin": [] }])
+    );
+    assert_eq!(metrics.status(), StatusCode::OK);
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("tollgate_sessions_active")
+    );
+    problem(no_metrics, StatusCode::NOT_FOUND, "not_found").await;
+}
