@@ -31,6 +31,7 @@ impl Application {
             mut stop,
             mut hangup,
         } = signals;
+        let admin = self.admin.map(super::AdminListener::spawn);
         let handle = self.server.handle();
         let mut server = pin!(self.server);
         let stopped = loop {
@@ -46,7 +47,7 @@ impl Application {
         let served = match stopped {
             // Stopped through a handle: nothing more to wait for.
             Some(served) => {
-                super::stop_admin(self.admin.as_ref()).await;
+                super::stop_admin(admin.as_ref()).await;
                 served
             }
             None => {
@@ -55,7 +56,7 @@ impl Application {
                 let drain = async {
                     let ((), (), served, released) = tokio::join!(
                         handle.stop(true),
-                        super::stop_admin(self.admin.as_ref()),
+                        super::stop_admin(admin.as_ref()),
                         server,
                         self.queue.drain(self.shutdown_timeout)
                     );

@@ -245,8 +245,9 @@ impl Application {
     ///
     /// [`handle`]: Application::handle
     pub async fn run(self) -> std::io::Result<()> {
+        let admin = self.admin.map(AdminListener::spawn);
         let served = self.server.await;
-        stop_admin(self.admin.as_ref()).await;
+        stop_admin(admin.as_ref()).await;
         self.shutdown.stop();
         self.shutdown.finished(self.shutdown_timeout).await;
         served
@@ -331,22 +332,32 @@ async fn dummy_hash(hashers: &HasherPool) -> anyhow::Result<String> {
         .context("hashing the dummy password")
 }
 
-/// The admin listener: its port and the handle that stops it.
+/// The admin listener, bound but not yet serving.
 struct AdminListener {
     port: u16,
-    handle: ServerHandle,
+    server: Server,
+}
+
+impl AdminListener {
+    /// Serves on a task of the current actix system, beside the public
+    /// listener; answers the handle that stops it.
+    fn spawn(self) -> ServerHandle {
+        let handle = self.server.handle();
+        actix_web::rt::spawn(self.server);
+        handle
+    }
 }
 
 /// Stops the admin listener, if there is one, letting requests in flight
 /// finish.
-async fn stop_admin(admin: Option<&AdminListener>) {
+async fn stop_admin(admin: Option<&ServerHandle>) {
     if let Some(admin) = admin {
-        admin.handle.stop(true).await;
+        admin.stop(true).await;
     }
 }
 
-/// Binds the admin listener and starts serving it on a task of its own:
-/// one worker, no CORS (browsers reach it only from its own console).
+/// Binds the admin listener: one worker, no CORS (browsers reach it only
+/// from its own console).
 fn serve_admin(settings: &Settings, state: AdminState) -> anyhow::Result<AdminListener> {
     let state = web::Data::new(state);
     let limits = BodyLimits {
@@ -379,11 +390,11 @@ fn serve_admin(settings: &Settings, state: AdminState) -> anyhow::Result<AdminLi
         .addrs()
         .first()
         .map_or(bind.port(), |addr| addr.port());
-    let server = server.run();
-    let handle = server.handle();
-    actix_web::rt::spawn(server);
     tracing::info!(port, "the admin API is listening");
-    Ok(AdminListener { port, handle })
+    Ok(AdminListener {
+        port,
+        server: server.run(),
+    })
 }
 
 /// Connections waiting to be accepted, as the kernel allows (it caps this

@@ -9,8 +9,8 @@ use tollgate::config::SessionStoreKind;
 use tollgate::http::ADMIN_ROUTES;
 
 use crate::helpers::{
-    ADMIN_TOKEN, PASSWORD, TempDir, TestApp, admin_settings, problem, refused_as_invalid_token,
-    spawn_app_with,
+    ADMIN_TOKEN, PASSWORD, TempDir, TestApp, admin_settings, output_of, problem,
+    refused_as_invalid_token, spawn_app_with,
 };
 
 async fn app_with_admin(
@@ -298,4 +298,75 @@ async fn the_admin_listener_serves_its_document_and_on_request_the_metrics() {
             .contains("tollgate_sessions_active")
     );
     problem(no_metrics, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[actix_web::test]
+async fn the_admin_command_lists_disables_and_enables_users_of_a_live_service() {
+    let dir = TempDir::new("admin");
+    let app = app_with_admin(&dir, |_| {}).await;
+    let user = app.new_user("zed").await;
+    app.new_user("zoe").await;
+    let url = app.admin_address.clone().unwrap();
+    let token_file = dir.join("admin-token").display().to_string();
+    let by_env = [("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let admin = |args: &[&str], env: &[(&str, &str)]| {
+        let args = [&["admin", "--url", url.as_str()], args].concat();
+        output_of(&args, env)
+    };
+
+    let (listed, listed_text) = admin(&["--json", "users", "list", "--query", "z"], &by_env);
+    let (table, table_text) = admin(&["users", "list", "--limit", "1"], &by_env);
+    let (disabled, disabled_text) = admin(
+        &[
+            "--token-file",
+            &token_file,
+            "--json",
+            "users",
+            "disable",
+            &user.id,
+        ],
+        &[],
+    );
+    let refused_sign_in = app.sign_in("zed", PASSWORD).await;
+    let (enabled, enabled_text) = admin(&["--json", "users", "enable", &user.id], &by_env);
+    let (wrong, wrong_text) = admin(
+        &["users", "show", &user.id],
+        &[(
+            "TOLLGATE_ADMIN_TOKEN",
+            "not-the-admin-token-but-as-long-as-one",
+        )],
+    );
+    let (unknown, unknown_text) = admin(&["users", "show", "no-such-user"], &by_env);
+
+    assert!(listed.status.success(), "{listed_text}");
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let names: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|user| user["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["zoe", "zed"]);
+    assert!(table.status.success(), "{table_text}");
+    let lines: Vec<&str> = table_text.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("USERNAME  "),
+        "{table_text}"
+    );
+    assert!(lines[1].contains("zoe"), "{table_text}");
+    assert!(lines[2].starts_with("next cursor: "), "{table_text}");
+    assert!(disabled.status.success(), "{disabled_text}");
+    let disabled: Value = serde_json::from_slice(&disabled.stdout).unwrap();
+    assert_eq!(disabled["sessions_ended"], 1);
+    problem(refused_sign_in, StatusCode::FORBIDDEN, "account_disabled").await;
+    assert!(enabled.status.success(), "{enabled_text}");
+    let enabled: Value = serde_json::from_slice(&enabled.stdout).unwrap();
+    assert_eq!(enabled["disabled"], false);
+    assert!(!wrong.status.success());
+    assert!(wrong_text.contains("401 invalid_token"), "{wrong_text}");
+    assert!(!unknown.status.success());
+    assert!(
+        unknown_text.contains("404 not_found: no such user"),
+        "{unknown_text}"
+    );
 }

@@ -1,4 +1,7 @@
-//! The command line: `tollgate [--config FILE] serve | check-config | migrate`.
+//! The command line: `tollgate [--config FILE] serve | check-config |
+//! migrate | admin ...`.
+
+mod admin;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +32,8 @@ enum Command {
     CheckConfig,
     /// Apply database migrations and exit.
     Migrate,
+    /// Call a running service's admin API.
+    Admin(admin::AdminCommand),
 }
 
 impl Cli {
@@ -47,6 +52,7 @@ impl Cli {
                 Ok(())
             }
             Command::Migrate => migrate(settings).await,
+            Command::Admin(command) => command.run(&settings).await,
         };
         match outcome {
             Ok(()) => ExitCode::SUCCESS,
