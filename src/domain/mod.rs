@@ -14,9 +14,9 @@ pub use credentials::{
     Credentials, Email, Login, Password, PasswordChange, Registration, Username,
 };
 pub use queue::{
-    Cancelled, Enqueued, Finished, Idempotency, IdempotencyKey, LeaseCall, Limits, MAX_ATTEMPTS,
-    MAX_DELAY_MS, Page, QueueStats, Settled, TaskDraft, TaskKinds, TaskQuery, TaskRefusal,
-    TaskRequest, TaskRules, Wanted,
+    Bulk, Cancelled, Enqueued, Finished, Idempotency, IdempotencyKey, LeaseCall, Limits,
+    MAX_ATTEMPTS, MAX_DELAY_MS, Page, QueueStats, Retried, Settled, TaskDraft, TaskFilter,
+    TaskKinds, TaskQuery, TaskRefusal, TaskRequest, TaskRules, Wanted,
 };
 pub use session::{Session, SessionId, SessionTable, StoredSession, TouchOutcome};
 pub use task::{

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{InvalidInput, Task, TaskId, TaskKind, TaskStatus};
+use super::{InvalidInput, Task, TaskId, TaskKind, TaskStatus, UserId};
 
 /// Most attempts a task may ask for.
 pub const MAX_ATTEMPTS: u32 = 25;
@@ -194,6 +194,42 @@ pub enum Enqueued {
     FullFinished {
         finished: u64,
     },
+}
+
+/// Which tasks an operator means; what is left out matches every task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub user: Option<UserId>,
+    pub status: Option<TaskStatus>,
+    pub kind: Option<TaskKind>,
+}
+
+impl TaskFilter {
+    /// Whether a task of `user`'s, of `kind` and in `status`, is meant.
+    pub fn matches(&self, user: UserId, kind: &TaskKind, status: TaskStatus) -> bool {
+        self.user.is_none_or(|wanted| wanted == user)
+            && self.status.is_none_or(|wanted| wanted == status)
+            && self.kind.as_ref().is_none_or(|wanted| wanted == kind)
+    }
+}
+
+/// What a call on every task a filter matches did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bulk {
+    /// Tasks the filter matched.
+    pub matched: u64,
+    /// Of those, the ones the call changed (the rest could not be).
+    pub changed: u64,
+}
+
+/// What retrying a task found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Retried {
+    /// Queued again under its id, attempts reset.
+    Retried(Task),
+    /// Neither dead nor cancelled: returned as it stands.
+    NotRetriable(Task),
+    NotFound,
 }
 
 /// What a cancellation found.

@@ -97,6 +97,11 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// Whether an operator may queue a task in this state again.
+    pub fn is_retriable(self) -> bool {
+        matches!(self, Self::Dead | Self::Cancelled)
+    }
+
     pub const ALL: [TaskStatus; 6] = [
         Self::Queued,
         Self::Running,

@@ -20,7 +20,10 @@ use super::extract::bearer_token;
 use super::routes::{BodyLimits, json, method_name, not_found, routes};
 use crate::accounts::{AccountError, UserRegistry};
 use crate::actors::Queue;
-use crate::domain::{InvalidInput, TaskCounts, User, UserCursor, UserId, UserQuery};
+use crate::domain::{
+    InvalidInput, Retried, Task, TaskCounts, TaskFilter, TaskId, TaskKind, TaskQuery, TaskStatus,
+    User, UserCursor, UserId, UserQuery,
+};
 use crate::telemetry::{Metrics, MetricsExport};
 
 /// What every admin handler can reach.
@@ -51,15 +54,15 @@ impl AdminState {
     }
 
     /// Logs and counts a change an operator made.
-    fn record(&self, operator: &Operator, action: &'static str, target: UserId, changed: usize) {
+    fn record(&self, operator: &Operator, action: &'static str, target: &str, changed: usize) {
         tracing::info!(
             operator = operator.fingerprint,
             action,
-            user_id = %target,
+            target,
             changed,
             "admin action"
         );
-        self.metrics.admin_action(action, changed.max(1) as u64);
+        self.metrics.admin_action(action, changed as u64);
     }
 }
 
@@ -331,7 +334,7 @@ pub async fn disable_user(
 ) -> Result<web::Json<Disabled>, ApiError> {
     let id = user_id(&id)?;
     let (user, ended) = found(state.registry.disable(id).await)?;
-    state.record(&operator, "user.disable", id, 1);
+    state.record(&operator, "user.disable", &id.to_string(), 1);
     Ok(web::Json(Disabled {
         user: AdminUserView::new(user, 0),
         sessions_ended: ended,
@@ -354,7 +357,7 @@ pub async fn enable_user(
 ) -> Result<web::Json<AdminUserView>, ApiError> {
     let id = user_id(&id)?;
     let user = found(state.registry.enable(id).await)?;
-    state.record(&operator, "user.enable", id, 1);
+    state.record(&operator, "user.enable", &id.to_string(), 1);
     let sessions = state.registry.session_counts(&[id]).await?;
     Ok(web::Json(AdminUserView::new(
         user,
@@ -384,10 +387,326 @@ pub async fn sign_out_user(
     let id = user_id(&id)?;
     found(state.registry.user(id).await)?;
     let ended = state.registry.sign_out_everywhere(id).await?;
-    state.record(&operator, "user.sign_out", id, ended);
+    state.record(&operator, "user.sign_out", &id.to_string(), ended);
     Ok(web::Json(SignedOut {
         sessions_ended: ended,
     }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TasksQuery {
+    /// Only tasks in this state.
+    #[param(value_type = Option<TaskStatus>)]
+    status: Option<String>,
+    /// Only this user's tasks.
+    #[param(value_type = Option<uuid::Uuid>)]
+    user: Option<String>,
+    /// Only tasks of this kind.
+    #[param(value_type = Option<TaskKind>)]
+    kind: Option<String>,
+    /// Tasks per page, 1 to 100; 50 if absent.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
+    /// The `next_cursor` of the page before.
+    #[param(value_type = Option<uuid::Uuid>)]
+    cursor: Option<String>,
+}
+
+/// A user id named as a filter: one that is no id is a field at fault.
+fn filter_user(raw: Option<&str>) -> Result<Option<UserId>, InvalidInput> {
+    raw.map(|raw| {
+        raw.parse()
+            .map(UserId)
+            .map_err(|_| InvalidInput::new("user", "must be a user id"))
+    })
+    .transpose()
+}
+
+fn filter_kind(raw: Option<&str>) -> Result<Option<TaskKind>, InvalidInput> {
+    raw.map(TaskKind::parse).transpose()
+}
+
+impl TasksQuery {
+    fn parse(self) -> Result<(TaskFilter, TaskQuery), ApiError> {
+        let query = TaskQuery::parse(
+            self.status.as_deref(),
+            self.limit.as_deref(),
+            self.cursor.as_deref(),
+        );
+        let user = filter_user(self.user.as_deref());
+        let kind = filter_kind(self.kind.as_deref());
+        match (query, user, kind) {
+            (Ok(query), Ok(user), Ok(kind)) => Ok((
+                TaskFilter {
+                    user,
+                    status: query.status,
+                    kind,
+                },
+                query,
+            )),
+            (query, user, kind) => {
+                let mut errors = query.err().unwrap_or_default();
+                errors.extend(user.err());
+                errors.extend(kind.err());
+                Err(errors.into())
+            }
+        }
+    }
+}
+
+/// A task as operators see one: with its user.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AdminTaskView {
+    user_id: UserId,
+    #[serde(flatten)]
+    task: Task,
+}
+
+impl From<Task> for AdminTaskView {
+    fn from(task: Task) -> Self {
+        Self {
+            user_id: task.user_id,
+            task,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AdminTaskPage {
+    items: Vec<AdminTaskView>,
+    /// Pass as `cursor` for the next page; `null` once nothing is left. A
+    /// page narrowed by state or kind looks at a bounded number of tasks,
+    /// so it may be short, or empty, with a cursor to go on from.
+    #[schema(required = true)]
+    next_cursor: Option<TaskId>,
+}
+
+/// Tasks across users, newest first, narrowed by state, user and kind.
+#[utoipa::path(get, path = "/admin/api/v1/tasks", tag = "tasks",
+    security(("admin" = [])),
+    params(TasksQuery),
+    responses(
+        (status = 200, body = AdminTaskPage, description = "A page of tasks"),
+        (status = 422, description = "`invalid_input`: a parameter is not what it must be"),
+        (status = 503, description = "`queue_unavailable`"),
+    ))]
+pub async fn list_tasks(
+    state: web::Data<AdminState>,
+    _: Operator,
+    query: web::Query<TasksQuery>,
+) -> Result<web::Json<AdminTaskPage>, ApiError> {
+    let (filter, query) = query.into_inner().parse()?;
+    let page = state.queue.scan(&filter, query.before, query.limit).await?;
+    Ok(web::Json(AdminTaskPage {
+        items: page.items.into_iter().map(AdminTaskView::from).collect(),
+        next_cursor: page.next,
+    }))
+}
+
+/// Queues a dead or cancelled task again under its id, its attempts reset.
+#[utoipa::path(post, path = "/admin/api/v1/tasks/{id}/retry", tag = "tasks",
+    security(("admin" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The task's id")),
+    responses(
+        (status = 200, body = AdminTaskView, description = "Queued again"),
+        (status = 404, description = "`not_found`: no such task"),
+        (status = 409, description = "`task_not_retriable`: the task is neither dead nor cancelled"),
+        (status = 503, description = "`queue_unavailable`"),
+    ))]
+pub async fn retry_task(
+    state: web::Data<AdminState>,
+    operator: Operator,
+    id: web::Path<String>,
+) -> Result<web::Json<AdminTaskView>, ApiError> {
+    let not_found = || ApiError::new(ErrorCode::NotFound, "no such task");
+    let id = TaskId::parse(&id).ok_or_else(not_found)?;
+    match state.queue.retry(id).await? {
+        Retried::Retried(task) => {
+            state.record(&operator, "task.retry", &task.id.to_string(), 1);
+            Ok(web::Json(task.into()))
+        }
+        Retried::NotRetriable(task) => Err(ApiError::new(
+            ErrorCode::TaskNotRetriable,
+            format!(
+                "the task is {}: only dead and cancelled tasks are retried",
+                task.status.as_str()
+            ),
+        )),
+        Retried::NotFound => Err(not_found()),
+    }
+}
+
+/// Which tasks a call in bulk means; what is left out matches every task.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkBody {
+    #[schema(value_type = Option<TaskStatus>)]
+    status: Option<String>,
+    #[schema(value_type = Option<uuid::Uuid>)]
+    user: Option<String>,
+    #[schema(value_type = Option<TaskKind>)]
+    kind: Option<String>,
+}
+
+impl BulkBody {
+    fn parse(self) -> Result<TaskFilter, ApiError> {
+        let status = self
+            .status
+            .as_deref()
+            .map(|raw| {
+                TaskStatus::parse(raw).ok_or(InvalidInput::new(
+                    "status",
+                    "must be one of queued, running, succeeded, failed, dead, cancelled",
+                ))
+            })
+            .transpose();
+        let user = filter_user(self.user.as_deref());
+        let kind = filter_kind(self.kind.as_deref());
+        match (status, user, kind) {
+            (Ok(status), Ok(user), Ok(kind)) => Ok(TaskFilter { user, status, kind }),
+            (status, user, kind) => Err([status.err(), user.err(), kind.err()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .into()),
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BulkAnswer {
+    /// Tasks the filter matched.
+    matched: u64,
+    /// Of those, the ones changed: retried (dead or cancelled ones) or
+    /// cancelled (waiting ones).
+    changed: u64,
+}
+
+/// Queues again every dead or cancelled task the filter matches.
+#[utoipa::path(post, path = "/admin/api/v1/tasks/retry", tag = "tasks",
+    security(("admin" = [])),
+    request_body = BulkBody,
+    responses(
+        (status = 200, body = BulkAnswer, description = "How many matched and how many were retried"),
+        (status = 503, description = "`queue_unavailable`: some may have been retried; sending it again retries the rest"),
+    ))]
+pub async fn retry_tasks(
+    state: web::Data<AdminState>,
+    operator: Operator,
+    body: web::Json<BulkBody>,
+) -> Result<web::Json<BulkAnswer>, ApiError> {
+    in_bulk(&state, &operator, body.into_inner(), Change::Retry).await
+}
+
+/// Cancels every waiting task the filter matches.
+#[utoipa::path(post, path = "/admin/api/v1/tasks/cancel", tag = "tasks",
+    security(("admin" = [])),
+    request_body = BulkBody,
+    responses(
+        (status = 200, body = BulkAnswer, description = "How many matched and how many were cancelled"),
+        (status = 503, description = "`queue_unavailable`: some may have been cancelled; sending it again cancels the rest"),
+    ))]
+pub async fn cancel_tasks(
+    state: web::Data<AdminState>,
+    operator: Operator,
+    body: web::Json<BulkBody>,
+) -> Result<web::Json<BulkAnswer>, ApiError> {
+    in_bulk(&state, &operator, body.into_inner(), Change::Cancel).await
+}
+
+/// What a call in bulk does to the tasks it matches.
+enum Change {
+    Retry,
+    Cancel,
+}
+
+async fn in_bulk(
+    state: &AdminState,
+    operator: &Operator,
+    body: BulkBody,
+    change: Change,
+) -> Result<web::Json<BulkAnswer>, ApiError> {
+    let filter = body.parse()?;
+    let (bulk, action) = match change {
+        Change::Retry => (state.queue.retry_matching(&filter).await?, "task.retry"),
+        Change::Cancel => (state.queue.cancel_matching(&filter).await?, "task.cancel"),
+    };
+    state.record(operator, action, &describe(&filter), bulk.changed as usize);
+    Ok(web::Json(BulkAnswer {
+        matched: bulk.matched,
+        changed: bulk.changed,
+    }))
+}
+
+/// A filter as the log names it.
+fn describe(filter: &TaskFilter) -> String {
+    let user = filter
+        .user
+        .map_or("any".to_owned(), |user| user.to_string());
+    let status = filter.status.map_or("any", TaskStatus::as_str);
+    let kind = filter.kind.as_ref().map_or("any", TaskKind::as_str);
+    format!("user={user} status={status} kind={kind}")
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct QueuePaused {
+    /// Whether the user's queue is paused now.
+    paused: bool,
+    /// Whether this call changed that.
+    changed: bool,
+}
+
+/// Keeps a user's tasks waiting, in their order, while others' run; they
+/// may still enqueue and cancel.
+#[utoipa::path(post, path = "/admin/api/v1/users/{id}/queue/pause", tag = "users",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, body = QueuePaused, description = "Paused"),
+        (status = 404, description = "`not_found`: no such user"),
+        (status = 503, description = "`queue_unavailable`"),
+    ))]
+pub async fn pause_queue(
+    state: web::Data<AdminState>,
+    operator: Operator,
+    id: web::Path<String>,
+) -> Result<web::Json<QueuePaused>, ApiError> {
+    set_paused(&state, &operator, &id, true).await
+}
+
+/// Lets a paused user's tasks run again, in their order.
+#[utoipa::path(post, path = "/admin/api/v1/users/{id}/queue/resume", tag = "users",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, body = QueuePaused, description = "Resumed"),
+        (status = 404, description = "`not_found`: no such user"),
+        (status = 503, description = "`queue_unavailable`"),
+    ))]
+pub async fn resume_queue(
+    state: web::Data<AdminState>,
+    operator: Operator,
+    id: web::Path<String>,
+) -> Result<web::Json<QueuePaused>, ApiError> {
+    set_paused(&state, &operator, &id, false).await
+}
+
+/// Pauses or resumes the queue of the user `id` names.
+async fn set_paused(
+    state: &AdminState,
+    operator: &Operator,
+    id: &str,
+    paused: bool,
+) -> Result<web::Json<QueuePaused>, ApiError> {
+    let id = user_id(id)?;
+    found(state.registry.user(id).await)?;
+    let (changed, action) = match paused {
+        true => (state.queue.pause(id).await?, "queue.pause"),
+        false => (state.queue.resume(id).await?, "queue.resume"),
+    };
+    state.record(operator, action, &id.to_string(), usize::from(changed));
+    Ok(web::Json(QueuePaused { paused, changed }))
 }
 
 /// This document.
@@ -414,6 +733,12 @@ pub async fn metrics(state: web::Data<AdminState>) -> Result<HttpResponse, ApiEr
 
 routes! {
     "/admin/api/v1/users" => { get list_users },
+    "/admin/api/v1/users/{id}/queue/pause" => { post pause_queue },
+    "/admin/api/v1/users/{id}/queue/resume" => { post resume_queue },
+    "/admin/api/v1/tasks" => { get list_tasks },
+    "/admin/api/v1/tasks/retry" => { post retry_tasks },
+    "/admin/api/v1/tasks/cancel" => { post cancel_tasks },
+    "/admin/api/v1/tasks/{id}/retry" => { post retry_task },
     "/admin/api/v1/users/{id}" => { get get_user },
     "/admin/api/v1/users/{id}/disable" => { post disable_user },
     "/admin/api/v1/users/{id}/enable" => { post enable_user },
@@ -433,7 +758,8 @@ routes! {
     components(schemas(super::error::Problem)),
     modifiers(&AdminScheme),
     tags(
-        (name = "users", description = "Users, their sessions and whether they may sign in"),
+        (name = "users", description = "Users, their sessions, whether they may sign in and whether their tasks run"),
+        (name = "tasks", description = "Tasks across users: found, retried and cancelled"),
         (name = "meta", description = "This document and the metrics"),
     ),
 )]

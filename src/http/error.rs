@@ -54,6 +54,7 @@ error_codes! {
     NotFound => ("not_found", NOT_FOUND, "Not found"),
     MethodNotAllowed => ("method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed"),
     TaskNotCancellable => ("task_not_cancellable", CONFLICT, "Task not cancellable"),
+    TaskNotRetriable => ("task_not_retriable", CONFLICT, "Task not retriable"),
     IdempotencyKeyReused => ("idempotency_key_reused", UNPROCESSABLE_ENTITY, "Idempotency key reused"),
     QueueFull => ("queue_full", TOO_MANY_REQUESTS, "Queue full"),
     RateLimited => ("rate_limited", TOO_MANY_REQUESTS, "Too many requests"),

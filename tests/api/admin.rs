@@ -1,16 +1,25 @@
 //! The admin API on its own listener: users listed, searched and paged,
 //! disabled (every session ends, sign-in refused with 403) and enabled,
-//! signed out everywhere; every route behind the admin token, none of them
-//! on the public listener; every change counted.
+//! signed out everywhere, their queues paused and resumed; tasks found
+//! across users and retried or cancelled, one or in bulk; every route
+//! behind the admin token, none of them on the public listener; every
+//! change counted; the `tollgate admin` command.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tollgate::config::SessionStoreKind;
+use tollgate::domain::{Task, TaskKind};
 use tollgate::http::ADMIN_ROUTES;
+use tollgate::tasks::{TaskError, TaskHandler, TaskHandlers};
 
 use crate::helpers::{
-    ADMIN_TOKEN, PASSWORD, TempDir, TestApp, admin_settings, output_of, problem,
-    refused_as_invalid_token, spawn_app_with,
+    ADMIN_TOKEN, PASSWORD, PATIENCE, TempDir, TestApp, TestUser, admin_settings, eventually,
+    fields_at_fault, output_of, problem, refused_as_invalid_token, spawn_app_with,
+    spawn_app_with_handlers,
 };
 
 async fn app_with_admin(
@@ -369,4 +378,248 @@ async fn the_admin_command_lists_disables_and_enables_users_of_a_live_service() 
         unknown_text.contains("404 not_found: no such user"),
         "{unknown_text}"
     );
+}
+
+/// The `job` kind: rejects every attempt while `broken`, and otherwise
+/// notes `"<user id> <payload n>"` and succeeds.
+#[derive(Clone, Default)]
+struct Job {
+    broken: Arc<AtomicBool>,
+    ran: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl TaskHandler for Job {
+    async fn run(&self, task: &Task) -> Result<Value, TaskError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(TaskError::Reject("the job is broken".into()));
+        }
+        let entry = format!("{} {}", task.user_id, task.payload["n"]);
+        self.ran.lock().unwrap().push(entry);
+        Ok(json!({}))
+    }
+}
+
+impl Job {
+    /// What ran for `user`, as the `n` of each task in the order run.
+    fn ran_for(&self, user: &str) -> Vec<u64> {
+        let ran = self.ran.lock().unwrap();
+        ran.iter()
+            .filter_map(|entry| entry.strip_prefix(&format!("{user} ")))
+            .map(|n| n.parse().unwrap())
+            .collect()
+    }
+}
+
+/// An app whose only kind is `job`, with an admin listener.
+async fn app_with_jobs(dir: &TempDir, job: &Job) -> TestApp {
+    let job = job.clone();
+    spawn_app_with_handlers(
+        move |_| Ok(TaskHandlers::empty().with("job", job)),
+        |s| {
+            s.admin = Some(admin_settings(dir));
+            s.queue.default_kind = TaskKind::parse("job").unwrap();
+        },
+    )
+    .await
+}
+
+async fn enqueue_jobs(app: &TestApp, user: &TestUser, count: u64) {
+    for n in 0..count {
+        app.enqueued(
+            &user.token,
+            &json!({ "kind": "job", "payload": { "n": n } }),
+        )
+        .await;
+    }
+}
+
+async fn post_admin(app: &TestApp, path: &str, body: &Value) -> Value {
+    let answer = app
+        .admin(Method::POST, path)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK, "POST {path}");
+    answer.json().await.unwrap()
+}
+
+#[actix_web::test]
+async fn a_thousand_dead_tasks_are_retried_in_one_call_and_all_run() {
+    let dir = TempDir::new("admin");
+    let job = Job::default();
+    job.broken.store(true, Ordering::SeqCst);
+    let app = app_with_jobs(&dir, &job).await;
+    let users: Vec<TestUser> = futures_util::future::join_all((0..10).map(|i| {
+        let app = &app;
+        async move { app.new_user(&format!("worker{i}")).await }
+    }))
+    .await;
+    futures_util::future::join_all(users.iter().map(|user| enqueue_jobs(&app, user, 100))).await;
+    let all_dead = eventually(PATIENCE, || async {
+        let dead = users.iter().map(|user| app.queue_counts(&user.token));
+        let dead = futures_util::future::join_all(dead).await;
+        dead.iter().all(|counts| counts["dead"] == 100)
+    })
+    .await;
+    assert!(all_dead, "the broken job killed every task");
+
+    job.broken.store(false, Ordering::SeqCst);
+    let retried = post_admin(
+        &app,
+        "/admin/api/v1/tasks/retry",
+        &json!({ "status": "dead" }),
+    )
+    .await;
+    let all_ran = eventually(PATIENCE, || async {
+        let counts = users.iter().map(|user| app.queue_counts(&user.token));
+        let counts = futures_util::future::join_all(counts).await;
+        counts.iter().all(|counts| counts["succeeded"] == 100)
+    })
+    .await;
+
+    assert_eq!(retried, json!({ "matched": 1000, "changed": 1000 }));
+    assert!(all_ran, "every retried task ran");
+    for user in &users {
+        let mut ran = job.ran_for(&user.id);
+        ran.sort_unstable();
+        assert_eq!(
+            ran,
+            (0..100).collect::<Vec<u64>>(),
+            "{} ran each once",
+            user.username
+        );
+    }
+    let again = post_admin(
+        &app,
+        "/admin/api/v1/tasks/retry",
+        &json!({ "status": "dead" }),
+    )
+    .await;
+    assert_eq!(again, json!({ "matched": 0, "changed": 0 }));
+    let counted = app.metrics().await;
+    let labels = [("action", "task.retry")];
+    assert_eq!(
+        counted.value("tollgate_admin_actions_total", &labels),
+        Some(1000.0)
+    );
+}
+
+#[actix_web::test]
+async fn a_paused_users_tasks_wait_while_others_run_then_run_in_order() {
+    let dir = TempDir::new("admin");
+    let job = Job::default();
+    let app = app_with_jobs(&dir, &job).await;
+    let (paused, other) = (app.new_user("paused").await, app.new_user("other").await);
+    let queue = format!("/admin/api/v1/users/{}/queue", paused.id);
+
+    let pause = post_admin(&app, &format!("{queue}/pause"), &json!(null)).await;
+    let again = post_admin(&app, &format!("{queue}/pause"), &json!(null)).await;
+    enqueue_jobs(&app, &paused, 5).await;
+    enqueue_jobs(&app, &other, 5).await;
+    let others_ran = eventually(PATIENCE, || async {
+        app.queue_counts(&other.token).await["succeeded"] == 5
+    })
+    .await;
+    let waiting = app.queue_counts(&paused.token).await;
+    let ran_while_paused = job.ran_for(&paused.id);
+    let resume = post_admin(&app, &format!("{queue}/resume"), &json!(null)).await;
+    let all_ran = eventually(PATIENCE, || async {
+        app.queue_counts(&paused.token).await["succeeded"] == 5
+    })
+    .await;
+
+    assert_eq!(pause, json!({ "paused": true, "changed": true }));
+    assert_eq!(again, json!({ "paused": true, "changed": false }));
+    assert!(others_ran);
+    assert_eq!(waiting["queued"], 5, "{waiting}");
+    assert!(ran_while_paused.is_empty(), "{ran_while_paused:?}");
+    assert_eq!(resume, json!({ "paused": false, "changed": true }));
+    assert!(all_ran);
+    assert_eq!(
+        job.ran_for(&paused.id),
+        [0, 1, 2, 3, 4],
+        "first in, first out"
+    );
+}
+
+#[actix_web::test]
+async fn tasks_are_found_across_users_and_one_is_retried_only_if_dead_or_cancelled() {
+    let dir = TempDir::new("admin");
+    let job = Job::default();
+    let app = app_with_jobs(&dir, &job).await;
+    let (ann, bob) = (app.new_user("ann").await, app.new_user("bob").await);
+    enqueue_jobs(&app, &ann, 2).await;
+    let ran = eventually(PATIENCE, || async {
+        app.queue_counts(&ann.token).await["succeeded"] == 2
+    })
+    .await;
+    job.broken.store(true, Ordering::SeqCst);
+    enqueue_jobs(&app, &bob, 1).await;
+    let died = eventually(PATIENCE, || async {
+        app.queue_counts(&bob.token).await["dead"] == 1
+    })
+    .await;
+    assert!(ran && died);
+
+    let everyone = app.admin_json("/admin/api/v1/tasks").await;
+    let dead = app.admin_json("/admin/api/v1/tasks?status=dead").await;
+    let anns = app
+        .admin_json(&format!(
+            "/admin/api/v1/tasks?user={}&kind=job&limit=1",
+            ann.id
+        ))
+        .await;
+    let dead_id = dead["items"][0]["id"].as_str().unwrap().to_owned();
+    let succeeded_id = anns["items"][0]["id"].as_str().unwrap().to_owned();
+    job.broken.store(false, Ordering::SeqCst);
+    let retry = |id: &str| {
+        app.admin(Method::POST, &format!("/admin/api/v1/tasks/{id}/retry"))
+            .send()
+    };
+    let retried = retry(&dead_id).await.unwrap();
+    let not_retriable = retry(&succeeded_id).await.unwrap();
+    let unknown = retry(&uuid::Uuid::now_v7().to_string()).await.unwrap();
+    let malformed = retry("nonsense").await.unwrap();
+
+    assert_eq!(everyone["items"].as_array().unwrap().len(), 3);
+    assert_eq!(dead["items"].as_array().unwrap().len(), 1);
+    assert_eq!(dead["items"][0]["user_id"], bob.id);
+    assert_eq!(anns["items"].as_array().unwrap().len(), 1);
+    assert!(anns["next_cursor"].is_string());
+    assert_eq!(retried.status(), StatusCode::OK);
+    let retried: Value = retried.json().await.unwrap();
+    assert_eq!(
+        (retried["id"].as_str(), &retried["attempts"]),
+        (Some(dead_id.as_str()), &json!(0))
+    );
+    problem(not_retriable, StatusCode::CONFLICT, "task_not_retriable").await;
+    problem(unknown, StatusCode::NOT_FOUND, "not_found").await;
+    problem(malformed, StatusCode::NOT_FOUND, "not_found").await;
+    let ran = eventually(PATIENCE, || async {
+        app.queue_counts(&bob.token).await["succeeded"] == 1
+    })
+    .await;
+    assert!(ran, "the retried task ran");
+
+    let bad = app
+        .admin(
+            Method::GET,
+            "/admin/api/v1/tasks?status=asleep&user=nobody&kind=NO!",
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = problem(bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
+    let mut fields = fields_at_fault(&body);
+    fields.sort_unstable();
+    assert_eq!(fields, ["kind", "status", "user"]);
+    let bad_bulk = app
+        .admin(Method::POST, "/admin/api/v1/tasks/cancel")
+        .json(&json!({ "status": "asleep", "owner": "x" }))
+        .send()
+        .await
+        .unwrap();
+    problem(bad_bulk, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
 }

@@ -11,7 +11,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tollgate::http::ErrorCode;
 
-use crate::helpers::{JWT_SECRET, Server, TestRedis, TestSchema, spawn_app};
+use crate::helpers::{
+    JWT_SECRET, Server, TempDir, TestRedis, TestSchema, admin_settings, spawn_app, spawn_app_with,
+};
 
 /// The introspection credential the contract run's server accepts.
 const SERVICE_SECRET: &str = "contract-run-introspection-secret";
@@ -154,10 +156,13 @@ async fn an_independent_validator_finds_the_document_valid_openapi_3_1() {
 }
 
 #[actix_web::test]
-async fn the_document_names_every_error_code_and_the_problem_shape() {
-    let app = spawn_app().await;
+async fn the_documents_name_every_error_code_and_the_problem_shape() {
+    let dir = TempDir::new("contract");
+    let app = spawn_app_with(|s| s.admin = Some(admin_settings(&dir))).await;
     let doc = document(&app.address).await;
-    let text = doc.to_string();
+    let admin_doc = app.admin_json("/admin/openapi.json").await;
+    // Each code is named by the public API's document or the admin API's.
+    let text = doc.to_string() + &admin_doc.to_string();
     for code in ErrorCode::ALL {
         assert!(
             text.contains(&format!("`{}`", code.as_str())),
@@ -165,6 +170,10 @@ async fn the_document_names_every_error_code_and_the_problem_shape() {
             code.as_str()
         );
     }
+    assert_eq!(
+        admin_doc["components"]["schemas"]["Problem"],
+        doc["components"]["schemas"]["Problem"]
+    );
     let problem = &doc["components"]["schemas"]["Problem"];
     let codes: Vec<&str> = problem["properties"]["code"]["enum"]
         .as_array()

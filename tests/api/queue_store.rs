@@ -8,9 +8,9 @@ use chrono::DateTime;
 use serde_json::json;
 use tollgate::clock::Clock;
 use tollgate::domain::{
-    Cancelled, Enqueued, Fence, Finished, Idempotency, IdempotencyKey, Lease, LeaseCall,
-    LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Settled, TaskId, TaskKind, TaskQuery,
-    TaskRequest, TaskStatus, UserId, Wanted,
+    Bulk, Cancelled, Enqueued, Fence, Finished, Idempotency, IdempotencyKey, Lease, LeaseCall,
+    LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Retried, Settled, TaskFilter, TaskId,
+    TaskKind, TaskQuery, TaskRequest, TaskStatus, UserId, Wanted,
 };
 use tollgate::storage::{MemoryQueueStore, QueuePolicy, QueueStore, RedisQueueStore, SharedLimits};
 
@@ -1004,6 +1004,178 @@ async fn a_task_keeps_the_trace_it_was_enqueued_in(store: Queue) {
     assert_eq!(leased[1].task.trace_parent, None);
 }
 
+/// Leases one task and ends it dead; answers its id.
+async fn one_dead(store: &Queue) -> TaskId {
+    let leased = lease(store, 1).await.remove(0);
+    let rejected = Outcome::Rejected {
+        error: "410 Gone".into(),
+    };
+    finish(store, &leased, rejected).await;
+    leased.task.id
+}
+
+async fn a_dead_or_cancelled_task_is_queued_again_under_its_id(store: Queue) {
+    let user = UserId::new();
+    enqueue(&store, task(user, 0)).await;
+    let dead = one_dead(&store).await;
+    let cancelled = enqueue(&store, task(user, 1)).await;
+    store.cancel(user, cancelled).await.unwrap();
+    let waiting = enqueue(&store, task(user, 2)).await;
+
+    let Retried::Retried(retried) = store.now(T0 + 5).retry(dead).await.unwrap() else {
+        panic!("a dead task is retried");
+    };
+    let again = store.retry(cancelled).await.unwrap();
+    let not_retriable = store.retry(waiting).await.unwrap();
+
+    assert_eq!((retried.id, retried.status), (dead, TaskStatus::Queued));
+    assert_eq!((retried.attempts, retried.error.as_deref()), (0, None));
+    assert_eq!(retried.finished_at, None);
+    assert_eq!(retried.expires_at, None);
+    assert!(matches!(again, Retried::Retried(ref task) if task.status == TaskStatus::Queued));
+    assert!(matches!(not_retriable, Retried::NotRetriable(ref task) if task.id == waiting));
+    assert_eq!(store.retry(TaskId::new()).await.unwrap(), Retried::NotFound);
+    let counts = store.counts(user).await.unwrap();
+    assert_eq!((counts.queued, counts.dead, counts.cancelled), (3, 0, 0));
+    // Behind the task that was waiting, in the order retried.
+    assert_eq!(drain_order(&store).await, [2, 0, 1]);
+    // Retried tasks are no longer finished: a purge leaves them be.
+    store.now(T0 + 2 * TTL_MS).purge().await.unwrap();
+    assert_eq!(status_of(&store, user, dead).await, TaskStatus::Running);
+}
+
+async fn tasks_across_users_are_found_newest_first_by_user_status_and_kind(store: Queue) {
+    let (ann, bob) = (UserId::new(), UserId::new());
+    // Ids are made with the task, in creation order.
+    let sha = || {
+        let mut sha = task(bob, 3);
+        sha.request.kind = TaskKind::parse("sha256").unwrap();
+        sha
+    };
+    let ids = [
+        enqueue(&store, task(ann, 0)).await,
+        enqueue(&store, task(bob, 1)).await,
+        enqueue(&store, task(ann, 2)).await,
+        enqueue(&store, sha()).await,
+    ];
+    let dead = one_dead(&store).await;
+    let scan = |filter: TaskFilter, before: Option<TaskId>, limit: usize| {
+        let store = &store;
+        async move { store.scan(&filter, before, limit).await.unwrap() }
+    };
+    let ids_of = |page: &Page| -> Vec<TaskId> { page.items.iter().map(|t| t.id).collect() };
+
+    let everyone = scan(TaskFilter::default(), None, 10).await;
+    let first = scan(TaskFilter::default(), None, 3).await;
+    let rest = scan(TaskFilter::default(), first.next, 3).await;
+    let bobs = TaskFilter {
+        user: Some(bob),
+        ..TaskFilter::default()
+    };
+    let shas = TaskFilter {
+        kind: Some(TaskKind::parse("sha256").unwrap()),
+        ..TaskFilter::default()
+    };
+    let deads = TaskFilter {
+        status: Some(TaskStatus::Dead),
+        ..TaskFilter::default()
+    };
+
+    assert_eq!(ids_of(&everyone), [ids[3], ids[2], ids[1], ids[0]]);
+    assert_eq!(everyone.next, None);
+    assert_eq!(ids_of(&first), [ids[3], ids[2], ids[1]]);
+    assert_eq!(ids_of(&rest), [ids[0]]);
+    assert_eq!(ids_of(&scan(bobs, None, 10).await), [ids[3], ids[1]]);
+    assert_eq!(ids_of(&scan(shas, None, 10).await), [ids[3]]);
+    assert_eq!(ids_of(&scan(deads, None, 10).await), [dead]);
+    assert_eq!(dead, ids[0], "the first enqueued ran first");
+}
+
+async fn tasks_are_retried_or_cancelled_in_bulk_by_filter(store: Queue) {
+    let (ann, bob) = (UserId::new(), UserId::new());
+    for n in 0..3 {
+        enqueue(&store, task(ann, n)).await;
+    }
+    let deaths = [one_dead(&store).await, one_dead(&store).await];
+    for n in 10..12 {
+        enqueue(&store, task(bob, n)).await;
+    }
+    let deads = TaskFilter {
+        status: Some(TaskStatus::Dead),
+        ..TaskFilter::default()
+    };
+    let anns = TaskFilter {
+        user: Some(ann),
+        ..TaskFilter::default()
+    };
+    let bobs = TaskFilter {
+        user: Some(bob),
+        ..TaskFilter::default()
+    };
+
+    let retried = store.retry_matching(&deads).await.unwrap();
+    let again = store.retry_matching(&deads).await.unwrap();
+    let cancelled = store.cancel_matching(&anns).await.unwrap();
+    let nothing_to_retry = store.retry_matching(&bobs).await.unwrap();
+
+    assert_eq!(
+        retried,
+        Bulk {
+            matched: 2,
+            changed: 2
+        }
+    );
+    assert_eq!(
+        again,
+        Bulk {
+            matched: 0,
+            changed: 0
+        }
+    );
+    // Ann's three tasks wait again: all matched, all cancelled.
+    assert_eq!(
+        cancelled,
+        Bulk {
+            matched: 3,
+            changed: 3
+        }
+    );
+    assert_eq!(
+        nothing_to_retry,
+        Bulk {
+            matched: 2,
+            changed: 0
+        }
+    );
+    for id in deaths {
+        assert_eq!(status_of(&store, ann, id).await, TaskStatus::Cancelled);
+    }
+    assert_eq!(drain_order(&store).await, [10, 11]);
+}
+
+async fn a_paused_users_tasks_wait_while_others_run_and_resume_in_order(store: Queue) {
+    let (ann, bob) = (UserId::new(), UserId::new());
+    for n in 0..3 {
+        enqueue(&store, task(ann, n)).await;
+    }
+    assert!(store.pause(ann).await.unwrap());
+    assert!(!store.pause(ann).await.unwrap(), "paused already");
+    enqueue(&store, task(ann, 3)).await;
+    for n in 10..12 {
+        enqueue(&store, task(bob, n)).await;
+    }
+
+    let while_paused = drain_order(&store).await;
+    let counts = store.counts(ann).await.unwrap();
+    assert!(store.resume(ann).await.unwrap());
+    assert!(!store.resume(ann).await.unwrap(), "running already");
+    let after = drain_order(&store).await;
+
+    assert_eq!(while_paused, [10, 11]);
+    assert_eq!(counts.queued, 4);
+    assert_eq!(after, [0, 1, 2, 3]);
+}
+
 async fn memory_store() -> (Queue, ()) {
     (
         Queue::new(|policy| Arc::new(MemoryQueueStore::new(policy))),
@@ -1061,7 +1233,34 @@ for_each_store!(
     a_task_keeps_the_trace_it_was_enqueued_in,
     listing_pages_newest_first_and_filters_by_status,
     a_page_of_large_tasks_ends_early_and_the_cursor_goes_on,
+    a_dead_or_cancelled_task_is_queued_again_under_its_id,
+    tasks_across_users_are_found_newest_first_by_user_status_and_kind,
+    tasks_are_retried_or_cancelled_in_bulk_by_filter,
+    a_paused_users_tasks_wait_while_others_run_and_resume_in_order,
 );
+
+#[actix_web::test]
+async fn redis_finds_across_users_the_tasks_stored_before_their_index() {
+    let (store, redis) = redis_store().await;
+    let (ann, bob) = (UserId::new(), UserId::new());
+    let finished = enqueue(&store, task(ann, 0)).await;
+    let running = enqueue(&store, task(bob, 1)).await;
+    let delayed = enqueue(&store, task_at(ann, 2, T0 + 60_000)).await;
+    let queued = enqueue(&store, task(bob, 3)).await;
+    finish(&store, &lease(&store, 1).await.remove(0), succeeded(0)).await;
+    lease(&store, 1).await;
+    // As a version without the index of every task left them.
+    let tag = format!("{{{}}}", redis.prefix());
+    redis.del(&format!("{tag}:tasks")).await;
+
+    let connection = redis.connect().await;
+    let fresh = Queue::new(|policy| Arc::new(RedisQueueStore::new(connection, policy)));
+    let found = fresh.scan(&TaskFilter::default(), None, 10).await.unwrap();
+
+    let ids: Vec<TaskId> = found.items.iter().map(|task| task.id).collect();
+    assert_eq!(ids, [queued, delayed, running, finished]);
+    assert_eq!(redis.keys_matching(":tasks-indexed").await.len(), 1);
+}
 
 #[actix_web::test]
 async fn redis_keeps_nothing_of_a_finished_task_once_it_is_purged() {

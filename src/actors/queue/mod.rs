@@ -26,14 +26,14 @@ pub use pool::PoolStatus;
 
 use manager::{CancelAll, CancelTask, Enqueue};
 use parts::{QueueConfig, QueueParts};
-use pool::{Drain, Lane, PoolSizes, Resize, Status, WorkerPool};
+use pool::{Drain, Lane, PoolSizes, Resize, Status, Wake, WorkerPool};
 use router::{LiveManagers, QueueRouter};
 
 use crate::clock::Clock;
 use crate::config::QueueSettings;
 use crate::domain::{
-    Cancelled, Enqueued, Idempotency, Limits, Page, Task, TaskCounts, TaskId, TaskQuery,
-    TaskRequest, UserId,
+    Bulk, Cancelled, Enqueued, Idempotency, Limits, Page, Retried, Task, TaskCounts, TaskFilter,
+    TaskId, TaskQuery, TaskRequest, UserId,
 };
 use crate::events::Events;
 use crate::storage::{QueueStore, SharedLimits};
@@ -146,6 +146,49 @@ impl Queue {
         Ok(self.parts.store.counts(user).await?)
     }
 
+    /// A page of the tasks `filter` matches, across users, newest first.
+    pub async fn scan(
+        &self,
+        filter: &TaskFilter,
+        before: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Page, QueueError> {
+        Ok(self.parts.store.scan(filter, before, limit).await?)
+    }
+
+    /// Queues a dead or cancelled task again, and wakes the workers.
+    pub async fn retry(&self, id: TaskId) -> Result<Retried, QueueError> {
+        let retried = self.parts.store.retry(id).await?;
+        self.pool.do_send(Wake);
+        Ok(retried)
+    }
+
+    /// Retries every dead or cancelled task `filter` matches, and wakes
+    /// the workers.
+    pub async fn retry_matching(&self, filter: &TaskFilter) -> Result<Bulk, QueueError> {
+        let retried = self.parts.store.retry_matching(filter).await?;
+        self.pool.do_send(Wake);
+        Ok(retried)
+    }
+
+    /// Cancels every waiting task `filter` matches.
+    pub async fn cancel_matching(&self, filter: &TaskFilter) -> Result<Bulk, QueueError> {
+        Ok(self.parts.store.cancel_matching(filter).await?)
+    }
+
+    /// Keeps `user`'s tasks waiting until resumed; answers whether that
+    /// changed anything.
+    pub async fn pause(&self, user: UserId) -> Result<bool, QueueError> {
+        Ok(self.parts.store.pause(user).await?)
+    }
+
+    /// Lets a paused user's tasks run again, and wakes the workers.
+    pub async fn resume(&self, user: UserId) -> Result<bool, QueueError> {
+        let resumed = self.parts.store.resume(user).await?;
+        self.pool.do_send(Wake);
+        Ok(resumed)
+    }
+
     /// Checks that the store answers; names it.
     pub async fn ping(&self) -> Result<&'static str, QueueError> {
         self.parts.store.ping().await?;
@@ -237,8 +280,33 @@ mod tests {
             self.inner.get(user, id).await
         }
 
-        async fn list(&self, user: UserId, query: TaskQuery) -> Result<Page, StoreError> {
-            self.inner.list(user, query).await
+        async fn scan(
+            &self,
+            filter: &TaskFilter,
+            before: Option<TaskId>,
+            limit: usize,
+        ) -> Result<Page, StoreError> {
+            self.inner.scan(filter, before, limit).await
+        }
+
+        async fn retry(&self, id: TaskId) -> Result<Retried, StoreError> {
+            self.inner.retry(id).await
+        }
+
+        async fn retry_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
+            self.inner.retry_matching(filter).await
+        }
+
+        async fn cancel_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
+            self.inner.cancel_matching(filter).await
+        }
+
+        async fn pause(&self, user: UserId) -> Result<bool, StoreError> {
+            self.inner.pause(user).await
+        }
+
+        async fn resume(&self, user: UserId) -> Result<bool, StoreError> {
+            self.inner.resume(user).await
         }
 
         async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError> {

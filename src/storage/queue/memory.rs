@@ -2,18 +2,20 @@
 //! operation takes one lock and never awaits while holding it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    LEASE_LAPSED, Moment, NEWCOMER_LOOKS, PAGE_BYTES, PROMOTE_BATCH, QueuePolicy, QueueStore,
+    LEASE_LAPSED, LIST_SCAN, Moment, NEWCOMER_LOOKS, PAGE_BYTES, PROMOTE_BATCH, QueuePolicy,
+    QueueStore,
 };
 use crate::domain::{
-    Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits,
-    NewTask, Outcome, Page, QueueStats, Settled, Task, TaskCounts, TaskId, TaskQuery, TaskStatus,
-    UserId, Wanted,
+    Bulk, Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits,
+    NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter, TaskId,
+    TaskStatus, UserId, Wanted,
 };
 use crate::storage::StoreError;
 use crate::storage::redis::SLICE;
@@ -24,6 +26,47 @@ pub struct MemoryQueueStore {
 }
 
 impl MemoryQueueStore {
+    /// Calls `change` on every task `filter` matches, oldest first, a slice
+    /// per lock as the Redis store takes a slice per script; it answers
+    /// whether it changed the task.
+    fn each_matching(
+        &self,
+        filter: &TaskFilter,
+        mut change: impl FnMut(&mut State, TaskId, TaskStatus) -> Option<()>,
+    ) -> Result<Bulk, StoreError> {
+        let mut bulk = Bulk::default();
+        let mut after: Option<TaskId> = None;
+        loop {
+            let mut state = self.state();
+            let index = match filter.user {
+                Some(user) => state.users.get(&user).map(|u| &u.all),
+                None => Some(&state.all),
+            };
+            let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+            let slice: Vec<TaskId> = index.map_or_else(Vec::new, |index| {
+                index
+                    .range((from, Bound::Unbounded))
+                    .take(SLICE)
+                    .copied()
+                    .collect()
+            });
+            for &id in &slice {
+                let task = &state.tasks[&id].task;
+                let status = task.status;
+                if filter.matches(task.user_id, &task.kind, status) {
+                    bulk.matched += 1;
+                    if change(&mut state, id, status).is_some() {
+                        bulk.changed += 1;
+                    }
+                }
+            }
+            if slice.len() < SLICE {
+                return Ok(bulk);
+            }
+            after = slice.last().copied();
+        }
+    }
+
     pub fn new(policy: QueuePolicy) -> Self {
         Self {
             state: Mutex::default(),
@@ -52,6 +95,10 @@ struct State {
     tickets: HashMap<UserId, u64>,
     /// Users with ready work kept out of the ring by `max_running`.
     held: HashSet<UserId>,
+    /// Users an operator paused: kept out of the ring until resumed.
+    paused: HashSet<UserId>,
+    /// Every task, by id (creation order), for looks across users.
+    all: BTreeSet<TaskId>,
     /// Users that joined the ring with nothing running, by the ticket they
     /// joined with, for the newcomers' workers; mirrored by `fresh_tickets`.
     /// An entry stays until taken, and is skipped if its user has started
@@ -130,7 +177,7 @@ impl State {
     /// a user with ready work and no room is held until it has.
     fn activate(&mut self, user: UserId, limits: Limits) {
         let has_ready = self.users.get(&user).is_some_and(|u| !u.ready.is_empty());
-        if self.tickets.contains_key(&user) {
+        if self.tickets.contains_key(&user) || self.paused.contains(&user) {
             return;
         }
         if has_ready && !limits.may_run(self.running(user)) {
@@ -257,6 +304,65 @@ impl State {
         self.finalize(id, TaskStatus::Cancelled, now_ms, expires_ms);
     }
 
+    /// Queues a dead or cancelled task again, due `now_ms`, its attempts
+    /// and outcome reset, behind its user's ready tasks.
+    fn requeue(&mut self, id: TaskId, now_ms: i64, limits: Limits) {
+        let entry = self.tasks.get_mut(&id).expect("a stored task");
+        if let Some(expires) = entry.task.expires_at.take() {
+            self.expiry.remove(&(expires.timestamp_millis(), id));
+        }
+        let task = &mut entry.task;
+        (task.attempts, task.run_at) = (0, at(now_ms));
+        (task.finished_at, task.started_at) = (None, None);
+        (task.error, task.result) = (None, None);
+        let user = task.user_id;
+        self.set_status(id, TaskStatus::Queued);
+        self.push_back(id);
+        self.activate(user, limits);
+    }
+
+    /// The tasks `filter` matches, newest first, older than `before`:
+    /// up to `most`, looking at no more than [`LIST_SCAN`] when the filter
+    /// narrows more than its index (as the Redis store does). Answers them
+    /// and, if the look stopped short, the last id looked at.
+    fn matching(
+        &self,
+        filter: &TaskFilter,
+        before: Option<TaskId>,
+        most: usize,
+    ) -> (Vec<TaskId>, Option<TaskId>) {
+        let empty = BTreeSet::new();
+        let index = match (filter.user, filter.status) {
+            (Some(user), Some(status)) => self
+                .users
+                .get(&user)
+                .and_then(|u| u.by_status.get(&status))
+                .unwrap_or(&empty),
+            (Some(user), None) => self.users.get(&user).map_or(&empty, |u| &u.all),
+            (None, _) => &self.all,
+        };
+        let narrowed = filter.kind.is_some() || (filter.user.is_none() && filter.status.is_some());
+        let older = match before {
+            Some(before) => index.range(..before),
+            None => index.range(..),
+        };
+        let (mut found, mut looked) = (Vec::new(), 0);
+        for &id in older.rev() {
+            let task = &self.tasks[&id].task;
+            if filter.matches(task.user_id, &task.kind, task.status) {
+                found.push(id);
+                if found.len() == most {
+                    return (found, None);
+                }
+            }
+            looked += 1;
+            if narrowed && looked == LIST_SCAN {
+                return (found, Some(id));
+            }
+        }
+        (found, None)
+    }
+
     /// Ends a task in a final state, kept until `expires_ms`.
     fn finalize(&mut self, id: TaskId, to: TaskStatus, now_ms: i64, expires_ms: i64) {
         self.set_status(id, to);
@@ -378,6 +484,7 @@ impl State {
                 payload_bytes,
             },
         );
+        self.all.insert(id);
         let indexes = self.user(user);
         indexes.all.insert(id);
         indexes.waiting_bytes += payload_bytes;
@@ -565,6 +672,7 @@ impl State {
         if let Some(expires) = entry.task.expires_at {
             self.expiry.remove(&(expires.timestamp_millis(), id));
         }
+        self.all.remove(&id);
         let indexes = self.user(entry.task.user_id);
         indexes.all.remove(&id);
         if let Some(ids) = indexes.by_status.get_mut(&entry.task.status) {
@@ -606,22 +714,15 @@ impl QueueStore for MemoryQueueStore {
         Ok(self.state().visible(user, id, now_ms).cloned())
     }
 
-    async fn list(&self, user: UserId, query: TaskQuery) -> Result<Page, StoreError> {
-        let (now_ms, limit) = (self.policy.clock.now_millis(), query.limit);
+    async fn scan(
+        &self,
+        filter: &TaskFilter,
+        before: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let now_ms = self.policy.clock.now_millis();
         let state = self.state();
-        let Some(indexes) = state.users.get(&user) else {
-            return Ok(Page::default());
-        };
-        let empty = BTreeSet::new();
-        let ids = match query.status {
-            Some(status) => indexes.by_status.get(&status).unwrap_or(&empty),
-            None => &indexes.all,
-        };
-        let older = match query.before {
-            Some(before) => ids.range(..before),
-            None => ids.range(..),
-        };
-        let mut page: Vec<TaskId> = older.rev().take(limit + 1).copied().collect();
+        let (mut page, stopped) = state.matching(filter, before, limit + 1);
         // Past `PAGE_BYTES` of payloads and results the page ends early, as
         // the Redis store's does, with its last task as the cursor.
         let mut bytes = 0;
@@ -638,14 +739,71 @@ impl QueueStore for MemoryQueueStore {
                 page.truncate(last + 1);
                 Some(page[last])
             }
-            _ => (page.len() > limit).then(|| page[limit - 1]),
+            _ if page.len() > limit => Some(page[limit - 1]),
+            _ => stopped,
         };
         let items = page
             .iter()
             .take(limit)
-            .filter_map(|id| state.visible(user, *id, now_ms).cloned())
+            .map(|id| &state.tasks[id].task)
+            .filter(|task| task.is_live(now_ms))
+            .cloned()
             .collect();
         Ok(Page { items, next })
+    }
+
+    async fn retry(&self, id: TaskId) -> Result<Retried, StoreError> {
+        let now = self.policy.now();
+        let mut state = self.state();
+        let Some(entry) = state.tasks.get(&id) else {
+            return Ok(Retried::NotFound);
+        };
+        if !entry.task.status.is_retriable() {
+            return Ok(Retried::NotRetriable(entry.task.clone()));
+        }
+        state.requeue(id, now.now_ms, now.limits);
+        Ok(Retried::Retried(state.tasks[&id].task.clone()))
+    }
+
+    async fn retry_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
+        let now = self.policy.now();
+        self.each_matching(filter, |state, id, status| {
+            status
+                .is_retriable()
+                .then(|| state.requeue(id, now.now_ms, now.limits))
+        })
+    }
+
+    async fn cancel_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
+        let now = self.policy.now();
+        self.each_matching(filter, |state, id, status| {
+            status
+                .is_waiting()
+                .then(|| state.cancel(id, now.now_ms, now.result_expires_ms))
+        })
+    }
+
+    async fn pause(&self, user: UserId) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        if !state.paused.insert(user) {
+            return Ok(false);
+        }
+        state.deactivate(user);
+        state.held.remove(&user);
+        if let Some(ticket) = state.fresh_tickets.remove(&user) {
+            state.fresh.remove(&ticket);
+        }
+        Ok(true)
+    }
+
+    async fn resume(&self, user: UserId) -> Result<bool, StoreError> {
+        let limits = self.policy.limits.get();
+        let mut state = self.state();
+        if !state.paused.remove(&user) {
+            return Ok(false);
+        }
+        state.activate(user, limits);
+        Ok(true)
     }
 
     async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError> {

@@ -45,8 +45,9 @@ use super::StoreError;
 use crate::clock::Clock;
 use crate::config::QueueSettings;
 use crate::domain::{
-    Cancelled, Enqueued, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits, NewTask,
-    Outcome, Page, QueueStats, Settled, Task, TaskCounts, TaskId, TaskQuery, UserId, Wanted,
+    Bulk, Cancelled, Enqueued, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits,
+    NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter, TaskId,
+    TaskQuery, UserId, Wanted,
 };
 
 /// Per-user queues with leases, retries and retention.
@@ -78,7 +79,46 @@ pub trait QueueStore: Send + Sync + 'static {
     async fn get(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError>;
 
     /// A page of `user`'s tasks, as `query` asks.
-    async fn list(&self, user: UserId, query: TaskQuery) -> Result<Page, StoreError>;
+    async fn list(&self, user: UserId, query: TaskQuery) -> Result<Page, StoreError> {
+        let filter = TaskFilter {
+            user: Some(user),
+            status: query.status,
+            kind: None,
+        };
+        self.scan(&filter, query.before, query.limit).await
+    }
+
+    /// A page of the tasks `filter` matches, newest first, older than
+    /// `before`: at most `limit`, and fewer once the page holds
+    /// [`PAGE_BYTES`]. Narrowed by more than the user, a call looks at a
+    /// bounded number of tasks and may come back short, with a cursor to
+    /// go on from.
+    async fn scan(
+        &self,
+        filter: &TaskFilter,
+        before: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Page, StoreError>;
+
+    /// Queues a dead or cancelled task again under its id, its attempts
+    /// reset, behind its user's ready tasks.
+    async fn retry(&self, id: TaskId) -> Result<Retried, StoreError>;
+
+    /// Retries every dead or cancelled task `filter` matches, a slice at a
+    /// time (each slice one step).
+    async fn retry_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError>;
+
+    /// Cancels every waiting task `filter` matches, a slice at a time.
+    async fn cancel_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError>;
+
+    /// Keeps a user's tasks waiting, in their order, until resumed; they
+    /// may still be enqueued and cancelled. Returns whether that changed
+    /// anything.
+    async fn pause(&self, user: UserId) -> Result<bool, StoreError>;
+
+    /// Lets a paused user's tasks run again. Returns whether that changed
+    /// anything.
+    async fn resume(&self, user: UserId) -> Result<bool, StoreError>;
 
     /// `user`'s tasks by state.
     async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError>;
@@ -257,6 +297,10 @@ const PROMOTE_BATCH: usize = 1000;
 /// early, with a cursor to go on from, so that no one read moves a user's
 /// whole store.
 const PAGE_BYTES: usize = 1024 * 1024;
+
+/// Most tasks one listing narrowed by more than its user looks at; a page
+/// may then come back short, with a cursor to go on from.
+const LIST_SCAN: usize = 1000;
 
 /// Most entries one lease call looks at to find newcomers: those of users
 /// who have started something since they joined are dropped as they go.

@@ -19,6 +19,10 @@
 //! - `{p}:held`: users with ready tasks kept out of the ring by
 //!   `max_running`, let back as their tasks finish (or at once if the bound
 //!   is lifted).
+//! - `{p}:paused`: users an operator paused, kept out of the ring.
+//! - `{p}:tasks`: every task id, all scores 0 so that they sort by id, for
+//!   looks across users; `{p}:tasks-indexed` marks that the tasks stored
+//!   before it existed were added (at the first such look).
 //! - `{p}:fences`: the counter behind every fencing token.
 //! - `{p}:delayed`, `{p}:leases`, `{p}:expiry`, `{p}:idempotency`: ids (or
 //!   keys) ordered by run_at, lease deadline and expiry.
@@ -36,14 +40,16 @@ use std::sync::Arc;
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use fred::prelude::{HashesInterface, Value};
+use fred::prelude::{HashesInterface, KeysInterface, Value};
 use fred::types::scripts::Script;
 
-use super::{LEASE_LAPSED, NEWCOMER_LOOKS, PAGE_BYTES, PROMOTE_BATCH, QueuePolicy, QueueStore};
+use super::{
+    LEASE_LAPSED, LIST_SCAN, NEWCOMER_LOOKS, PAGE_BYTES, PROMOTE_BATCH, QueuePolicy, QueueStore,
+};
 use crate::domain::{
-    Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, NewTask,
-    Outcome, Page, QueueStats, Settled, Task, TaskCounts, TaskId, TaskKind, TaskQuery, TaskStatus,
-    UserId, Wanted,
+    Bulk, Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, NewTask,
+    Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter, TaskId, TaskKind,
+    TaskStatus, UserId, Wanted,
 };
 use crate::lua_script;
 use crate::storage::StoreError;
@@ -63,6 +69,10 @@ struct Scripts {
     list: Script,
     counts: Script,
     stats: Script,
+    retry: Script,
+    bulk: Script,
+    pause: Script,
+    index: Script,
 }
 
 impl Scripts {
@@ -79,6 +89,10 @@ impl Scripts {
             list: lua_script!("list.lua"),
             counts: lua_script!("counts.lua"),
             stats: lua_script!("stats.lua"),
+            retry: lua_script!("retry.lua"),
+            bulk: lua_script!("bulk.lua"),
+            pause: lua_script!("pause.lua"),
+            index: lua_script!("index.lua"),
         }
     }
 }
@@ -87,7 +101,14 @@ pub struct RedisQueueStore {
     redis: Arc<Redis>,
     scripts: Scripts,
     policy: QueuePolicy,
+    /// Whether the index of every task is known to hold the tasks stored
+    /// before it existed (see [`RedisQueueStore::index_older_tasks`]).
+    indexed: tokio::sync::OnceCell<()>,
 }
+
+/// Set once every task stored before the index of every task existed has
+/// been added to it.
+const INDEXED_MARK: &str = "tasks-indexed";
 
 impl RedisQueueStore {
     pub fn new(redis: Arc<Redis>, policy: QueuePolicy) -> Self {
@@ -95,6 +116,7 @@ impl RedisQueueStore {
             redis,
             scripts: Scripts::new(),
             policy,
+            indexed: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -102,11 +124,106 @@ impl RedisQueueStore {
     async fn run(&self, script: &Script, args: Vec<String>) -> Result<Value, StoreError> {
         self.redis.run(script, args).await
     }
+
+    /// Adds the tasks stored before the index of every task existed (each
+    /// is in one of the expiry, due, delayed and lease indexes) to it,
+    /// once per key prefix: before a look across users. Tasks move between
+    /// those indexes meanwhile, so passes go on until one adds nothing.
+    async fn index_older_tasks(&self) -> Result<(), StoreError> {
+        self.indexed
+            .get_or_try_init(|| async {
+                let mark = format!("{}:{INDEXED_MARK}", self.redis.prefix());
+                if self.redis.client().exists::<u64, _>(&mark).await? > 0 {
+                    return Ok(());
+                }
+                loop {
+                    let mut added = 0;
+                    for index in ["leases", "due", "delayed", "expiry"] {
+                        let mut offset = 0;
+                        loop {
+                            let args =
+                                vec![index.to_owned(), offset.to_string(), SLICE.to_string()];
+                            let answer = self.run(&self.scripts.index, args).await?;
+                            let (looked, new): (u64, u64) = answer.convert()?;
+                            added += new;
+                            offset += looked;
+                            if looked < SLICE as u64 {
+                                break;
+                            }
+                        }
+                    }
+                    if added == 0 {
+                        break;
+                    }
+                }
+                self.redis
+                    .client()
+                    .set::<(), _, _>(&mark, 1, None, None, false)
+                    .await?;
+                Ok(())
+            })
+            .await
+            .copied()
+    }
+
+    /// Runs `bulk.lua` for `what` over every task `filter` matches, a
+    /// slice a call.
+    async fn bulk(&self, what: &str, filter: &TaskFilter) -> Result<Bulk, StoreError> {
+        if filter.user.is_none() {
+            self.index_older_tasks().await?;
+        }
+        let (mut total, mut after) = (Bulk::default(), String::new());
+        loop {
+            let now = self.policy.now();
+            let (user, status, kind) = filter_args(filter);
+            let args = vec![
+                what.to_owned(),
+                user,
+                status,
+                kind,
+                after,
+                SLICE.to_string(),
+                now.now_ms.to_string(),
+                now.result_expires_ms.to_string(),
+                now.limits.max_running.to_string(),
+            ];
+            let answer = self.run(&self.scripts.bulk, args).await?.into_array();
+            let mut answer = answer.into_iter();
+            let mut next_count = || count(answer.next().unwrap_or(Value::Null));
+            total.matched += next_count()?;
+            total.changed += next_count()?;
+            after = answer
+                .next()
+                .and_then(Value::into_string)
+                .unwrap_or_default();
+            if after.is_empty() {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn pause_or_resume(&self, user: UserId, what: &str) -> Result<bool, StoreError> {
+        let max_running = self.policy.limits.get().max_running;
+        let args = vec![user.to_string(), what.to_owned(), max_running.to_string()];
+        Ok(count(self.run(&self.scripts.pause, args).await?)? > 0)
+    }
 }
 
-/// Most of a user's tasks one listing by status looks at; a page may then
-/// come back short, with a cursor to go on from.
-const LIST_SCAN: usize = 1000;
+/// A filter as the scripts take it: user, status and kind, '' for any.
+fn filter_args(filter: &TaskFilter) -> (String, String, String) {
+    (
+        filter.user.map(|user| user.to_string()).unwrap_or_default(),
+        filter
+            .status
+            .map(|status| status.as_str().to_owned())
+            .unwrap_or_default(),
+        filter
+            .kind
+            .as_ref()
+            .map(|kind| kind.as_str().to_owned())
+            .unwrap_or_default(),
+    )
+}
 
 fn failed(err: anyhow::Error) -> StoreError {
     StoreError::Failed(err)
@@ -293,15 +410,22 @@ impl QueueStore for RedisQueueStore {
         Ok(visible.then_some(task))
     }
 
-    async fn list(&self, user: UserId, query: TaskQuery) -> Result<Page, StoreError> {
-        let (now_ms, limit) = (self.policy.clock.now_millis(), query.limit);
+    async fn scan(
+        &self,
+        filter: &TaskFilter,
+        before: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        if filter.user.is_none() {
+            self.index_older_tasks().await?;
+        }
+        let now_ms = self.policy.clock.now_millis();
+        let (user, status, kind) = filter_args(filter);
         let args = vec![
-            user.to_string(),
-            query
-                .status
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default(),
-            query.before.map(|id| id.to_string()).unwrap_or_default(),
+            user,
+            status,
+            kind,
+            before.map(|id| id.to_string()).unwrap_or_default(),
             (limit + 1).to_string(),
             LIST_SCAN.to_string(),
             PAGE_BYTES.to_string(),
@@ -329,6 +453,40 @@ impl QueueStore for RedisQueueStore {
         tasks.truncate(limit);
         tasks.retain(|t| t.is_live(now_ms));
         Ok(Page { items: tasks, next })
+    }
+
+    async fn retry(&self, id: TaskId) -> Result<Retried, StoreError> {
+        let now = self.policy.now();
+        let args = vec![
+            id.to_string(),
+            now.now_ms.to_string(),
+            now.limits.max_running.to_string(),
+        ];
+        let answer = self.run(&self.scripts.retry, args).await?;
+        let (tag, mut rest) = tagged(answer).map_err(failed)?;
+        let mut task = || task_from(rest.swap_remove(0)).map_err(failed);
+        Ok(match tag.as_str() {
+            "retried" => Retried::Retried(task()?),
+            "not_retriable" => Retried::NotRetriable(task()?),
+            "not_found" => Retried::NotFound,
+            other => return Err(failed(anyhow!("retry answered {other:?}"))),
+        })
+    }
+
+    async fn retry_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
+        self.bulk("retry", filter).await
+    }
+
+    async fn cancel_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
+        self.bulk("cancel", filter).await
+    }
+
+    async fn pause(&self, user: UserId) -> Result<bool, StoreError> {
+        self.pause_or_resume(user, "pause").await
+    }
+
+    async fn resume(&self, user: UserId) -> Result<bool, StoreError> {
+        self.pause_or_resume(user, "resume").await
     }
 
     async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError> {

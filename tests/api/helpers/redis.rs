@@ -162,6 +162,15 @@ impl TestRedis {
         let _ = client.quit().await;
     }
 
+    pub async fn del(&self, key: &str) {
+        let client = Builder::from_config(Config::from_url(&self.url).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.expect("Redis answers");
+        let _: i64 = client.del(key).await.expect("Redis answers");
+        let _ = client.quit().await;
+    }
+
     pub async fn ttl_ms(&self, key: &str) -> i64 {
         let client = Builder::from_config(Config::from_url(&self.url).unwrap())
             .build()

@@ -6,7 +6,5 @@ if t[1] ~= user or (t[3] and tonumber(t[3]) <= tonumber(now)) then return { 'not
 -- Cancelling a cancelled task again changes nothing and answers the same.
 if t[2] == 'cancelled' then return { 'cancelled', redis.call('HGETALL', task_key(id)) } end
 if not WAITING[t[2]] then return { 'not_waiting', redis.call('HGETALL', task_key(id)) } end
-unready(user, id)
-redis.call('ZREM', DELAYED, id)
-finalize(user, id, t[2], 'cancelled', now, ARGV[5])
+cancel_waiting(user, id, t[2], now, ARGV[5])
 return { 'cancelled', redis.call('HGETALL', task_key(id)) }

@@ -9,9 +9,7 @@ local cancelled = 0
 for _, id in ipairs(ids) do
   local status = redis.call('HGET', task_key(id), 'status')
   if WAITING[status] then
-    unready(user, id)
-    redis.call('ZREM', DELAYED, id)
-    finalize(user, id, status, 'cancelled', now, ARGV[4])
+    cancel_waiting(user, id, status, now, ARGV[4])
     cancelled = cancelled + 1
   end
 end

@@ -106,6 +106,7 @@ local sequence = redis.call('INCRBY', SEQUENCE, readied) - readied
 for _, user in ipairs(users) do
   if tasks_of[user] > 0 then
     redis.call('ZADD', all_key(user), unpack(all_of[user]))
+    redis.call('ZADD', TASKS, unpack(all_of[user]))
     redis.call('HINCRBY', user_key(user), 'tasks', tasks_of[user])
   end
   local ready = {}

@@ -20,6 +20,8 @@ local WAITING_COUNT = P .. ':waiting' -- counter: queued and failed tasks
 local WAITING_USERS = P .. ':waiting-users' -- set: users with any waiting
 local HELD = P .. ':held'         -- set: users kept out of the ring by max_running
 local FRESH = P .. ':fresh'       -- zset: users that joined the ring with nothing running
+local PAUSED = P .. ':paused'     -- set: users an operator paused: kept out of the ring
+local TASKS = P .. ':tasks'       -- zset: every task id, all scores 0 (by id: creation order)
 
 local function task_key(id) return P .. ':task:' .. id end
 -- hash: a user's tasks counted by status, and `tasks` (all of them).
@@ -69,6 +71,7 @@ local FINAL = { succeeded = true, dead = true, cancelled = true }
 -- count. Answers the user's tasks left.
 local function forget(user, id, status)
   redis.call('ZREM', EXPIRY, id)
+  redis.call('ZREM', TASKS, id)
   redis.call('ZREM', all_key(user), id)
   redis.call('HINCRBY', user_key(user), status, -1)
   redis.call('DEL', task_key(id))
@@ -118,6 +121,7 @@ end
 -- it (an entry left when it starts something first is dropped then).
 local function activate(user, max_running)
   if redis.call('ZSCORE', RING, user) then return end
+  if redis.call('SISMEMBER', PAUSED, user) == 1 then return end
   local has_ready = redis.call('ZCARD', ready_key(user)) > 0
   local running = has_ready and tonumber(redis.call('HGET', user_key(user), 'running') or 0)
   if has_ready and max_running > 0 and running >= max_running then
@@ -195,3 +199,23 @@ local function newest_first(pairs)
   table.sort(pairs, function(a, b) return tonumber(a[2]) > tonumber(b[2]) end)
   return pairs
 end
+
+-- Cancels a waiting task of `user`'s in `status`, kept until `expires`.
+local function cancel_waiting(user, id, status, now, expires)
+  unready(user, id)
+  redis.call('ZREM', DELAYED, id)
+  finalize(user, id, status, 'cancelled', now, expires)
+end
+
+-- Queues a dead or cancelled task of `user`'s again under its id, due
+-- `now`, its attempts and outcome reset, behind the user's ready tasks.
+local function requeue(user, id, status, now, max_running)
+  redis.call('ZREM', EXPIRY, id)
+  redis.call('HDEL', task_key(id), 'finished_at', 'expires_at', 'error', 'result', 'started_at')
+  redis.call('HSET', task_key(id), 'status', 'queued', 'attempts', 0, 'run_at', now)
+  move(user, id, status, 'queued')
+  push_back(user, id, now)
+  activate(user, max_running)
+end
+
+local RETRIABLE = { dead = true, cancelled = true }
