@@ -240,9 +240,10 @@ pub async fn list_users(
     Ok(web::Json(UserPage { items, next_cursor }))
 }
 
-/// One user's tasks, counted by state.
+/// One user's tasks, counted by state, and whether they are paused.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct QueueCountsView {
+    paused: bool,
     queued: u64,
     running: u64,
     succeeded: u64,
@@ -251,9 +252,10 @@ pub struct QueueCountsView {
     cancelled: u64,
 }
 
-impl From<TaskCounts> for QueueCountsView {
-    fn from(counts: TaskCounts) -> Self {
+impl QueueCountsView {
+    fn new(counts: TaskCounts, paused: bool) -> Self {
         Self {
+            paused,
             queued: counts.queued,
             running: counts.running,
             succeeded: counts.succeeded,
@@ -303,9 +305,10 @@ pub async fn get_user(
     let user = found(state.registry.user(id).await)?;
     let sessions = state.registry.session_counts(&[id]).await?;
     let counts = state.queue.counts(id).await?;
+    let paused = state.queue.is_paused(id).await?;
     Ok(web::Json(UserDetail {
         user: AdminUserView::new(user, sessions.first().copied().unwrap_or(0)),
-        queue: counts.into(),
+        queue: QueueCountsView::new(counts, paused),
     }))
 }
 

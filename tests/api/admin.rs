@@ -523,6 +523,9 @@ async fn a_paused_users_tasks_wait_while_others_run_then_run_in_order() {
     })
     .await;
     let waiting = app.queue_counts(&paused.token).await;
+    let detail = app
+        .admin_json(&format!("/admin/api/v1/users/{}", paused.id))
+        .await;
     let ran_while_paused = job.ran_for(&paused.id);
     let resume = post_admin(&app, &format!("{queue}/resume"), &json!(null)).await;
     let all_ran = eventually(PATIENCE, || async {
@@ -534,6 +537,7 @@ async fn a_paused_users_tasks_wait_while_others_run_then_run_in_order() {
     assert_eq!(again, json!({ "paused": true, "changed": false }));
     assert!(others_ran);
     assert_eq!(waiting["queued"], 5, "{waiting}");
+    assert_eq!(detail["queue"]["paused"], true);
     assert!(ran_while_paused.is_empty(), "{ran_while_paused:?}");
     assert_eq!(resume, json!({ "paused": false, "changed": true }));
     assert!(all_ran);

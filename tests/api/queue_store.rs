@@ -1167,12 +1167,20 @@ async fn a_paused_users_tasks_wait_while_others_run_and_resume_in_order(store: Q
 
     let while_paused = drain_order(&store).await;
     let counts = store.counts(ann).await.unwrap();
+    // Waiting, but not overdue: nothing is due while only Ann's wait.
+    let paused_figures = store.stats().await.unwrap();
     assert!(store.resume(ann).await.unwrap());
+    let resumed_figures = store.stats().await.unwrap();
     assert!(!store.resume(ann).await.unwrap(), "running already");
     let after = drain_order(&store).await;
 
     assert_eq!(while_paused, [10, 11]);
     assert_eq!(counts.queued, 4);
+    assert_eq!(
+        (paused_figures.waiting, paused_figures.oldest_due_ms),
+        (4, None)
+    );
+    assert_eq!(resumed_figures.oldest_due_ms, Some(T0));
     assert_eq!(after, [0, 1, 2, 3]);
 }
 

@@ -189,6 +189,11 @@ impl Queue {
         Ok(resumed)
     }
 
+    /// Whether an operator paused `user`'s tasks.
+    pub async fn is_paused(&self, user: UserId) -> Result<bool, QueueError> {
+        Ok(self.parts.store.is_paused(user).await?)
+    }
+
     /// Checks that the store answers; names it.
     pub async fn ping(&self) -> Result<&'static str, QueueError> {
         self.parts.store.ping().await?;
@@ -307,6 +312,10 @@ mod tests {
 
         async fn resume(&self, user: UserId) -> Result<bool, StoreError> {
             self.inner.resume(user).await
+        }
+
+        async fn is_paused(&self, user: UserId) -> Result<bool, StoreError> {
+            self.inner.is_paused(user).await
         }
 
         async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError> {

@@ -231,14 +231,32 @@ impl State {
     fn push_back(&mut self, id: TaskId) {
         let (user, run_at) = self.user_and_run_at(id);
         self.user(user).ready.push_back(id);
-        self.due.insert((run_at, id));
+        self.mark_due(user, run_at, id);
     }
 
     /// Puts a task before all of its user's ready tasks.
     fn push_front(&mut self, id: TaskId) {
         let (user, run_at) = self.user_and_run_at(id);
         self.user(user).ready.push_front(id);
-        self.due.insert((run_at, id));
+        self.mark_due(user, run_at, id);
+    }
+
+    /// Counts a ready task as due, unless its user is paused: a paused
+    /// user's tasks are not overdue.
+    fn mark_due(&mut self, user: UserId, run_at: i64, id: TaskId) {
+        if !self.paused.contains(&user) {
+            self.due.insert((run_at, id));
+        }
+    }
+
+    /// `user`'s ready tasks with their `run_at`, in order.
+    fn ready_of(&self, user: UserId) -> Vec<(i64, TaskId)> {
+        let ready = self.users.get(&user).map(|u| u.ready.iter());
+        ready
+            .into_iter()
+            .flatten()
+            .map(|&id| (self.user_and_run_at(id).1, id))
+            .collect()
     }
 
     /// Takes the first of `user`'s ready tasks.
@@ -793,7 +811,14 @@ impl QueueStore for MemoryQueueStore {
         if let Some(ticket) = state.fresh_tickets.remove(&user) {
             state.fresh.remove(&ticket);
         }
+        for due in state.ready_of(user) {
+            state.due.remove(&due);
+        }
         Ok(true)
+    }
+
+    async fn is_paused(&self, user: UserId) -> Result<bool, StoreError> {
+        Ok(self.state().paused.contains(&user))
     }
 
     async fn resume(&self, user: UserId) -> Result<bool, StoreError> {
@@ -802,6 +827,8 @@ impl QueueStore for MemoryQueueStore {
         if !state.paused.remove(&user) {
             return Ok(false);
         }
+        let ready = state.ready_of(user);
+        state.due.extend(ready);
         state.activate(user, limits);
         Ok(true)
     }

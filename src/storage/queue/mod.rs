@@ -120,6 +120,9 @@ pub trait QueueStore: Send + Sync + 'static {
     /// anything.
     async fn resume(&self, user: UserId) -> Result<bool, StoreError>;
 
+    /// Whether an operator paused `user`'s tasks.
+    async fn is_paused(&self, user: UserId) -> Result<bool, StoreError>;
+
     /// `user`'s tasks by state.
     async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError>;
 

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use fred::prelude::{HashesInterface, KeysInterface, Value};
+use fred::prelude::{HashesInterface, KeysInterface, SetsInterface, Value};
 use fred::types::scripts::Script;
 
 use super::{
@@ -487,6 +487,11 @@ impl QueueStore for RedisQueueStore {
 
     async fn resume(&self, user: UserId) -> Result<bool, StoreError> {
         self.pause_or_resume(user, "resume").await
+    }
+
+    async fn is_paused(&self, user: UserId) -> Result<bool, StoreError> {
+        let key = format!("{}:paused", self.redis.prefix());
+        Ok(self.redis.client().sismember(key, user.to_string()).await?)
     }
 
     async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError> {

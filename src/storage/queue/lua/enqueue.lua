@@ -16,6 +16,7 @@ promote(now, max_running, tonumber(ARGV[5]))
 
 -- What the tasks add to shared keys, written once per user at the end.
 local pending_of, bytes_of, all_of, ready_of, tasks_of, due = {}, {}, {}, {}, {}, {}
+local paused_of = {}
 local users = {}
 
 -- Forgets the oldest of a user's `kept` finished tasks until fewer than
@@ -58,6 +59,7 @@ local function enqueue(id, user, kind, payload, max_attempts, created, run_at, k
     local finished, stuck = keep_finished_below(user, c[4] + c[5] + c[6])
     if stuck then return { 'full_finished', finished } end
     pending_of[user], bytes_of[user] = c[1] + c[2], c[3]
+    paused_of[user] = is_paused(user)
     all_of[user], ready_of[user], tasks_of[user] = {}, {}, 0
     users[#users + 1] = user
   end
@@ -82,8 +84,10 @@ local function enqueue(id, user, kind, payload, max_attempts, created, run_at, k
   if tonumber(run_at) <= now then
     local ready = ready_of[user]
     ready[#ready + 1] = id
-    due[#due + 1] = run_at
-    due[#due + 1] = id
+    if not paused_of[user] then
+      due[#due + 1] = run_at
+      due[#due + 1] = id
+    end
   else
     redis.call('ZADD', DELAYED, run_at, id)
   end

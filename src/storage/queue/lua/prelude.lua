@@ -32,6 +32,10 @@ local function all_key(user) return user_key(user) .. ':all' end
 -- zset: a user's ready tasks, by the order they run in.
 local function ready_key(user) return user_key(user) .. ':ready' end
 
+-- Whether an operator paused the user: their ready tasks are then kept
+-- out of DUE too, so that the figures do not count them as overdue.
+local function is_paused(user) return redis.call('SISMEMBER', PAUSED, user) == 1 end
+
 local WAITING = { queued = true, failed = true }
 
 -- Status changes, counted per user as a script makes them and written
@@ -121,7 +125,7 @@ end
 -- it (an entry left when it starts something first is dropped then).
 local function activate(user, max_running)
   if redis.call('ZSCORE', RING, user) then return end
-  if redis.call('SISMEMBER', PAUSED, user) == 1 then return end
+  if is_paused(user) then return end
   local has_ready = redis.call('ZCARD', ready_key(user)) > 0
   local running = has_ready and tonumber(redis.call('HGET', user_key(user), 'running') or 0)
   if has_ready and max_running > 0 and running >= max_running then
@@ -147,7 +151,7 @@ end
 -- Adds a task due at `run_at` behind a user's ready tasks.
 local function push_back(user, id, run_at)
   redis.call('ZADD', ready_key(user), redis.call('INCR', SEQUENCE), id)
-  redis.call('ZADD', DUE, run_at, id)
+  if not is_paused(user) then redis.call('ZADD', DUE, run_at, id) end
 end
 
 -- Puts a task due at `run_at` before all of a user's ready tasks.
@@ -155,7 +159,7 @@ local function push_front(user, id, run_at)
   local first = redis.call('ZRANGE', ready_key(user), 0, 0, 'WITHSCORES')[2]
   local score = first and (tonumber(first) - 1) or redis.call('INCR', SEQUENCE)
   redis.call('ZADD', ready_key(user), score, id)
-  redis.call('ZADD', DUE, run_at, id)
+  if not is_paused(user) then redis.call('ZADD', DUE, run_at, id) end
 end
 
 -- Takes a task out of a user's ready tasks, wherever it stands.
