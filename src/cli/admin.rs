@@ -1,4 +1,4 @@
-//! `tollgate admin ...`: the admin API from a shell. Human tables by
+//! `tollgate admin users|tasks ...`: the admin API from a shell. Human tables by
 //! default, the API's own JSON with `--json`; a refusal prints its problem
 //! and exits non-zero.
 
@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::config::{AdminSettings, Settings};
 
@@ -32,9 +32,12 @@ pub struct AdminCommand {
 
 #[derive(Debug, Subcommand)]
 enum AdminSubject {
-    /// Users: list, show, disable, enable, sign out.
+    /// Users: list, show, disable, enable, sign out, pause, resume.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Tasks across users: list, retry, cancel.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,87 +62,294 @@ enum UsersCommand {
     Enable { id: String },
     /// End every session of a user.
     Signout { id: String },
+    /// Keep a user's tasks waiting, in their order.
+    Pause { id: String },
+    /// Let a paused user's tasks run again.
+    Resume { id: String },
+}
+
+/// Which tasks: what is left out matches every task.
+#[derive(Debug, Args)]
+struct TaskFilterArgs {
+    /// queued, running, succeeded, failed, dead or cancelled.
+    #[arg(long)]
+    status: Option<String>,
+    /// A user's id.
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    kind: Option<String>,
+}
+
+impl TaskFilterArgs {
+    fn is_empty(&self) -> bool {
+        self.status.is_none() && self.user.is_none() && self.kind.is_none()
+    }
+
+    fn body(&self) -> Value {
+        json!({ "status": self.status, "user": self.user, "kind": self.kind })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum TasksCommand {
+    /// Tasks, newest first.
+    List {
+        #[command(flatten)]
+        filter: TaskFilterArgs,
+        /// Tasks per page, 1 to 100.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// The `next cursor` a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Queue a dead or cancelled task again: the one named, or every one
+    /// the filter matches.
+    Retry {
+        id: Option<String>,
+        #[command(flatten)]
+        filter: TaskFilterArgs,
+        /// With no id and no filter: every dead and cancelled task.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Cancel every waiting task the filter matches.
+    Cancel {
+        #[command(flatten)]
+        filter: TaskFilterArgs,
+        /// With no filter: every waiting task of every user.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// How long one call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// One call of the admin API, and how its answer is shown.
+struct Call {
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    show: fn(&Value),
+}
+
+impl Call {
+    fn new(method: Method, path: String, show: fn(&Value)) -> Self {
+        Self {
+            method,
+            path,
+            body: None,
+            show,
+        }
+    }
+
+    fn with_body(self, body: Value) -> Self {
+        Self {
+            body: Some(body),
+            ..self
+        }
+    }
+}
+
+/// `path` with the query pairs that have a value.
+fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
+    let mut url = reqwest::Url::parse("http://admin").expect("a valid base");
+    url.set_path(path);
+    for (key, value) in pairs {
+        if let Some(value) = value {
+            url.query_pairs_mut().append_pair(key, value);
+        }
+    }
+    match url.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    }
+}
+
+/// A bulk call needs a filter, or `--all` to mean every task.
+fn bulk_filter(filter: &TaskFilterArgs, all: bool) -> anyhow::Result<Value> {
+    anyhow::ensure!(
+        !filter.is_empty() || all,
+        "name the tasks (--status, --user, --kind), or say --all"
+    );
+    Ok(filter.body())
+}
+
+impl UsersCommand {
+    fn call(&self) -> Call {
+        let user = |id: &str, rest: &str| format!("/admin/api/v1/users/{id}{rest}");
+        match self {
+            Self::List {
+                query,
+                limit,
+                cursor,
+            } => Call::new(
+                Method::GET,
+                with_query(
+                    "/admin/api/v1/users",
+                    &[
+                        ("limit", Some(limit.to_string())),
+                        ("query", query.clone()),
+                        ("cursor", cursor.clone()),
+                    ],
+                ),
+                show_user_page,
+            ),
+            Self::Show { id } => Call::new(Method::GET, user(id, ""), show_user_detail),
+            Self::Disable { id } => Call::new(Method::POST, user(id, "/disable"), show_disabled),
+            Self::Enable { id } => Call::new(Method::POST, user(id, "/enable"), |user| {
+                print_users(std::slice::from_ref(user))
+            }),
+            Self::Signout { id } => Call::new(Method::DELETE, user(id, "/sessions"), |answer| {
+                println!("sessions ended: {}", answer["sessions_ended"])
+            }),
+            Self::Pause { id } => Call::new(Method::POST, user(id, "/queue/pause"), show_paused),
+            Self::Resume { id } => Call::new(Method::POST, user(id, "/queue/resume"), show_paused),
+        }
+    }
+}
+
+impl TasksCommand {
+    fn call(&self) -> anyhow::Result<Call> {
+        Ok(match self {
+            Self::List {
+                filter,
+                limit,
+                cursor,
+            } => Call::new(
+                Method::GET,
+                with_query(
+                    "/admin/api/v1/tasks",
+                    &[
+                        ("status", filter.status.clone()),
+                        ("user", filter.user.clone()),
+                        ("kind", filter.kind.clone()),
+                        ("limit", Some(limit.to_string())),
+                        ("cursor", cursor.clone()),
+                    ],
+                ),
+                show_task_page,
+            ),
+            Self::Retry {
+                id: Some(id),
+                filter,
+                all,
+            } => {
+                anyhow::ensure!(
+                    filter.is_empty() && !all,
+                    "retry one task by its id, or many by a filter, not both"
+                );
+                Call::new(
+                    Method::POST,
+                    format!("/admin/api/v1/tasks/{id}/retry"),
+                    |task| print_tasks(std::slice::from_ref(task)),
+                )
+            }
+            Self::Retry {
+                id: None,
+                filter,
+                all,
+            } => Call::new(
+                Method::POST,
+                "/admin/api/v1/tasks/retry".to_owned(),
+                show_bulk,
+            )
+            .with_body(bulk_filter(filter, *all)?),
+            Self::Cancel { filter, all } => Call::new(
+                Method::POST,
+                "/admin/api/v1/tasks/cancel".to_owned(),
+                show_bulk,
+            )
+            .with_body(bulk_filter(filter, *all)?),
+        })
+    }
+}
+
 impl AdminCommand {
     pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
+        let call = match &self.what {
+            AdminSubject::Users(command) => command.call(),
+            AdminSubject::Tasks(command) => command.call()?,
+        };
         let api = AdminApi::new(
             self.url.clone(),
             self.token_file.clone(),
             settings.admin.as_ref(),
         )?;
-        let AdminSubject::Users(command) = &self.what;
-        let (method, path) = match command {
-            UsersCommand::List {
-                query,
-                limit,
-                cursor,
-            } => {
-                let mut url = reqwest::Url::parse("http://admin/admin/api/v1/users")?;
-                url.query_pairs_mut()
-                    .append_pair("limit", &limit.to_string());
-                if let Some(query) = query {
-                    url.query_pairs_mut().append_pair("query", query);
-                }
-                if let Some(cursor) = cursor {
-                    url.query_pairs_mut().append_pair("cursor", cursor);
-                }
-                let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
-                (Method::GET, path)
-            }
-            UsersCommand::Show { id } => (Method::GET, format!("/admin/api/v1/users/{id}")),
-            UsersCommand::Disable { id } => {
-                (Method::POST, format!("/admin/api/v1/users/{id}/disable"))
-            }
-            UsersCommand::Enable { id } => {
-                (Method::POST, format!("/admin/api/v1/users/{id}/enable"))
-            }
-            UsersCommand::Signout { id } => {
-                (Method::DELETE, format!("/admin/api/v1/users/{id}/sessions"))
-            }
-        };
-        let answer = api.call(method, &path).await?;
+        let answer = api.call(&call).await?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&answer)?);
-            return Ok(());
-        }
-        match command {
-            UsersCommand::List { .. } => {
-                print_users(answer["items"].as_array().map_or(&[], Vec::as_slice));
-                if let Some(cursor) = answer["next_cursor"].as_str() {
-                    println!("next cursor: {cursor}");
-                }
-            }
-            UsersCommand::Show { .. } => {
-                print_users(std::slice::from_ref(&answer["user"]));
-                let queue = &answer["queue"];
-                let counts: Vec<String> = [
-                    "queued",
-                    "running",
-                    "succeeded",
-                    "failed",
-                    "dead",
-                    "cancelled",
-                ]
-                .iter()
-                .map(|state| format!("{state} {}", queue[state]))
-                .collect();
-                println!("tasks: {}", counts.join(", "));
-            }
-            UsersCommand::Disable { .. } => {
-                print_users(std::slice::from_ref(&answer["user"]));
-                println!("sessions ended: {}", answer["sessions_ended"]);
-            }
-            UsersCommand::Enable { .. } => print_users(std::slice::from_ref(&answer)),
-            UsersCommand::Signout { .. } => {
-                println!("sessions ended: {}", answer["sessions_ended"]);
-            }
+        } else {
+            (call.show)(&answer);
         }
         Ok(())
     }
+}
+
+fn show_user_page(page: &Value) {
+    print_users(page["items"].as_array().map_or(&[], Vec::as_slice));
+    show_cursor(page);
+}
+
+fn show_cursor(page: &Value) {
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        println!("next cursor: {cursor}");
+    }
+}
+
+fn show_user_detail(detail: &Value) {
+    print_users(std::slice::from_ref(&detail["user"]));
+    let queue = &detail["queue"];
+    let counts: Vec<String> = [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "dead",
+        "cancelled",
+    ]
+    .iter()
+    .map(|state| format!("{state} {}", queue[state]))
+    .collect();
+    let paused = if queue["paused"] == true {
+        " (paused)"
+    } else {
+        ""
+    };
+    println!("tasks: {}{paused}", counts.join(", "));
+}
+
+fn show_disabled(answer: &Value) {
+    print_users(std::slice::from_ref(&answer["user"]));
+    println!("sessions ended: {}", answer["sessions_ended"]);
+}
+
+fn show_paused(answer: &Value) {
+    let state = if answer["paused"] == true {
+        "paused"
+    } else {
+        "running"
+    };
+    let change = if answer["changed"] == true {
+        ""
+    } else {
+        " already"
+    };
+    println!("queue{change} {state}");
+}
+
+fn show_task_page(page: &Value) {
+    print_tasks(page["items"].as_array().map_or(&[], Vec::as_slice));
+    show_cursor(page);
+}
+
+fn show_bulk(answer: &Value) {
+    println!(
+        "matched {}, changed {}",
+        answer["matched"], answer["changed"]
+    );
 }
 
 /// Where the admin API is and the token it wants.
@@ -191,14 +401,18 @@ impl AdminApi {
         })
     }
 
-    /// Calls `path`; answers its JSON, or the problem it answered as the
+    /// Makes `call`; answers its JSON, or the problem it answered as the
     /// error.
-    async fn call(&self, method: Method, path: &str) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.url);
-        let answer = self
+    async fn call(&self, call: &Call) -> anyhow::Result<Value> {
+        let url = format!("{}{}", self.url, call.path);
+        let mut request = self
             .client
-            .request(method, &url)
-            .bearer_auth(self.token.expose_secret())
+            .request(call.method.clone(), &url)
+            .bearer_auth(self.token.expose_secret());
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        let answer = request
             .send()
             .await
             .with_context(|| format!("calling {url}"))?;
@@ -215,11 +429,6 @@ impl AdminApi {
 
 /// Users as a table, one a line.
 fn print_users(users: &[Value]) {
-    let text = |value: &Value| match value {
-        Value::String(text) => text.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    };
     let rows: Vec<[String; 6]> = users
         .iter()
         .map(|user| {
@@ -242,6 +451,36 @@ fn print_users(users: &[Value]) {
         ["ID", "USERNAME", "EMAIL", "CREATED", "DISABLED", "SESSIONS"],
         &rows,
     );
+}
+
+/// Tasks as a table, one a line.
+fn print_tasks(tasks: &[Value]) {
+    let rows: Vec<[String; 6]> = tasks
+        .iter()
+        .map(|task| {
+            [
+                text(&task["id"]),
+                text(&task["user_id"]),
+                text(&task["kind"]),
+                text(&task["status"]),
+                format!("{}/{}", task["attempts"], task["max_attempts"]),
+                text(&task["created_at"]),
+            ]
+        })
+        .collect();
+    print_table(
+        ["ID", "USER", "KIND", "STATUS", "ATTEMPTS", "CREATED"],
+        &rows,
+    );
+}
+
+/// A JSON value as a table cell: strings bare, nothing as `-`.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// Columns padded to their widest cell.

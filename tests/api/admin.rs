@@ -33,6 +33,32 @@ async fn app_with_admin(
     .await
 }
 
+/// `tollgate admin --url <url> <args>`, run off this thread: the service's
+/// Redis connections are driven by this thread's runtime, which must keep
+/// running meanwhile.
+async fn admin_command(
+    url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Output, String) {
+    let args: Vec<String> = ["admin", "--url", url]
+        .iter()
+        .chain(args)
+        .map(|arg| (*arg).to_owned())
+        .collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        output_of(&args, &env)
+    })
+    .await
+    .unwrap()
+}
+
 /// The routes behind the token: all but the document and the metrics.
 fn guarded_routes() -> impl Iterator<Item = (&'static str, &'static str)> {
     ADMIN_ROUTES
@@ -318,14 +344,13 @@ async fn the_admin_command_lists_disables_and_enables_users_of_a_live_service() 
     let url = app.admin_address.clone().unwrap();
     let token_file = dir.join("admin-token").display().to_string();
     let by_env = [("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)];
-    let admin = |args: &[&str], env: &[(&str, &str)]| {
-        let args = [&["admin", "--url", url.as_str()], args].concat();
-        output_of(&args, env)
-    };
 
-    let (listed, listed_text) = admin(&["--json", "users", "list", "--query", "z"], &by_env);
-    let (table, table_text) = admin(&["users", "list", "--limit", "1"], &by_env);
-    let (disabled, disabled_text) = admin(
+    let (listed, listed_text) =
+        admin_command(&url, &["--json", "users", "list", "--query", "z"], &by_env).await;
+    let (table, table_text) =
+        admin_command(&url, &["users", "list", "--limit", "1"], &by_env).await;
+    let (disabled, disabled_text) = admin_command(
+        &url,
         &[
             "--token-file",
             &token_file,
@@ -335,17 +360,22 @@ async fn the_admin_command_lists_disables_and_enables_users_of_a_live_service() 
             &user.id,
         ],
         &[],
-    );
+    )
+    .await;
     let refused_sign_in = app.sign_in("zed", PASSWORD).await;
-    let (enabled, enabled_text) = admin(&["--json", "users", "enable", &user.id], &by_env);
-    let (wrong, wrong_text) = admin(
+    let (enabled, enabled_text) =
+        admin_command(&url, &["--json", "users", "enable", &user.id], &by_env).await;
+    let (wrong, wrong_text) = admin_command(
+        &url,
         &["users", "show", &user.id],
         &[(
             "TOLLGATE_ADMIN_TOKEN",
             "not-the-admin-token-but-as-long-as-one",
         )],
-    );
-    let (unknown, unknown_text) = admin(&["users", "show", "no-such-user"], &by_env);
+    )
+    .await;
+    let (unknown, unknown_text) =
+        admin_command(&url, &["users", "show", "no-such-user"], &by_env).await;
 
     assert!(listed.status.success(), "{listed_text}");
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
@@ -626,4 +656,69 @@ async fn tasks_are_found_across_users_and_one_is_retried_only_if_dead_or_cancell
         .await
         .unwrap();
     problem(bad_bulk, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
+}
+
+#[actix_web::test]
+async fn the_admin_command_finds_retries_and_cancels_tasks_and_pauses_queues() {
+    let dir = TempDir::new("admin");
+    let job = Job::default();
+    job.broken.store(true, Ordering::SeqCst);
+    let app = app_with_jobs(&dir, &job).await;
+    let user = app.new_user("cli").await;
+    enqueue_jobs(&app, &user, 3).await;
+    let died = eventually(PATIENCE, || async {
+        app.queue_counts(&user.token).await["dead"] == 3
+    })
+    .await;
+    assert!(died);
+    job.broken.store(false, Ordering::SeqCst);
+    let url = app.admin_address.clone().unwrap();
+    let by_env = [("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)];
+
+    let (listed, listed_text) = admin_command(
+        &url,
+        &["--json", "tasks", "list", "--status", "dead"],
+        &by_env,
+    )
+    .await;
+    let (table, table_text) = admin_command(
+        &url,
+        &["tasks", "list", "--user", &user.id, "--limit", "2"],
+        &by_env,
+    )
+    .await;
+    let (unnamed, unnamed_text) = admin_command(&url, &["tasks", "retry"], &by_env).await;
+    let (paused, paused_text) = admin_command(&url, &["users", "pause", &user.id], &by_env).await;
+    let (retried, retried_text) =
+        admin_command(&url, &["tasks", "retry", "--status", "dead"], &by_env).await;
+    let detail = app
+        .admin_json(&format!("/admin/api/v1/users/{}", user.id))
+        .await;
+    let (cancelled, cancelled_text) =
+        admin_command(&url, &["tasks", "cancel", "--user", &user.id], &by_env).await;
+
+    assert!(listed.status.success(), "{listed_text}");
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 3);
+    assert!(table.status.success(), "{table_text}");
+    let lines: Vec<&str> = table_text.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS"),
+        "{table_text}"
+    );
+    assert!(
+        lines[1].contains(" dead ") && lines[1].contains(" 1/"),
+        "{table_text}"
+    );
+    assert!(lines[3].starts_with("next cursor: "), "{table_text}");
+    assert!(!unnamed.status.success());
+    assert!(unnamed_text.contains("or say --all"), "{unnamed_text}");
+    assert!(paused.status.success(), "{paused_text}");
+    assert_eq!(paused_text.trim(), "queue paused");
+    assert!(retried.status.success(), "{retried_text}");
+    assert_eq!(retried_text.trim(), "matched 3, changed 3");
+    // Paused, the retried tasks wait, and so they can be cancelled.
+    assert_eq!(detail["queue"]["queued"], 3, "{detail}");
+    assert!(cancelled.status.success(), "{cancelled_text}");
+    assert_eq!(cancelled_text.trim(), "matched 3, changed 3");
 }
