@@ -184,6 +184,7 @@ impl Application {
                 let state = AdminState::new(
                     state.registry.clone(),
                     queue.clone(),
+                    hashers.clone(),
                     state.metrics.clone(),
                     export,
                     &token,

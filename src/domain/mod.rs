@@ -16,7 +16,7 @@ pub use credentials::{
 pub use queue::{
     Bulk, Cancelled, Enqueued, Finished, Idempotency, IdempotencyKey, LeaseCall, Limits,
     MAX_ATTEMPTS, MAX_DELAY_MS, Page, QueueStats, Retried, Settled, TaskDraft, TaskFilter,
-    TaskKinds, TaskQuery, TaskRefusal, TaskRequest, TaskRules, Wanted,
+    TaskKinds, TaskQuery, TaskRefusal, TaskRequest, TaskRules, UserLoad, Wanted,
 };
 pub use session::{Session, SessionId, SessionTable, StoredSession, TouchOutcome};
 pub use task::{

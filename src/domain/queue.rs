@@ -375,6 +375,15 @@ pub struct QueueStats {
     pub oldest_due_ms: Option<i64>,
 }
 
+/// One user's share of the queue, for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserLoad {
+    pub user: UserId,
+    /// Tasks queued or failed (awaiting a retry).
+    pub waiting: u64,
+    pub running: u64,
+}
+
 /// The per-user bounds in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -19,7 +19,7 @@ use super::error::{ApiError, ErrorCode};
 use super::extract::bearer_token;
 use super::routes::{BodyLimits, json, method_name, not_found, routes};
 use crate::accounts::{AccountError, UserRegistry};
-use crate::actors::Queue;
+use crate::actors::{HasherPool, Queue};
 use crate::domain::{
     InvalidInput, Retried, Task, TaskCounts, TaskFilter, TaskId, TaskKind, TaskQuery, TaskStatus,
     User, UserCursor, UserId, UserQuery,
@@ -30,6 +30,7 @@ use crate::telemetry::{Metrics, MetricsExport};
 pub struct AdminState {
     pub registry: UserRegistry,
     pub queue: Queue,
+    pub hashers: Arc<HasherPool>,
     pub metrics: Metrics,
     /// What `/metrics` renders, when the admin listener serves it.
     pub export: Option<Arc<MetricsExport>>,
@@ -40,6 +41,7 @@ impl AdminState {
     pub fn new(
         registry: UserRegistry,
         queue: Queue,
+        hashers: Arc<HasherPool>,
         metrics: Metrics,
         export: Option<Arc<MetricsExport>>,
         token: &SecretString,
@@ -47,6 +49,7 @@ impl AdminState {
         Self {
             registry,
             queue,
+            hashers,
             metrics,
             export,
             token: AdminToken::new(token),
@@ -712,6 +715,99 @@ async fn set_paused(
     Ok(web::Json(QueuePaused { paused, changed }))
 }
 
+/// The users the queue view lists at most.
+const BUSIEST: usize = 100;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserLoadView {
+    user_id: UserId,
+    waiting: u64,
+    running: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PoolView {
+    /// How many the pool is asked for.
+    target: usize,
+    /// How many run now.
+    live: usize,
+    /// Of those, how many are at work, where the pool tells.
+    #[schema(required = true)]
+    busy: Option<usize>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Pools {
+    /// The task workers (besides those kept for newcomers).
+    workers: PoolView,
+    /// The bcrypt threads.
+    hashers: PoolView,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct QueuesView {
+    /// Tasks queued or failed (awaiting a retry), over all users.
+    waiting: u64,
+    /// Users with any such task.
+    users_waiting: u64,
+    /// When the ready task that has waited longest fell due (paused users'
+    /// tasks are not counted); `null` if none is ready.
+    #[schema(required = true)]
+    oldest_due_at: Option<DateTime<Utc>>,
+    /// Up to 100 users with the most tasks waiting, most first (found
+    /// among at most 10,000 of the users with any).
+    users: Vec<UserLoadView>,
+    pools: Pools,
+}
+
+/// The queue over all users: what waits, who has the most waiting, and
+/// the pools that work on it.
+#[utoipa::path(get, path = "/admin/api/v1/queues", tag = "tasks",
+    security(("admin" = [])),
+    responses(
+        (status = 200, body = QueuesView, description = "The queue and the pools"),
+        (status = 503, description = "`queue_unavailable`"),
+    ))]
+pub async fn queues(
+    state: web::Data<AdminState>,
+    _: Operator,
+) -> Result<web::Json<QueuesView>, ApiError> {
+    let (busiest, stats) = state.queue.load(BUSIEST).await?;
+    let workers = state
+        .queue
+        .status()
+        .await
+        .map_err(|err| ApiError::from(crate::actors::QueueError::from(err)))?;
+    let (target, live) = state.hashers.sizes();
+    Ok(web::Json(QueuesView {
+        waiting: stats.waiting,
+        users_waiting: stats.users_waiting,
+        oldest_due_at: stats
+            .oldest_due_ms
+            .and_then(DateTime::from_timestamp_millis),
+        users: busiest
+            .into_iter()
+            .map(|load| UserLoadView {
+                user_id: load.user,
+                waiting: load.waiting,
+                running: load.running,
+            })
+            .collect(),
+        pools: Pools {
+            workers: PoolView {
+                target: workers.workers,
+                live: workers.live,
+                busy: Some(workers.busy),
+            },
+            hashers: PoolView {
+                target,
+                live,
+                busy: None,
+            },
+        },
+    }))
+}
+
 /// This document.
 #[utoipa::path(get, path = "/admin/openapi.json", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document of the admin API", content_type = "application/json", body = Object)))]
@@ -738,6 +834,7 @@ routes! {
     "/admin/api/v1/users" => { get list_users },
     "/admin/api/v1/users/{id}/queue/pause" => { post pause_queue },
     "/admin/api/v1/users/{id}/queue/resume" => { post resume_queue },
+    "/admin/api/v1/queues" => { get queues },
     "/admin/api/v1/tasks" => { get list_tasks },
     "/admin/api/v1/tasks/retry" => { post retry_tasks },
     "/admin/api/v1/tasks/cancel" => { post cancel_tasks },

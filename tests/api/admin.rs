@@ -557,6 +557,7 @@ async fn a_paused_users_tasks_wait_while_others_run_then_run_in_order() {
         .admin_json(&format!("/admin/api/v1/users/{}", paused.id))
         .await;
     let ran_while_paused = job.ran_for(&paused.id);
+    let queues = app.admin_json("/admin/api/v1/queues").await;
     let resume = post_admin(&app, &format!("{queue}/resume"), &json!(null)).await;
     let all_ran = eventually(PATIENCE, || async {
         app.queue_counts(&paused.token).await["succeeded"] == 5
@@ -568,6 +569,18 @@ async fn a_paused_users_tasks_wait_while_others_run_then_run_in_order() {
     assert!(others_ran);
     assert_eq!(waiting["queued"], 5, "{waiting}");
     assert_eq!(detail["queue"]["paused"], true);
+    assert_eq!(queues["waiting"], 5, "{queues}");
+    assert_eq!(
+        queues["oldest_due_at"],
+        Value::Null,
+        "paused tasks are not overdue"
+    );
+    assert_eq!(
+        queues["users"],
+        json!([{ "user_id": paused.id, "waiting": 5, "running": 0 }])
+    );
+    assert_eq!(queues["pools"]["workers"]["target"], 4);
+    assert_eq!(queues["pools"]["hashers"]["target"], 2);
     assert!(ran_while_paused.is_empty(), "{ran_while_paused:?}");
     assert_eq!(resume, json!({ "paused": false, "changed": true }));
     assert!(all_ran);

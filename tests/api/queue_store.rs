@@ -1184,6 +1184,25 @@ async fn a_paused_users_tasks_wait_while_others_run_and_resume_in_order(store: Q
     assert_eq!(after, [0, 1, 2, 3]);
 }
 
+async fn the_users_with_the_most_waiting_come_first(store: Queue) {
+    let (ann, bob, cid) = (UserId::new(), UserId::new(), UserId::new());
+    for (user, count) in [(ann, 2), (bob, 4), (cid, 1)] {
+        for n in 0..count {
+            enqueue(&store, task(user, n)).await;
+        }
+    }
+    // Leases go round robin: one of each user's runs.
+    lease(&store, 3).await;
+
+    let busiest = store.busiest(2).await.unwrap();
+
+    let loads: Vec<(UserId, u64, u64)> = busiest
+        .iter()
+        .map(|load| (load.user, load.waiting, load.running))
+        .collect();
+    assert_eq!(loads, [(bob, 3, 1), (ann, 1, 1)]);
+}
+
 async fn memory_store() -> (Queue, ()) {
     (
         Queue::new(|policy| Arc::new(MemoryQueueStore::new(policy))),
@@ -1245,6 +1264,7 @@ for_each_store!(
     tasks_across_users_are_found_newest_first_by_user_status_and_kind,
     tasks_are_retried_or_cancelled_in_bulk_by_filter,
     a_paused_users_tasks_wait_while_others_run_and_resume_in_order,
+    the_users_with_the_most_waiting_come_first,
 );
 
 #[actix_web::test]

@@ -32,8 +32,8 @@ use router::{LiveManagers, QueueRouter};
 use crate::clock::Clock;
 use crate::config::QueueSettings;
 use crate::domain::{
-    Bulk, Cancelled, Enqueued, Idempotency, Limits, Page, Retried, Task, TaskCounts, TaskFilter,
-    TaskId, TaskQuery, TaskRequest, UserId,
+    Bulk, Cancelled, Enqueued, Idempotency, Limits, Page, QueueStats, Retried, Task, TaskCounts,
+    TaskFilter, TaskId, TaskQuery, TaskRequest, UserId, UserLoad,
 };
 use crate::events::Events;
 use crate::storage::{QueueStore, SharedLimits};
@@ -189,6 +189,13 @@ impl Queue {
         Ok(resumed)
     }
 
+    /// The users with the most tasks waiting, most first, and the figures
+    /// over all users.
+    pub async fn load(&self, most: usize) -> Result<(Vec<UserLoad>, QueueStats), QueueError> {
+        let busiest = self.parts.store.busiest(most).await?;
+        Ok((busiest, self.parts.store.stats().await?))
+    }
+
     /// Whether an operator paused `user`'s tasks.
     pub async fn is_paused(&self, user: UserId) -> Result<bool, QueueError> {
         Ok(self.parts.store.is_paused(user).await?)
@@ -316,6 +323,10 @@ mod tests {
 
         async fn is_paused(&self, user: UserId) -> Result<bool, StoreError> {
             self.inner.is_paused(user).await
+        }
+
+        async fn busiest(&self, most: usize) -> Result<Vec<UserLoad>, StoreError> {
+            self.inner.busiest(most).await
         }
 
         async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError> {

@@ -9,13 +9,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    LEASE_LAPSED, LIST_SCAN, Moment, NEWCOMER_LOOKS, PAGE_BYTES, PROMOTE_BATCH, QueuePolicy,
-    QueueStore,
+    LEASE_LAPSED, LIST_SCAN, LOAD_LOOK, Moment, NEWCOMER_LOOKS, PAGE_BYTES, PROMOTE_BATCH,
+    QueuePolicy, QueueStore,
 };
 use crate::domain::{
     Bulk, Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits,
     NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter, TaskId,
-    TaskStatus, UserId, Wanted,
+    TaskStatus, UserId, UserLoad, Wanted,
 };
 use crate::storage::StoreError;
 use crate::storage::redis::SLICE;
@@ -815,6 +815,24 @@ impl QueueStore for MemoryQueueStore {
             state.due.remove(&due);
         }
         Ok(true)
+    }
+
+    async fn busiest(&self, most: usize) -> Result<Vec<UserLoad>, StoreError> {
+        let state = self.state();
+        let mut loads: Vec<UserLoad> = state
+            .users
+            .iter()
+            .map(|(&user, tasks)| UserLoad {
+                user,
+                waiting: tasks.count(TaskStatus::Queued) + tasks.count(TaskStatus::Failed),
+                running: tasks.count(TaskStatus::Running),
+            })
+            .filter(|load| load.waiting > 0)
+            .take(LOAD_LOOK)
+            .collect();
+        loads.sort_unstable_by_key(|load| (std::cmp::Reverse(load.waiting), load.user));
+        loads.truncate(most);
+        Ok(loads)
     }
 
     async fn is_paused(&self, user: UserId) -> Result<bool, StoreError> {

@@ -47,7 +47,7 @@ use crate::config::QueueSettings;
 use crate::domain::{
     Bulk, Cancelled, Enqueued, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits,
     NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter, TaskId,
-    TaskQuery, UserId, Wanted,
+    TaskQuery, UserId, UserLoad, Wanted,
 };
 
 /// Per-user queues with leases, retries and retention.
@@ -122,6 +122,10 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Whether an operator paused `user`'s tasks.
     async fn is_paused(&self, user: UserId) -> Result<bool, StoreError>;
+
+    /// The users with the most tasks waiting, most first: at most `most`,
+    /// found among no more than [`LOAD_LOOK`] of the users with any.
+    async fn busiest(&self, most: usize) -> Result<Vec<UserLoad>, StoreError>;
 
     /// `user`'s tasks by state.
     async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError>;
@@ -304,6 +308,9 @@ const PAGE_BYTES: usize = 1024 * 1024;
 /// Most tasks one listing narrowed by more than its user looks at; a page
 /// may then come back short, with a cursor to go on from.
 const LIST_SCAN: usize = 1000;
+
+/// Most users with waiting tasks one look for the busiest reads.
+pub const LOAD_LOOK: usize = 10_000;
 
 /// Most entries one lease call looks at to find newcomers: those of users
 /// who have started something since they joined are dropped as they go.

@@ -44,12 +44,13 @@ use fred::prelude::{HashesInterface, KeysInterface, SetsInterface, Value};
 use fred::types::scripts::Script;
 
 use super::{
-    LEASE_LAPSED, LIST_SCAN, NEWCOMER_LOOKS, PAGE_BYTES, PROMOTE_BATCH, QueuePolicy, QueueStore,
+    LEASE_LAPSED, LIST_SCAN, LOAD_LOOK, NEWCOMER_LOOKS, PAGE_BYTES, PROMOTE_BATCH, QueuePolicy,
+    QueueStore,
 };
 use crate::domain::{
     Bulk, Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, NewTask,
     Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter, TaskId, TaskKind,
-    TaskStatus, UserId, Wanted,
+    TaskStatus, UserId, UserLoad, Wanted,
 };
 use crate::lua_script;
 use crate::storage::StoreError;
@@ -73,6 +74,7 @@ struct Scripts {
     bulk: Script,
     pause: Script,
     index: Script,
+    busiest: Script,
 }
 
 impl Scripts {
@@ -93,6 +95,7 @@ impl Scripts {
             bulk: lua_script!("bulk.lua"),
             pause: lua_script!("pause.lua"),
             index: lua_script!("index.lua"),
+            busiest: lua_script!("busiest.lua"),
         }
     }
 }
@@ -487,6 +490,31 @@ impl QueueStore for RedisQueueStore {
 
     async fn resume(&self, user: UserId) -> Result<bool, StoreError> {
         self.pause_or_resume(user, "resume").await
+    }
+
+    async fn busiest(&self, most: usize) -> Result<Vec<UserLoad>, StoreError> {
+        let args = vec![most.to_string(), LOAD_LOOK.to_string()];
+        let answer: Vec<(String, u64, u64)> = self
+            .run(&self.scripts.busiest, args)
+            .await?
+            .into_array()
+            .into_iter()
+            .map(|row| row.convert())
+            .collect::<Result<_, _>>()?;
+        answer
+            .into_iter()
+            .map(|(user, waiting, running)| {
+                let user = UserId(
+                    user.parse()
+                        .map_err(|err| failed(anyhow!("user {user}: {err}")))?,
+                );
+                Ok(UserLoad {
+                    user,
+                    waiting,
+                    running,
+                })
+            })
+            .collect()
     }
 
     async fn is_paused(&self, user: UserId) -> Result<bool, StoreError> {
