@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, http::header, web};
 use chrono::{DateTime, Utc};
 use futures_util::future::{Ready, ready};
 use secrecy::{ExposeSecret, SecretString};
@@ -808,6 +808,52 @@ pub async fn queues(
     }))
 }
 
+/// What the console may load: its own script, styles and API, nothing
+/// from anywhere else.
+const CONSOLE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+     form-action 'none'";
+
+/// One of the console's files, as it is compiled into the binary.
+fn console_file(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONSOLE_POLICY))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body)
+}
+
+/// The console: users, queues, pools and dead tasks, in a page that asks
+/// for the admin token once and keeps it in the tab.
+#[utoipa::path(get, path = "/", tag = "console",
+    responses((status = 200, description = "The console's page", content_type = "text/html", body = String)))]
+pub async fn console() -> HttpResponse {
+    console_file(
+        "text/html; charset=utf-8",
+        include_str!("console/index.html"),
+    )
+}
+
+/// The console's script.
+#[utoipa::path(get, path = "/console.js", tag = "console",
+    responses((status = 200, description = "The console's script", content_type = "text/javascript", body = String)))]
+pub async fn console_script() -> HttpResponse {
+    console_file(
+        "text/javascript; charset=utf-8",
+        include_str!("console/console.js"),
+    )
+}
+
+/// The console's styles.
+#[utoipa::path(get, path = "/console.css", tag = "console",
+    responses((status = 200, description = "The console's styles", content_type = "text/css", body = String)))]
+pub async fn console_styles() -> HttpResponse {
+    console_file(
+        "text/css; charset=utf-8",
+        include_str!("console/console.css"),
+    )
+}
+
 /// This document.
 #[utoipa::path(get, path = "/admin/openapi.json", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document of the admin API", content_type = "application/json", body = Object)))]
@@ -843,6 +889,9 @@ routes! {
     "/admin/api/v1/users/{id}/disable" => { post disable_user },
     "/admin/api/v1/users/{id}/enable" => { post enable_user },
     "/admin/api/v1/users/{id}/sessions" => { delete sign_out_user },
+    "/" => { get console },
+    "/console.js" => { get console_script },
+    "/console.css" => { get console_styles },
     "/admin/openapi.json" => { get document },
     "/metrics" => { get metrics },
 }
@@ -860,6 +909,7 @@ routes! {
     tags(
         (name = "users", description = "Users, their sessions, whether they may sign in and whether their tasks run"),
         (name = "tasks", description = "Tasks across users: found, retried and cancelled"),
+        (name = "console", description = "The operators' console, served from the binary"),
         (name = "meta", description = "This document and the metrics"),
     ),
 )]

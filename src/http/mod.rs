@@ -13,6 +13,7 @@ mod health;
 mod middleware;
 mod observe;
 mod openapi;
+mod reference;
 mod routes;
 mod schema;
 mod state;

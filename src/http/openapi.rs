@@ -46,18 +46,23 @@ const PROBLEM_JSON: &str = "application/problem+json";
 )]
 pub struct ApiDoc;
 
-/// The document, rendered once.
+/// The document, rendered once, and the page that reads it to people.
 static DOCUMENT: OnceLock<String> = OnceLock::new();
+static DOCS: OnceLock<String> = OnceLock::new();
 
 /// Renders the document from the route table's `operations`, described
 /// here, with the errors every route of a kind can give added by rule.
 /// Done as the server starts, so that a fault in it shows then rather
 /// than on a request.
 pub fn prepare(operations: impl FnOnce() -> openapi::OpenApi) {
-    DOCUMENT.get_or_init(|| {
+    let document = DOCUMENT.get_or_init(|| {
         let mut document = ApiDoc::openapi();
         PublicSchemes.modify(&mut document);
         render(document, operations())
+    });
+    DOCS.get_or_init(|| {
+        let document = serde_json::from_str(document).expect("the document is JSON");
+        super::reference::render(&document, "/openapi.json")
     });
 }
 
@@ -78,38 +83,15 @@ pub async fn document() -> HttpResponse {
         .body(DOCUMENT.get().map_or("{}", String::as_str))
 }
 
-/// Scalar's reader, pinned to one release and checked by its digest, reads
-/// the document from `/openapi.json`.
-const DOCS_PAGE: &str = r#"<!doctype html>
-<html>
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>Tollgate API</title>
-</head>
-<body>
-  <script id="api-reference" data-url="/openapi.json"></script>
-  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.72.1/dist/browser/standalone.js"
-          integrity="sha384-U11tb2XnKvmwt8RlTvnwUnYgrN+ur4Xyh9htLhjajWNR/Oyl5AX5DEz00qRmlrmK"
-          crossorigin="anonymous"></script>
-</body>
-</html>
-"#;
-
-/// What the page may load: the reader's script and styles from the CDN,
-/// the document from here, and nothing else.
-const DOCS_POLICY: &str = "default-src 'none'; script-src https://cdn.jsdelivr.net; \
-     style-src 'unsafe-inline' https://cdn.jsdelivr.net; font-src https://cdn.jsdelivr.net \
-     https://fonts.scalar.com; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
-
-/// A page to read this document in a browser.
+/// A page to read this document in a browser, rendered from it on the
+/// server: nothing is loaded from anywhere else.
 #[utoipa::path(get, path = "/docs", tag = "health",
-    responses((status = 200, description = "An HTML page that renders /openapi.json", content_type = "text/html", body = String)))]
+    responses((status = 200, description = "An HTML page that reads /openapi.json to people", content_type = "text/html", body = String)))]
 pub async fn docs() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .insert_header((header::CONTENT_SECURITY_POLICY, DOCS_POLICY))
-        .body(DOCS_PAGE)
+        .insert_header((header::CONTENT_SECURITY_POLICY, super::reference::POLICY))
+        .body(DOCS.get().map_or("", String::as_str))
 }
 
 /// The public listener's security schemes.

@@ -413,8 +413,8 @@ async fn the_admin_command_lists_disables_and_enables_users_of_a_live_service() 
 /// The `job` kind: rejects every attempt while `broken`, and otherwise
 /// notes `"<user id> <payload n>"` and succeeds.
 #[derive(Clone, Default)]
-struct Job {
-    broken: Arc<AtomicBool>,
+pub struct Job {
+    pub broken: Arc<AtomicBool>,
     ran: Arc<Mutex<Vec<String>>>,
 }
 
@@ -442,7 +442,7 @@ impl Job {
 }
 
 /// An app whose only kind is `job`, with an admin listener.
-async fn app_with_jobs(dir: &TempDir, job: &Job) -> TestApp {
+pub async fn app_with_jobs(dir: &TempDir, job: &Job) -> TestApp {
     let job = job.clone();
     spawn_app_with_handlers(
         move |_| Ok(TaskHandlers::empty().with("job", job)),
@@ -454,7 +454,7 @@ async fn app_with_jobs(dir: &TempDir, job: &Job) -> TestApp {
     .await
 }
 
-async fn enqueue_jobs(app: &TestApp, user: &TestUser, count: u64) {
+pub async fn enqueue_jobs(app: &TestApp, user: &TestUser, count: u64) {
     for n in 0..count {
         app.enqueued(
             &user.token,

@@ -9,6 +9,7 @@ mod admin;
 mod binary;
 mod business;
 mod compat;
+mod console;
 mod contract;
 mod cors;
 mod dependencies;

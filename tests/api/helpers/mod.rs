@@ -2,6 +2,7 @@
 //! PostgreSQL schema and Redis key prefix (both removed afterwards), and a
 //! clock it moves by hand.
 
+mod browser;
 mod postgres;
 mod process;
 mod redis;
@@ -20,6 +21,7 @@ use tollgate::clock::Clock;
 use tollgate::config::{DatabaseSettings, QueueBackend, Settings};
 use tollgate::tasks::TaskHandlers;
 
+pub use browser::Browser;
 pub use postgres::{PrivatePostgres, TcpProxy, TestSchema};
 pub use process::{Server, output_of, refused_start};
 pub use scrape::Scrape;
