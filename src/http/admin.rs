@@ -164,6 +164,7 @@ pub struct UsersQuery {
     #[param(minimum = 1, maximum = 100)]
     limit: Option<usize>,
     /// The `next_cursor` of the page before.
+    #[param(pattern = "^[0-9]{1,18}_[0-9a-f]{32}$")]
     cursor: Option<String>,
 }
 

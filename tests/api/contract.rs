@@ -12,7 +12,8 @@ use serde_json::Value;
 use tollgate::http::ErrorCode;
 
 use crate::helpers::{
-    JWT_SECRET, Server, TempDir, TestRedis, TestSchema, admin_settings, spawn_app, spawn_app_with,
+    ADMIN_TOKEN, JWT_SECRET, Server, TempDir, TestRedis, TestSchema, admin_settings, spare_port,
+    spawn_app, spawn_app_with,
 };
 
 /// The introspection credential the contract run's server accepts.
@@ -248,7 +249,6 @@ fn schemathesis() -> String {
 
 #[actix_web::test]
 async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
-    let schemathesis = schemathesis();
     let (schema, redis) = (TestSchema::create().await, TestRedis::new());
     let env = [
         ("TOLLGATE__DATABASE__URL", schema.url()),
@@ -273,24 +273,96 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     let server = Server::start(&["serve"], &env).await;
     let doc = document(&server.address).await;
 
+    let output = run_schemathesis(
+        &server.url("/openapi.json"),
+        "schemathesis.toml",
+        &[
+            ("TOLLGATE_URL", server.address.as_str()),
+            ("TOLLGATE_INTROSPECTION_SECRET", SERVICE_SECRET),
+        ],
+        &[],
+        redis.prefix(),
+    )
+    .await;
+    // Every operation was exercised but `GET /openapi.json`, which
+    // Schemathesis leaves out as the document it read.
+    all_tested(&output, operations(&doc).len() - 1, 500);
+}
+
+#[actix_web::test]
+async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_admin_document() {
+    let (schema, redis) = (TestSchema::create().await, TestRedis::new());
+    let dir = TempDir::new("contract-admin");
+    let token_file = dir.join("admin-token");
+    std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
+    let admin_bind = format!("127.0.0.1:{}", spare_port());
+    let env = [
+        ("TOLLGATE__DATABASE__URL", schema.url()),
+        ("TOLLGATE__AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
+        ("TOLLGATE__QUEUE__BACKEND", "redis".to_owned()),
+        ("TOLLGATE__SESSION__STORE", "redis".to_owned()),
+        ("TOLLGATE__REDIS__URL", crate::helpers::redis_url()),
+        ("TOLLGATE__REDIS__KEY_PREFIX", redis.prefix().to_owned()),
+        ("TOLLGATE__TELEMETRY__LOG_LEVEL", "warn".to_owned()),
+        ("TOLLGATE__ADMIN__BIND", admin_bind.clone()),
+        (
+            "TOLLGATE__ADMIN__TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start(&["serve"], &env).await;
+    // Something to find: a user with a session and a task.
+    server.sign_up("seeded").await;
+    let admin = format!("http://{admin_bind}");
+    let doc: Value = reqwest::get(format!("{admin}/admin/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let authorization = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let output = run_schemathesis(
+        &format!("{admin}/admin/openapi.json"),
+        "schemathesis-admin.toml",
+        &[],
+        &["--header", &authorization],
+        redis.prefix(),
+    )
+    .await;
+    all_tested(&output, operations(&doc).len() - 1, 200);
+}
+
+/// Runs Schemathesis on the document at `url` with the settings in
+/// `tests/contract/<config>`; answers what it printed, which must say it
+/// passed.
+async fn run_schemathesis(
+    url: &str,
+    config: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+    scratch: &str,
+) -> String {
+    let schemathesis = schemathesis();
     let examples =
         std::env::var("TOLLGATE_CONTRACT_EXAMPLES").unwrap_or_else(|_| DEFAULT_EXAMPLES.to_owned());
     let seed = std::env::var("TOLLGATE_CONTRACT_SEED").unwrap_or_else(|_| DEFAULT_SEED.to_owned());
     let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/contract");
     // Schemathesis keeps a cache in its working directory: not in ours.
-    let workdir = std::env::temp_dir().join(format!("tollgate-contract-{}", redis.prefix()));
+    let workdir = std::env::temp_dir().join(format!("tollgate-contract-{scratch}-{config}"));
     std::fs::create_dir_all(&workdir).unwrap();
     let mut command = Command::new(&schemathesis);
     command
         .current_dir(&workdir)
         .env("PYTHONPATH", &contract)
-        .env("TOLLGATE_URL", &server.address)
-        .env("TOLLGATE_INTROSPECTION_SECRET", SERVICE_SECRET)
+        .envs(env.iter().copied())
         .arg("--config-file")
-        .arg(contract.join("schemathesis.toml"))
+        .arg(contract.join(config))
         .arg("run")
-        .arg(server.url("/openapi.json"))
-        .args(["--max-examples", &examples, "--no-color"]);
+        .arg(url)
+        .args(["--max-examples", &examples, "--no-color"])
+        .args(args);
     if seed != "random" {
         command.args(["--seed", &seed]);
     }
@@ -303,13 +375,16 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
     println!("{output}");
     assert!(run.status.success(), "schemathesis failed:\n{output}");
+    output
+}
 
-    // Every operation was exercised but `GET /openapi.json`, which
-    // Schemathesis leaves out as the document it read.
-    let tested = operations(&doc).len() - 1;
+/// Checks that Schemathesis's `output` says it tested all of `operations`
+/// and generated at least `TOLLGATE_CONTRACT_MIN_CASES` cases
+/// (`default_minimum` if unset).
+fn all_tested(output: &str, operations: usize, default_minimum: usize) {
     assert!(
-        output.contains(&format!("Selected: {tested}/{tested}"))
-            && output.contains(&format!("Tested: {tested}")),
+        output.contains(&format!("Selected: {operations}/{operations}"))
+            && output.contains(&format!("Tested: {operations}")),
         "not every operation was tested:\n{output}"
     );
     let generated: usize = output
@@ -322,6 +397,6 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     let minimum: usize = std::env::var("TOLLGATE_CONTRACT_MIN_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(500);
+        .unwrap_or(default_minimum);
     assert!(generated >= minimum, "only {generated} cases:\n{output}");
 }
