@@ -487,6 +487,11 @@ impl Accounts {
         Ok(users.into_iter().zip(counts).collect())
     }
 
+    /// A user's live sessions, newest first.
+    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<Session>, AccountError> {
+        Ok(self.sessions.sessions_of(user).await?)
+    }
+
     /// How many sessions each of `users` holds, in their order.
     pub async fn session_counts(&self, users: &[UserId]) -> Result<Vec<usize>, AccountError> {
         Ok(self.sessions.count_of(users).await?)

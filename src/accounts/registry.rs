@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use super::{AccountError, Accounts, Grant};
 use crate::domain::{
-    Credentials, Password, PasswordChange, Registration, SessionId, User, UserId, UserQuery,
+    Credentials, Password, PasswordChange, Registration, Session, SessionId, User, UserId,
+    UserQuery,
 };
 
 #[derive(Clone)]
@@ -76,6 +77,11 @@ impl UserRegistry {
     /// The users `query` asks for, each with how many sessions they hold.
     pub async fn users(&self, query: UserQuery) -> Result<Vec<(User, usize)>, AccountError> {
         self.accounts.users(&query).await
+    }
+
+    /// A user's live sessions, newest first.
+    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<Session>, AccountError> {
+        self.accounts.sessions_of(user).await
     }
 
     /// How many sessions each of `users` holds, in their order.

@@ -200,6 +200,26 @@ impl SessionManager {
         Ok(ended)
     }
 
+    /// `user`'s live sessions, newest first. Without Redis this reads
+    /// every table: meant for operators, not for every request.
+    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<Session>, SessionError> {
+        let now_ms = self.clock.now_millis();
+        Ok(match &self.shards.store {
+            Store::Local(tables) => {
+                let mut sessions: Vec<Session> = tables
+                    .iter()
+                    .flat_map(|table| {
+                        let table = table.lock().unwrap_or_else(PoisonError::into_inner);
+                        table.sessions_of(user, now_ms)
+                    })
+                    .collect();
+                sessions.sort_unstable_by_key(|session| std::cmp::Reverse(session.created_at));
+                sessions
+            }
+            Store::Shared(sessions) => sessions.sessions_of(user, now_ms).await?,
+        })
+    }
+
     /// How many sessions each of `users` holds (lapsed ones not yet swept
     /// included), in their order. Without Redis this reads every table.
     pub async fn count_of(&self, users: &[UserId]) -> Result<Vec<usize>, SessionError> {

@@ -180,6 +180,21 @@ impl SessionTable {
         }
     }
 
+    /// `user`'s sessions live at `now_ms`, newest first, in one pass over
+    /// the table.
+    pub fn sessions_of(&self, user: UserId, now_ms: i64) -> Vec<Session> {
+        let mut live: Vec<Session> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| {
+                entry.user_id == user && now_ms < entry.expires_ms(self.idle_ttl_ms)
+            })
+            .map(|(id, entry)| entry.snapshot(*id, self.idle_ttl_ms))
+            .collect();
+        live.sort_unstable_by_key(|session| std::cmp::Reverse(session.created_at));
+        live
+    }
+
     /// Drops every lapsed session and gives back memory the map no longer
     /// needs. Returns how many were dropped.
     pub fn sweep(&mut self, now_ms: i64) -> usize {
@@ -292,6 +307,29 @@ mod tests {
         let mut counts = vec![0; 3];
         table.count_of(&[carol, alice, bob], &mut counts);
         assert_eq!(counts, [0, 3, 1]);
+    }
+
+    #[test]
+    fn a_users_live_sessions_are_listed_newest_first() {
+        let mut table = SessionTable::new(TTL);
+        let (alice, bob) = (UserId::new(), UserId::new());
+        let (old, new, lapsed) = (
+            SessionId::random(),
+            SessionId::random(),
+            SessionId::random(),
+        );
+        table.open(lapsed, alice, 0, HOUR_MS);
+        table.open(old, alice, 10_000, HOUR_MS);
+        table.open(new, alice, 20_000, HOUR_MS);
+        table.open(SessionId::random(), bob, 20_000, HOUR_MS);
+
+        let listed: Vec<SessionId> = table
+            .sessions_of(alice, 30_000)
+            .iter()
+            .map(|s| s.id)
+            .collect();
+
+        assert_eq!(listed, [new, old]);
     }
 
     #[test]

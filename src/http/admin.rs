@@ -21,8 +21,8 @@ use super::routes::{BodyLimits, json, method_name, not_found, routes};
 use crate::accounts::{AccountError, UserRegistry};
 use crate::actors::{HasherPool, Queue};
 use crate::domain::{
-    InvalidInput, Retried, Task, TaskCounts, TaskFilter, TaskId, TaskKind, TaskQuery, TaskStatus,
-    User, UserCursor, UserId, UserQuery,
+    InvalidInput, Retried, Session, Task, TaskCounts, TaskFilter, TaskId, TaskKind, TaskQuery,
+    TaskStatus, User, UserCursor, UserId, UserQuery,
 };
 use crate::telemetry::{Metrics, MetricsExport};
 
@@ -273,6 +273,8 @@ impl QueueCountsView {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct UserDetail {
     user: AdminUserView,
+    /// The user's live sessions, newest first (at most 200).
+    sessions: Vec<Session>,
     queue: QueueCountsView,
 }
 
@@ -291,7 +293,7 @@ fn found<T>(result: Result<T, AccountError>) -> Result<T, ApiError> {
     })
 }
 
-/// One user, their session count and their tasks counted by state.
+/// One user, their sessions and their tasks counted by state.
 #[utoipa::path(get, path = "/admin/api/v1/users/{id}", tag = "users",
     security(("admin" = [])),
     params(("id" = String, Path, description = "The user's id")),
@@ -308,10 +310,12 @@ pub async fn get_user(
     let id = user_id(&id)?;
     let user = found(state.registry.user(id).await)?;
     let sessions = state.registry.session_counts(&[id]).await?;
+    let live = state.registry.sessions_of(id).await?;
     let counts = state.queue.counts(id).await?;
     let paused = state.queue.is_paused(id).await?;
     Ok(web::Json(UserDetail {
         user: AdminUserView::new(user, sessions.first().copied().unwrap_or(0)),
+        sessions: live,
         queue: QueueCountsView::new(counts, paused),
     }))
 }

@@ -148,6 +148,7 @@ async fn a_disabled_user_is_signed_out_at_once_and_refused_sign_in_until_enabled
     .await;
     assert_eq!(detail["user"]["disabled"], true);
     assert_eq!(detail["user"]["sessions"], 0);
+    assert_eq!(detail["sessions"], json!([]));
     assert_eq!(app.me(&bystander.token).await.status(), StatusCode::OK);
 
     let enabled = app
@@ -265,6 +266,17 @@ async fn signing_a_user_out_everywhere_ends_every_session_but_not_the_account() 
     let signed_out: Value = signed_out.json().await.unwrap();
 
     assert_eq!(before["user"]["sessions"], 3);
+    // Listed from Redis, newest first.
+    let listed = before["sessions"].as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    let created: Vec<&str> = listed
+        .iter()
+        .map(|s| s["created_at"].as_str().unwrap())
+        .collect();
+    assert!(
+        created.windows(2).all(|pair| pair[0] >= pair[1]),
+        "{created:?}"
+    );
     assert_eq!(before["queue"]["succeeded"], 1);
     assert_eq!(signed_out["sessions_ended"], 3);
     for token in &tokens {

@@ -47,6 +47,9 @@ use crate::storage::redis::{Redis, SLICE, count};
 /// Longest a use served from a replica's copy waits to be written to Redis.
 pub const SESSION_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Most sessions of one user a listing answers.
+pub const LISTED_SESSIONS: usize = 200;
+
 /// Sessions written in one flush call.
 const FLUSH_BATCH: usize = 500;
 
@@ -58,6 +61,7 @@ struct Scripts {
     revoke_user: Script,
     sweep: Script,
     count_of: Script,
+    sessions_of: Script,
 }
 
 pub struct RedisSessions {
@@ -85,6 +89,7 @@ impl RedisSessions {
                 revoke_user: lua_script!("revoke_user.lua"),
                 sweep: lua_script!("sweep.lua"),
                 count_of: lua_script!("count_of.lua"),
+                sessions_of: lua_script!("sessions_of.lua"),
             },
             copies: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
             subscribed: AtomicBool::new(false),
@@ -297,6 +302,47 @@ impl RedisSessions {
         let args = users.iter().map(UserId::to_string).collect();
         let answer = self.redis.run(&self.scripts.count_of, args).await?;
         Ok(answer.convert()?)
+    }
+
+    /// `user`'s sessions live at `now_ms` (up to [`LISTED_SESSIONS`] of
+    /// them), newest first. A use served from another replica's copy in
+    /// the last [`SESSION_FLUSH_INTERVAL`] may not show yet.
+    pub async fn sessions_of(&self, user: UserId, now_ms: i64) -> Result<Vec<Session>, StoreError> {
+        let args = vec![
+            user.to_string(),
+            now_ms.to_string(),
+            self.idle_ttl_ms.to_string(),
+            LISTED_SESSIONS.to_string(),
+        ];
+        let rows: Vec<Vec<String>> = self
+            .redis
+            .run(&self.scripts.sessions_of, args)
+            .await?
+            .convert()?;
+        let number = |text: &str| {
+            text.parse::<i64>()
+                .map_err(|err| StoreError::Failed(anyhow!("session field {text:?}: {err}")))
+        };
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in rows {
+            let [id, created, seen, absolute, refreshes] = row.as_slice() else {
+                return Err(StoreError::Failed(anyhow!("sessions_of answered {row:?}")));
+            };
+            let id = SessionId(
+                id.parse()
+                    .map_err(|err| StoreError::Failed(anyhow!("session id {id}: {err}")))?,
+            );
+            let stored = StoredSession {
+                user_id: user,
+                created_ms: number(created)?,
+                last_seen_ms: number(seen)?,
+                absolute_ms: number(absolute)?,
+                refresh_count: u32::try_from(number(refreshes)?).unwrap_or(u32::MAX),
+            };
+            sessions.push(stored.snapshot(id, self.idle_ttl_ms));
+        }
+        sessions.sort_unstable_by_key(|session| std::cmp::Reverse(session.created_at));
+        Ok(sessions)
     }
 
     /// Whether uses are served from this replica's copies: only while it
