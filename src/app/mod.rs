@@ -358,7 +358,7 @@ async fn stop_admin(admin: Option<&ServerHandle>) {
 }
 
 /// Binds the admin listener: one worker, no CORS (browsers reach it only
-/// from its own console).
+/// from its own console), TLS when the public listener has it.
 fn serve_admin(settings: &Settings, state: AdminState) -> anyhow::Result<AdminListener> {
     let state = web::Data::new(state);
     let limits = BodyLimits {
@@ -371,21 +371,28 @@ fn serve_admin(settings: &Settings, state: AdminState) -> anyhow::Result<AdminLi
         .as_ref()
         .expect("serving the admin listener")
         .bind;
+    let tls_config = settings.server.tls()?;
+    let tls = tls_config.is_some();
     let server = HttpServer::new(move || {
         App::new()
             .wrap(from_fn(move |req, next| {
                 http::body_deadline(request_timeout, req, next)
             }))
             .wrap(http::method_not_allowed())
-            .wrap(http::security_headers(false))
+            .wrap(http::security_headers(tls))
             .app_data(state.clone())
             .configure(http::configure_admin(limits))
     })
     .workers(1)
     .shutdown_timeout(settings.server.shutdown_timeout_secs)
     .client_request_timeout(request_timeout)
-    .disable_signals()
-    .bind(bind)
+    .disable_signals();
+    // The token must not cross a network in the clear: with a certificate
+    // the admin listener speaks TLS too (and off loopback it must).
+    let server = match tls_config {
+        Some(tls) => server.bind_rustls_0_23(bind, tls),
+        None => server.bind(bind),
+    }
     .with_context(|| format!("binding admin.bind {bind}"))?;
     let port = server
         .addrs()

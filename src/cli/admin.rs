@@ -86,8 +86,8 @@ impl TaskFilterArgs {
         self.status.is_none() && self.user.is_none() && self.kind.is_none()
     }
 
-    fn body(&self) -> Value {
-        json!({ "status": self.status, "user": self.user, "kind": self.kind })
+    fn body(&self, all: bool) -> Value {
+        json!({ "status": self.status, "user": self.user, "kind": self.kind, "all": all })
     }
 }
 
@@ -174,12 +174,23 @@ fn bulk_filter(filter: &TaskFilterArgs, all: bool) -> anyhow::Result<Value> {
         !filter.is_empty() || all,
         "name the tasks (--status, --user, --kind), or say --all"
     );
-    Ok(filter.body())
+    Ok(filter.body(all))
+}
+
+/// `/admin/api/v1/<collection>/<id><rest>`, the id percent-encoded, so
+/// that no id can name another route.
+fn item_path(collection: &str, id: &str, rest: &str) -> String {
+    let mut url = reqwest::Url::parse("http://admin/admin/api/v1").expect("a valid base");
+    url.path_segments_mut()
+        .expect("a base with a path")
+        .push(collection)
+        .push(id);
+    format!("{}{rest}", url.path())
 }
 
 impl UsersCommand {
     fn call(&self) -> Call {
-        let user = |id: &str, rest: &str| format!("/admin/api/v1/users/{id}{rest}");
+        let user = |id: &str, rest: &str| item_path("users", id, rest);
         match self {
             Self::List {
                 query,
@@ -241,11 +252,9 @@ impl TasksCommand {
                     filter.is_empty() && !all,
                     "retry one task by its id, or many by a filter, not both"
                 );
-                Call::new(
-                    Method::POST,
-                    format!("/admin/api/v1/tasks/{id}/retry"),
-                    |task| print_tasks(std::slice::from_ref(task)),
-                )
+                Call::new(Method::POST, item_path("tasks", id, "/retry"), |task| {
+                    print_tasks(std::slice::from_ref(task))
+                })
             }
             Self::Retry {
                 id: None,
@@ -277,6 +286,7 @@ impl AdminCommand {
             self.url.clone(),
             self.token_file.clone(),
             settings.admin.as_ref(),
+            settings.server.tls_cert.is_some(),
         )?;
         let answer = api.call(&call).await?;
         if self.json {
@@ -360,10 +370,13 @@ struct AdminApi {
 }
 
 impl AdminApi {
+    /// `tls`: whether the configuration serves TLS (the admin listener
+    /// then does too).
     fn new(
         url: Option<String>,
         token_file: Option<PathBuf>,
         configured: Option<&AdminSettings>,
+        tls: bool,
     ) -> anyhow::Result<Self> {
         let url = match (url, configured) {
             (Some(url), _) => url,
@@ -372,7 +385,8 @@ impl AdminApi {
                 if bind.ip().is_unspecified() {
                     bind.set_ip([127, 0, 0, 1].into());
                 }
-                format!("http://{bind}")
+                let scheme = if tls { "https" } else { "http" };
+                format!("{scheme}://{bind}")
             }
             (None, None) => anyhow::bail!("say where the admin API is: --url, or admin.bind"),
         };

@@ -259,6 +259,18 @@ impl Settings {
         if let Some(admin) = &self.admin {
             problems.builds(admin.token());
             problems.require(
+                admin.bind.ip().is_loopback() || self.server.tls_cert.is_some(),
+                || {
+                    format!(
+                        "admin.bind {} is off loopback and there is no server.tls_cert: the admin \
+                         token would cross the network in plaintext; bind it to 127.0.0.1 (reach \
+                         it through a tunnel) or set server.tls_cert and server.tls_key, which \
+                         the admin listener then uses too",
+                        admin.bind
+                    )
+                },
+            );
+            problems.require(
                 admin.bind != self.server.bind || admin.bind.port() == 0,
                 || "admin.bind must differ from server.bind".to_owned(),
             );

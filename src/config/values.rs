@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, de::Error as _};
+use tokio_postgres::config::SslMode as TokioSslMode;
 
 /// Writes `Deserialize` for a type from its `FromStr`, whose error says
 /// what the value must be.
@@ -377,13 +378,18 @@ impl DatabaseUrl {
 
 /// tokio-postgres knows `disable`, `prefer` and `require`; the two modes
 /// that verify are `require` to it, the checking being the TLS client's.
-fn postgres_config(raw: &str) -> Result<(tokio_postgres::Config, SslMode), tokio_postgres::Error> {
+fn postgres_config(raw: &str) -> Result<(tokio_postgres::Config, SslMode), &'static str> {
     const KEY: &str = "sslmode=";
     let start = raw.match_indices(KEY).map(|(at, _)| at).find(|&at| {
         at == 0 || matches!(raw.as_bytes()[at - 1], b'?' | b'&' | b' ' | b'\t' | b'\n')
     });
     let Some(start) = start else {
-        return Ok((raw.parse()?, SslMode::Prefer));
+        let config: tokio_postgres::Config = raw.parse().map_err(|_| "cannot be read")?;
+        // An escaped key tokio-postgres decodes may still name a mode.
+        if config.get_ssl_mode() != TokioSslMode::Prefer {
+            return Err("names sslmode in a way that cannot be checked");
+        }
+        return Ok((config, SslMode::Prefer));
     };
     let value_at = start + KEY.len();
     let value_end = raw[value_at..]
@@ -398,13 +404,24 @@ fn postgres_config(raw: &str) -> Result<(tokio_postgres::Config, SslMode), tokio
         other => (SslMode::Prefer, other),
     };
     let rewritten = format!("{}{spoken}{}", &raw[..value_at], &raw[value_end..]);
-    Ok((rewritten.parse()?, mode))
+    let config: tokio_postgres::Config = rewritten.parse().map_err(|_| "cannot be read")?;
+    // tokio-postgres takes the last `sslmode` (and decodes escaped keys):
+    // what it read must be what was meant, or a second `sslmode=disable`
+    // would turn a verified connection into plaintext.
+    let meant = match mode {
+        SslMode::Disable => Some(TokioSslMode::Disable),
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Some(TokioSslMode::Require),
+        SslMode::Prefer => None,
+    };
+    if meant.is_some_and(|meant| meant != config.get_ssl_mode()) {
+        return Err("names sslmode more than once");
+    }
+    Ok((config, mode))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_postgres::config::SslMode as TokioMode;
 
     #[test]
     fn host_ports_need_a_host_and_a_numeric_port() {
@@ -432,31 +449,31 @@ mod tests {
     #[test]
     fn every_libpq_ssl_mode_is_read_from_either_form_of_url() {
         let cases = [
-            ("postgres://db/x", SslMode::Prefer, TokioMode::Prefer),
+            ("postgres://db/x", SslMode::Prefer, TokioSslMode::Prefer),
             (
                 "postgres://db/x?sslmode=disable",
                 SslMode::Disable,
-                TokioMode::Disable,
+                TokioSslMode::Disable,
             ),
             (
                 "postgres://db/x?sslmode=prefer",
                 SslMode::Prefer,
-                TokioMode::Prefer,
+                TokioSslMode::Prefer,
             ),
             (
                 "postgres://db/x?sslmode=require",
                 SslMode::Require,
-                TokioMode::Require,
+                TokioSslMode::Require,
             ),
             (
                 "postgres://db/x?application_name=a&sslmode=verify-ca&connect_timeout=3",
                 SslMode::VerifyCa,
-                TokioMode::Require,
+                TokioSslMode::Require,
             ),
             (
                 "host=db sslmode=verify-full user=u",
                 SslMode::VerifyFull,
-                TokioMode::Require,
+                TokioSslMode::Require,
             ),
         ];
         for (raw, mode, spoken) in cases {

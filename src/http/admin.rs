@@ -549,6 +549,8 @@ pub async fn retry_task(
 }
 
 /// Which tasks a call in bulk means; what is left out matches every task.
+/// With none of `status`, `user` and `kind`, `all` must say `true`: an
+/// empty body never means every task by accident.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
@@ -558,6 +560,9 @@ pub struct BulkBody {
     user: Option<String>,
     #[schema(value_type = Option<TaskKind>)]
     kind: Option<String>,
+    /// `true` to mean every task when no filter is given.
+    #[serde(default)]
+    all: bool,
 }
 
 impl BulkBody {
@@ -574,6 +579,14 @@ impl BulkBody {
             .transpose();
         let user = filter_user(self.user.as_deref());
         let kind = filter_kind(self.kind.as_deref());
+        let unfiltered = self.status.is_none() && self.user.is_none() && self.kind.is_none();
+        if unfiltered && !self.all {
+            return Err(InvalidInput::new(
+                "all",
+                "must be true to mean every task; or name a status, user or kind",
+            )
+            .into());
+        }
         match (status, user, kind) {
             (Ok(status), Ok(user), Ok(kind)) => Ok(TaskFilter { user, status, kind }),
             (status, user, kind) => Err([status.err(), user.err(), kind.err()]

@@ -388,6 +388,9 @@ async fn the_admin_command_lists_disables_and_enables_users_of_a_live_service() 
     .await;
     let (unknown, unknown_text) =
         admin_command(&url, &["users", "show", "no-such-user"], &by_env).await;
+    // An id is one path segment, whatever it holds.
+    let (sneaky, sneaky_text) =
+        admin_command(&url, &["users", "show", "x/../../tasks/retry"], &by_env).await;
 
     assert!(listed.status.success(), "{listed_text}");
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
@@ -419,6 +422,11 @@ async fn the_admin_command_lists_disables_and_enables_users_of_a_live_service() 
     assert!(
         unknown_text.contains("404 not_found: no such user"),
         "{unknown_text}"
+    );
+    assert!(!sneaky.status.success());
+    assert!(
+        sneaky_text.contains("404 not_found: no such user"),
+        "{sneaky_text}"
     );
 }
 
@@ -681,6 +689,45 @@ async fn tasks_are_found_across_users_and_one_is_retried_only_if_dead_or_cancell
         .await
         .unwrap();
     problem(bad_bulk, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
+    // An empty filter means every task only when it says so.
+    let unnamed = app
+        .admin(Method::POST, "/admin/api/v1/tasks/cancel")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(unnamed, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
+    assert_eq!(fields_at_fault(&body), ["all"]);
+    let everything = post_admin(&app, "/admin/api/v1/tasks/cancel", &json!({ "all": true })).await;
+    assert_eq!(everything, json!({ "matched": 3, "changed": 0 }));
+}
+
+#[test]
+fn an_admin_listener_off_loopback_needs_tls() {
+    let dir = TempDir::new("admin");
+    let token_file = admin_settings(&dir).token_file.display().to_string();
+    let check = |bind: &str| {
+        let env = [
+            ("TOLLGATE__ADMIN__BIND", bind),
+            ("TOLLGATE__ADMIN__TOKEN_FILE", token_file.as_str()),
+        ];
+        output_of(&["check-config"], &env)
+    };
+
+    let (open, open_text) = check("0.0.0.0:8081");
+    let (local, local_text) = check("127.0.0.1:8081");
+
+    assert!(!open.status.success(), "{open_text}");
+    assert!(
+        open_text
+            .contains("admin.bind 0.0.0.0:8081 is off loopback and there is no server.tls_cert"),
+        "{open_text}"
+    );
+    assert!(local.status.success(), "{local_text}");
+    assert!(
+        local_text.contains("admin           127.0.0.1:8081"),
+        "{local_text}"
+    );
 }
 
 #[actix_web::test]

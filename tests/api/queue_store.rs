@@ -1044,6 +1044,45 @@ async fn a_dead_or_cancelled_task_is_queued_again_under_its_id(store: Queue) {
     assert_eq!(status_of(&store, user, dead).await, TaskStatus::Running);
 }
 
+async fn a_deleted_users_tasks_and_expired_ones_are_never_retried(store: Queue) {
+    let (gone, stays) = (UserId::new(), UserId::new());
+    enqueue(&store, task(gone, 0)).await;
+    let dead = one_dead(&store).await;
+    enqueue(&store, task(stays, 2)).await;
+    let expiring = one_dead(&store).await;
+    let waiting = enqueue(&store, task(gone, 1)).await;
+    // As the account is deleted.
+    store.cancel_all(gone).await.unwrap();
+
+    let dead_again = store.retry(dead).await.unwrap();
+    let cancelled_again = store.retry(waiting).await.unwrap();
+    let in_bulk = store
+        .retry_matching(&TaskFilter {
+            user: Some(gone),
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    store.now(T0 + TTL_MS);
+    let expired = store.retry(expiring).await.unwrap();
+    let expired_in_bulk = store.retry_matching(&TaskFilter::default()).await.unwrap();
+
+    assert!(matches!(dead_again, Retried::NotRetriable(ref t) if t.status == TaskStatus::Dead));
+    assert!(
+        matches!(cancelled_again, Retried::NotRetriable(ref t) if t.status == TaskStatus::Cancelled)
+    );
+    assert_eq!(
+        in_bulk,
+        Bulk {
+            matched: 2,
+            changed: 0
+        }
+    );
+    assert_eq!(expired, Retried::NotFound);
+    assert_eq!(expired_in_bulk, Bulk::default());
+    assert!(lease(&store, 10).await.is_empty());
+}
+
 async fn tasks_across_users_are_found_newest_first_by_user_status_and_kind(store: Queue) {
     let (ann, bob) = (UserId::new(), UserId::new());
     // Ids are made with the task, in creation order.
@@ -1261,6 +1300,7 @@ for_each_store!(
     listing_pages_newest_first_and_filters_by_status,
     a_page_of_large_tasks_ends_early_and_the_cursor_goes_on,
     a_dead_or_cancelled_task_is_queued_again_under_its_id,
+    a_deleted_users_tasks_and_expired_ones_are_never_retried,
     tasks_across_users_are_found_newest_first_by_user_status_and_kind,
     tasks_are_retried_or_cancelled_in_bulk_by_filter,
     a_paused_users_tasks_wait_while_others_run_and_resume_in_order,
@@ -1277,6 +1317,8 @@ async fn redis_finds_across_users_the_tasks_stored_before_their_index() {
     let queued = enqueue(&store, task(bob, 3)).await;
     finish(&store, &lease(&store, 1).await.remove(0), succeeded(0)).await;
     lease(&store, 1).await;
+    // Bob's waiting task is then in no index but his ready ones.
+    store.pause(bob).await.unwrap();
     // As a version without the index of every task left them.
     let tag = format!("{{{}}}", redis.prefix());
     redis.del(&format!("{tag}:tasks")).await;

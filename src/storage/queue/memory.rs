@@ -26,12 +26,13 @@ pub struct MemoryQueueStore {
 }
 
 impl MemoryQueueStore {
-    /// Calls `change` on every task `filter` matches, oldest first, a slice
-    /// per lock as the Redis store takes a slice per script; it answers
-    /// whether it changed the task.
+    /// Calls `change` on every unexpired task `filter` matches, oldest
+    /// first, a slice per lock as the Redis store takes a slice per
+    /// script; it answers whether it changed the task.
     fn each_matching(
         &self,
         filter: &TaskFilter,
+        now_ms: i64,
         mut change: impl FnMut(&mut State, TaskId, TaskStatus) -> Option<()>,
     ) -> Result<Bulk, StoreError> {
         let mut bulk = Bulk::default();
@@ -53,7 +54,7 @@ impl MemoryQueueStore {
             for &id in &slice {
                 let task = &state.tasks[&id].task;
                 let status = task.status;
-                if filter.matches(task.user_id, &task.kind, status) {
+                if task.is_live(now_ms) && filter.matches(task.user_id, &task.kind, status) {
                     bulk.matched += 1;
                     if change(&mut state, id, status).is_some() {
                         bulk.changed += 1;
@@ -132,6 +133,15 @@ struct Entry {
     recorded: Option<(u64, TaskStatus)>,
     /// The payload's length as JSON, counted while the task waits.
     payload_bytes: u64,
+    /// Its user was deleted: no operator's retry may queue it again.
+    owner_gone: bool,
+}
+
+impl Entry {
+    /// Whether an operator may queue the task again.
+    fn retriable(&self) -> bool {
+        self.task.status.is_retriable() && !self.owner_gone
+    }
 }
 
 #[derive(Default)]
@@ -500,6 +510,7 @@ impl State {
                 deadline_ms: 0,
                 recorded: None,
                 payload_bytes,
+                owner_gone: false,
             },
         );
         self.all.insert(id);
@@ -773,10 +784,10 @@ impl QueueStore for MemoryQueueStore {
     async fn retry(&self, id: TaskId) -> Result<Retried, StoreError> {
         let now = self.policy.now();
         let mut state = self.state();
-        let Some(entry) = state.tasks.get(&id) else {
+        let Some(entry) = state.tasks.get(&id).filter(|e| e.task.is_live(now.now_ms)) else {
             return Ok(Retried::NotFound);
         };
-        if !entry.task.status.is_retriable() {
+        if !entry.retriable() {
             return Ok(Retried::NotRetriable(entry.task.clone()));
         }
         state.requeue(id, now.now_ms, now.limits);
@@ -785,16 +796,16 @@ impl QueueStore for MemoryQueueStore {
 
     async fn retry_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
         let now = self.policy.now();
-        self.each_matching(filter, |state, id, status| {
-            status
-                .is_retriable()
+        self.each_matching(filter, now.now_ms, |state, id, _| {
+            state.tasks[&id]
+                .retriable()
                 .then(|| state.requeue(id, now.now_ms, now.limits))
         })
     }
 
     async fn cancel_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
         let now = self.policy.now();
-        self.each_matching(filter, |state, id, status| {
+        self.each_matching(filter, now.now_ms, |state, id, status| {
             status
                 .is_waiting()
                 .then(|| state.cancel(id, now.now_ms, now.result_expires_ms))
@@ -886,12 +897,19 @@ impl QueueStore for MemoryQueueStore {
         let Some(indexes) = state.users.get(&user) else {
             return Ok(0);
         };
+        // The user is going: none of their tasks may be queued again.
+        let all: Vec<TaskId> = indexes.all.iter().copied().collect();
         let waiting: Vec<TaskId> = [TaskStatus::Queued, TaskStatus::Failed]
             .iter()
             .filter_map(|status| indexes.by_status.get(status))
             .flatten()
             .copied()
             .collect();
+        for id in &all {
+            if let Some(entry) = state.tasks.get_mut(id) {
+                entry.owner_gone = true;
+            }
+        }
         for id in &waiting {
             state.cancel(*id, now_ms, expires_ms);
         }

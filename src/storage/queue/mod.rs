@@ -101,7 +101,9 @@ pub trait QueueStore: Send + Sync + 'static {
     ) -> Result<Page, StoreError>;
 
     /// Queues a dead or cancelled task again under its id, its attempts
-    /// reset, behind its user's ready tasks.
+    /// reset, behind its user's ready tasks, whatever the user's quotas
+    /// (an operator's call). The tasks of a deleted user are never queued
+    /// again, and an expired task is not found.
     async fn retry(&self, id: TaskId) -> Result<Retried, StoreError>;
 
     /// Retries every dead or cancelled task `filter` matches, a slice at a
@@ -134,7 +136,8 @@ pub trait QueueStore: Send + Sync + 'static {
     /// answered as cancelled again, unchanged.
     async fn cancel(&self, user: UserId, id: TaskId) -> Result<Cancelled, StoreError>;
 
-    /// Cancels every waiting task of `user`'s. Returns how many.
+    /// Cancels every waiting task of `user`'s, as the user is deleted: no
+    /// task of theirs can be retried after. Returns how many.
     async fn cancel_all(&self, user: UserId) -> Result<u64, StoreError>;
 
     /// Records how attempts ended, each if its lease is still current (a

@@ -129,7 +129,8 @@ impl RedisQueueStore {
     }
 
     /// Adds the tasks stored before the index of every task existed (each
-    /// is in one of the expiry, due, delayed and lease indexes) to it,
+    /// is in one of the expiry, due, delayed and lease indexes, or is a
+    /// paused user's ready task) to it,
     /// once per key prefix: before a look across users. Tasks move between
     /// those indexes meanwhile, so passes go on until one adds nothing.
     async fn index_older_tasks(&self) -> Result<(), StoreError> {
@@ -141,7 +142,7 @@ impl RedisQueueStore {
                 }
                 loop {
                     let mut added = 0;
-                    for index in ["leases", "due", "delayed", "expiry"] {
+                    for index in ["leases", "due", "delayed", "expiry", "paused"] {
                         let mut offset = 0;
                         loop {
                             let args =

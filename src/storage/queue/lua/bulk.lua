@@ -12,10 +12,11 @@ local from = ARGV[6] == '' and '-' or '(' .. ARGV[6]
 local ids = redis.call('ZRANGEBYLEX', index, from, '+', 'LIMIT', 0, most)
 local matched, changed = 0, 0
 for _, id in ipairs(ids) do
-  local t = redis.call('HMGET', task_key(id), 'user', 'status', 'kind')
-  if t[1] and (status == '' or t[2] == status) and (kind == '' or t[3] == kind) then
+  local t = redis.call('HMGET', task_key(id), 'user', 'status', 'kind', 'expires_at', 'owner_gone')
+  local live = t[1] and not (t[4] and tonumber(t[4]) <= tonumber(now))
+  if live and (status == '' or t[2] == status) and (kind == '' or t[3] == kind) then
     matched = matched + 1
-    if what == 'retry' and RETRIABLE[t[2]] then
+    if what == 'retry' and retriable(t[2], t[5]) then
       requeue(t[1], id, t[2], now, max_running)
       changed = changed + 1
     elseif what == 'cancel' and WAITING[t[2]] then

@@ -15,8 +15,14 @@ local from = before == '' and '+' or '(' .. before
 local tasks, cursor, bytes = {}, '', 0
 
 -- Takes a task into the page; answers whether the page is full in bytes.
+-- An id whose task is gone (left by a version that did not keep the index
+-- of every task) is dropped from that index instead.
 local function take(id)
   local task = redis.call('HGETALL', task_key(id))
+  if #task == 0 then
+    redis.call('ZREM', TASKS, id)
+    return false
+  end
   tasks[#tasks + 1] = task
   for k = 2, #task, 2 do bytes = bytes + #task[k] end
   return bytes > max_bytes

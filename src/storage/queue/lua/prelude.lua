@@ -222,4 +222,8 @@ local function requeue(user, id, status, now, max_running)
   activate(user, max_running)
 end
 
-local RETRIABLE = { dead = true, cancelled = true }
+-- Whether an operator may queue a task in `status` again: dead or
+-- cancelled, and not left by a deleted user (`owner_gone`).
+local function retriable(status, owner_gone)
+  return (status == 'dead' or status == 'cancelled') and not owner_gone
+end
