@@ -1,4 +1,4 @@
-//! `tollgate admin users|tasks ...`: the admin API from a shell. Human tables by
+//! `tollgate admin users|tasks|queues ...`: the admin API from a shell. Human tables by
 //! default, the API's own JSON with `--json`; a refusal prints its problem
 //! and exits non-zero.
 
@@ -38,6 +38,8 @@ enum AdminSubject {
     /// Tasks across users: list, retry, cancel.
     #[command(subcommand)]
     Tasks(TasksCommand),
+    /// The queue over all users: what waits, who has the most, the pools.
+    Queues,
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,6 +283,9 @@ impl AdminCommand {
         let call = match &self.what {
             AdminSubject::Users(command) => command.call(),
             AdminSubject::Tasks(command) => command.call()?,
+            AdminSubject::Queues => {
+                Call::new(Method::GET, "/admin/api/v1/queues".to_owned(), show_queues)
+            }
         };
         let api = AdminApi::new(
             self.url.clone(),
@@ -353,6 +358,39 @@ fn show_paused(answer: &Value) {
 fn show_task_page(page: &Value) {
     print_tasks(page["items"].as_array().map_or(&[], Vec::as_slice));
     show_cursor(page);
+}
+
+fn show_queues(queues: &Value) {
+    println!(
+        "waiting {} (users {}), longest due since {}",
+        queues["waiting"],
+        queues["users_waiting"],
+        text(&queues["oldest_due_at"])
+    );
+    let pools = queues["pools"].as_object().into_iter().flatten();
+    let rows: Vec<[String; 4]> = pools
+        .map(|(name, pool)| {
+            [
+                name.clone(),
+                text(&pool["target"]),
+                text(&pool["live"]),
+                text(&pool["busy"]),
+            ]
+        })
+        .collect();
+    print_table(["POOL", "TARGET", "LIVE", "BUSY"], &rows);
+    let users = queues["users"].as_array().map_or(&[][..], Vec::as_slice);
+    let rows: Vec<[String; 3]> = users
+        .iter()
+        .map(|load| {
+            [
+                text(&load["user_id"]),
+                text(&load["waiting"]),
+                text(&load["running"]),
+            ]
+        })
+        .collect();
+    print_table(["USER", "WAITING", "RUNNING"], &rows);
 }
 
 fn show_bulk(answer: &Value) {

@@ -14,8 +14,8 @@ pub use credentials::{
     Credentials, Email, Login, Password, PasswordChange, Registration, Username,
 };
 pub use queue::{
-    Bulk, Cancelled, Enqueued, Finished, Idempotency, IdempotencyKey, LeaseCall, Limits,
-    MAX_ATTEMPTS, MAX_DELAY_MS, Page, QueueStats, Retried, Settled, TaskDraft, TaskFilter,
+    Bulk, Cancelled, CancelledTask, Enqueued, Finished, Idempotency, IdempotencyKey, LeaseCall,
+    Limits, MAX_ATTEMPTS, MAX_DELAY_MS, Page, QueueStats, Retried, Settled, TaskDraft, TaskFilter,
     TaskKinds, TaskQuery, TaskRefusal, TaskRequest, TaskRules, UserLoad, Wanted,
 };
 pub use session::{Session, SessionId, SessionTable, StoredSession, TouchOutcome};

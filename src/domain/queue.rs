@@ -222,6 +222,15 @@ pub struct Bulk {
     pub changed: u64,
 }
 
+/// A task a call in bulk cancelled, as its event names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelledTask {
+    pub id: TaskId,
+    pub user: UserId,
+    pub kind: TaskKind,
+    pub attempts: u32,
+}
+
 /// What retrying a task found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Retried {

@@ -18,6 +18,7 @@ use utoipa::OpenApi as _;
 use super::error::{ApiError, ErrorCode};
 use super::extract::bearer_token;
 use super::routes::{BodyLimits, json, method_name, not_found, routes};
+use super::schema;
 use crate::accounts::{AccountError, UserRegistry};
 use crate::actors::{HasherPool, Queue};
 use crate::domain::{
@@ -158,7 +159,7 @@ const MAX_QUERY_CHARS: usize = 256;
 #[into_params(parameter_in = Query)]
 pub struct UsersQuery {
     /// Part of a username or e-mail address, in any case.
-    #[param(max_length = 256)]
+    #[param(max_length = 256, pattern = "^[^\\x00]*$")]
     query: Option<String>,
     /// Users per page, 1 to 100 (50 if absent).
     #[param(minimum = 1, maximum = 100)]
@@ -181,6 +182,10 @@ impl UsersQuery {
             .is_some_and(|query| query.chars().count() > MAX_QUERY_CHARS)
         {
             errors.push(InvalidInput::new("query", "must be at most 256 characters"));
+        }
+        // No name holds a NUL, and PostgreSQL text cannot.
+        if contains.as_ref().is_some_and(|query| query.contains('\0')) {
+            errors.push(InvalidInput::new("query", "must not hold a NUL character"));
         }
         let after = match self.cursor.as_deref().map(str::parse::<UserCursor>) {
             None => None,
@@ -551,19 +556,68 @@ pub async fn retry_task(
 /// Which tasks a call in bulk means; what is left out matches every task.
 /// With none of `status`, `user` and `kind`, `all` must say `true`: an
 /// empty body never means every task by accident.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
-    #[schema(value_type = Option<TaskStatus>)]
     status: Option<String>,
-    #[schema(value_type = Option<uuid::Uuid>)]
     user: Option<String>,
-    #[schema(value_type = Option<TaskKind>)]
     kind: Option<String>,
-    /// `true` to mean every task when no filter is given.
     #[serde(default)]
     all: bool,
 }
+
+/// At least one of `status`, `user` and `kind` (`null` counts as absent),
+/// or `all: true`.
+impl utoipa::PartialSchema for BulkBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, AllOfBuilder, AnyOfBuilder};
+        use utoipa::openapi::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        let string = |pattern: Option<&str>, format: Option<KnownFormat>| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(pattern)
+                .format(format.map(SchemaFormat::KnownFormat))
+        };
+        let status = || {
+            string(
+                Some("^(queued|running|succeeded|failed|dead|cancelled)$"),
+                None,
+            )
+        };
+        let user = || string(None, Some(KnownFormat::Uuid));
+        let kind = || string(Some("^[a-z0-9_.-]{1,64}$"), None);
+        let all = || ObjectBuilder::new().schema_type(Type::Boolean);
+        let fields = ObjectBuilder::new()
+            .property("status", schema::nullable(status().build()))
+            .property("user", schema::nullable(user().build()))
+            .property("kind", schema::nullable(kind().build()))
+            .property(
+                "all",
+                all().description(Some("`true` to mean every task when no filter is given")),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let given = |member: &str, value: ObjectBuilder| {
+            ObjectBuilder::new()
+                .property(member, value)
+                .required(member)
+        };
+        let scope = AnyOfBuilder::new()
+            .item(given("status", status()))
+            .item(given("user", user()))
+            .item(given("kind", kind()))
+            .item(given("all", all().enum_values(Some([true]))));
+        AllOfBuilder::new()
+            .item(fields)
+            .item(scope)
+            .description(Some(
+                "Which tasks: by status, user and kind (what is left out matches every task), \
+                 or `all: true` for every task",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for BulkBody {}
 
 impl BulkBody {
     fn parse(self) -> Result<TaskFilter, ApiError> {

@@ -221,6 +221,7 @@ async fn users_are_listed_newest_first_searched_paged_and_counted() {
         ("limit=101", "limit"),
         ("cursor=yesterday", "cursor"),
         (&*format!("query={}", "x".repeat(257)), "query"),
+        ("query=a%00b", "query"),
     ] {
         let refused = app
             .admin(Method::GET, &format!("/admin/api/v1/users?{query}"))
@@ -766,6 +767,7 @@ async fn the_admin_command_finds_retries_and_cancels_tasks_and_pauses_queues() {
     let detail = app
         .admin_json(&format!("/admin/api/v1/users/{}", user.id))
         .await;
+    let (queues, queues_text) = admin_command(&url, &["queues"], &by_env).await;
     let (cancelled, cancelled_text) =
         admin_command(&url, &["tasks", "cancel", "--user", &user.id], &by_env).await;
 
@@ -791,6 +793,17 @@ async fn the_admin_command_finds_retries_and_cancels_tasks_and_pauses_queues() {
     assert_eq!(retried_text.trim(), "matched 3, changed 3");
     // Paused, the retried tasks wait, and so they can be cancelled.
     assert_eq!(detail["queue"]["queued"], 3, "{detail}");
+    assert!(queues.status.success(), "{queues_text}");
+    let lines: Vec<&str> = queues_text.lines().collect();
+    assert!(lines[0].starts_with("waiting 3 (users 1)"), "{queues_text}");
+    assert!(
+        queues_text.contains("POOL") && queues_text.contains("hashers"),
+        "{queues_text}"
+    );
+    assert!(
+        queues_text.contains(&format!("{}  3", user.id)),
+        "{queues_text}"
+    );
     assert!(cancelled.status.success(), "{cancelled_text}");
     assert_eq!(cancelled_text.trim(), "matched 3, changed 3");
 }

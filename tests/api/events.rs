@@ -8,7 +8,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tollgate::config::EventSettings;
 
-use crate::helpers::{PrivateRedis, Server, TestApp, TestRedis, eventually, spawn_app_with};
+use crate::helpers::{
+    PrivateRedis, Server, TempDir, TestApp, TestRedis, admin_settings, eventually, spawn_app_with,
+};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -199,6 +201,57 @@ async fn revoking_every_session_and_cancelling_a_task_are_events_too() {
             "reason": "sign_out_all",
         })
     );
+}
+
+#[actix_web::test]
+async fn tasks_an_operator_cancels_in_bulk_are_events_as_one_cancelled_alone() {
+    let dir = TempDir::new("events-admin");
+    let app = spawn_app_with(|s| {
+        s.events = Some(EventSettings {
+            stream: "events".parse().unwrap(),
+            max_len: 1000,
+        });
+        s.admin = Some(admin_settings(&dir));
+    })
+    .await;
+    let user = app.new_user("bulky").await;
+    let later = json!({ "kind": "echo", "delay_ms": 3_600_000 });
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let task = app.enqueued(&user.token, &later).await;
+        ids.push(task["id"].as_str().unwrap().to_owned());
+    }
+
+    let cancelled = app
+        .admin(reqwest::Method::POST, "/admin/api/v1/tasks/cancel")
+        .json(&json!({ "user": user.id }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let finished = || {
+        events(&app)
+            .into_iter()
+            .filter(|event| event.kind == "task.finished")
+            .map(|event| event.data)
+            .collect::<Vec<Value>>()
+    };
+    let both = eventually(PATIENCE, || async { finished().len() == 2 }).await;
+
+    assert!(both, "{:?}", events(&app));
+    let mut finished = finished();
+    finished.sort_by_key(|data| data["task_id"].as_str().unwrap().to_owned());
+    ids.sort();
+    for (data, id) in finished.iter().zip(&ids) {
+        let expected = json!({
+            "task_id": id,
+            "user_id": user.id,
+            "kind": "echo",
+            "status": "cancelled",
+            "attempts": 0,
+        });
+        assert_eq!(data, &expected);
+    }
 }
 
 #[actix_web::test]

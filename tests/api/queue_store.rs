@@ -1154,7 +1154,7 @@ async fn tasks_are_retried_or_cancelled_in_bulk_by_filter(store: Queue) {
 
     let retried = store.retry_matching(&deads).await.unwrap();
     let again = store.retry_matching(&deads).await.unwrap();
-    let cancelled = store.cancel_matching(&anns).await.unwrap();
+    let (cancelled, ended) = store.cancel_matching(&anns).await.unwrap();
     let nothing_to_retry = store.retry_matching(&bobs).await.unwrap();
 
     assert_eq!(
@@ -1189,6 +1189,15 @@ async fn tasks_are_retried_or_cancelled_in_bulk_by_filter(store: Queue) {
     for id in deaths {
         assert_eq!(status_of(&store, ann, id).await, TaskStatus::Cancelled);
     }
+    // Each task cancelled is named, for its event (the retried ones from
+    // their first attempt again).
+    assert_eq!(ended.len(), 3);
+    assert!(
+        ended
+            .iter()
+            .all(|t| t.user == ann && t.attempts == 0 && t.kind.as_str() == "echo")
+    );
+    assert!(deaths.iter().all(|id| ended.iter().any(|t| t.id == *id)));
     assert_eq!(drain_order(&store).await, [10, 11]);
 }
 

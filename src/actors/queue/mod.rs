@@ -171,9 +171,14 @@ impl Queue {
         Ok(retried)
     }
 
-    /// Cancels every waiting task `filter` matches.
+    /// Cancels every waiting task `filter` matches, and tells other
+    /// services of each as a single cancellation does.
     pub async fn cancel_matching(&self, filter: &TaskFilter) -> Result<Bulk, QueueError> {
-        Ok(self.parts.store.cancel_matching(filter).await?)
+        let (bulk, cancelled) = self.parts.store.cancel_matching(filter).await?;
+        for task in &cancelled {
+            self.parts.task_cancelled(task);
+        }
+        Ok(bulk)
     }
 
     /// Keeps `user`'s tasks waiting until resumed; answers whether that
@@ -263,7 +268,8 @@ mod tests {
     use super::*;
     use crate::config::Settings;
     use crate::domain::{
-        Lease, LeaseCall, NewTask, Outcome, QueueStats, Settled, TaskKind, TaskStatus, Wanted,
+        CancelledTask, Lease, LeaseCall, NewTask, Outcome, QueueStats, Settled, TaskKind,
+        TaskStatus, Wanted,
     };
     use crate::storage::{MemoryQueueStore, QueuePolicy, StoreError};
     use crate::tasks::{TaskError, TaskHandler};
@@ -309,7 +315,10 @@ mod tests {
             self.inner.retry_matching(filter).await
         }
 
-        async fn cancel_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
+        async fn cancel_matching(
+            &self,
+            filter: &TaskFilter,
+        ) -> Result<(Bulk, Vec<CancelledTask>), StoreError> {
             self.inner.cancel_matching(filter).await
         }
 

@@ -9,7 +9,7 @@ use actix::MailboxError;
 
 use crate::clock::Clock;
 use crate::config::QueueSettings;
-use crate::domain::{RetryPolicy, Task, TaskStatus};
+use crate::domain::{CancelledTask, RetryPolicy, Task, TaskId, TaskStatus, UserId};
 use crate::events::{Event, Events};
 use crate::storage::{QueueStore, StoreError};
 use crate::telemetry::Metrics;
@@ -50,14 +50,38 @@ pub struct QueueParts {
 }
 
 impl QueueParts {
+    /// Tells other services of a task an operator cancelled in bulk.
+    pub fn task_cancelled(&self, task: &CancelledTask) {
+        let kind = task.kind.as_str().to_owned();
+        self.publish_finished(
+            task.id,
+            task.user,
+            kind,
+            TaskStatus::Cancelled,
+            task.attempts,
+        );
+    }
+
     /// Tells other services that `task` has reached `status`, a final state.
     pub fn task_finished(&self, task: &Task, status: TaskStatus) {
+        let kind = task.kind.as_str().to_owned();
+        self.publish_finished(task.id, task.user_id, kind, status, task.attempts);
+    }
+
+    fn publish_finished(
+        &self,
+        task_id: TaskId,
+        user_id: UserId,
+        kind: String,
+        status: TaskStatus,
+        attempts: u32,
+    ) {
         self.events.publish(Event::TaskFinished {
-            task_id: task.id,
-            user_id: task.user_id,
-            kind: task.kind.as_str().to_owned(),
+            task_id,
+            user_id,
+            kind,
             status,
-            attempts: task.attempts,
+            attempts,
         });
     }
 }

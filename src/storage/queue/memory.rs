@@ -13,9 +13,9 @@ use super::{
     QueuePolicy, QueueStore,
 };
 use crate::domain::{
-    Bulk, Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits,
-    NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter, TaskId,
-    TaskStatus, UserId, UserLoad, Wanted,
+    Bulk, Cancelled, CancelledTask, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall,
+    LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts,
+    TaskFilter, TaskId, TaskStatus, UserId, UserLoad, Wanted,
 };
 use crate::storage::StoreError;
 use crate::storage::redis::SLICE;
@@ -803,13 +803,25 @@ impl QueueStore for MemoryQueueStore {
         })
     }
 
-    async fn cancel_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
+    async fn cancel_matching(
+        &self,
+        filter: &TaskFilter,
+    ) -> Result<(Bulk, Vec<CancelledTask>), StoreError> {
         let now = self.policy.now();
-        self.each_matching(filter, now.now_ms, |state, id, status| {
-            status
-                .is_waiting()
-                .then(|| state.cancel(id, now.now_ms, now.result_expires_ms))
-        })
+        let mut cancelled = Vec::new();
+        let bulk = self.each_matching(filter, now.now_ms, |state, id, status| {
+            status.is_waiting().then(|| {
+                state.cancel(id, now.now_ms, now.result_expires_ms);
+                let task = &state.tasks[&id].task;
+                cancelled.push(CancelledTask {
+                    id,
+                    user: task.user_id,
+                    kind: task.kind.clone(),
+                    attempts: task.attempts,
+                });
+            })
+        })?;
+        Ok((bulk, cancelled))
     }
 
     async fn pause(&self, user: UserId) -> Result<bool, StoreError> {

@@ -45,9 +45,9 @@ use super::StoreError;
 use crate::clock::Clock;
 use crate::config::QueueSettings;
 use crate::domain::{
-    Bulk, Cancelled, Enqueued, Finished, Idempotency, Lease, LeaseCall, LeasedTask, Limits,
-    NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter, TaskId,
-    TaskQuery, UserId, UserLoad, Wanted,
+    Bulk, Cancelled, CancelledTask, Enqueued, Finished, Idempotency, Lease, LeaseCall, LeasedTask,
+    Limits, NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter,
+    TaskId, TaskQuery, UserId, UserLoad, Wanted,
 };
 
 /// Per-user queues with leases, retries and retention.
@@ -111,7 +111,11 @@ pub trait QueueStore: Send + Sync + 'static {
     async fn retry_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError>;
 
     /// Cancels every waiting task `filter` matches, a slice at a time.
-    async fn cancel_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError>;
+    /// Answers the counts and the tasks cancelled.
+    async fn cancel_matching(
+        &self,
+        filter: &TaskFilter,
+    ) -> Result<(Bulk, Vec<CancelledTask>), StoreError>;
 
     /// Keeps a user's tasks waiting, in their order, until resumed; they
     /// may still be enqueued and cancelled. Returns whether that changed

@@ -48,9 +48,9 @@ use super::{
     QueueStore,
 };
 use crate::domain::{
-    Bulk, Cancelled, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall, LeasedTask, NewTask,
-    Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter, TaskId, TaskKind,
-    TaskStatus, UserId, UserLoad, Wanted,
+    Bulk, Cancelled, CancelledTask, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall,
+    LeasedTask, NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter,
+    TaskId, TaskKind, TaskStatus, UserId, UserLoad, Wanted,
 };
 use crate::lua_script;
 use crate::storage::StoreError;
@@ -171,12 +171,16 @@ impl RedisQueueStore {
     }
 
     /// Runs `bulk.lua` for `what` over every task `filter` matches, a
-    /// slice a call.
-    async fn bulk(&self, what: &str, filter: &TaskFilter) -> Result<Bulk, StoreError> {
+    /// slice a call; answers the counts and the tasks cancelled.
+    async fn bulk(
+        &self,
+        what: &str,
+        filter: &TaskFilter,
+    ) -> Result<(Bulk, Vec<CancelledTask>), StoreError> {
         if filter.user.is_none() {
             self.index_older_tasks().await?;
         }
-        let (mut total, mut after) = (Bulk::default(), String::new());
+        let (mut total, mut after, mut cancelled) = (Bulk::default(), String::new(), Vec::new());
         loop {
             let now = self.policy.now();
             let (user, status, kind) = filter_args(filter);
@@ -200,8 +204,29 @@ impl RedisQueueStore {
                 .next()
                 .and_then(Value::into_string)
                 .unwrap_or_default();
+            let ended: Vec<(String, String, String, u32)> = answer
+                .next()
+                .unwrap_or(Value::Null)
+                .convert()
+                .unwrap_or_default();
+            for (id, user, kind, attempts) in ended {
+                let parsed = (
+                    TaskId::parse(&id),
+                    user.parse().ok(),
+                    TaskKind::parse(&kind).ok(),
+                );
+                let (Some(id), Some(user), Some(kind)) = parsed else {
+                    return Err(failed(anyhow!("bulk answered task {id} of {user}, {kind}")));
+                };
+                cancelled.push(CancelledTask {
+                    id,
+                    user: UserId(user),
+                    kind,
+                    attempts,
+                });
+            }
             if after.is_empty() {
-                return Ok(total);
+                return Ok((total, cancelled));
             }
         }
     }
@@ -478,10 +503,13 @@ impl QueueStore for RedisQueueStore {
     }
 
     async fn retry_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
-        self.bulk("retry", filter).await
+        Ok(self.bulk("retry", filter).await?.0)
     }
 
-    async fn cancel_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
+    async fn cancel_matching(
+        &self,
+        filter: &TaskFilter,
+    ) -> Result<(Bulk, Vec<CancelledTask>), StoreError> {
         self.bulk("cancel", filter).await
     }
 
