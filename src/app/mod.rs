@@ -333,6 +333,26 @@ async fn dummy_hash(hashers: &HasherPool) -> anyhow::Result<String> {
         .context("hashing the dummy password")
 }
 
+/// Binds `$server` to `$bind`, with TLS if `$tls` holds a configuration;
+/// answers it running and the port it got (`$bind` may ask for port 0).
+/// A macro, as `HttpServer`'s type names crates this one does not use.
+macro_rules! listen {
+    ($server:expr, $bind:expr, $tls:expr) => {{
+        let bind: std::net::SocketAddr = $bind;
+        match $tls {
+            Some(tls) => $server.bind_rustls_0_23(bind, tls),
+            None => $server.bind(bind),
+        }
+        .map(|server| {
+            let port = server
+                .addrs()
+                .first()
+                .map_or(bind.port(), |addr| addr.port());
+            (server.run(), port)
+        })
+    }};
+}
+
 /// The admin listener, bound but not yet serving.
 struct AdminListener {
     port: u16,
@@ -389,20 +409,10 @@ fn serve_admin(settings: &Settings, state: AdminState) -> anyhow::Result<AdminLi
     .disable_signals();
     // The token must not cross a network in the clear: with a certificate
     // the admin listener speaks TLS too (and off loopback it must).
-    let server = match tls_config {
-        Some(tls) => server.bind_rustls_0_23(bind, tls),
-        None => server.bind(bind),
-    }
-    .with_context(|| format!("binding admin.bind {bind}"))?;
-    let port = server
-        .addrs()
-        .first()
-        .map_or(bind.port(), |addr| addr.port());
+    let (server, port) =
+        listen!(server, bind, tls_config).with_context(|| format!("binding admin.bind {bind}"))?;
     tracing::info!(port, "the admin API is listening");
-    Ok(AdminListener {
-        port,
-        server: server.run(),
-    })
+    Ok(AdminListener { port, server })
 }
 
 /// Connections waiting to be accepted, as the kernel allows (it caps this
@@ -449,14 +459,5 @@ fn serve(settings: &Settings, state: AppState) -> anyhow::Result<(Server, u16)> 
     // Stopping is `run_until_signal`'s job: it drains the workers too.
     .disable_signals();
     let bind = settings.server.bind;
-    let server = match tls_config {
-        Some(tls) => server.bind_rustls_0_23(bind, tls),
-        None => server.bind(bind),
-    }
-    .with_context(|| format!("binding {bind}"))?;
-    let port = server
-        .addrs()
-        .first()
-        .map_or(bind.port(), |addr| addr.port());
-    Ok((server.run(), port))
+    listen!(server, bind, tls_config).with_context(|| format!("binding {bind}"))
 }

@@ -18,7 +18,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-use super::{DatabaseSettings, RedisSettings, SslMode};
+use super::{DatabaseSettings, RedisSettings, RedisUrl, SslMode};
 
 /// What a client checks of the server's certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +57,7 @@ impl RedisSettings {
     /// The TLS client for `rediss://`, checking issuer and host name as
     /// every Redis client does; `None` for a plaintext URL.
     pub fn tls(&self) -> anyhow::Result<Option<ClientConfig>> {
-        let encrypted = self.url.as_ref().is_some_and(|url| {
-            fred::types::config::Config::from_url(url.expose()).is_ok_and(|url| url.uses_tls())
-        });
+        let encrypted = self.url.as_ref().is_some_and(RedisUrl::uses_tls);
         match (encrypted, self.tls_ca_file.as_deref()) {
             (false, Some(_)) => anyhow::bail!(
                 "redis.tls_ca_file is set but redis.url is not rediss://: \

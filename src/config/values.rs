@@ -343,6 +343,15 @@ secret_url!(
     |raw| fred::types::config::Config::from_url(raw).is_ok()
 );
 
+impl RedisUrl {
+    /// Whether the scheme asks for TLS: `rediss` or `valkeys`, alone or
+    /// with `-cluster` or `-sentinel`, as fred reads them.
+    pub fn uses_tls(&self) -> bool {
+        let scheme = self.expose().split("://").next().unwrap_or_default();
+        matches!(scheme.split('-').next(), Some("rediss" | "valkeys"))
+    }
+}
+
 secret_url!(
     /// A libpq-style PostgreSQL URL, `sslmode` included.
     DatabaseUrl,
@@ -431,6 +440,21 @@ mod tests {
         assert_eq!(v6.host, "::1");
         for bad in ["10.0.0.1", ":7000", "host:port", "host:70000"] {
             assert!(bad.parse::<HostPort>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_redis_url_asks_for_tls_by_its_scheme_as_fred_reads_it() {
+        for (raw, tls) in [
+            ("redis://cache:6379", false),
+            ("redis-cluster://cache:6379", false),
+            ("rediss://cache:6380", true),
+            ("rediss-cluster://cache:6380", true),
+            ("valkeys://cache:6380", true),
+        ] {
+            let url: RedisUrl = raw.parse().unwrap();
+            let fred = fred::types::config::Config::from_url(raw).unwrap();
+            assert_eq!((url.uses_tls(), fred.uses_tls()), (tls, tls), "{raw}");
         }
     }
 

@@ -60,7 +60,7 @@ impl AdminState {
     /// Logs and counts a change an operator made.
     fn record(&self, operator: &Operator, action: &'static str, target: &str, changed: usize) {
         tracing::info!(
-            operator = operator.fingerprint,
+            operator = operator.fingerprint.as_str(),
             action,
             target,
             changed,
@@ -74,7 +74,7 @@ impl AdminState {
 /// whatever was presented, and its fingerprint names it in logs.
 struct AdminToken {
     digest: [u8; 32],
-    fingerprint: &'static str,
+    fingerprint: String,
 }
 
 impl AdminToken {
@@ -83,14 +83,14 @@ impl AdminToken {
         let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
         Self {
             digest,
-            fingerprint: Box::leak(format!("sha256:{hex}").into_boxed_str()),
+            fingerprint: format!("sha256:{hex}"),
         }
     }
 }
 
 /// A caller who presented the admin token, named by its fingerprint.
 pub struct Operator {
-    fingerprint: &'static str,
+    fingerprint: String,
 }
 
 impl FromRequest for Operator {
@@ -109,7 +109,7 @@ impl FromRequest for Operator {
             .into();
         ready(if matches {
             Ok(Self {
-                fingerprint: state.token.fingerprint,
+                fingerprint: state.token.fingerprint.clone(),
             })
         } else {
             Err(ApiError::new(
