@@ -339,15 +339,17 @@ impl PrivateRedis {
 
 /// Waits up to ten seconds for the Redis at `url` to answer a PING.
 async fn answers_soon(url: &str) -> bool {
-    eventually(Duration::from_secs(10), || async move {
-        let Ok(client) = Builder::from_config(Config::from_url(url).unwrap()).build() else {
-            return false;
-        };
-        let answered = client.init().await.is_ok() && client.ping::<()>(None).await.is_ok();
-        let _ = client.quit().await;
-        answered
-    })
-    .await
+    eventually(Duration::from_secs(10), || answers(url)).await
+}
+
+/// Whether a Redis answers at `url` now.
+async fn answers(url: &str) -> bool {
+    let Ok(client) = Builder::from_config(Config::from_url(url).unwrap()).build() else {
+        return false;
+    };
+    let answered = client.init().await.is_ok() && client.ping::<()>(None).await.is_ok();
+    let _ = client.quit().await;
+    answered
 }
 
 /// A Redis Cluster of the test's own: `masters` `redis-server` processes in
@@ -360,19 +362,15 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
-    pub async fn start(masters: usize) -> Self {
-        let dir = std::env::temp_dir().join(format!("tollgate-cluster-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut cluster = Self {
-            ports: Vec::new(),
-            dir,
-            servers: Vec::new(),
-        };
-        for _ in 0..masters {
+    /// Starts one node on spare ports. Another test may take a port
+    /// between its choosing and the node's binding it: then the node
+    /// exits, and it is started again on other ports.
+    async fn start_node(&self) -> (std::process::Child, u16) {
+        for _ in 0..5 {
             // The bus port is chosen too: the default, port + 10000, may
             // not exist above 55535.
             let (port, bus) = (spare_port(), spare_port());
-            let server = Command::new("redis-server")
+            let mut server = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args([
                     "--cluster-enabled",
@@ -383,20 +381,37 @@ impl RedisCluster {
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
-                .arg(&cluster.dir)
+                .arg(&self.dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server runs; `make test` installs it");
+            let url = format!("redis://127.0.0.1:{port}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while matches!(server.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                if answers(&url).await {
+                    return (server, port);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        panic!("no cluster node started in five tries");
+    }
+
+    pub async fn start(masters: usize) -> Self {
+        let dir = std::env::temp_dir().join(format!("tollgate-cluster-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = Self {
+            ports: Vec::new(),
+            dir,
+            servers: Vec::new(),
+        };
+        for _ in 0..masters {
+            let (server, port) = cluster.start_node().await;
             cluster.servers.push(server);
             cluster.ports.push(port);
-        }
-        for port in &cluster.ports {
-            let url = format!("redis://127.0.0.1:{port}");
-            assert!(
-                answers_soon(&url).await,
-                "cluster node {port} did not start"
-            );
         }
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
