@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tollgate::actors::SessionManager;
 use tollgate::clock::Clock;
 use tollgate::config::Settings;
-use tollgate::domain::{Profile, SessionId, TouchOutcome, UserId};
+use tollgate::domain::{Origin, Profile, SessionId, TouchOutcome, UserId};
 use tollgate::telemetry::Metrics;
 use uuid::Uuid;
 
@@ -75,17 +75,23 @@ async fn hold(count: usize) -> (Held, f64) {
     // the actors' tables make the difference.
     let nil = (SessionId(Uuid::nil()), UserId(Uuid::nil()));
     let mut sessions = vec![nil; count];
+    // One client opens them all, as a load generator would: sessions
+    // from one origin share its record.
+    let origin = Origin::new(
+        Some("Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/140.0"),
+        Some("203.0.113.7".parse().expect("an address")),
+    );
     let before = resident_bytes("self");
     {
         let opened = (0..count).map(|_| {
-            let manager = &manager;
+            let (manager, origin) = (&manager, &origin);
             let user = Profile {
                 id: UserId::new(),
                 username: "holder".into(),
                 email: None,
                 created_at: chrono::Utc::now(),
             };
-            async move { manager.open(&user).await.expect("a session opens") }
+            async move { manager.open(&user, origin).await.expect("a session opens") }
         });
         let mut opened = futures_util::stream::iter(opened).buffer_unordered(512);
         let mut n = 0;

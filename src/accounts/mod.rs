@@ -27,8 +27,8 @@ use crate::actors::{
 use crate::auth::password::{self, HashError};
 use crate::clock::Clock;
 use crate::domain::{
-    Credentials, NewUser, Password, PasswordChange, Profile, Registration, Session, SessionId,
-    Taken, User, UserId, UserQuery,
+    Credentials, ListedSession, NewUser, Origin, Password, PasswordChange, Profile, Registration,
+    Session, SessionId, Taken, User, UserId, UserQuery,
 };
 use crate::events::{Event, Events, RevokeReason};
 use crate::storage::{StoreError, UserStore};
@@ -220,14 +220,18 @@ impl Accounts {
         });
     }
 
-    /// Registers a user and opens their first session. If the session
-    /// cannot be opened the user is removed again, so that the client's
-    /// retry of the same sign-up can succeed rather than find the name
-    /// taken.
-    pub async fn sign_up(&self, registration: Registration) -> Result<Grant, AccountError> {
+    /// Registers a user and opens their first session, from `origin`. If
+    /// the session cannot be opened the user is removed again, so that the
+    /// client's retry of the same sign-up can succeed rather than find the
+    /// name taken.
+    pub async fn sign_up(
+        &self,
+        registration: Registration,
+        origin: &Origin,
+    ) -> Result<Grant, AccountError> {
         let outcome = async {
             let user = self.insert_user(registration).await?;
-            match self.sessions.open(&Profile::from(&user)).await {
+            match self.sessions.open(&Profile::from(&user), origin).await {
                 Ok(session) => Ok((user, session)),
                 Err(err) => {
                     if let Err(undo) = self.store.delete(user.id).await {
@@ -243,9 +247,14 @@ impl Accounts {
         Ok((user, session))
     }
 
-    /// Checks credentials and opens a session for the user they belong to.
-    pub async fn sign_in(self: Arc<Self>, credentials: Credentials) -> Result<Grant, AccountError> {
-        let outcome = self.clone().check_and_open(credentials).await;
+    /// Checks credentials and opens a session, from `origin`, for the user
+    /// they belong to.
+    pub async fn sign_in(
+        self: Arc<Self>,
+        credentials: Credentials,
+        origin: Origin,
+    ) -> Result<Grant, AccountError> {
+        let outcome = self.clone().check_and_open(credentials, origin).await;
         self.metrics.signin(match &outcome {
             Ok(_) => "success",
             Err(err) => err.outcome(),
@@ -256,6 +265,7 @@ impl Accounts {
     async fn check_and_open(
         self: Arc<Self>,
         Credentials { login, password }: Credentials,
+        origin: Origin,
     ) -> Result<Grant, AccountError> {
         let found = self.store.find_by_login(&login).await?;
         // One count per account, whichever login named it; an unknown
@@ -265,7 +275,10 @@ impl Accounts {
             None => format!("unknown:{}", login.folded()),
         };
         let counted = self.limits.take(Limit::SignInPerAccount, &account).await?;
-        let outcome = self.clone().check_and_open_found(found, password).await;
+        let outcome = self
+            .clone()
+            .check_and_open_found(found, password, origin)
+            .await;
         // Only wrong credentials count against the limit.
         if !matches!(outcome, Err(AccountError::InvalidCredentials)) {
             self.limits.give_back(counted).await;
@@ -277,6 +290,7 @@ impl Accounts {
         self: Arc<Self>,
         found: Option<User>,
         password: Password,
+        origin: Origin,
     ) -> Result<Grant, AccountError> {
         let Some(user) = found else {
             // An unknown user still costs one verification, against the
@@ -294,7 +308,7 @@ impl Accounts {
         if user.disabled_at.is_some() {
             return Err(AccountError::Disabled);
         }
-        let session = self.sessions.open(&Profile::from(&user)).await?;
+        let session = self.sessions.open(&Profile::from(&user), &origin).await?;
 
         // A password change may have swapped the hash while this sign-in
         // checked the old one, and revoked the user's sessions before this
@@ -308,7 +322,7 @@ impl Accounts {
             .as_ref()
             .is_some_and(|now| now.disabled_at.is_some())
         {
-            self.sessions.revoke(session.id).await?;
+            self.sessions.revoke(session.id, user.id).await?;
             return Err(AccountError::Disabled);
         }
         let still_valid = match &current {
@@ -319,7 +333,7 @@ impl Accounts {
             None => false,
         };
         if !still_valid {
-            self.sessions.revoke(session.id).await?;
+            self.sessions.revoke(session.id, user.id).await?;
             return Err(AccountError::InvalidCredentials);
         }
         self.signed_in(&session);
@@ -488,7 +502,7 @@ impl Accounts {
     }
 
     /// A user's live sessions, newest first.
-    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<Session>, AccountError> {
+    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<ListedSession>, AccountError> {
         Ok(self.sessions.sessions_of(user).await?)
     }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use super::{AccountError, Accounts, Grant};
 use crate::domain::{
-    Credentials, Password, PasswordChange, Registration, Session, SessionId, User, UserId,
-    UserQuery,
+    Credentials, ListedSession, Origin, Password, PasswordChange, Registration, SessionId, User,
+    UserId, UserQuery,
 };
 
 #[derive(Clone)]
@@ -25,9 +25,13 @@ impl UserRegistry {
         }
     }
 
-    /// Registers a user and opens their first session.
-    pub async fn sign_up(&self, registration: Registration) -> Result<Grant, AccountError> {
-        self.detached(move |accounts| async move { accounts.sign_up(registration).await })
+    /// Registers a user and opens their first session, from `origin`.
+    pub async fn sign_up(
+        &self,
+        registration: Registration,
+        origin: Origin,
+    ) -> Result<Grant, AccountError> {
+        self.detached(move |accounts| async move { accounts.sign_up(registration, &origin).await })
             .await
     }
 
@@ -37,9 +41,13 @@ impl UserRegistry {
             .await
     }
 
-    /// Checks credentials and opens a session.
-    pub async fn sign_in(&self, credentials: Credentials) -> Result<Grant, AccountError> {
-        self.detached(move |accounts| async move { accounts.sign_in(credentials).await })
+    /// Checks credentials and opens a session, from `origin`.
+    pub async fn sign_in(
+        &self,
+        credentials: Credentials,
+        origin: Origin,
+    ) -> Result<Grant, AccountError> {
+        self.detached(move |accounts| async move { accounts.sign_in(credentials, origin).await })
             .await
     }
 
@@ -79,8 +87,8 @@ impl UserRegistry {
         self.accounts.users(&query).await
     }
 
-    /// A user's live sessions, newest first.
-    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<Session>, AccountError> {
+    /// A user's live sessions and where each was opened, newest first.
+    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<ListedSession>, AccountError> {
         self.accounts.sessions_of(user).await
     }
 

@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use super::*;
 use crate::config::Settings;
-use crate::domain::{Enqueued, Login, TaskCounts, TaskKind, TaskRequest, TouchOutcome, Username};
+use crate::domain::{
+    Enqueued, Login, Origin, TaskCounts, TaskKind, TaskRequest, TouchOutcome, Username,
+};
 use crate::storage::{MemoryAttempts, MemoryQueueStore, MemoryUserStore, QueuePolicy};
 use crate::tasks::TaskHandlers;
 
@@ -96,7 +98,7 @@ impl Fixture {
     async fn sign_in(&self, login: &str, password: &str) -> Result<Grant, AccountError> {
         self.accounts
             .clone()
-            .sign_in(credentials(login, password))
+            .sign_in(credentials(login, password), Origin::default())
             .await
     }
 
@@ -112,7 +114,10 @@ async fn a_sign_up_signs_in_and_the_user_signs_in_again_by_name_or_address_in_an
 
     let (user, first) = fixture
         .accounts
-        .sign_up(registration("Ada", Some("ada@example.com")))
+        .sign_up(
+            registration("Ada", Some("ada@example.com")),
+            &Origin::default(),
+        )
         .await
         .unwrap();
 
@@ -164,7 +169,7 @@ async fn a_password_change_keeps_this_session_and_ends_the_others() {
     let fixture = accounts().await;
     let (user, kept) = fixture
         .accounts
-        .sign_up(registration("barbara", None))
+        .sign_up(registration("barbara", None), &Origin::default())
         .await
         .unwrap();
     let (_, other) = fixture.sign_in("barbara", PASSWORD).await.unwrap();
@@ -192,7 +197,7 @@ async fn a_wrong_current_password_changes_nothing() {
     let fixture = accounts().await;
     let (user, kept) = fixture
         .accounts
-        .sign_up(registration("edsger", None))
+        .sign_up(registration("edsger", None), &Origin::default())
         .await
         .unwrap();
     let (_, other) = fixture.sign_in("edsger", PASSWORD).await.unwrap();
@@ -213,7 +218,7 @@ async fn deleting_an_account_cancels_its_waiting_tasks_ends_its_sessions_and_for
     let fixture = accounts().await;
     let (user, session) = fixture
         .accounts
-        .sign_up(registration("alan", None))
+        .sign_up(registration("alan", None), &Origin::default())
         .await
         .unwrap();
     let later = TaskRequest {

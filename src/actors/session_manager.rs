@@ -1,5 +1,6 @@
-//! The session manager: the one door to the sessions. It routes each
-//! session to its shard by id and fans user-wide revocations out to all.
+//! The session manager: the one door to the sessions. In memory it keeps
+//! each user's sessions in one shard, chosen by user id, so that listing or
+//! revoking them reads one row of one table.
 //!
 //! It is a cheap handle rather than an actor of its own, and a use reaches
 //! its shard's table through the shard's lock (a few hundred nanoseconds)
@@ -17,7 +18,9 @@ use actix::{Addr, Arbiter, ArbiterHandle, MailboxError, Supervisor};
 use super::session_shard::{SessionShard, ShardWork};
 use crate::clock::Clock;
 use crate::config::SessionSettings;
-use crate::domain::{Profile, Session, SessionId, SessionTable, TouchOutcome, UserId};
+use crate::domain::{
+    ListedSession, Origin, Profile, Session, SessionId, SessionTable, TouchOutcome, UserId,
+};
 use crate::storage::{RedisSessions, StoreError};
 use crate::telemetry::Metrics;
 
@@ -75,7 +78,10 @@ impl SessionManager {
             Some(sessions) => Store::Shared(sessions),
             None => Store::Local(
                 (0..settings.shards)
-                    .map(|_| Arc::new(Mutex::new(SessionTable::new(idle_ttl))))
+                    .map(|_| {
+                        let table = SessionTable::new(idle_ttl, settings.max_per_user);
+                        Arc::new(Mutex::new(table))
+                    })
                     .collect(),
             ),
         };
@@ -113,20 +119,19 @@ impl SessionManager {
         }
     }
 
-    /// The table of the shard `id` belongs to.
-    fn table<'a>(
-        tables: &'a [Arc<Mutex<SessionTable>>],
-        id: SessionId,
-    ) -> MutexGuard<'a, SessionTable> {
+    /// The table that holds `user`'s sessions.
+    fn table(tables: &[Arc<Mutex<SessionTable>>], user: UserId) -> MutexGuard<'_, SessionTable> {
         // Every change to a table is one step: a panic cannot leave it half
         // made, so a poisoned lock is still sound.
-        tables[id.shard(tables.len())]
+        tables[user.shard(tables.len())]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Opens a session for `user`, ending at most `max_lifetime` from now.
-    pub async fn open(&self, user: &Profile) -> Result<Session, SessionError> {
+    /// If they hold `session.max_per_user` already, the one used longest
+    /// ago ends.
+    pub async fn open(&self, user: &Profile, origin: &Origin) -> Result<Session, SessionError> {
         let id = SessionId::random();
         let lifetime = i64::try_from(self.max_lifetime.as_millis()).unwrap_or(i64::MAX);
         let now_ms = self.clock.now_millis();
@@ -134,11 +139,14 @@ impl SessionManager {
         // promise a moment the token no longer verifies.
         let absolute_ms = now_ms.saturating_add(lifetime);
         let absolute_ms = absolute_ms - absolute_ms.rem_euclid(1000);
-        let session = match &self.shards.store {
-            Store::Local(tables) => Self::table(tables, id).open(id, user.id, now_ms, absolute_ms),
-            Store::Shared(sessions) => sessions.open(id, user, now_ms, absolute_ms).await?,
+        let (session, ended) = match &self.shards.store {
+            Store::Local(tables) => {
+                Self::table(tables, user.id).open(id, user.id, origin, now_ms, absolute_ms)
+            }
+            Store::Shared(sessions) => sessions.open(id, user, origin, now_ms, absolute_ms).await?,
         };
         self.metrics.session_opened();
+        self.metrics.sessions_ended(ended);
         Ok(session)
     }
 
@@ -150,7 +158,7 @@ impl SessionManager {
     ) -> Result<TouchOutcome, SessionError> {
         let now_ms = self.clock.now_millis();
         let outcome = match &self.shards.store {
-            Store::Local(tables) => Self::table(tables, id).touch(id, user_id, now_ms),
+            Store::Local(tables) => Self::table(tables, user_id).touch(id, user_id, now_ms),
             Store::Shared(sessions) => sessions.touch(id, user_id, now_ms).await?,
         };
         match outcome {
@@ -170,68 +178,48 @@ impl SessionManager {
         }
     }
 
-    /// Ends one session at once. Returns whether it existed.
-    pub async fn revoke(&self, id: SessionId) -> Result<bool, SessionError> {
+    /// Ends `user_id`'s session `id` at once. Returns whether it existed
+    /// and was theirs.
+    pub async fn revoke(&self, id: SessionId, user_id: UserId) -> Result<bool, SessionError> {
         let revoked = match &self.shards.store {
-            Store::Local(tables) => Self::table(tables, id).revoke(id),
-            Store::Shared(sessions) => sessions.revoke(id).await?,
+            Store::Local(tables) => Self::table(tables, user_id).revoke(id, user_id),
+            Store::Shared(sessions) => sessions.revoke(id, user_id).await?,
         };
         self.metrics.sessions_ended(usize::from(revoked));
         Ok(revoked)
     }
 
-    /// Ends every session of `user_id` except `keep`, on every shard.
+    /// Ends every session of `user_id` except `keep`.
     pub async fn revoke_user(
         &self,
         user_id: UserId,
         keep: Option<SessionId>,
     ) -> Result<usize, SessionError> {
         let ended = match &self.shards.store {
-            Store::Local(tables) => tables
-                .iter()
-                .map(|table| {
-                    let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
-                    table.revoke_user(user_id, keep)
-                })
-                .sum(),
+            Store::Local(tables) => Self::table(tables, user_id).revoke_user(user_id, keep),
             Store::Shared(sessions) => sessions.revoke_user(user_id, keep).await?,
         };
         self.metrics.sessions_ended(ended);
         Ok(ended)
     }
 
-    /// `user`'s live sessions, newest first. Without Redis this reads
-    /// every table: meant for operators, not for every request.
-    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<Session>, SessionError> {
+    /// `user`'s live sessions and where each was opened, newest first.
+    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<ListedSession>, SessionError> {
         let now_ms = self.clock.now_millis();
         Ok(match &self.shards.store {
-            Store::Local(tables) => {
-                let mut sessions: Vec<Session> = tables
-                    .iter()
-                    .flat_map(|table| {
-                        let table = table.lock().unwrap_or_else(PoisonError::into_inner);
-                        table.sessions_of(user, now_ms)
-                    })
-                    .collect();
-                sessions.sort_unstable_by_key(|session| std::cmp::Reverse(session.created_at));
-                sessions
-            }
+            Store::Local(tables) => Self::table(tables, user).sessions_of(user, now_ms),
             Store::Shared(sessions) => sessions.sessions_of(user, now_ms).await?,
         })
     }
 
     /// How many sessions each of `users` holds (lapsed ones not yet swept
-    /// included), in their order. Without Redis this reads every table.
+    /// included), in their order.
     pub async fn count_of(&self, users: &[UserId]) -> Result<Vec<usize>, SessionError> {
         Ok(match &self.shards.store {
-            Store::Local(tables) => {
-                let mut counts = vec![0; users.len()];
-                for table in tables {
-                    let table = table.lock().unwrap_or_else(PoisonError::into_inner);
-                    table.count_of(users, &mut counts);
-                }
-                counts
-            }
+            Store::Local(tables) => users
+                .iter()
+                .map(|user| Self::table(tables, *user).count_of(*user))
+                .collect(),
             Store::Shared(sessions) => sessions.count_of(users).await?,
         })
     }

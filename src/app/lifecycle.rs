@@ -9,6 +9,7 @@ use super::Application;
 use crate::accounts::AbuseLimits;
 use crate::actors::{HasherPool, Queue};
 use crate::config::{ConfigError, Settings, threads_or_cores};
+use crate::domain::KindLimits;
 
 impl Application {
     /// Serves until SIGTERM or SIGINT, then stops gracefully: no new
@@ -152,6 +153,28 @@ fn retune(
         signin_per_minute_per_user = limits.signin_per_minute_per_user,
         signup_per_minute_per_ip = limits.signup_per_minute_per_ip,
         password_checks_per_minute_per_user = limits.password_checks_per_minute_per_user,
+        kinds = %kind_limits(&settings.queue.kind_limits()),
         "reloaded pool sizes and limits; other settings apply at the next start"
     );
+}
+
+/// The limits per kind in words, for the log: `webhook max_running=0 ...`.
+fn kind_limits(kinds: &KindLimits) -> String {
+    let bound = |name: &str, value: Option<String>| {
+        value
+            .map(|value| format!(" {name}={value}"))
+            .unwrap_or_default()
+    };
+    let described: Vec<String> = kinds
+        .iter()
+        .map(|(kind, limit)| {
+            let running = bound("max_running", limit.max_running.map(|n| n.to_string()));
+            let rate = bound(
+                "max_per_second",
+                limit.max_per_second.map(|n| n.to_string()),
+            );
+            format!("{kind}{running}{rate}")
+        })
+        .collect();
+    described.join(", ")
 }

@@ -17,7 +17,7 @@ use crate::actors::{HashPassword, HasherPool, Queue, SessionManager};
 use crate::auth::TokenKeys;
 use crate::clock::Clock;
 use crate::config::{QueueBackend, SessionStoreKind, Settings, threads_or_cores};
-use crate::domain::Password;
+use crate::domain::{KindLoad, Password};
 use crate::events::Events;
 use crate::http::{self, AdminState, AppState, BodyLimits, TaskIntake};
 use crate::shutdown::Shutdown;
@@ -79,6 +79,9 @@ impl Application {
         };
         let policy = QueuePolicy::new(&settings.queue, clock.clone());
         let limits = policy.limits.clone();
+        // The kinds with limits are in the very first scrape, at 0 until
+        // the worker pool's first reading.
+        metrics.kind_loads(&KindLoad::none_of(&limits.kinds()));
         let queue_store = queue_store(&settings, redis.as_ref(), policy)?;
         warn_about_credentials(&settings);
 
@@ -303,6 +306,7 @@ fn shared_sessions(
         (SessionStoreKind::Redis, Some(redis)) => Some(Arc::new(RedisSessions::new(
             redis.clone(),
             settings.session.idle_ttl(),
+            settings.session.max_per_user,
             settings.session.shards,
         ))),
         (SessionStoreKind::Redis, None) => anyhow::bail!("session.store = \"redis\" needs [redis]"),

@@ -379,6 +379,18 @@ fn show_queues(queues: &Value) {
         })
         .collect();
     print_table(["POOL", "TARGET", "LIVE", "BUSY"], &rows);
+    let kinds = queues["kinds"].as_array().map_or(&[][..], Vec::as_slice);
+    if !kinds.is_empty() {
+        let rows: Vec<[String; 5]> = kinds
+            .iter()
+            .map(|kind| {
+                ["kind", "running", "parked", "max_running", "max_per_second"]
+                    .map(|field| text(&kind[field]))
+            })
+            .collect();
+        let header = ["KIND", "RUNNING", "PARKED", "MAX RUNNING", "MAX/S"];
+        print_table(header, &rows);
+    }
     let users = queues["users"].as_array().map_or(&[][..], Vec::as_slice);
     let rows: Vec<[String; 3]> = users
         .iter()

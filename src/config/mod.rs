@@ -3,7 +3,12 @@
 //! operator sees every bad value at once. No globals: the tree is passed down.
 
 use std::{
-    collections::HashMap, fmt, net::SocketAddr, path::Path, path::PathBuf, sync::Arc,
+    collections::{BTreeMap, HashMap},
+    fmt,
+    net::SocketAddr,
+    path::Path,
+    path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
@@ -21,7 +26,7 @@ pub use values::{
     SslMode, StreamName,
 };
 
-use crate::domain::{Limits, TaskKind};
+use crate::domain::{KindLimit, KindLimits, Limits, TaskKind};
 use values::parsed_list;
 
 /// `config/default.toml`, compiled in: the base layer of every configuration.
@@ -154,6 +159,10 @@ pub struct SessionSettings {
     pub shards: usize,
     pub sweep_interval_secs: u64,
     pub store: SessionStoreKind,
+    /// Most sessions one user holds; opening one more ends the one used
+    /// longest ago.
+    #[serde(default = "SessionSettings::default_max_per_user")]
+    pub max_per_user: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -214,6 +223,20 @@ pub struct QueueSettings {
     pub webhook_timeout_secs: u64,
     /// The kind of the tasks `POST /enqueue` (the old systems' route) queues.
     pub default_kind: TaskKind,
+    /// Limits per task kind (`[queue.kinds.<kind>]`), across every replica.
+    #[serde(default)]
+    pub kinds: BTreeMap<TaskKind, KindSettings>,
+}
+
+/// `[queue.kinds.<kind>]`: the bounds on one kind of task.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindSettings {
+    /// Most tasks of the kind running at once over every replica; 0
+    /// pauses the kind.
+    pub max_running: Option<u64>,
+    /// Most tasks of the kind started a second over every replica.
+    pub max_per_second: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -551,6 +574,10 @@ impl AuthSettings {
 }
 
 impl SessionSettings {
+    fn default_max_per_user() -> usize {
+        100
+    }
+
     pub fn idle_ttl(&self) -> Duration {
         Duration::from_secs(self.idle_ttl_secs)
     }
@@ -569,6 +596,21 @@ impl QueueSettings {
             max_finished: self.max_retained_per_user,
             max_running: self.max_running_per_user as u64,
         }
+    }
+
+    /// The limits of each kind that has any.
+    pub fn kind_limits(&self) -> KindLimits {
+        self.kinds
+            .iter()
+            .map(|(kind, set)| {
+                let limit = KindLimit {
+                    max_running: set.max_running,
+                    max_per_second: set.max_per_second,
+                };
+                (kind.clone(), limit)
+            })
+            .filter(|(_, limit)| *limit != KindLimit::default())
+            .collect()
     }
 
     pub fn visibility_timeout(&self) -> Duration {

@@ -9,7 +9,7 @@ use std::ops::RangeInclusive;
 use secrecy::ExposeSecret;
 
 use super::{ConfigError, QueueBackend, SessionStoreKind, Settings};
-use crate::domain::MAX_ATTEMPTS;
+use crate::domain::{LISTED_SESSIONS, MAX_ATTEMPTS};
 
 /// Longest absolute token lifetime accepted: 30 days.
 const MAX_TOKEN_LIFETIME_SECS: u64 = 30 * 24 * 3600;
@@ -133,6 +133,11 @@ impl Settings {
         problems.range("session.idle_ttl_secs", session.idle_ttl_secs, 1..=86_400);
         problems.range("session.shards", session.shards, 1..=256);
         problems.range(
+            "session.max_per_user",
+            session.max_per_user,
+            1..=LISTED_SESSIONS,
+        );
+        problems.range(
             "session.sweep_interval_secs",
             session.sweep_interval_secs,
             1..=3600,
@@ -141,6 +146,15 @@ impl Settings {
         let queue = &self.queue;
         problems.range("queue.workers", queue.workers, 1..=1024);
         problems.range("queue.newcomer_workers", queue.newcomer_workers, 0..=1024);
+        for (kind, limits) in &queue.kinds {
+            let key = |name: &str| format!("queue.kinds.{kind}.{name}");
+            if let Some(most) = limits.max_running {
+                problems.range(&key("max_running"), most, 0..=1_000_000);
+            }
+            if let Some(rate) = limits.max_per_second {
+                problems.range(&key("max_per_second"), rate, 1..=1000);
+            }
+        }
         problems.range(
             "queue.max_running_per_user",
             queue.max_running_per_user,

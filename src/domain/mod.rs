@@ -14,11 +14,15 @@ pub use credentials::{
     Credentials, Email, Login, Password, PasswordChange, Registration, Username,
 };
 pub use queue::{
-    Bulk, Cancelled, CancelledTask, Enqueued, Finished, Idempotency, IdempotencyKey, LeaseCall,
-    Limits, MAX_ATTEMPTS, MAX_DELAY_MS, Page, QueueStats, Retried, Settled, TaskDraft, TaskFilter,
-    TaskKinds, TaskQuery, TaskRefusal, TaskRequest, TaskRules, UserLoad, Wanted,
+    Bulk, Cancelled, CancelledTask, Enqueued, Finished, Idempotency, IdempotencyKey, KindLimit,
+    KindLimits, KindLoad, LeaseCall, Limits, MAX_ATTEMPTS, MAX_DELAY_MS, Page, QueueStats, Retried,
+    Settled, TaskDraft, TaskFilter, TaskKinds, TaskQuery, TaskRefusal, TaskRequest, TaskRules,
+    UserLoad, Wanted,
 };
-pub use session::{Session, SessionId, SessionTable, StoredSession, TouchOutcome};
+pub use session::{
+    LISTED_SESSIONS, ListedSession, Origin, Session, SessionId, SessionTable, StoredSession,
+    TouchOutcome,
+};
 pub use task::{
     Fence, Lease, LeasedTask, NewTask, Outcome, RetryPolicy, Task, TaskCounts, TaskId, TaskKind,
     TaskStatus,

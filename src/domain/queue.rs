@@ -374,7 +374,7 @@ pub struct Page {
 }
 
 /// How much is waiting, over all users.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueStats {
     /// Tasks queued or failed (awaiting a retry).
     pub waiting: u64,
@@ -382,7 +382,56 @@ pub struct QueueStats {
     pub users_waiting: u64,
     /// The `run_at` of the ready task that has been due longest.
     pub oldest_due_ms: Option<i64>,
+    /// Each kind with limits, in the order of its name.
+    pub kinds: Vec<KindLoad>,
 }
+
+/// How far one kind with limits is using them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindLoad {
+    pub kind: TaskKind,
+    pub running: u64,
+    /// Ready tasks set aside until the kind has room under its limits.
+    pub parked: u64,
+}
+
+impl KindLoad {
+    /// Nothing running or parked for each of `kinds`.
+    pub fn none_of(kinds: &KindLimits) -> Vec<Self> {
+        kinds
+            .keys()
+            .map(|kind| Self {
+                kind: kind.clone(),
+                running: 0,
+                parked: 0,
+            })
+            .collect()
+    }
+}
+
+/// The bounds on one kind of task, held across every replica. A task of a
+/// kind with no room is set aside ("parked") with its place in its user's
+/// queue, and the tasks behind it run meanwhile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindLimit {
+    /// Most tasks of the kind running at once; `Some(0)` pauses the kind.
+    pub max_running: Option<u64>,
+    /// Most starts a second, spaced evenly: a start at most every
+    /// `1/max_per_second` of a second, so that no burst exceeds it either.
+    pub max_per_second: Option<u32>,
+}
+
+impl KindLimit {
+    /// Least time between two starts, in milliseconds (rounded up, so the
+    /// rate is never exceeded); 0 for no bound.
+    pub fn interval_ms(&self) -> i64 {
+        self.max_per_second
+            .map_or(0, |rate| 1000_u64.div_ceil(u64::from(rate.max(1))) as i64)
+    }
+}
+
+/// The limits of every kind that has any.
+pub type KindLimits = std::collections::BTreeMap<TaskKind, KindLimit>;
 
 /// One user's share of the queue, for operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,12 +2,18 @@
 //! the `SessionShard` actor owns a table and supplies the time.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::UserId;
+
+/// Most sessions of one user a listing answers, and so the most
+/// `session.max_per_user` may be.
+pub const LISTED_SESSIONS: usize = 200;
 
 /// A session's identifier, the `sid` claim of its token. Random (UUID v4),
 /// so it can neither be guessed nor enumerated.
@@ -88,7 +94,70 @@ impl StoredSession {
     }
 }
 
-/// Sessions by id, with the idle rule applied on every use and by [`sweep`].
+/// Where a session was opened from: the client's `User-Agent` (at most
+/// [`Origin::MAX_USER_AGENT`] bytes) and its address, as the service saw
+/// them. Shown to the session's user so they can tell their devices apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub user_agent: Option<Box<str>>,
+    pub ip: Option<IpAddr>,
+}
+
+impl Origin {
+    /// Longest user agent kept; longer ones are cut at a character boundary.
+    pub const MAX_USER_AGENT: usize = 256;
+
+    pub fn new(user_agent: Option<&str>, ip: Option<IpAddr>) -> Self {
+        let user_agent = user_agent.map(str::trim).filter(|agent| !agent.is_empty());
+        Self {
+            user_agent: user_agent.map(|agent| {
+                let mut end = agent.len().min(Self::MAX_USER_AGENT);
+                while !agent.is_char_boundary(end) {
+                    end -= 1;
+                }
+                agent[..end].into()
+            }),
+            ip,
+        }
+    }
+}
+
+/// A live session as listed to its user or an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSession {
+    pub session: Session,
+    pub origin: Arc<Origin>,
+}
+
+/// One session in a user's row of the table. 48 bytes: at a million idle
+/// sessions every byte here costs a megabyte.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    id: SessionId,
+    created_ms: i64,
+    last_seen_ms: i64,
+    absolute_ms: i64,
+    refresh_count: u32,
+    /// Its slot in the table's [`Origins`].
+    origin: u32,
+}
+
+impl Held {
+    fn stored(&self, user_id: UserId) -> StoredSession {
+        StoredSession {
+            user_id,
+            created_ms: self.created_ms,
+            last_seen_ms: self.last_seen_ms,
+            absolute_ms: self.absolute_ms,
+            refresh_count: self.refresh_count,
+        }
+    }
+}
+
+/// Sessions by user, with the idle rule applied on every use and by
+/// [`sweep`]. Keyed by user, so that a user's sessions are listed, counted
+/// and revoked without reading anyone else's; a row is a boxed slice (two
+/// words in the map) because most users hold one or two sessions.
 ///
 /// Invariant: a session is live while `now < min(last_seen + idle_ttl,
 /// absolute)`; a lapsed one is never reported live, whether or not the sweep
@@ -98,7 +167,10 @@ impl StoredSession {
 #[derive(Debug)]
 pub struct SessionTable {
     idle_ttl_ms: i64,
-    entries: HashMap<SessionId, StoredSession>,
+    max_per_user: usize,
+    users: HashMap<UserId, Box<[Held]>>,
+    len: usize,
+    origins: Origins,
 }
 
 impl SessionTable {
@@ -108,90 +180,141 @@ impl SessionTable {
     /// Below this capacity shrinking is not worth a reallocation.
     const SHRINK_FLOOR: usize = 1024;
 
-    pub fn new(idle_ttl: std::time::Duration) -> Self {
+    /// A table whose sessions lapse `idle_ttl` after their last use, and
+    /// whose users hold at most `max_per_user` each.
+    pub fn new(idle_ttl: std::time::Duration, max_per_user: usize) -> Self {
         Self {
             idle_ttl_ms: i64::try_from(idle_ttl.as_millis()).unwrap_or(i64::MAX),
-            entries: HashMap::new(),
+            max_per_user: max_per_user.max(1),
+            users: HashMap::new(),
+            len: 0,
+            origins: Origins::default(),
         }
     }
 
-    /// Records a new session, last seen at `now`.
+    /// Records a new session opened from `origin`, last seen at `now`. A
+    /// user already holding `max_per_user` loses the one used longest ago.
+    /// Returns the session and how many ended to make room.
     pub fn open(
         &mut self,
         id: SessionId,
         user_id: UserId,
+        origin: &Origin,
         now_ms: i64,
         absolute_ms: i64,
-    ) -> Session {
-        let entry = StoredSession {
-            user_id,
+    ) -> (Session, usize) {
+        let ended = match self.users.get(&user_id) {
+            Some(row) if row.len() >= self.max_per_user => {
+                let stalest = row
+                    .iter()
+                    .min_by_key(|held| held.last_seen_ms)
+                    .map(|held| held.id);
+                self.remove(user_id, |held| Some(held.id) == stalest)
+            }
+            _ => 0,
+        };
+        let held = Held {
+            id,
             created_ms: now_ms,
             last_seen_ms: now_ms,
             absolute_ms,
             refresh_count: 0,
+            origin: self.origins.take(origin),
         };
-        self.entries.insert(id, entry);
-        entry.snapshot(id, self.idle_ttl_ms)
+        let row = self.users.entry(user_id).or_default();
+        let mut grown = std::mem::take(row).into_vec();
+        grown.push(held);
+        *row = grown.into_boxed_slice();
+        self.len += 1;
+        (held.stored(user_id).snapshot(id, self.idle_ttl_ms), ended)
     }
 
     /// Uses a session: if it is live and belongs to `user_id`, it is
     /// reinflated (seen now, count up). A lapsed session is removed.
     pub fn touch(&mut self, id: SessionId, user_id: UserId, now_ms: i64) -> TouchOutcome {
-        let Some(entry) = self.entries.get_mut(&id) else {
+        let Some(held) = self
+            .users
+            .get_mut(&user_id)
+            .and_then(|row| row.iter_mut().find(|held| held.id == id))
+        else {
             return TouchOutcome::Unknown;
         };
-        if entry.user_id != user_id {
-            return TouchOutcome::Unknown;
-        }
-        if now_ms >= entry.expires_ms(self.idle_ttl_ms) {
-            self.entries.remove(&id);
+        let mut stored = held.stored(user_id);
+        if now_ms >= stored.expires_ms(self.idle_ttl_ms) {
+            self.remove(user_id, |held| held.id == id);
             return TouchOutcome::Expired;
         }
-        entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
-        entry.refresh_count = entry.refresh_count.saturating_add(1);
-        TouchOutcome::Live(entry.snapshot(id, self.idle_ttl_ms))
+        held.last_seen_ms = held.last_seen_ms.max(now_ms);
+        held.refresh_count = held.refresh_count.saturating_add(1);
+        (stored.last_seen_ms, stored.refresh_count) = (held.last_seen_ms, held.refresh_count);
+        TouchOutcome::Live(stored.snapshot(id, self.idle_ttl_ms))
     }
 
-    /// Ends one session. Returns whether it existed.
-    pub fn revoke(&mut self, id: SessionId) -> bool {
-        self.entries.remove(&id).is_some()
+    /// Ends `user_id`'s session `id`. Returns whether it existed.
+    pub fn revoke(&mut self, id: SessionId, user_id: UserId) -> bool {
+        self.remove(user_id, |held| held.id == id) > 0
     }
 
     /// Ends every session of `user_id` except `keep`. Returns how many ended.
     pub fn revoke_user(&mut self, user_id: UserId, keep: Option<SessionId>) -> usize {
-        let before = self.entries.len();
-        self.entries
-            .retain(|id, entry| entry.user_id != user_id || Some(*id) == keep);
-        before - self.entries.len()
+        self.remove(user_id, |held| Some(held.id) != keep)
     }
 
-    /// Adds to `counts` how many sessions each of `users` holds here, in
-    /// one pass over the table.
-    pub fn count_of(&self, users: &[UserId], counts: &mut [usize]) {
-        let index: HashMap<UserId, usize> = users
-            .iter()
-            .enumerate()
-            .map(|(at, user)| (*user, at))
-            .collect();
-        for entry in self.entries.values() {
-            if let Some(&at) = index.get(&entry.user_id) {
-                counts[at] += 1;
-            }
+    /// Removes `user_id`'s sessions that `doomed` picks. Returns how many.
+    fn remove(&mut self, user_id: UserId, doomed: impl Fn(&Held) -> bool) -> usize {
+        let Some(row) = self.users.get_mut(&user_id) else {
+            return 0;
+        };
+        let removed = Self::remove_from(row, &mut self.origins, doomed);
+        if row.is_empty() {
+            self.users.remove(&user_id);
         }
+        self.len -= removed;
+        removed
     }
 
-    /// `user`'s sessions live at `now_ms`, newest first, in one pass over
-    /// the table.
-    pub fn sessions_of(&self, user: UserId, now_ms: i64) -> Vec<Session> {
-        let mut live: Vec<Session> = self
-            .entries
+    /// Removes the sessions `doomed` picks from one row, giving back their
+    /// origins. Returns how many.
+    fn remove_from(
+        row: &mut Box<[Held]>,
+        origins: &mut Origins,
+        doomed: impl Fn(&Held) -> bool,
+    ) -> usize {
+        if !row.iter().any(&doomed) {
+            return 0;
+        }
+        let before = row.len();
+        let mut kept = std::mem::take(row).into_vec();
+        kept.retain(|held| {
+            let ends = doomed(held);
+            if ends {
+                origins.give_back(held.origin);
+            }
+            !ends
+        });
+        *row = kept.into_boxed_slice();
+        before - row.len()
+    }
+
+    /// How many sessions `user` holds, lapsed ones not yet swept included.
+    pub fn count_of(&self, user: UserId) -> usize {
+        self.users.get(&user).map_or(0, |row| row.len())
+    }
+
+    /// `user`'s sessions live at `now_ms`, newest first.
+    pub fn sessions_of(&self, user: UserId, now_ms: i64) -> Vec<ListedSession> {
+        let Some(row) = self.users.get(&user) else {
+            return Vec::new();
+        };
+        let mut live: Vec<ListedSession> = row
             .iter()
-            .filter(|(_, entry)| {
-                entry.user_id == user && now_ms < entry.expires_ms(self.idle_ttl_ms)
+            .filter(|held| now_ms < held.stored(user).expires_ms(self.idle_ttl_ms))
+            .map(|held| ListedSession {
+                session: held.stored(user).snapshot(held.id, self.idle_ttl_ms),
+                origin: self.origins.get(held.origin),
             })
-            .map(|(id, entry)| entry.snapshot(*id, self.idle_ttl_ms))
             .collect();
-        live.sort_unstable_by_key(|session| std::cmp::Reverse(session.created_at));
+        live.sort_unstable_by_key(|listed| std::cmp::Reverse(listed.session.created_at));
         live
     }
 
@@ -199,28 +322,103 @@ impl SessionTable {
     /// needs. Returns how many were dropped.
     pub fn sweep(&mut self, now_ms: i64) -> usize {
         let idle_ttl_ms = self.idle_ttl_ms;
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, entry| now_ms < entry.expires_ms(idle_ttl_ms));
-        let capacity = self.entries.capacity();
-        if capacity > Self::SHRINK_FLOOR && capacity > self.entries.len() * Self::SHRINK_FACTOR {
-            self.entries.shrink_to_fit();
+        let mut swept = 0;
+        let origins = &mut self.origins;
+        self.users.retain(|user, row| {
+            swept += Self::remove_from(row, origins, |held| {
+                now_ms >= held.stored(*user).expires_ms(idle_ttl_ms)
+            });
+            !row.is_empty()
+        });
+        self.len -= swept;
+        let capacity = self.users.capacity();
+        if capacity > Self::SHRINK_FLOOR && capacity > self.users.len() * Self::SHRINK_FACTOR {
+            self.users.shrink_to_fit();
         }
-        before - self.entries.len()
+        swept
     }
 
     /// Sessions held, live or lapsed but not yet swept.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
-    /// Slots allocated: what the table costs in memory, not what it holds.
+    /// Users' rows allocated: what the table costs in memory, not what it
+    /// holds.
     pub fn capacity(&self) -> usize {
-        self.entries.capacity()
+        self.users.capacity()
+    }
+}
+
+/// The distinct origins a table's sessions were opened from, each kept
+/// once however many sessions share it (a device signing in again, or a
+/// flood from one client), and dropped with its last session.
+#[derive(Debug, Default)]
+struct Origins {
+    /// Each slot's origin and how many sessions hold it; `None` is free.
+    slots: Vec<Option<(Arc<Origin>, u32)>>,
+    slot_of: HashMap<Arc<Origin>, u32>,
+    free: Vec<u32>,
+}
+
+impl Origins {
+    /// The slot of a session with no origin at all.
+    const NONE: u32 = u32::MAX;
+
+    /// A slot for one more session opened from `origin`.
+    fn take(&mut self, origin: &Origin) -> u32 {
+        if *origin == Origin::default() {
+            return Self::NONE;
+        }
+        if let Some(&slot) = self.slot_of.get(origin) {
+            if let Some((_, holders)) = &mut self.slots[slot as usize] {
+                *holders += 1;
+            }
+            return slot;
+        }
+        let shared = Arc::new(origin.clone());
+        let entry = Some((shared.clone(), 1));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = entry;
+                slot
+            }
+            None => {
+                self.slots.push(entry);
+                u32::try_from(self.slots.len() - 1).unwrap_or(Self::NONE)
+            }
+        };
+        self.slot_of.insert(shared, slot);
+        slot
+    }
+
+    /// One session that held `slot` has ended.
+    fn give_back(&mut self, slot: u32) {
+        let Some(entry) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        let last = match entry {
+            Some((_, holders)) => {
+                *holders -= 1;
+                *holders == 0
+            }
+            None => false,
+        };
+        if last && let Some((origin, _)) = entry.take() {
+            self.slot_of.remove(&origin);
+            self.free.push(slot);
+        }
+    }
+
+    fn get(&self, slot: u32) -> Arc<Origin> {
+        match self.slots.get(slot as usize) {
+            Some(Some((origin, _))) => origin.clone(),
+            _ => Arc::default(),
+        }
     }
 }
 
@@ -234,9 +432,9 @@ mod tests {
     const HOUR_MS: i64 = 3_600_000;
 
     fn table_with_one(now: i64) -> (SessionTable, SessionId, UserId) {
-        let mut table = SessionTable::new(TTL);
+        let mut table = SessionTable::new(TTL, 100);
         let (id, user) = (SessionId::random(), UserId::new());
-        table.open(id, user, now, now + HOUR_MS);
+        table.open(id, user, &Origin::default(), now, now + HOUR_MS);
         (table, id, user)
     }
 
@@ -262,9 +460,9 @@ mod tests {
 
     #[test]
     fn no_use_extends_a_session_past_its_absolute_expiry() {
-        let mut table = SessionTable::new(TTL);
+        let mut table = SessionTable::new(TTL, 100);
         let (id, user) = (SessionId::random(), UserId::new());
-        table.open(id, user, 0, 45_000);
+        table.open(id, user, &Origin::default(), 0, 45_000);
         let TouchOutcome::Live(session) = table.touch(id, user, 25_000) else {
             panic!()
         };
@@ -281,66 +479,132 @@ mod tests {
 
     #[test]
     fn revoking_a_user_keeps_the_named_session_and_other_users() {
-        let mut table = SessionTable::new(TTL);
+        let mut table = SessionTable::new(TTL, 100);
         let (alice, bob) = (UserId::new(), UserId::new());
         let kept = SessionId::random();
-        table.open(kept, alice, 0, HOUR_MS);
+        table.open(kept, alice, &Origin::default(), 0, HOUR_MS);
         for _ in 0..3 {
-            table.open(SessionId::random(), alice, 0, HOUR_MS);
+            table.open(SessionId::random(), alice, &Origin::default(), 0, HOUR_MS);
         }
         let bobs = SessionId::random();
-        table.open(bobs, bob, 0, HOUR_MS);
+        table.open(bobs, bob, &Origin::default(), 0, HOUR_MS);
         assert_eq!(table.revoke_user(alice, Some(kept)), 3);
         assert!(matches!(table.touch(kept, alice, 1), TouchOutcome::Live(_)));
         assert!(matches!(table.touch(bobs, bob, 1), TouchOutcome::Live(_)));
-        assert!(table.revoke(kept));
-        assert!(!table.revoke(kept));
+        assert!(!table.revoke(kept, bob), "not bob's to end");
+        assert!(table.revoke(kept, alice));
+        assert!(!table.revoke(kept, alice));
     }
 
     #[test]
     fn sessions_are_counted_per_user_asked_for() {
-        let mut table = SessionTable::new(TTL);
+        let mut table = SessionTable::new(TTL, 100);
         let (alice, bob, carol) = (UserId::new(), UserId::new(), UserId::new());
         for user in [alice, alice, bob, alice] {
-            table.open(SessionId::random(), user, 0, HOUR_MS);
+            table.open(SessionId::random(), user, &Origin::default(), 0, HOUR_MS);
         }
-        let mut counts = vec![0; 3];
-        table.count_of(&[carol, alice, bob], &mut counts);
+        let counts = [carol, alice, bob].map(|user| table.count_of(user));
         assert_eq!(counts, [0, 3, 1]);
     }
 
     #[test]
     fn a_users_live_sessions_are_listed_newest_first() {
-        let mut table = SessionTable::new(TTL);
+        let mut table = SessionTable::new(TTL, 100);
         let (alice, bob) = (UserId::new(), UserId::new());
         let (old, new, lapsed) = (
             SessionId::random(),
             SessionId::random(),
             SessionId::random(),
         );
-        table.open(lapsed, alice, 0, HOUR_MS);
-        table.open(old, alice, 10_000, HOUR_MS);
-        table.open(new, alice, 20_000, HOUR_MS);
-        table.open(SessionId::random(), bob, 20_000, HOUR_MS);
+        table.open(lapsed, alice, &Origin::default(), 0, HOUR_MS);
+        table.open(old, alice, &Origin::default(), 10_000, HOUR_MS);
+        table.open(new, alice, &Origin::default(), 20_000, HOUR_MS);
+        table.open(
+            SessionId::random(),
+            bob,
+            &Origin::default(),
+            20_000,
+            HOUR_MS,
+        );
 
         let listed: Vec<SessionId> = table
             .sessions_of(alice, 30_000)
             .iter()
-            .map(|s| s.id)
+            .map(|listed| listed.session.id)
             .collect();
 
         assert_eq!(listed, [new, old]);
     }
 
     #[test]
-    fn sweep_drops_lapsed_sessions_and_returns_their_memory() {
-        let mut table = SessionTable::new(TTL);
+    fn sessions_from_one_origin_share_it_until_the_last_one_ends() {
+        let mut table = SessionTable::new(TTL, 100);
         let user = UserId::new();
+        let phone = Origin::new(Some("Phone/1.0"), Some("192.0.2.7".parse().unwrap()));
+        let laptop = Origin::new(Some("Laptop/2.0"), None);
+        let ids: Vec<SessionId> = (0..3).map(|_| SessionId::random()).collect();
+        table.open(ids[0], user, &phone, 0, HOUR_MS);
+        table.open(ids[1], user, &phone, 1, HOUR_MS);
+        table.open(ids[2], user, &laptop, 2, HOUR_MS);
+        assert_eq!(table.origins.slot_of.len(), 2);
+
+        let listed = table.sessions_of(user, 3);
+        assert_eq!(*listed[0].origin, laptop);
+        assert!(Arc::ptr_eq(&listed[1].origin, &listed[2].origin));
+
+        assert!(table.revoke(ids[0], user));
+        assert_eq!(table.origins.slot_of.len(), 2, "one phone session is left");
+        assert_eq!(table.revoke_user(user, None), 2);
+        assert!(table.origins.slot_of.is_empty());
+        // The freed slots are used again rather than grown.
+        table.open(SessionId::random(), user, &laptop, 4, HOUR_MS);
+        assert_eq!(table.origins.slots.len(), 2);
+    }
+
+    #[test]
+    fn a_user_at_the_limit_loses_the_session_used_longest_ago() {
+        let mut table = SessionTable::new(TTL, 2);
+        let user = UserId::new();
+        let (first, second, third) = (
+            SessionId::random(),
+            SessionId::random(),
+            SessionId::random(),
+        );
+        table.open(first, user, &Origin::default(), 0, HOUR_MS);
+        table.open(second, user, &Origin::default(), 1, HOUR_MS);
+        table.touch(first, user, 2);
+
+        let (_, ended) = table.open(third, user, &Origin::default(), 3, HOUR_MS);
+
+        assert_eq!(ended, 1);
+        assert_eq!(table.touch(second, user, 4), TouchOutcome::Unknown);
+        assert!(matches!(table.touch(first, user, 4), TouchOutcome::Live(_)));
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn a_long_user_agent_is_cut_at_a_character_boundary() {
+        let agent = "é".repeat(200);
+        let cut = Origin::new(Some(&agent), None).user_agent.unwrap();
+        assert_eq!(cut.len(), Origin::MAX_USER_AGENT);
+        assert_eq!(Origin::new(Some("  "), None), Origin::default());
+    }
+
+    #[test]
+    fn sweep_drops_lapsed_sessions_and_returns_their_memory() {
+        let mut table = SessionTable::new(TTL, 100);
         for _ in 0..10_000 {
-            table.open(SessionId::random(), user, 0, HOUR_MS);
+            table.open(
+                SessionId::random(),
+                UserId::new(),
+                &Origin::default(),
+                0,
+                HOUR_MS,
+            );
         }
+        let user = UserId::new();
         let survivor = SessionId::random();
-        table.open(survivor, user, 20_000, HOUR_MS);
+        table.open(survivor, user, &Origin::default(), 20_000, HOUR_MS);
         let grown = table.capacity();
 
         assert_eq!(table.sweep(29_999), 0);

@@ -40,7 +40,9 @@ impl fmt::Display for TaskId {
 
 /// The name of a task kind: 1 to 64 characters of `a-z 0-9 _ . -`.
 /// Whether a handler exists for it is the worker side's question.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
 #[serde(try_from = "String", into = "String")]
 pub struct TaskKind(String);

@@ -15,6 +15,12 @@ impl UserId {
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
+
+    /// Which of `shards` shards holds this user's sessions. A v7 id ends
+    /// in random bits, so users spread evenly.
+    pub fn shard(&self, shards: usize) -> usize {
+        (self.0.as_u128() % shards.max(1) as u128) as usize
+    }
 }
 
 impl Default for UserId {

@@ -19,11 +19,12 @@ use super::error::{ApiError, ErrorCode};
 use super::extract::bearer_token;
 use super::routes::{BodyLimits, json, method_name, not_found, routes};
 use super::schema;
+use super::views::SessionView;
 use crate::accounts::{AccountError, UserRegistry};
 use crate::actors::{HasherPool, Queue};
 use crate::domain::{
-    InvalidInput, Retried, Session, Task, TaskCounts, TaskFilter, TaskId, TaskKind, TaskQuery,
-    TaskStatus, User, UserCursor, UserId, UserQuery,
+    InvalidInput, Retried, Task, TaskCounts, TaskFilter, TaskId, TaskKind, TaskQuery, TaskStatus,
+    User, UserCursor, UserId, UserQuery,
 };
 use crate::telemetry::{Metrics, MetricsExport};
 
@@ -279,7 +280,7 @@ impl QueueCountsView {
 pub struct UserDetail {
     user: AdminUserView,
     /// The user's live sessions, newest first (at most 200).
-    sessions: Vec<Session>,
+    sessions: Vec<SessionView>,
     queue: QueueCountsView,
 }
 
@@ -320,7 +321,10 @@ pub async fn get_user(
     let paused = state.queue.is_paused(id).await?;
     Ok(web::Json(UserDetail {
         user: AdminUserView::new(user, sessions.first().copied().unwrap_or(0)),
-        sessions: live,
+        sessions: live
+            .iter()
+            .map(|listed| SessionView::new(listed, None))
+            .collect(),
         queue: QueueCountsView::new(counts, paused),
     }))
 }
@@ -817,6 +821,21 @@ pub struct Pools {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+pub struct KindView {
+    kind: TaskKind,
+    /// Tasks of the kind running, over every replica.
+    running: u64,
+    /// Ready tasks set aside until the kind has room under its limits.
+    parked: u64,
+    /// `[queue.kinds.<kind>] max_running`; 0 means paused.
+    #[schema(required = true)]
+    max_running: Option<u64>,
+    /// `[queue.kinds.<kind>] max_per_second`.
+    #[schema(required = true)]
+    max_per_second: Option<u32>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct QueuesView {
     /// Tasks queued or failed (awaiting a retry), over all users.
     waiting: u64,
@@ -829,6 +848,8 @@ pub struct QueuesView {
     /// Up to 100 users with the most tasks waiting, most first (found
     /// among at most 10,000 of the users with any).
     users: Vec<UserLoadView>,
+    /// Each kind with limits (`[queue.kinds.<kind>]`), by name.
+    kinds: Vec<KindView>,
     pools: Pools,
 }
 
@@ -851,6 +872,21 @@ pub async fn queues(
         .await
         .map_err(|err| ApiError::from(crate::actors::QueueError::from(err)))?;
     let (target, live) = state.hashers.sizes();
+    let limits = state.queue.kind_limits();
+    let kinds = stats
+        .kinds
+        .into_iter()
+        .map(|load| {
+            let limit = limits.get(&load.kind).copied().unwrap_or_default();
+            KindView {
+                kind: load.kind,
+                running: load.running,
+                parked: load.parked,
+                max_running: limit.max_running,
+                max_per_second: limit.max_per_second,
+            }
+        })
+        .collect();
     Ok(web::Json(QueuesView {
         waiting: stats.waiting,
         users_waiting: stats.users_waiting,
@@ -865,6 +901,7 @@ pub async fn queues(
                 running: load.running,
             })
             .collect(),
+        kinds,
         pools: Pools {
             workers: PoolView {
                 target: workers.workers,

@@ -12,10 +12,10 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorCode};
 use super::extract::{Authenticated, ServiceCredential};
-use super::views::UserView;
+use super::views::{SessionView, UserView};
 use super::{AppState, schema};
 use crate::accounts::{AccountError, Grant, Limit};
-use crate::domain::{Credentials, PasswordChange, Registration, Session};
+use crate::domain::{Credentials, PasswordChange, Registration, Session, SessionId};
 use crate::events::{Event, RevokeReason};
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -124,6 +124,59 @@ pub struct TokenGrant {
     user: UserView,
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    /// The caller's live sessions, newest first (at most 200).
+    items: Vec<SessionView>,
+}
+
+/// The caller's live sessions, with the device and address each was
+/// opened from, so that a stolen or forgotten one can be told apart.
+#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 200, body = SessionList, description = "The caller's sessions")))]
+pub async fn list_sessions(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<web::Json<SessionList>, ApiError> {
+    let listed = state.sessions.sessions_of(auth.session.user_id).await?;
+    let current = Some(auth.session.id);
+    Ok(web::Json(SessionList {
+        items: listed
+            .iter()
+            .map(|listed| SessionView::new(listed, current))
+            .collect(),
+    }))
+}
+
+/// Ends one of the caller's sessions: "sign out that device".
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "auth",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The session's id, as listed")),
+    responses(
+        (status = 204, description = "That session is revoked"),
+        (status = 404, description = "`not_found`: no live session of the caller has this id"),
+    ))]
+pub async fn revoke_session(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || ApiError::new(ErrorCode::NotFound, "no such session");
+    let id = SessionId(id.parse().map_err(|_| not_found())?);
+    let user_id = auth.session.user_id;
+    if !state.sessions.revoke(id, user_id).await? {
+        return Err(not_found());
+    }
+    state.events.publish(Event::SessionsRevoked {
+        user_id,
+        session_id: Some(id),
+        sessions: 1,
+        reason: RevokeReason::SignOut,
+    });
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// RFC 7662 introspection response: `{"active": false}` alone for a token
 /// that is not active.
 #[derive(Serialize)]
@@ -183,7 +236,10 @@ pub async fn sign_up(
 ) -> Result<HttpResponse, ApiError> {
     let registration = body.registration()?;
     state.limit_address(&req, Limit::SignUpPerAddress).await?;
-    let grant = state.registry.sign_up(registration).await?;
+    let grant = state
+        .registry
+        .sign_up(registration, state.origin(&req))
+        .await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/api/v1/users/me"))
         .json(token_grant(&state, grant)?))
@@ -256,7 +312,7 @@ pub async fn signed_in(
             return Err(err);
         }
     };
-    let signed_in = state.registry.sign_in(credentials).await;
+    let signed_in = state.registry.sign_in(credentials, state.origin(req)).await;
     // Only wrong credentials count against the limits.
     if !matches!(&signed_in, Err(AccountError::InvalidCredentials)) {
         state.limits.give_back(counted).await;
@@ -292,7 +348,10 @@ pub async fn sign_out(
     state: web::Data<AppState>,
     auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let revoked = state.sessions.revoke(auth.session.id).await?;
+    let revoked = state
+        .sessions
+        .revoke(auth.session.id, auth.session.user_id)
+        .await?;
     state.events.publish(Event::SessionsRevoked {
         user_id: auth.session.user_id,
         session_id: Some(auth.session.id),

@@ -17,7 +17,7 @@ use super::views::UserView;
 use crate::accounts::{CountedTry, Limit, address_key};
 use crate::auth::Claims;
 use crate::config::Network;
-use crate::domain::{Session, TouchOutcome};
+use crate::domain::{Origin, Session, TouchOutcome};
 
 /// The caller's verified token and its session, just reinflated.
 pub struct Authenticated {
@@ -167,6 +167,16 @@ impl AppState {
             return Ok(None);
         };
         Ok(self.limits.take(limit, &address_key(address)).await?)
+    }
+
+    /// Where a session opened by this request comes from, as its user will
+    /// see it listed.
+    pub fn origin(&self, req: &HttpRequest) -> Origin {
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok());
+        Origin::new(user_agent, client_address(req, &self.trusted_proxies))
     }
 }
 

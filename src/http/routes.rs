@@ -67,6 +67,8 @@ routes! {
     "/api/v1/auth/signout-all" => { post auth::sign_out_all },
     "/api/v1/auth/password" => { post auth::change_password },
     "/api/v1/auth/session" => { get auth::current_session },
+    "/api/v1/auth/sessions" => { get auth::list_sessions },
+    "/api/v1/auth/sessions/{id}" => { delete auth::revoke_session },
     "/api/v1/auth/introspect" => { post auth::introspect },
     "/api/v1/users/me" => { get users::get_me, delete users::delete_me },
     "/api/v1/tasks", body tasks => { post tasks::enqueue_task, get tasks::list_tasks },

@@ -13,7 +13,7 @@ use opentelemetry::metrics::{
     Counter, Gauge, Histogram, Meter, MeterProvider, ObservableGauge, UpDownCounter,
 };
 
-use crate::domain::TaskStatus;
+use crate::domain::{KindLoad, TaskStatus};
 
 /// Buckets for request and hash latencies, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -50,6 +50,8 @@ struct Instruments {
     queue_pending: Gauge<u64>,
     users_with_pending: Gauge<u64>,
     oldest_wait: Gauge<f64>,
+    kind_running: Gauge<u64>,
+    kind_parked: Gauge<u64>,
     workers_busy: Gauge<u64>,
     actor_restarts: Counter<u64>,
     fencing_rejections: Counter<u64>,
@@ -182,6 +184,14 @@ impl Metrics {
                 .with_unit("s")
                 .with_description("How long the longest-waiting due task has waited")
                 .build(),
+            kind_running: gauge(
+                "tollgate.queue.kind.running",
+                "Tasks running, over every replica, of each kind with limits",
+            ),
+            kind_parked: gauge(
+                "tollgate.queue.kind.parked",
+                "Ready tasks set aside until their kind has room under its limits",
+            ),
             workers_busy: gauge("tollgate.workers.busy", "Task workers running an attempt"),
             actor_restarts: counter(
                 "tollgate.actors.restarts",
@@ -320,6 +330,16 @@ impl Metrics {
         self.0.queue_pending.record(pending, &[]);
         self.0.users_with_pending.record(users_with_pending, &[]);
         self.0.oldest_wait.record(oldest_wait_seconds, &[]);
+    }
+
+    /// The figures of each kind with limits (the configured kinds only,
+    /// so the label stays bounded).
+    pub fn kind_loads(&self, loads: &[KindLoad]) {
+        for load in loads {
+            let kind = [KeyValue::new("kind", load.kind.as_str().to_owned())];
+            self.0.kind_running.record(load.running, &kind);
+            self.0.kind_parked.record(load.parked, &kind);
+        }
     }
 
     pub fn workers_busy(&self, busy: usize) {

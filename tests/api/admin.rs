@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tollgate::config::SessionStoreKind;
+use tollgate::config::{KindSettings, SessionStoreKind};
 use tollgate::domain::{Task, TaskKind};
 use tollgate::http::ADMIN_ROUTES;
 use tollgate::tasks::{TaskError, TaskHandler, TaskHandlers};
@@ -554,6 +554,43 @@ async fn a_thousand_dead_tasks_are_retried_in_one_call_and_all_run() {
     assert_eq!(
         counted.value("tollgate_admin_actions_total", &labels),
         Some(1000.0)
+    );
+}
+
+#[actix_web::test]
+async fn the_queue_view_shows_each_kind_with_limits_and_what_it_holds_back() {
+    let dir = TempDir::new("admin");
+    let app = app_with_admin(&dir, |s| {
+        let kind = |name: &str| TaskKind::parse(name).unwrap();
+        let paused = KindSettings {
+            max_running: Some(0),
+            max_per_second: None,
+        };
+        let paced = KindSettings {
+            max_running: None,
+            max_per_second: Some(100),
+        };
+        s.queue.kinds = [(kind("sleep"), paused), (kind("echo"), paced)].into();
+    })
+    .await;
+    let user = app.new_user("held").await;
+    for _ in 0..2 {
+        let sleep = json!({ "kind": "sleep", "payload": { "ms": 1 } });
+        app.enqueued(&user.token, &sleep).await;
+    }
+    let echo = app.enqueued(&user.token, &json!({ "kind": "echo" })).await;
+    app.finished_task(&user.token, echo["id"].as_str().unwrap(), PATIENCE)
+        .await;
+
+    let queues = app.admin_json("/admin/api/v1/queues").await;
+
+    assert_eq!(
+        queues["kinds"],
+        json!([
+            { "kind": "echo", "running": 0, "parked": 0, "max_running": null, "max_per_second": 100 },
+            { "kind": "sleep", "running": 0, "parked": 2, "max_running": 0, "max_per_second": null },
+        ]),
+        "{queues}"
     );
 }
 

@@ -155,6 +155,8 @@ async fn check_config_names_every_bad_value_and_fails() {
         &[
             ("TOLLGATE__AUTH__BCRYPT_COST", "99"),
             ("TOLLGATE__SESSION__IDLE_TTL_SECS", "0"),
+            ("TOLLGATE__SESSION__MAX_PER_USER", "500"),
+            ("TOLLGATE__QUEUE__KINDS__WEBHOOK__MAX_PER_SECOND", "0"),
         ],
     );
 
@@ -165,6 +167,14 @@ async fn check_config_names_every_bad_value_and_fails() {
     );
     assert!(
         text.contains("session.idle_ttl_secs must be between 1 and 86400 (got 0)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("session.max_per_user must be between 1 and 200 (got 500)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("queue.kinds.webhook.max_per_second must be between 1 and 1000 (got 0)"),
         "{text}"
     );
 }

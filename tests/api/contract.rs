@@ -66,6 +66,8 @@ async fn every_documented_route_is_served_and_other_methods_get_405_with_allow()
         ("POST", "/api/v1/auth/signout-all"),
         ("POST", "/api/v1/auth/password"),
         ("GET", "/api/v1/auth/session"),
+        ("GET", "/api/v1/auth/sessions"),
+        ("DELETE", "/api/v1/auth/sessions/{id}"),
         ("POST", "/api/v1/auth/introspect"),
         ("GET", "/api/v1/users/me"),
         ("DELETE", "/api/v1/users/me"),

@@ -20,6 +20,7 @@ mod hasher_storm;
 mod headers;
 mod health;
 mod hostile_input;
+mod kind_limits;
 mod layering;
 mod metrics;
 mod queue_store;

@@ -441,7 +441,15 @@ fn documented_gauges() -> Vec<String> {
 async fn every_documented_gauge_is_in_the_very_first_scrape() {
     let gauges = documented_gauges();
     assert!(gauges.len() >= 7, "the README's table was read: {gauges:?}");
-    let app = spawn_app().await;
+    // One kind with limits, so that the gauges per kind have a series.
+    let app = spawn_app_with(|s| {
+        let limit = tollgate::config::KindSettings {
+            max_running: Some(4),
+            max_per_second: None,
+        };
+        s.queue.kinds = [(tollgate::domain::TaskKind::parse("webhook").unwrap(), limit)].into();
+    })
+    .await;
 
     let first = app.metrics().await;
 

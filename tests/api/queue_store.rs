@@ -8,9 +8,9 @@ use chrono::DateTime;
 use serde_json::json;
 use tollgate::clock::Clock;
 use tollgate::domain::{
-    Bulk, Cancelled, Enqueued, Fence, Finished, Idempotency, IdempotencyKey, Lease, LeaseCall,
-    LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Retried, Settled, TaskFilter, TaskId,
-    TaskKind, TaskQuery, TaskRequest, TaskStatus, UserId, Wanted,
+    Bulk, Cancelled, Enqueued, Fence, Finished, Idempotency, IdempotencyKey, KindLimit, KindLimits,
+    KindLoad, Lease, LeaseCall, LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Retried,
+    Settled, TaskFilter, TaskId, TaskKind, TaskQuery, TaskRequest, TaskStatus, UserId, Wanted,
 };
 use tollgate::storage::{MemoryQueueStore, QueuePolicy, QueueStore, RedisQueueStore, SharedLimits};
 
@@ -74,6 +74,24 @@ impl Queue {
     fn limit(&self, limits: Limits) {
         self.limits.set(limits);
     }
+
+    /// Sets `kind`'s limits, as a reload of `[queue.kinds.<kind>]` would.
+    fn limit_kind(&self, kind: &str, limit: KindLimit) {
+        let kinds: KindLimits = [(TaskKind::parse(kind).unwrap(), limit)].into();
+        self.limits.set_kinds(kinds);
+    }
+
+    /// What the figures say of `kind`: (running, parked).
+    async fn kind_load(&self, kind: &str) -> (u64, u64) {
+        let stats = self.stats().await.unwrap();
+        let load: Vec<&KindLoad> = stats
+            .kinds
+            .iter()
+            .filter(|l| l.kind.as_str() == kind)
+            .collect();
+        assert_eq!(load.len(), 1, "{stats:?}");
+        (load[0].running, load[0].parked)
+    }
 }
 
 fn at(ms: i64) -> DateTime<chrono::Utc> {
@@ -104,6 +122,13 @@ fn task_at(user: UserId, n: u32, run_at_ms: i64) -> NewTask {
             trace_parent: None,
         },
     }
+}
+
+/// Task `n` of `user`'s, of `kind`.
+fn task_of(user: UserId, n: u32, kind: &str) -> NewTask {
+    let mut new = task(user, n);
+    new.request.kind = TaskKind::parse(kind).unwrap();
+    new
 }
 
 fn key(fingerprint: &str) -> Idempotency {
@@ -143,6 +168,17 @@ async fn drain_order(store: &Queue) -> Vec<u64> {
     let mut order = Vec::new();
     while let Some(leased) = lease(store, 1).await.pop() {
         order.push(leased.task.payload["n"].as_u64().unwrap());
+    }
+    order
+}
+
+/// Leases one task at a time, finishing each, until none is left; answers
+/// the order they ran in.
+async fn run_all(store: &Queue) -> Vec<u64> {
+    let mut order = Vec::new();
+    while let Some(leased) = lease(store, 1).await.pop() {
+        order.push(leased.task.payload["n"].as_u64().unwrap());
+        finish(store, &leased, succeeded(0)).await;
     }
     order
 }
@@ -960,6 +996,7 @@ async fn the_figures_count_waiting_tasks_and_the_longest_due(store: Queue) {
         waiting,
         users_waiting,
         oldest_due_ms,
+        kinds: Vec::new(),
     };
     assert_eq!(figures().await, QueueStats::default());
     let early = enqueue(&store, task_at(a, 0, T0 - 5_000)).await;
@@ -1251,6 +1288,106 @@ async fn the_users_with_the_most_waiting_come_first(store: Queue) {
     assert_eq!(loads, [(bob, 3, 1), (ann, 1, 1)]);
 }
 
+const RUNNING_TWO: KindLimit = KindLimit {
+    max_running: Some(2),
+    max_per_second: None,
+};
+
+async fn a_kind_at_its_max_running_waits_while_the_tasks_behind_it_run(store: Queue) {
+    store.limit_kind("webhook", RUNNING_TWO);
+    let (ann, bob) = (UserId::new(), UserId::new());
+    for (n, kind) in ["webhook", "webhook", "webhook", "echo"].iter().enumerate() {
+        enqueue(&store, task_of(ann, n as u32, kind)).await;
+    }
+    for (n, kind) in [(10, "webhook"), (11, "echo")] {
+        enqueue(&store, task_of(bob, n, kind)).await;
+    }
+
+    let first = lease(&store, 10).await;
+
+    let mut started = ns(&first);
+    started.sort();
+    // Round robin: Ann's first and Bob's first webhook, then the echoes
+    // behind Ann's other two.
+    assert_eq!(started, [0, 3, 10, 11], "two webhooks, and every echo");
+    assert_eq!(store.kind_load("webhook").await, (2, 2));
+    assert!(lease(&store, 10).await.is_empty(), "no room yet");
+
+    // Each webhook that ends makes room for the next, in the order they
+    // were enqueued.
+    let mut order = Vec::new();
+    for ended in first.iter().filter(|t| t.task.kind.as_str() == "webhook") {
+        finish(&store, ended, succeeded(0)).await;
+        order.extend(ns(&lease(&store, 10).await));
+    }
+    assert_eq!(order, [1, 2]);
+    assert_eq!(store.kind_load("webhook").await, (2, 0));
+}
+
+async fn a_kind_paused_by_max_running_0_resumes_in_order_when_raised(store: Queue) {
+    store.limit_kind(
+        "webhook",
+        KindLimit {
+            max_running: Some(0),
+            max_per_second: None,
+        },
+    );
+    let (ann, bob) = (UserId::new(), UserId::new());
+    let mut webhooks = Vec::new();
+    for n in 0..3 {
+        webhooks.push(enqueue(&store, task_of(ann, n, "webhook")).await);
+        enqueue(&store, task_of(bob, 10 + n, "echo")).await;
+    }
+
+    let while_paused = drain_order(&store).await;
+    let parked = store.kind_load("webhook").await;
+    // A parked task can still be cancelled, and is then never leased.
+    let cancelled = store.cancel(ann, webhooks[1]).await.unwrap();
+    store.limit_kind("webhook", RUNNING_TWO);
+    let resumed = run_all(&store).await;
+
+    assert_eq!(while_paused, [10, 11, 12]);
+    assert_eq!(parked, (0, 3));
+    assert!(
+        matches!(cancelled, Cancelled::Cancelled(_)),
+        "{cancelled:?}"
+    );
+    assert_eq!(resumed, [0, 2]);
+    assert_eq!(store.kind_load("webhook").await, (0, 0));
+}
+
+async fn a_kinds_max_per_second_spaces_its_starts(store: Queue) {
+    let five = KindLimit {
+        max_running: None,
+        max_per_second: Some(5),
+    };
+    store.limit_kind("webhook", five);
+    let user = UserId::new();
+    for n in 0..20 {
+        enqueue(&store, task_of(user, n, "webhook")).await;
+    }
+    enqueue(&store, task_of(UserId::new(), 99, "echo")).await;
+
+    // Workers asking every 50 ms for two seconds.
+    let mut starts = Vec::new();
+    let mut others = Vec::new();
+    for step in 0..=40 {
+        let now = T0 + step * 50;
+        for leased in store.now(now).lease(LeaseCall::new(), 10).await.unwrap() {
+            match leased.task.kind.as_str() {
+                "webhook" => starts.push((now, leased.task.payload["n"].as_u64().unwrap())),
+                _ => others.push(now),
+            }
+        }
+    }
+
+    let times: Vec<i64> = starts.iter().map(|(at, _)| at - T0).collect();
+    assert_eq!(times, (0..=10).map(|i| i * 200).collect::<Vec<_>>());
+    let ns: Vec<u64> = starts.iter().map(|(_, n)| *n).collect();
+    assert_eq!(ns, (0..=10).collect::<Vec<_>>(), "in order");
+    assert_eq!(others, [T0], "another kind is not held back");
+}
+
 async fn memory_store() -> (Queue, ()) {
     (
         Queue::new(|policy| Arc::new(MemoryQueueStore::new(policy))),
@@ -1314,6 +1451,9 @@ for_each_store!(
     tasks_are_retried_or_cancelled_in_bulk_by_filter,
     a_paused_users_tasks_wait_while_others_run_and_resume_in_order,
     the_users_with_the_most_waiting_come_first,
+    a_kind_at_its_max_running_waits_while_the_tasks_behind_it_run,
+    a_kind_paused_by_max_running_0_resumes_in_order_when_raised,
+    a_kinds_max_per_second_spaces_its_starts,
 );
 
 #[actix_web::test]

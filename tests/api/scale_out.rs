@@ -14,8 +14,8 @@ use tollgate::domain::UserId;
 use tollgate::storage::QueueStore;
 
 use crate::helpers::{
-    JWT_SECRET, PrivateRedis, RedisCluster, Server, TcpProxy, TestRedis, TestSchema, eventually,
-    millis, spawn_app_with,
+    JWT_SECRET, PrivateRedis, RedisCluster, Server, TcpProxy, TestRedis, TestSchema, as_env,
+    eventually, millis, production_env, spawn_app_with,
 };
 use crate::{queue_store, session_store};
 
@@ -28,19 +28,14 @@ const NEWCOMER_WORKERS: usize = 1;
 /// tasks in Redis.
 async fn replicas(schema: &TestSchema, redis: &TestRedis) -> Vec<Server> {
     let (workers, newcomers) = (WORKERS.to_string(), NEWCOMER_WORKERS.to_string());
-    let env = [
-        ("TOLLGATE__DATABASE__URL", schema.url()),
-        ("TOLLGATE__AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
-        ("TOLLGATE__SESSION__STORE", "redis".to_owned()),
-        ("TOLLGATE__QUEUE__BACKEND", "redis".to_owned()),
-        ("TOLLGATE__REDIS__URL", crate::helpers::redis_url()),
-        ("TOLLGATE__REDIS__KEY_PREFIX", redis.prefix().to_owned()),
+    let mut env = production_env(schema, redis);
+    env.extend([
         ("TOLLGATE__QUEUE__WORKERS", workers),
         ("TOLLGATE__QUEUE__NEWCOMER_WORKERS", newcomers),
         ("TOLLGATE__QUEUE__VISIBILITY_TIMEOUT_SECS", "2".to_owned()),
         ("TOLLGATE__QUEUE__POLL_INTERVAL_MS", "50".to_owned()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ]);
+    let env = as_env(&env);
     // One at a time: the first migrates the schema the others find ready.
     let mut servers = Vec::new();
     for _ in 0..3 {

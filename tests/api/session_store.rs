@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use tollgate::actors::SessionManager;
 use tollgate::clock::Clock;
 use tollgate::config::{SessionSettings, SessionStoreKind};
-use tollgate::domain::{Profile, Session, SessionId, TouchOutcome, UserId};
+use tollgate::domain::{Origin, Profile, Session, SessionId, TouchOutcome, UserId};
 use tollgate::shutdown::Shutdown;
 use tollgate::storage::RedisSessions;
 use tollgate::telemetry::Metrics;
@@ -22,6 +22,8 @@ const T0: i64 = 1_700_000_000_000;
 const SECOND: Duration = Duration::from_secs(1);
 const IDLE_TTL: Duration = Duration::from_secs(30);
 const LIFETIME: Duration = Duration::from_secs(3600);
+/// Sessions one user may hold in these checks.
+const MAX_PER_USER: usize = 5;
 
 /// The session manager under test, with the clock it reads.
 pub struct Sessions {
@@ -59,6 +61,7 @@ impl Sessions {
             shards: 4,
             sweep_interval_secs: 1,
             store: SessionStoreKind::Memory,
+            max_per_user: MAX_PER_USER,
         };
         let manager = SessionManager::start(
             &settings,
@@ -88,13 +91,17 @@ impl Sessions {
     }
 
     async fn open(&self, user: UserId) -> Session {
+        self.open_from(user, &Origin::default()).await
+    }
+
+    async fn open_from(&self, user: UserId, origin: &Origin) -> Session {
         let profile = Profile {
             id: user,
             username: "someone".into(),
             email: None,
             created_at: self.clock.now(),
         };
-        self.manager.open(&profile).await.unwrap()
+        self.manager.open(&profile, origin).await.unwrap()
     }
 
     async fn touch(&self, session: &Session) -> TouchOutcome {
@@ -103,6 +110,14 @@ impl Sessions {
 
     async fn touch_as(&self, session: &Session, user: UserId) -> TouchOutcome {
         self.manager.touch(session.id, user).await.unwrap()
+    }
+
+    /// Writes this replica's unwritten uses to Redis, if sessions are
+    /// there, so that what Redis decides on sees them.
+    async fn write_uses(&self) {
+        if let Some(shared) = &self.shared {
+            shared.flush_all(self.clock.now_millis()).await.unwrap();
+        }
     }
 
     async fn count(&self) -> usize {
@@ -174,14 +189,16 @@ async fn a_session_never_opened_is_unknown(sessions: Sessions) {
         .await
         .unwrap();
     assert_eq!(outcome, TouchOutcome::Unknown);
-    assert!(!sessions.manager.revoke(SessionId::random()).await.unwrap());
+    let revoked = sessions.manager.revoke(SessionId::random(), UserId::new());
+    assert!(!revoked.await.unwrap());
 }
 
 async fn revoking_ends_a_session_at_once(sessions: Sessions) {
     let session = sessions.open(UserId::new()).await;
-    assert!(sessions.manager.revoke(session.id).await.unwrap());
+    let revoke = || sessions.manager.revoke(session.id, session.user_id);
+    assert!(revoke().await.unwrap());
     assert_eq!(sessions.touch(&session).await, TouchOutcome::Unknown);
-    assert!(!sessions.manager.revoke(session.id).await.unwrap());
+    assert!(!revoke().await.unwrap());
     assert_eq!(sessions.count().await, 0);
 }
 
@@ -223,6 +240,67 @@ async fn the_sweep_removes_lapsed_sessions_and_spares_live_ones(sessions: Sessio
     assert_eq!(live(sessions.touch(&fresh).await).refresh_count, 1);
 }
 
+async fn only_its_own_user_revokes_a_session(sessions: Sessions) {
+    let session = sessions.open(UserId::new()).await;
+    let stranger = sessions.manager.revoke(session.id, UserId::new()).await;
+    assert!(!stranger.unwrap());
+    live(sessions.touch(&session).await);
+}
+
+async fn a_users_live_sessions_are_listed_with_their_origin_newest_first(sessions: Sessions) {
+    let user = UserId::new();
+    let phone = Origin::new(Some("Phone/1.0"), Some("2001:db8::7".parse().unwrap()));
+    let laptop = Origin::new(Some("Laptop/2.0"), Some("192.0.2.9".parse().unwrap()));
+    let lapsed = sessions.open(user).await;
+    sessions.clock.advance(20 * SECOND);
+    let older = sessions.open_from(user, &phone).await;
+    sessions.clock.advance(SECOND);
+    let newer = sessions.open_from(user, &laptop).await;
+    sessions.open(UserId::new()).await;
+    sessions.clock.advance(10 * SECOND);
+    live(sessions.touch(&older).await);
+
+    let listed = sessions.manager.sessions_of(user).await.unwrap();
+
+    let seen: Vec<(SessionId, &Origin)> = listed
+        .iter()
+        .map(|listed| (listed.session.id, &*listed.origin))
+        .collect();
+    assert_eq!(
+        seen,
+        [(newer.id, &laptop), (older.id, &phone)],
+        "not {lapsed:?}"
+    );
+    assert_eq!(listed[1].session.refresh_count, 1);
+    assert_eq!(at(listed[1].session.last_seen_at), 31_000);
+}
+
+async fn a_user_past_the_limit_loses_the_session_used_longest_ago(sessions: Sessions) {
+    let user = UserId::new();
+    let mut held = Vec::new();
+    for _ in 0..MAX_PER_USER {
+        held.push(sessions.open(user).await);
+        sessions.clock.advance(SECOND);
+    }
+    // Every session but the second is used again: that one is the stalest.
+    for session in held.iter().filter(|session| session.id != held[1].id) {
+        live(sessions.touch(session).await);
+    }
+    let other = sessions.open(UserId::new()).await;
+    sessions.write_uses().await;
+
+    let newest = sessions.open(user).await;
+
+    assert_eq!(sessions.touch(&held[1]).await, TouchOutcome::Unknown);
+    for session in held.iter().filter(|session| session.id != held[1].id) {
+        live(sessions.touch(session).await);
+    }
+    live(sessions.touch(&newest).await);
+    live(sessions.touch(&other).await);
+    let listed = sessions.manager.sessions_of(user).await.unwrap();
+    assert_eq!(listed.len(), MAX_PER_USER);
+}
+
 async fn uses_at_the_same_moment_all_count(sessions: Sessions) {
     let session = sessions.open(UserId::new()).await;
     sessions.clock.advance(SECOND);
@@ -244,7 +322,7 @@ async fn redis_sessions() -> (Sessions, TestRedis) {
 
 /// Sessions under `redis`'s prefix, on whichever Redis it names.
 pub async fn redis_sessions_at(redis: TestRedis) -> (Sessions, TestRedis) {
-    let shared = RedisSessions::new(redis.connect().await, IDLE_TTL, 4);
+    let shared = RedisSessions::new(redis.connect().await, IDLE_TTL, MAX_PER_USER, 4);
     let sessions = Sessions::start(Some(Arc::new(shared)), LIFETIME);
     sessions.copying().await;
     (sessions, redis)
@@ -252,7 +330,7 @@ pub async fn redis_sessions_at(redis: TestRedis) -> (Sessions, TestRedis) {
 
 /// A replica's sessions on `redis`: its own copies, on the system clock.
 async fn replica(redis: &TestRedis) -> Sessions {
-    let shared = RedisSessions::new(redis.connect().await, IDLE_TTL, 4);
+    let shared = RedisSessions::new(redis.connect().await, IDLE_TTL, MAX_PER_USER, 4);
     let sessions = Sessions::start_on(Some(Arc::new(shared)), LIFETIME, Clock::system());
     sessions.copying().await;
     sessions
@@ -269,6 +347,9 @@ for_each_store!(
     revoking_a_user_keeps_the_named_session_and_other_users,
     the_sweep_removes_lapsed_sessions_and_spares_live_ones,
     uses_at_the_same_moment_all_count,
+    only_its_own_user_revokes_a_session,
+    a_users_live_sessions_are_listed_with_their_origin_newest_first,
+    a_user_past_the_limit_loses_the_session_used_longest_ago,
 );
 
 #[actix_web::test]
@@ -284,7 +365,7 @@ async fn sessions_in_redis_expire_there_too_and_leave_no_key_behind() {
     let lapse = IDLE_TTL.as_millis() as i64;
     assert!(lapse < ttl && ttl <= 2 * lapse, "{ttl} ms");
 
-    assert!(sessions.manager.revoke(revoked.id).await.unwrap());
+    assert!(sessions.manager.revoke(revoked.id, user).await.unwrap());
     sessions.clock.advance(IDLE_TTL);
     let swept = eventually(10 * SECOND, || async { sessions.count().await == 0 }).await;
 
@@ -342,7 +423,12 @@ async fn a_session_revoked_on_one_replica_is_refused_by_anothers_copy_within_10_
     live(two.touch(&session).await);
     live(two.touch(&session).await);
 
-    assert!(one.manager.revoke(session.id).await.unwrap());
+    assert!(
+        one.manager
+            .revoke(session.id, session.user_id)
+            .await
+            .unwrap()
+    );
     let revoked = std::time::Instant::now();
 
     assert_eq!(

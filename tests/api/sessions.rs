@@ -8,9 +8,11 @@ use std::time::Duration;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
+use tollgate::config::SessionStoreKind;
+
 use crate::helpers::{
-    PASSWORD, TestApp, claims_of, eventually, problem, refused_as_invalid_token, spawn_app,
-    spawn_app_with,
+    PASSWORD, TestApp, TestUser, claims_of, eventually, problem, refused_as_invalid_token,
+    spawn_app, spawn_app_with,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -428,4 +430,99 @@ mod introspection {
         problem(no_token, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input").await;
         assert_eq!(session_body(&app, &user.token).await["refresh_count"], 1);
     }
+}
+
+/// Signs `user` in from a client calling itself `agent`; answers the token.
+async fn sign_in_as(app: &TestApp, user: &TestUser, agent: &str) -> String {
+    let response = app
+        .post("/api/v1/auth/signin")
+        .header("user-agent", agent)
+        .json(&json!({ "username": user.username, "password": user.password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn own_sessions(app: &TestApp, token: &str) -> Vec<Value> {
+    let response = app
+        .get("/api/v1/auth/sessions")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["items"].as_array().unwrap().clone()
+}
+
+async fn end_session(app: &TestApp, token: &str, id: &str) -> Response {
+    app.client
+        .delete(app.url(&format!("/api/v1/auth/sessions/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn a_user_sees_their_devices_and_signs_one_out(store: SessionStoreKind) {
+    let app = spawn_app_with(|s| s.session.store = store).await;
+    let user = app.new_user("travelling").await;
+    app.clock.advance(SECOND);
+    let phone = sign_in_as(&app, &user, "Phone/1.0").await;
+    app.clock.advance(SECOND);
+    let laptop = sign_in_as(&app, &user, &format!("Laptop/2.0 {}", "x".repeat(300))).await;
+    let stranger = app.new_user("stranger").await;
+
+    let listed = own_sessions(&app, &laptop).await;
+
+    let agents: Vec<&str> = listed
+        .iter()
+        .map(|s| s["user_agent"].as_str().unwrap_or("(none)"))
+        .collect();
+    assert_eq!(agents.len(), 3, "{listed:?}");
+    assert!(agents[0].starts_with("Laptop/2.0 x") && agents[0].len() == 256);
+    assert_eq!(agents[1..], ["Phone/1.0", "(none)"]);
+    let current: Vec<bool> = listed.iter().map(|s| s["current"] == true).collect();
+    assert_eq!(current, [true, false, false]);
+    assert!(listed.iter().all(|s| s["ip"] == "127.0.0.1"), "{listed:?}");
+    let phone_id = claims_of(&phone)["sid"].as_str().unwrap().to_owned();
+    assert_eq!(listed[1]["id"], phone_id.as_str());
+    for field in [
+        "created_at",
+        "last_seen_at",
+        "expires_at",
+        "absolute_expires_at",
+        "refresh_count",
+    ] {
+        assert!(!listed[1][field].is_null(), "{field} in {:?}", listed[1]);
+    }
+
+    // Another user can neither end it nor learn that it exists.
+    let foreign = end_session(&app, &stranger.token, &phone_id).await;
+    problem(foreign, StatusCode::NOT_FOUND, "not_found").await;
+    assert_eq!(app.session(&phone).await.status(), StatusCode::OK);
+
+    let ended = end_session(&app, &laptop, &phone_id).await;
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    assert_refused(&app, &phone).await;
+    assert_eq!(own_sessions(&app, &laptop).await.len(), 2);
+    let again = end_session(&app, &laptop, &phone_id).await;
+    problem(again, StatusCode::NOT_FOUND, "not_found").await;
+    let garbled = end_session(&app, &laptop, "not-a-session").await;
+    problem(garbled, StatusCode::NOT_FOUND, "not_found").await;
+    let anonymous = app.get("/api/v1/auth/sessions").send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[actix_web::test]
+async fn a_user_sees_their_devices_and_signs_one_out_with_sessions_in_redis() {
+    a_user_sees_their_devices_and_signs_one_out(SessionStoreKind::Redis).await;
+}
+
+#[actix_web::test]
+async fn a_user_sees_their_devices_and_signs_one_out_with_sessions_in_memory() {
+    a_user_sees_their_devices_and_signs_one_out(SessionStoreKind::Memory).await;
 }

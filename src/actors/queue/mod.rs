@@ -32,8 +32,8 @@ use router::{LiveManagers, QueueRouter};
 use crate::clock::Clock;
 use crate::config::QueueSettings;
 use crate::domain::{
-    Bulk, Cancelled, Enqueued, Idempotency, Limits, Page, QueueStats, Retried, Task, TaskCounts,
-    TaskFilter, TaskId, TaskQuery, TaskRequest, UserId, UserLoad,
+    Bulk, Cancelled, Enqueued, Idempotency, KindLimits, Limits, Page, QueueStats, Retried, Task,
+    TaskCounts, TaskFilter, TaskId, TaskQuery, TaskRequest, UserId, UserLoad,
 };
 use crate::events::Events;
 use crate::storage::{QueueStore, SharedLimits};
@@ -217,6 +217,11 @@ impl Queue {
         self.limits.get()
     }
 
+    /// The limits per kind in force now.
+    pub fn kind_limits(&self) -> Arc<KindLimits> {
+        self.limits.kinds()
+    }
+
     /// The queue store, for inspection by tests and tools.
     pub fn store(&self) -> Arc<dyn QueueStore> {
         self.parts.store.clone()
@@ -225,6 +230,7 @@ impl Queue {
     /// Applies new pool sizes and limits from reloaded settings.
     pub fn retune(&self, settings: &QueueSettings) {
         self.limits.set(settings.limits());
+        self.limits.set_kinds(settings.kind_limits());
         self.pool.do_send(Resize {
             any: settings.workers,
             newcomers: settings.newcomer_workers,

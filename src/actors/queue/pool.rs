@@ -478,7 +478,9 @@ impl WorkerPool {
                 waiting,
                 users_waiting,
                 oldest_due_ms,
+                kinds,
             } = parts.store.stats().await?;
+            parts.metrics.kind_loads(&kinds);
             let now = parts.clock.now_millis();
             let oldest_wait = oldest_due_ms.map_or(0.0, |due| (now - due).max(0) as f64 / 1e3);
             parts

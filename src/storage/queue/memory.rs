@@ -13,9 +13,9 @@ use super::{
     QueuePolicy, QueueStore,
 };
 use crate::domain::{
-    Bulk, Cancelled, CancelledTask, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall,
-    LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts,
-    TaskFilter, TaskId, TaskStatus, UserId, UserLoad, Wanted,
+    Bulk, Cancelled, CancelledTask, Enqueued, Fence, Finished, Idempotency, KindLimits, KindLoad,
+    Lease, LeaseCall, LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Retried, Settled,
+    Task, TaskCounts, TaskFilter, TaskId, TaskKind, TaskStatus, UserId, UserLoad, Wanted,
 };
 use crate::storage::StoreError;
 use crate::storage::redis::SLICE;
@@ -84,8 +84,8 @@ impl MemoryQueueStore {
 
 /// Invariants: every id in a user's indexes, `delayed`, `leases` and
 /// `expiry` is a key of `tasks`; a task is in exactly one status index of
-/// its user, the one its status names; a user's `ready` holds exactly their
-/// waiting tasks that are due; `ring` and `tickets` mirror each other; a
+/// its user, the one its status names; a user's `ready` and the `parked`
+/// tasks of theirs together hold exactly their waiting tasks that are due; `ring` and `tickets` mirror each other; a
 /// user entry exists only while it indexes a task.
 #[derive(Default)]
 struct State {
@@ -121,6 +121,13 @@ struct State {
     /// What each recent lease call leased (round robin, and for
     /// newcomers), until its leases' deadline.
     lease_calls: HashMap<LeaseCall, (i64, [Vec<Lease>; 2])>,
+    /// Running tasks by kind.
+    kind_running: HashMap<TaskKind, u64>,
+    /// By kind, the earliest its next start may be (its `max_per_second`).
+    kind_next: HashMap<TaskKind, i64>,
+    /// Ready tasks set aside while their kind has no room under its
+    /// limits, by kind, oldest first.
+    parked: BTreeMap<TaskKind, BTreeSet<TaskId>>,
 }
 
 struct Entry {
@@ -277,11 +284,88 @@ impl State {
         Some(id)
     }
 
-    /// Takes a task out of its user's ready tasks, wherever it stands.
+    /// Takes a task out of its user's ready tasks, wherever it stands, or
+    /// out of its kind's parked tasks.
     fn unready(&mut self, id: TaskId) {
         let (user, run_at) = self.user_and_run_at(id);
         self.user(user).ready.retain(|ready| *ready != id);
         self.due.remove(&(run_at, id));
+        let kind = &self.tasks[&id].task.kind;
+        if let Some(parked) = self.parked.get_mut(kind) {
+            parked.remove(&id);
+            if parked.is_empty() {
+                self.parked.remove(kind);
+            }
+        }
+    }
+
+    /// Whether one more task of `kind` may start now under `kinds`; if
+    /// it is rate-bound, this start is counted against the rate.
+    fn take_room(&mut self, kind: &TaskKind, kinds: &KindLimits, now_ms: i64) -> bool {
+        let Some(limit) = kinds.get(kind) else {
+            return true;
+        };
+        let running = self.kind_running.get(kind).copied().unwrap_or(0);
+        if limit.max_running.is_some_and(|most| running >= most) {
+            return false;
+        }
+        let interval = limit.interval_ms();
+        if interval > 0 {
+            if self.kind_next.get(kind).is_some_and(|next| *next > now_ms) {
+                return false;
+            }
+            self.kind_next.insert(kind.clone(), now_ms + interval);
+        }
+        true
+    }
+
+    /// Starts `id` if its kind has room; else sets it aside, its place
+    /// kept, and answers `None`.
+    fn start_or_park(
+        &mut self,
+        id: TaskId,
+        kinds: &KindLimits,
+        now: &Moment,
+    ) -> Option<LeasedTask> {
+        let kind = self.tasks[&id].task.kind.clone();
+        if self.take_room(&kind, kinds, now.now_ms) {
+            return Some(self.start(id, now.now_ms, now.lease_deadline_ms));
+        }
+        self.parked.entry(kind).or_default().insert(id);
+        None
+    }
+
+    /// Parked tasks whose kind has room again (or no limits any more) go
+    /// back to the front of their users' queues, oldest first.
+    fn unpark(&mut self, kinds: &KindLimits, now_ms: i64, limits: Limits) {
+        let parked_kinds: Vec<TaskKind> = self.parked.keys().cloned().collect();
+        for kind in parked_kinds {
+            let mut room = PROMOTE_BATCH as u64;
+            if let Some(limit) = kinds.get(&kind) {
+                let running = self.kind_running.get(&kind).copied().unwrap_or(0);
+                if let Some(most) = limit.max_running {
+                    room = room.min(most.saturating_sub(running));
+                }
+                if limit.interval_ms() > 0 {
+                    let waiting = self.kind_next.get(&kind).is_some_and(|next| *next > now_ms);
+                    room = if waiting { 0 } else { room.min(1) };
+                }
+            }
+            let Some(parked) = self.parked.get_mut(&kind) else {
+                continue;
+            };
+            let back: Vec<TaskId> = (0..room).map_while(|_| parked.pop_first()).collect();
+            if parked.is_empty() {
+                self.parked.remove(&kind);
+            }
+            // Newest first, so that each user's end up in their order.
+            for &id in back.iter().rev() {
+                self.push_front(id);
+            }
+            for id in back {
+                self.activate(self.tasks[&id].task.user_id, limits);
+            }
+        }
     }
 
     fn user_and_run_at(&self, id: TaskId) -> (UserId, i64) {
@@ -311,6 +395,18 @@ impl State {
         };
         let (user, from, bytes) = (entry.task.user_id, entry.task.status, entry.payload_bytes);
         entry.task.status = to;
+        let running = (from == TaskStatus::Running, to == TaskStatus::Running);
+        if running.0 != running.1 {
+            let count = self
+                .kind_running
+                .entry(entry.task.kind.clone())
+                .or_default();
+            *count = if running.1 {
+                *count + 1
+            } else {
+                count.saturating_sub(1)
+            };
+        }
         let indexes = self.user(user);
         if let Some(ids) = indexes.by_status.get_mut(&from) {
             ids.remove(&id);
@@ -535,8 +631,14 @@ impl State {
     }
 
     /// Leases what `wanted` asks for, as [`QueueStore::settle`] says.
-    fn lease(&mut self, call: LeaseCall, wanted: Wanted, now: Moment) -> [Vec<LeasedTask>; 2] {
-        let (now_ms, deadline_ms, limits) = (now.now_ms, now.lease_deadline_ms, now.limits);
+    fn lease(
+        &mut self,
+        call: LeaseCall,
+        wanted: Wanted,
+        now: Moment,
+        kinds: &KindLimits,
+    ) -> [Vec<LeasedTask>; 2] {
+        let (now_ms, limits) = (now.now_ms, now.limits);
         if let Some((_, made)) = self.lease_calls.get(&call) {
             return made.clone().map(|leases| {
                 leases
@@ -553,9 +655,12 @@ impl State {
         }
         self.promote(now_ms, limits);
         self.release_held(limits);
+        self.unpark(kinds, now_ms, limits);
 
+        // Parking is bounded by a call's promotions, like them.
+        let mut parked = 0;
         let mut any = Vec::new();
-        while any.len() < wanted.any {
+        while any.len() < wanted.any && parked < PROMOTE_BATCH {
             let Some((_, &user)) = self.ring.first_key_value() else {
                 break;
             };
@@ -565,19 +670,35 @@ impl State {
                 false => None,
             };
             if let Some(id) = ready {
-                any.push(self.start(id, now_ms, deadline_ms));
+                match self.start_or_park(id, kinds, &now) {
+                    Some(task) => any.push(task),
+                    None => parked += 1,
+                }
             }
             self.activate(user, limits);
         }
         let mut newcomers = Vec::new();
-        while newcomers.len() < wanted.newcomers {
+        while newcomers.len() < wanted.newcomers && parked < PROMOTE_BATCH {
             let Some(user) = self.next_newcomer(NEWCOMER_LOOKS) else {
                 break;
             };
             let id = self
                 .pop_ready(user)
                 .expect("users in the ring have ready tasks");
-            newcomers.push(self.start(id, now_ms, deadline_ms));
+            let Some(task) = self.start_or_park(id, kinds, &now) else {
+                parked += 1;
+                // Still a newcomer: its next task may have room.
+                match self.users.get(&user).is_some_and(|u| !u.ready.is_empty()) {
+                    true => {
+                        let ticket = self.tickets[&user];
+                        self.fresh.insert(ticket, user);
+                        self.fresh_tickets.insert(user, ticket);
+                    }
+                    false => self.deactivate(user),
+                }
+                continue;
+            };
+            newcomers.push(task);
             // The user keeps its place in the ring while it has more to
             // run and room to run it.
             let has_ready = self.users.get(&user).is_some_and(|u| !u.ready.is_empty());
@@ -588,7 +709,7 @@ impl State {
         }
         let made = [&any, &newcomers].map(|tasks| tasks.iter().map(LeasedTask::lease).collect());
         if !any.is_empty() || !newcomers.is_empty() {
-            self.lease_calls.insert(call, (deadline_ms, made));
+            self.lease_calls.insert(call, (now.lease_deadline_ms, made));
         }
         [any, newcomers]
     }
@@ -961,7 +1082,7 @@ impl QueueStore for MemoryQueueStore {
             .collect();
         let [leased, newcomers] = match wanted.is_none() {
             true => Default::default(),
-            false => state.lease(call, wanted, now),
+            false => state.lease(call, wanted, now, &self.policy.limits.kinds()),
         };
         Ok(Settled {
             finished,
@@ -1054,10 +1175,20 @@ impl QueueStore for MemoryQueueStore {
     async fn stats(&self) -> Result<QueueStats, StoreError> {
         let state = self.state();
         let waiting = |u: &UserTasks| u.count(TaskStatus::Queued) + u.count(TaskStatus::Failed);
+        let kinds = self.policy.limits.kinds();
+        let kinds = kinds
+            .keys()
+            .map(|kind| KindLoad {
+                kind: kind.clone(),
+                running: state.kind_running.get(kind).copied().unwrap_or(0),
+                parked: state.parked.get(kind).map_or(0, |ids| ids.len() as u64),
+            })
+            .collect();
         Ok(QueueStats {
             waiting: state.users.values().map(waiting).sum(),
             users_waiting: state.users.values().filter(|u| waiting(u) > 0).count() as u64,
             oldest_due_ms: state.due.first().map(|(run_at, _)| *run_at),
+            kinds,
         })
     }
 

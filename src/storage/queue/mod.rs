@@ -35,8 +35,8 @@ mod redis;
 pub use memory::MemoryQueueStore;
 pub use redis::RedisQueueStore;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,9 +45,9 @@ use super::StoreError;
 use crate::clock::Clock;
 use crate::config::QueueSettings;
 use crate::domain::{
-    Bulk, Cancelled, CancelledTask, Enqueued, Finished, Idempotency, Lease, LeaseCall, LeasedTask,
-    Limits, NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter,
-    TaskId, TaskQuery, UserId, UserLoad, Wanted,
+    Bulk, Cancelled, CancelledTask, Enqueued, Finished, Idempotency, KindLimits, Lease, LeaseCall,
+    LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts,
+    TaskFilter, TaskId, TaskQuery, UserId, UserLoad, Wanted,
 };
 
 /// Per-user queues with leases, retries and retention.
@@ -226,7 +226,11 @@ impl QueuePolicy {
     pub fn new(settings: &QueueSettings, clock: Clock) -> Self {
         Self {
             clock,
-            limits: Arc::new(SharedLimits::new(settings.limits())),
+            limits: Arc::new({
+                let limits = SharedLimits::new(settings.limits());
+                limits.set_kinds(settings.kind_limits());
+                limits
+            }),
             lease_for: settings.visibility_timeout(),
             result_ttl: settings.result_ttl(),
             idempotency_ttl: settings.idempotency_ttl(),
@@ -262,14 +266,16 @@ struct Moment {
     limits: Limits,
 }
 
-/// The per-user limits in force, shared by the store and whoever changes
-/// them (a reload), so that a change applies at the next call.
+/// The per-user and per-kind limits in force, shared by the store and
+/// whoever changes them (a reload), so that a change applies at the next
+/// call.
 #[derive(Debug)]
 pub struct SharedLimits {
     max_pending: AtomicU64,
     max_pending_bytes: AtomicU64,
     max_finished: AtomicU64,
     max_running: AtomicU64,
+    kinds: RwLock<Arc<KindLimits>>,
 }
 
 impl SharedLimits {
@@ -279,7 +285,20 @@ impl SharedLimits {
             max_pending_bytes: AtomicU64::new(limits.max_pending_bytes),
             max_finished: AtomicU64::new(limits.max_finished),
             max_running: AtomicU64::new(limits.max_running),
+            kinds: RwLock::default(),
         }
+    }
+
+    /// The limits per kind in force.
+    pub fn kinds(&self) -> Arc<KindLimits> {
+        self.kinds
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_kinds(&self, kinds: KindLimits) {
+        *self.kinds.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(kinds);
     }
 
     pub fn get(&self) -> Limits {

@@ -48,9 +48,9 @@ use super::{
     QueueStore,
 };
 use crate::domain::{
-    Bulk, Cancelled, CancelledTask, Enqueued, Fence, Finished, Idempotency, Lease, LeaseCall,
-    LeasedTask, NewTask, Outcome, Page, QueueStats, Retried, Settled, Task, TaskCounts, TaskFilter,
-    TaskId, TaskKind, TaskStatus, UserId, UserLoad, Wanted,
+    Bulk, Cancelled, CancelledTask, Enqueued, Fence, Finished, Idempotency, KindLimits, KindLoad,
+    Lease, LeaseCall, LeasedTask, NewTask, Outcome, Page, QueueStats, Retried, Settled, Task,
+    TaskCounts, TaskFilter, TaskId, TaskKind, TaskStatus, UserId, UserLoad, Wanted,
 };
 use crate::lua_script;
 use crate::storage::StoreError;
@@ -626,6 +626,7 @@ impl QueueStore for RedisQueueStore {
             (now.lease_deadline_ms - now.now_ms).max(1).to_string(),
             wanted.newcomers.to_string(),
             NEWCOMER_LOOKS.to_string(),
+            kind_limits_arg(&self.policy.limits.kinds()),
         ];
         for (lease, outcome) in ended {
             let [kind, value, retry_at] = outcome_args(outcome);
@@ -728,10 +729,9 @@ impl QueueStore for RedisQueueStore {
     }
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {
-        let answer = self
-            .run(&self.scripts.stats, Vec::new())
-            .await?
-            .into_array();
+        let kinds: Vec<TaskKind> = self.policy.limits.kinds().keys().cloned().collect();
+        let args = kinds.iter().map(|kind| kind.as_str().to_owned()).collect();
+        let answer = self.run(&self.scripts.stats, args).await?.into_array();
         let number = |i: usize| answer.get(i).and_then(Value::as_u64);
         let (Some(waiting), Some(users_waiting)) = (number(0), number(1)) else {
             return Err(failed(anyhow!("stats answered {answer:?}")));
@@ -741,10 +741,20 @@ impl QueueStore for RedisQueueStore {
             .and_then(Value::as_str)
             .and_then(|due| due.parse::<f64>().ok())
             .map(|due| due as i64);
+        let kinds = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| KindLoad {
+                kind,
+                running: number(3 + 2 * i).unwrap_or(0),
+                parked: number(4 + 2 * i).unwrap_or(0),
+            })
+            .collect();
         Ok(QueueStats {
             waiting,
             users_waiting,
             oldest_due_ms,
+            kinds,
         })
     }
 
@@ -755,4 +765,17 @@ impl QueueStore for RedisQueueStore {
     fn name(&self) -> &'static str {
         "redis"
     }
+}
+
+/// The limits per kind as `settle.lua` reads them: "kind max_running
+/// interval_ms ...", -1 and 0 for no bound.
+fn kind_limits_arg(kinds: &KindLimits) -> String {
+    kinds
+        .iter()
+        .map(|(kind, limit)| {
+            let most = limit.max_running.map_or(-1, |most| most as i64);
+            format!("{kind} {most} {}", limit.interval_ms())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

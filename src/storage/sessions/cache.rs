@@ -97,6 +97,13 @@ impl SessionCache {
         self.entries.get(&id).map(|e| e.profile.clone())
     }
 
+    /// The latest use of `id` seen here and how many uses Redis has not
+    /// been told of, if this copy holds it.
+    pub fn unwritten(&self, id: SessionId) -> Option<(i64, u32)> {
+        let entry = self.entries.get(&id)?;
+        Some((entry.stored.last_seen_ms, entry.unflushed))
+    }
+
     /// Drops one session.
     pub fn evict(&mut self, id: SessionId) {
         self.epoch += 1;

@@ -38,7 +38,10 @@ use fred::types::scripts::Script;
 use tokio::sync::broadcast::error::RecvError;
 
 use self::cache::SessionCache;
-use crate::domain::{Profile, Session, SessionId, StoredSession, TouchOutcome, UserId};
+use crate::domain::{
+    LISTED_SESSIONS, ListedSession, Origin, Profile, Session, SessionId, StoredSession,
+    TouchOutcome, UserId,
+};
 use crate::lua_script;
 use crate::shutdown::Shutdown;
 use crate::storage::StoreError;
@@ -46,9 +49,6 @@ use crate::storage::redis::{Redis, SLICE, count};
 
 /// Longest a use served from a replica's copy waits to be written to Redis.
 pub const SESSION_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Most sessions of one user a listing answers.
-pub const LISTED_SESSIONS: usize = 200;
 
 /// Sessions written in one flush call.
 const FLUSH_BATCH: usize = 500;
@@ -67,6 +67,7 @@ struct Scripts {
 pub struct RedisSessions {
     redis: Arc<Redis>,
     idle_ttl_ms: i64,
+    max_per_user: usize,
     scripts: Scripts,
     /// This replica's copies, sharded like the session actors.
     copies: Vec<Mutex<SessionCache>>,
@@ -76,11 +77,13 @@ pub struct RedisSessions {
 
 impl RedisSessions {
     /// Sessions under `redis`'s prefix, lapsing `idle_ttl` after their last
-    /// use, with this replica's copies in `shards` shards.
-    pub fn new(redis: Arc<Redis>, idle_ttl: Duration, shards: usize) -> Self {
+    /// use, at most `max_per_user` for each user, with this replica's
+    /// copies in `shards` shards.
+    pub fn new(redis: Arc<Redis>, idle_ttl: Duration, max_per_user: usize, shards: usize) -> Self {
         Self {
             redis,
             idle_ttl_ms: millis(idle_ttl),
+            max_per_user: max_per_user.max(1),
             scripts: Scripts {
                 open: lua_script!("open.lua"),
                 touch: lua_script!("touch.lua"),
@@ -120,14 +123,18 @@ impl RedisSessions {
         self.subscribed.load(Ordering::SeqCst).then_some(epoch)
     }
 
-    /// Records a new session of `profile`'s user, last seen at `now_ms`.
+    /// Records a new session of `profile`'s user opened from `origin`, last
+    /// seen at `now_ms`, ending the sessions the user used longest ago if
+    /// they hold `max_per_user` already. Returns the session and how many
+    /// ended.
     pub async fn open(
         &self,
         id: SessionId,
         profile: &Profile,
+        origin: &Origin,
         now_ms: i64,
         absolute_ms: i64,
-    ) -> Result<Session, StoreError> {
+    ) -> Result<(Session, usize), StoreError> {
         let epoch = self.usable_epoch(id);
         let args = vec![
             id.0.to_string(),
@@ -139,8 +146,12 @@ impl RedisSessions {
             profile.username.clone(),
             profile.email.clone().unwrap_or_default(),
             profile.created_at.timestamp_millis().to_string(),
+            origin.user_agent.as_deref().unwrap_or_default().to_owned(),
+            origin.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            self.max_per_user.to_string(),
         ];
-        self.redis.run(&self.scripts.open, args).await?;
+        let ended: Vec<String> = self.redis.run(&self.scripts.open, args).await?.convert()?;
+        self.evict_ids(ended.iter().map(String::as_str));
         let stored = StoredSession {
             user_id: profile.id,
             created_ms: now_ms,
@@ -152,7 +163,7 @@ impl RedisSessions {
             self.copies(id)
                 .fill(id, stored, Arc::new(profile.clone()), epoch);
         }
-        Ok(stored.snapshot(id, self.idle_ttl_ms))
+        Ok((stored.snapshot(id, self.idle_ttl_ms), ended.len()))
     }
 
     /// Uses a session: if it is live and belongs to `user_id`, it is
@@ -204,13 +215,12 @@ impl RedisSessions {
         self.copies(id).profile(id)
     }
 
-    /// Ends one session, here at once and on every replica as soon as the
-    /// revocation reaches it. Returns whether it existed.
-    pub async fn revoke(&self, id: SessionId) -> Result<bool, StoreError> {
-        let answer = self
-            .redis
-            .run(&self.scripts.revoke, vec![id.0.to_string()])
-            .await;
+    /// Ends `user_id`'s session `id`, here at once and on every replica as
+    /// soon as the revocation reaches it. Returns whether it existed and
+    /// was theirs.
+    pub async fn revoke(&self, id: SessionId, user_id: UserId) -> Result<bool, StoreError> {
+        let args = vec![id.0.to_string(), user_id.to_string()];
+        let answer = self.redis.run(&self.scripts.revoke, args).await;
         // Dropped whatever Redis answered: a copy must not outlive a
         // revocation that may have happened.
         self.copies(id).evict(id);
@@ -305,9 +315,14 @@ impl RedisSessions {
     }
 
     /// `user`'s sessions live at `now_ms` (up to [`LISTED_SESSIONS`] of
-    /// them), newest first. A use served from another replica's copy in
-    /// the last [`SESSION_FLUSH_INTERVAL`] may not show yet.
-    pub async fn sessions_of(&self, user: UserId, now_ms: i64) -> Result<Vec<Session>, StoreError> {
+    /// them), newest first, with this replica's unwritten uses counted. A
+    /// use served from another replica's copy in the last
+    /// [`SESSION_FLUSH_INTERVAL`] may not show yet.
+    pub async fn sessions_of(
+        &self,
+        user: UserId,
+        now_ms: i64,
+    ) -> Result<Vec<ListedSession>, StoreError> {
         let args = vec![
             user.to_string(),
             now_ms.to_string(),
@@ -325,23 +340,33 @@ impl RedisSessions {
         };
         let mut sessions = Vec::with_capacity(rows.len());
         for row in rows {
-            let [id, created, seen, absolute, refreshes] = row.as_slice() else {
+            let [id, created, seen, absolute, refreshes, agent, ip] = row.as_slice() else {
                 return Err(StoreError::Failed(anyhow!("sessions_of answered {row:?}")));
             };
             let id = SessionId(
                 id.parse()
                     .map_err(|err| StoreError::Failed(anyhow!("session id {id}: {err}")))?,
             );
-            let stored = StoredSession {
+            let mut stored = StoredSession {
                 user_id: user,
                 created_ms: number(created)?,
                 last_seen_ms: number(seen)?,
                 absolute_ms: number(absolute)?,
                 refresh_count: u32::try_from(number(refreshes)?).unwrap_or(u32::MAX),
             };
-            sessions.push(stored.snapshot(id, self.idle_ttl_ms));
+            if let Some((seen_ms, uses)) = self.copies(id).unwritten(id) {
+                stored.last_seen_ms = stored.last_seen_ms.max(seen_ms);
+                stored.refresh_count = stored.refresh_count.saturating_add(uses);
+            }
+            // Written by this service: an address that does not read back
+            // is one an older version never wrote.
+            let origin = Origin::new(Some(agent), ip.parse().ok());
+            sessions.push(ListedSession {
+                session: stored.snapshot(id, self.idle_ttl_ms),
+                origin: Arc::new(origin),
+            });
         }
-        sessions.sort_unstable_by_key(|session| std::cmp::Reverse(session.created_at));
+        sessions.sort_unstable_by_key(|listed| std::cmp::Reverse(listed.session.created_at));
         Ok(sessions)
     }
 

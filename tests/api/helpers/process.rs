@@ -7,9 +7,30 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
-use super::{PASSWORD, Scrape, client, eventually, spare_port};
+use super::{
+    JWT_SECRET, PASSWORD, Scrape, TestRedis, TestSchema, client, eventually, redis_url, spare_port,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_tollgate");
+
+/// The environment of a replica in the production shape: users in
+/// `schema`, sessions and tasks in Redis under `redis`'s prefix. Callers
+/// add their own settings, then borrow it with [`as_env`].
+pub fn production_env(schema: &TestSchema, redis: &TestRedis) -> Vec<(&'static str, String)> {
+    vec![
+        ("TOLLGATE__DATABASE__URL", schema.url()),
+        ("TOLLGATE__AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
+        ("TOLLGATE__SESSION__STORE", "redis".to_owned()),
+        ("TOLLGATE__QUEUE__BACKEND", "redis".to_owned()),
+        ("TOLLGATE__REDIS__URL", redis_url()),
+        ("TOLLGATE__REDIS__KEY_PREFIX", redis.prefix().to_owned()),
+    ]
+}
+
+/// `env` as [`Server::start`] takes it.
+pub fn as_env<'a>(env: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
 
 /// A `tollgate` command with a clean environment: only what the test sets.
 fn tollgate(args: &[&str], env: &[(&str, &str)]) -> Command {

@@ -22,6 +22,8 @@ local HELD = P .. ':held'         -- set: users kept out of the ring by max_runn
 local FRESH = P .. ':fresh'       -- zset: users that joined the ring with nothing running
 local PAUSED = P .. ':paused'     -- set: users an operator paused: kept out of the ring
 local TASKS = P .. ':tasks'       -- zset: every task id, all scores 0 (by id: creation order)
+local KIND_RUNNING = P .. ':kind-running' -- hash: running tasks by kind
+local PARKED_KINDS = P .. ':parked-kinds' -- set: kinds with tasks parked by their limits
 
 local function task_key(id) return P .. ':task:' .. id end
 -- hash: a user's tasks counted by status, and `tasks` (all of them).
@@ -31,6 +33,11 @@ local function user_key(user) return P .. ':user:' .. user end
 local function all_key(user) return user_key(user) .. ':all' end
 -- zset: a user's ready tasks, by the order they run in.
 local function ready_key(user) return user_key(user) .. ':ready' end
+-- zset: ready tasks of `kind` set aside while the kind has no room under
+-- its limits, by the score they had in their user's ready tasks.
+local function parked_key(kind) return P .. ':parked:' .. kind end
+-- string: the earliest the next start of `kind` may be (ms), kept until then.
+local function kind_next_key(kind) return P .. ':kind-next:' .. kind end
 
 -- Whether an operator paused the user: their ready tasks are then kept
 -- out of DUE too, so that the figures do not count them as overdue.
@@ -43,11 +50,18 @@ local WAITING = { queued = true, failed = true }
 -- moved. Users are kept in the order they were first counted. The bytes
 -- of payload a user has waiting move with them, in `waiting_bytes`.
 local moved, moved_users = {}, {}
+-- Tasks starting or ending a run, counted per kind, also until then.
+local kinds_moved = {}
 
 -- Counts task `id` of `user`'s moving from status `from` (nil for a new
 -- one) to `to`, until `apply_moves`. `size` is its payload's length, read
--- from the task when not given and the move starts or ends its waiting.
-local function count_move(user, id, from, to, size)
+-- from the task when not given and the move starts or ends its waiting;
+-- `kind` likewise when the move starts or ends a run.
+local function count_move(user, id, from, to, size, kind)
+  if (from == 'running') ~= (to == 'running') then
+    kind = kind or redis.call('HGET', task_key(id), 'kind')
+    kinds_moved[kind] = (kinds_moved[kind] or 0) + (to == 'running' and 1 or -1)
+  end
   local counts = moved[user]
   if not counts then
     counts = {}
@@ -109,7 +123,12 @@ local function apply_moves()
     end
   end
   if waiting ~= 0 then redis.call('INCRBY', WAITING_COUNT, waiting) end
-  moved, moved_users = {}, {}
+  for kind, n in pairs(kinds_moved) do
+    if n ~= 0 and redis.call('HINCRBY', KIND_RUNNING, kind, n) == 0 then
+      redis.call('HDEL', KIND_RUNNING, kind)
+    end
+  end
+  moved, moved_users, kinds_moved = {}, {}, {}
   return users
 end
 
@@ -162,9 +181,12 @@ local function push_front(user, id, run_at)
   if not is_paused(user) then redis.call('ZADD', DUE, run_at, id) end
 end
 
--- Takes a task out of a user's ready tasks, wherever it stands.
+-- Takes a task out of a user's ready tasks, wherever it stands, or out of
+-- its kind's parked tasks.
 local function unready(user, id)
-  redis.call('ZREM', ready_key(user), id)
+  if redis.call('ZREM', ready_key(user), id) == 0 then
+    redis.call('ZREM', parked_key(redis.call('HGET', task_key(id), 'kind')), id)
+  end
   redis.call('ZREM', DUE, id)
 end
 

@@ -1,9 +1,11 @@
 -- ARGV: prefix, now, when a task finished now expires, when a lease taken
 --       now lapses, max_running, most tasks to lease round robin, most
 --       delayed tasks to make ready, call id, lease length in ms, most tasks
---       to lease for newcomers, most entries to look at for them, then for
---       each attempt to record its task id, fence, outcome ('succeeded',
---       'failed' or 'rejected'), result or error, and retry_at.
+--       to lease for newcomers, most entries to look at for them, the limits
+--       per kind ("kind max_running interval_ms ...", -1 and 0 for none),
+--       then for each attempt to record its task id, fence, outcome
+--       ('succeeded', 'failed' or 'rejected'), result or error, and
+--       retry_at.
 -- Records how the attempts ended, then leases up to the numbers asked for:
 -- one call where a worker would otherwise make two. Answers {finished,
 -- leased, newcomers}: for each attempt the status it left the task in
@@ -18,6 +20,15 @@
 local now, expires, deadline = ARGV[2], ARGV[3], ARGV[4]
 local max_running, want, newcomers = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[10])
 local call = P .. ':lease-call:' .. ARGV[8]
+local now_ms = tonumber(now)
+-- The limits per kind: a kind at its max_running, or started less than its
+-- interval ago, has its tasks parked as they come up, so that the tasks
+-- behind them in their users' queues still run.
+local kind_limits, limited = {}, false
+for kind, most, interval in string.gmatch(ARGV[12], '(%S+) (%-?%d+) (%d+)') do
+  kind_limits[kind] = { most = tonumber(most), interval = tonumber(interval) }
+  limited = true
+end
 
 -- Members to add to or remove from a sorted set, sent in one call each.
 local function batch_zadd(key, pairs_)
@@ -31,7 +42,7 @@ end
 local released, expiring, delayed = {}, {}, {}
 local function finish(id, fence, outcome, value, retry_at)
   local t = redis.call('HMGET', task_key(id), 'status', 'fence', 'user', 'attempts',
-    'max_attempts', 'recorded_by', 'recorded_as', 'error')
+    'max_attempts', 'recorded_by', 'recorded_as', 'error', 'kind')
   if t[1] ~= 'running' or t[2] ~= fence then
     -- This lease's outcome, recorded already (a call sent again): answer
     -- the same. Any other lease is stale.
@@ -61,12 +72,12 @@ local function finish(id, fence, outcome, value, retry_at)
     expiring[#expiring + 1] = expires
     expiring[#expiring + 1] = id
   end
-  count_move(t[3], id, 'running', status)
+  count_move(t[3], id, 'running', status, nil, t[9])
   return status
 end
 
 local finished = {}
-for i = 12, #ARGV, 5 do
+for i = 13, #ARGV, 5 do
   finished[#finished + 1] = finish(unpack(ARGV, i, i + 4))
 end
 batch_zrem(LEASES, released)
@@ -101,6 +112,70 @@ end
 
 promote(now, max_running, tonumber(ARGV[7]))
 release_held(max_running)
+
+-- What each kind has used of its limits, read at its first need in a call
+-- and kept up to date through it: {running, next start, spaced}.
+local kind_use = {}
+local function use_of(kind)
+  local use = kind_use[kind]
+  if not use then
+    use = { running = tonumber(redis.call('HGET', KIND_RUNNING, kind) or 0),
+      next = tonumber(redis.call('GET', kind_next_key(kind)) or 0) }
+    kind_use[kind] = use
+  end
+  return use
+end
+
+-- Whether one more task of `kind` may start now; if so it is counted.
+local function take_room(kind)
+  local limit = kind_limits[kind]
+  if not limit then return true end
+  local use = use_of(kind)
+  if limit.most >= 0 and use.running >= limit.most then return false end
+  if limit.interval > 0 then
+    if use.next > now_ms then return false end
+    use.next, use.spaced = now_ms + limit.interval, true
+  end
+  use.running = use.running + 1
+  return true
+end
+
+-- Sets a task that came up with no room for its kind aside, with its
+-- place in its user's queue; its user goes on to the next.
+local parked, parked_users = {}, {}
+local function park(user, id, score, kind)
+  redis.call('ZADD', parked_key(kind), score, id)
+  redis.call('SADD', PARKED_KINDS, kind)
+  parked[#parked + 1] = id
+  parked_users[#parked_users + 1] = user
+end
+local function let_parked_users_go_on()
+  for _, user in ipairs(parked_users) do activate(user, max_running) end
+  parked_users = {}
+end
+
+-- Parked tasks whose kind has room again (or no limits any more) go back
+-- to their places in their users' queues, oldest first.
+if redis.call('SCARD', PARKED_KINDS) > 0 then
+  for _, kind in ipairs(redis.call('SMEMBERS', PARKED_KINDS)) do
+    local limit, room = kind_limits[kind], tonumber(ARGV[7])
+    if limit then
+      local use = use_of(kind)
+      if limit.most >= 0 then room = math.min(room, limit.most - use.running) end
+      if limit.interval > 0 then room = use.next > now_ms and 0 or math.min(room, 1) end
+    end
+    if room > 0 then
+      local back = redis.call('ZPOPMIN', parked_key(kind), room)
+      for i = 1, #back, 2 do
+        local t = redis.call('HMGET', task_key(back[i]), 'user', 'run_at')
+        redis.call('ZADD', ready_key(t[1]), back[i + 1], back[i])
+        if not is_paused(t[1]) then redis.call('ZADD', DUE, t[2], back[i]) end
+        activate(t[1], max_running)
+      end
+      if redis.call('EXISTS', parked_key(kind)) == 0 then redis.call('SREM', PARKED_KINDS, kind) end
+    end
+  end
+end
 
 -- How many tasks each of `users` (the head of the ring) gets, dealt one
 -- per user per turn as the ring would; `whole` when `users` is the whole
@@ -174,15 +249,23 @@ while #granted < want do
   for i, user in ipairs(users) do
     if share[i] > 0 then firsts[i] = redis.call('ZPOPMIN', ready_key(user), share[i]) end
   end
-  local taken = {}
+  local taken, parked_before = {}, #parked
   for _, i in ipairs(turns) do
     taken[i] = (taken[i] or 0) + 1
     local id = firsts[i][2 * taken[i] - 1]
-    granted[#granted + 1] = { users[i], id }
-    ids_of[#ids_of + 1] = id
+    local kind = limited and redis.call('HGET', task_key(id), 'kind')
+    if kind and not take_room(kind) then
+      park(users[i], id, firsts[i][2 * taken[i]], kind)
+    else
+      granted[#granted + 1] = { users[i], id }
+      ids_of[#ids_of + 1] = id
+    end
   end
-  -- The whole ring was dealt: nobody has more to give.
-  if #users < wanted then break end
+  let_parked_users_go_on()
+  -- The whole ring was dealt and nothing set aside: nobody has more to
+  -- give. Parking is bounded by a call's promotions, like them.
+  if #users < wanted and #parked == parked_before then break end
+  if #parked >= tonumber(ARGV[7]) then break end
 end
 
 -- Newcomers: users that joined the ring with nothing running, longest
@@ -198,15 +281,34 @@ while #granted - any < newcomers and looked < tonumber(ARGV[11]) do
   looked = looked + 1
   if not started[user] and redis.call('ZSCORE', RING, user)
       and tonumber(redis.call('HGET', user_key(user), 'running') or 0) == 0 then
-    local id = redis.call('ZPOPMIN', ready_key(user))[1]
-    granted[#granted + 1] = { user, id }
-    ids_of[#ids_of + 1] = id
-    started[user] = true
+    local first = redis.call('ZPOPMIN', ready_key(user))
+    local id = first[1]
+    local kind = limited and redis.call('HGET', task_key(id), 'kind')
     local more = redis.call('ZCARD', ready_key(user)) > 0
-    if not more or max_running == 1 then
-      redis.call('ZREM', RING, user)
-      if more then redis.call('SADD', HELD, user) end
+    if kind and not take_room(kind) then
+      park(user, id, first[2], kind)
+      -- Still a newcomer: its next task may have room.
+      if more then
+        redis.call('ZADD', FRESH, 'NX', redis.call('ZSCORE', RING, user), user)
+      else
+        redis.call('ZREM', RING, user)
+      end
+    else
+      granted[#granted + 1] = { user, id }
+      ids_of[#ids_of + 1] = id
+      started[user] = true
+      if not more or max_running == 1 then
+        redis.call('ZREM', RING, user)
+        if more then redis.call('SADD', HELD, user) end
+      end
     end
+  end
+end
+batch_zrem(DUE, parked)
+parked_users = {}
+for kind, use in pairs(kind_use) do
+  if use.spaced then
+    redis.call('SET', kind_next_key(kind), use.next, 'PX', math.max(use.next - now_ms, 1))
   end
 end
 if #granted == 0 then return { finished, {}, {} } end
@@ -234,7 +336,7 @@ for n, held in ipairs(granted) do
       task[#task + 1] = tostring(value)
     end
   end
-  count_move(user, id, from, 'running', #task[fields.payload])
+  count_move(user, id, from, 'running', #task[fields.payload], task[fields.kind])
   leases[#leases + 1] = deadline
   leases[#leases + 1] = id
   made[#made + 1] = id .. ' ' .. fence

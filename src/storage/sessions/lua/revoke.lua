@@ -1,8 +1,7 @@
--- Ends one session and tells every replica. ARGV: prefix, id. Answers 1 if
--- it existed.
-local id = ARGV[2]
-local user = redis.call('HGET', session_key(id), 'user')
-if not user then
+-- Ends one session of one user and tells every replica. ARGV: prefix, id,
+-- user. Answers 1 if it existed and was that user's.
+local id, user = ARGV[2], ARGV[3]
+if redis.call('HGET', session_key(id), 'user') ~= user then
   return 0
 end
 forget(id, user)
