@@ -416,18 +416,9 @@ impl KindLoad {
 pub struct KindLimit {
     /// Most tasks of the kind running at once; `Some(0)` pauses the kind.
     pub max_running: Option<u64>,
-    /// Most starts a second, spaced evenly: a start at most every
-    /// `1/max_per_second` of a second, so that no burst exceeds it either.
+    /// Most starts in any one second (a sliding window, not a clock
+    /// second, so that no burst at a second's edge doubles it).
     pub max_per_second: Option<u32>,
-}
-
-impl KindLimit {
-    /// Least time between two starts, in milliseconds (rounded up, so the
-    /// rate is never exceeded); 0 for no bound.
-    pub fn interval_ms(&self) -> i64 {
-        self.max_per_second
-            .map_or(0, |rate| 1000_u64.div_ceil(u64::from(rate.max(1))) as i64)
-    }
 }
 
 /// The limits of every kind that has any.

@@ -193,8 +193,9 @@ impl SessionTable {
     }
 
     /// Records a new session opened from `origin`, last seen at `now`. A
-    /// user already holding `max_per_user` loses the one used longest ago.
-    /// Returns the session and how many ended to make room.
+    /// user already holding `max_per_user` loses one that has lapsed, or
+    /// else the one used longest ago. Returns the session and how many
+    /// ended to make room.
     pub fn open(
         &mut self,
         id: SessionId,
@@ -205,11 +206,19 @@ impl SessionTable {
     ) -> (Session, usize) {
         let ended = match self.users.get(&user_id) {
             Some(row) if row.len() >= self.max_per_user => {
-                let stalest = row
+                let mut by_staleness: Vec<(i64, SessionId)> = row
                     .iter()
-                    .min_by_key(|held| held.last_seen_ms)
-                    .map(|held| held.id);
-                self.remove(user_id, |held| Some(held.id) == stalest)
+                    .map(|held| {
+                        let lapsed = now_ms >= held.stored(user_id).expires_ms(self.idle_ttl_ms);
+                        (if lapsed { i64::MIN } else { held.last_seen_ms }, held.id)
+                    })
+                    .collect();
+                by_staleness.sort_unstable_by_key(|(staleness, _)| *staleness);
+                let doomed: Vec<SessionId> = by_staleness[..=row.len() - self.max_per_user]
+                    .iter()
+                    .map(|(_, id)| *id)
+                    .collect();
+                self.remove(user_id, |held| doomed.contains(&held.id))
             }
             _ => 0,
         };
@@ -580,6 +589,31 @@ mod tests {
         assert_eq!(table.touch(second, user, 4), TouchOutcome::Unknown);
         assert!(matches!(table.touch(first, user, 4), TouchOutcome::Live(_)));
         assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn a_user_at_the_limit_loses_a_lapsed_session_before_a_live_one() {
+        let mut table = SessionTable::new(TTL, 2);
+        let user = UserId::new();
+        let (ending, idle) = (SessionId::random(), SessionId::random());
+        // Used last, but past its absolute expiry.
+        table.open(ending, user, &Origin::default(), 0, 20_000);
+        table.open(idle, user, &Origin::default(), 1_000, HOUR_MS);
+        table.touch(ending, user, 19_000);
+
+        table.open(
+            SessionId::random(),
+            user,
+            &Origin::default(),
+            25_000,
+            HOUR_MS,
+        );
+
+        assert!(matches!(
+            table.touch(idle, user, 25_001),
+            TouchOutcome::Live(_)
+        ));
+        assert_eq!(table.touch(ending, user, 25_001), TouchOutcome::Unknown);
     }
 
     #[test]

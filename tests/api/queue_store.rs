@@ -1356,7 +1356,7 @@ async fn a_kind_paused_by_max_running_0_resumes_in_order_when_raised(store: Queu
     assert_eq!(store.kind_load("webhook").await, (0, 0));
 }
 
-async fn a_kinds_max_per_second_spaces_its_starts(store: Queue) {
+async fn a_kinds_max_per_second_holds_in_any_second(store: Queue) {
     let five = KindLimit {
         max_running: None,
         max_per_second: Some(5),
@@ -1368,24 +1368,57 @@ async fn a_kinds_max_per_second_spaces_its_starts(store: Queue) {
     }
     enqueue(&store, task_of(UserId::new(), 99, "echo")).await;
 
-    // Workers asking every 50 ms for two seconds.
+    // Workers asking every 50 ms for a little over two seconds, three at
+    // a time.
     let mut starts = Vec::new();
     let mut others = Vec::new();
-    for step in 0..=40 {
+    for step in 0..=42 {
         let now = T0 + step * 50;
-        for leased in store.now(now).lease(LeaseCall::new(), 10).await.unwrap() {
+        for leased in store.now(now).lease(LeaseCall::new(), 3).await.unwrap() {
             match leased.task.kind.as_str() {
-                "webhook" => starts.push((now, leased.task.payload["n"].as_u64().unwrap())),
+                "webhook" => starts.push((now - T0, leased.task.payload["n"].as_u64().unwrap())),
                 _ => others.push(now),
             }
         }
     }
 
-    let times: Vec<i64> = starts.iter().map(|(at, _)| at - T0).collect();
-    assert_eq!(times, (0..=10).map(|i| i * 200).collect::<Vec<_>>());
+    let times: Vec<i64> = starts.iter().map(|(at, _)| *at).collect();
+    // Never more than five in any second, each as soon as the second
+    // before it allows (the first call also starts the echo).
+    assert_eq!(
+        times,
+        [
+            0, 0, 50, 50, 50, 1000, 1000, 1050, 1050, 1050, 2000, 2000, 2050, 2050, 2050
+        ]
+    );
     let ns: Vec<u64> = starts.iter().map(|(_, n)| *n).collect();
-    assert_eq!(ns, (0..=10).collect::<Vec<_>>(), "in order");
+    assert_eq!(ns, (0..15).collect::<Vec<_>>(), "in order");
     assert_eq!(others, [T0], "another kind is not held back");
+    assert_eq!(store.kind_load("webhook").await, (15, 5));
+}
+
+async fn parking_a_task_never_lets_a_user_past_max_running(store: Queue) {
+    store.limit(Limits {
+        max_running: 2,
+        ..OPEN
+    });
+    store.limit_kind(
+        "webhook",
+        KindLimit {
+            max_running: Some(0),
+            max_per_second: None,
+        },
+    );
+    let user = UserId::new();
+    enqueue(&store, task_of(user, 0, "webhook")).await;
+    for n in 1..4 {
+        enqueue(&store, task(user, n)).await;
+    }
+
+    let leased = lease(&store, 4).await;
+
+    assert_eq!(ns(&leased), [1, 2]);
+    assert_eq!(store.counts(user).await.unwrap().running, 2);
 }
 
 async fn memory_store() -> (Queue, ()) {
@@ -1453,7 +1486,8 @@ for_each_store!(
     the_users_with_the_most_waiting_come_first,
     a_kind_at_its_max_running_waits_while_the_tasks_behind_it_run,
     a_kind_paused_by_max_running_0_resumes_in_order_when_raised,
-    a_kinds_max_per_second_spaces_its_starts,
+    a_kinds_max_per_second_holds_in_any_second,
+    parking_a_task_never_lets_a_user_past_max_running,
 );
 
 #[actix_web::test]

@@ -13,9 +13,9 @@ use super::{
     QueuePolicy, QueueStore,
 };
 use crate::domain::{
-    Bulk, Cancelled, CancelledTask, Enqueued, Fence, Finished, Idempotency, KindLimits, KindLoad,
-    Lease, LeaseCall, LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Retried, Settled,
-    Task, TaskCounts, TaskFilter, TaskId, TaskKind, TaskStatus, UserId, UserLoad, Wanted,
+    Bulk, Cancelled, CancelledTask, Enqueued, Fence, Finished, Idempotency, KindLimit, KindLimits,
+    KindLoad, Lease, LeaseCall, LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Retried,
+    Settled, Task, TaskCounts, TaskFilter, TaskId, TaskKind, TaskStatus, UserId, UserLoad, Wanted,
 };
 use crate::storage::StoreError;
 use crate::storage::redis::SLICE;
@@ -123,8 +123,9 @@ struct State {
     lease_calls: HashMap<LeaseCall, (i64, [Vec<Lease>; 2])>,
     /// Running tasks by kind.
     kind_running: HashMap<TaskKind, u64>,
-    /// By kind, the earliest its next start may be (its `max_per_second`).
-    kind_next: HashMap<TaskKind, i64>,
+    /// By kind, when its tasks started in the last second, oldest first
+    /// (for its `max_per_second`).
+    kind_starts: HashMap<TaskKind, VecDeque<i64>>,
     /// Ready tasks set aside while their kind has no room under its
     /// limits, by kind, oldest first.
     parked: BTreeMap<TaskKind, BTreeSet<TaskId>>,
@@ -305,18 +306,33 @@ impl State {
         let Some(limit) = kinds.get(kind) else {
             return true;
         };
-        let running = self.kind_running.get(kind).copied().unwrap_or(0);
-        if limit.max_running.is_some_and(|most| running >= most) {
+        if self.room_of(kind, limit, now_ms) == 0 {
             return false;
         }
-        let interval = limit.interval_ms();
-        if interval > 0 {
-            if self.kind_next.get(kind).is_some_and(|next| *next > now_ms) {
-                return false;
-            }
-            self.kind_next.insert(kind.clone(), now_ms + interval);
+        if limit.max_per_second.is_some() {
+            self.kind_starts
+                .entry(kind.clone())
+                .or_default()
+                .push_back(now_ms);
         }
         true
+    }
+
+    /// How many more tasks of `kind` may start now under `limit`.
+    fn room_of(&mut self, kind: &TaskKind, limit: &KindLimit, now_ms: i64) -> u64 {
+        let mut room = u64::MAX;
+        if let Some(most) = limit.max_running {
+            let running = self.kind_running.get(kind).copied().unwrap_or(0);
+            room = room.min(most.saturating_sub(running));
+        }
+        if let Some(rate) = limit.max_per_second {
+            let starts = self.kind_starts.entry(kind.clone()).or_default();
+            while starts.front().is_some_and(|at| *at <= now_ms - 1000) {
+                starts.pop_front();
+            }
+            room = room.min(u64::from(rate).saturating_sub(starts.len() as u64));
+        }
+        room
     }
 
     /// Starts `id` if its kind has room; else sets it aside, its place
@@ -340,17 +356,11 @@ impl State {
     fn unpark(&mut self, kinds: &KindLimits, now_ms: i64, limits: Limits) {
         let parked_kinds: Vec<TaskKind> = self.parked.keys().cloned().collect();
         for kind in parked_kinds {
-            let mut room = PROMOTE_BATCH as u64;
-            if let Some(limit) = kinds.get(&kind) {
-                let running = self.kind_running.get(&kind).copied().unwrap_or(0);
-                if let Some(most) = limit.max_running {
-                    room = room.min(most.saturating_sub(running));
-                }
-                if limit.interval_ms() > 0 {
-                    let waiting = self.kind_next.get(&kind).is_some_and(|next| *next > now_ms);
-                    room = if waiting { 0 } else { room.min(1) };
-                }
+            let room = match kinds.get(&kind) {
+                Some(limit) => self.room_of(&kind, limit, now_ms),
+                None => u64::MAX,
             }
+            .min(PROMOTE_BATCH as u64);
             let Some(parked) = self.parked.get_mut(&kind) else {
                 continue;
             };

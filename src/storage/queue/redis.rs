@@ -768,13 +768,13 @@ impl QueueStore for RedisQueueStore {
 }
 
 /// The limits per kind as `settle.lua` reads them: "kind max_running
-/// interval_ms ...", -1 and 0 for no bound.
+/// max_per_second ...", -1 and 0 for no bound.
 fn kind_limits_arg(kinds: &KindLimits) -> String {
     kinds
         .iter()
         .map(|(kind, limit)| {
             let most = limit.max_running.map_or(-1, |most| most as i64);
-            format!("{kind} {most} {}", limit.interval_ms())
+            format!("{kind} {most} {}", limit.max_per_second.unwrap_or(0))
         })
         .collect::<Vec<_>>()
         .join(" ")

@@ -36,8 +36,8 @@ local function ready_key(user) return user_key(user) .. ':ready' end
 -- zset: ready tasks of `kind` set aside while the kind has no room under
 -- its limits, by the score they had in their user's ready tasks.
 local function parked_key(kind) return P .. ':parked:' .. kind end
--- string: the earliest the next start of `kind` may be (ms), kept until then.
-local function kind_next_key(kind) return P .. ':kind-next:' .. kind end
+-- zset: the starts of `kind` in the last second, by when (ms).
+local function kind_starts_key(kind) return P .. ':kind-starts:' .. kind end
 
 -- Whether an operator paused the user: their ready tasks are then kept
 -- out of DUE too, so that the figures do not count them as overdue.
@@ -55,12 +55,20 @@ local kinds_moved = {}
 
 -- Counts task `id` of `user`'s moving from status `from` (nil for a new
 -- one) to `to`, until `apply_moves`. `size` is its payload's length, read
--- from the task when not given and the move starts or ends its waiting;
--- `kind` likewise when the move starts or ends a run.
+-- from the task when not given and the move starts or ends its waiting.
+-- A move that starts or ends a run counts for the task's kind: `kind` if
+-- given, read from the task if nil, not at all if false. A run ends
+-- counted only if its start was (its lease's fence is in `counted`): one
+-- started by a version that did not count kinds is not taken off.
 local function count_move(user, id, from, to, size, kind)
-  if (from == 'running') ~= (to == 'running') then
-    kind = kind or redis.call('HGET', task_key(id), 'kind')
-    kinds_moved[kind] = (kinds_moved[kind] or 0) + (to == 'running' and 1 or -1)
+  if (from == 'running') ~= (to == 'running') and kind ~= false then
+    if not kind then
+      local t = redis.call('HMGET', task_key(id), 'kind', 'counted', 'fence')
+      kind = (to == 'running' or t[2] == t[3]) and t[1]
+    end
+    if kind then
+      kinds_moved[kind] = (kinds_moved[kind] or 0) + (to == 'running' and 1 or -1)
+    end
   end
   local counts = moved[user]
   if not counts then

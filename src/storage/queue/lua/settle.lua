@@ -2,7 +2,7 @@
 --       now lapses, max_running, most tasks to lease round robin, most
 --       delayed tasks to make ready, call id, lease length in ms, most tasks
 --       to lease for newcomers, most entries to look at for them, the limits
---       per kind ("kind max_running interval_ms ...", -1 and 0 for none),
+--       per kind ("kind max_running max_per_second ...", -1 and 0 for none),
 --       then for each attempt to record its task id, fence, outcome
 --       ('succeeded', 'failed' or 'rejected'), result or error, and
 --       retry_at.
@@ -21,12 +21,12 @@ local now, expires, deadline = ARGV[2], ARGV[3], ARGV[4]
 local max_running, want, newcomers = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[10])
 local call = P .. ':lease-call:' .. ARGV[8]
 local now_ms = tonumber(now)
--- The limits per kind: a kind at its max_running, or started less than its
--- interval ago, has its tasks parked as they come up, so that the tasks
--- behind them in their users' queues still run.
+-- The limits per kind: a kind at its max_running, or started
+-- max_per_second times in the last second, has its tasks parked as they
+-- come up, so that the tasks behind them in their users' queues still run.
 local kind_limits, limited = {}, false
-for kind, most, interval in string.gmatch(ARGV[12], '(%S+) (%-?%d+) (%d+)') do
-  kind_limits[kind] = { most = tonumber(most), interval = tonumber(interval) }
+for kind, most, rate in string.gmatch(ARGV[12], '(%S+) (%-?%d+) (%d+)') do
+  kind_limits[kind] = { most = tonumber(most), rate = tonumber(rate) }
   limited = true
 end
 
@@ -42,7 +42,7 @@ end
 local released, expiring, delayed = {}, {}, {}
 local function finish(id, fence, outcome, value, retry_at)
   local t = redis.call('HMGET', task_key(id), 'status', 'fence', 'user', 'attempts',
-    'max_attempts', 'recorded_by', 'recorded_as', 'error', 'kind')
+    'max_attempts', 'recorded_by', 'recorded_as', 'error', 'kind', 'counted')
   if t[1] ~= 'running' or t[2] ~= fence then
     -- This lease's outcome, recorded already (a call sent again): answer
     -- the same. Any other lease is stale.
@@ -72,7 +72,7 @@ local function finish(id, fence, outcome, value, retry_at)
     expiring[#expiring + 1] = expires
     expiring[#expiring + 1] = id
   end
-  count_move(t[3], id, 'running', status, nil, t[9])
+  count_move(t[3], id, 'running', status, nil, t[10] == fence and t[9])
   return status
 end
 
@@ -114,31 +114,44 @@ promote(now, max_running, tonumber(ARGV[7]))
 release_held(max_running)
 
 -- What each kind has used of its limits, read at its first need in a call
--- and kept up to date through it: {running, next start, spaced}.
+-- and kept up to date through it: {running, starts in the last second,
+-- starts made by this call}.
 local kind_use = {}
 local function use_of(kind)
   local use = kind_use[kind]
   if not use then
-    use = { running = tonumber(redis.call('HGET', KIND_RUNNING, kind) or 0),
-      next = tonumber(redis.call('GET', kind_next_key(kind)) or 0) }
+    use = { running = math.max(tonumber(redis.call('HGET', KIND_RUNNING, kind) or 0), 0),
+      recent = 0, started = 0 }
+    if kind_limits[kind] and kind_limits[kind].rate > 0 then
+      redis.call('ZREMRANGEBYSCORE', kind_starts_key(kind), '-inf', now_ms - 1000)
+      use.recent = redis.call('ZCARD', kind_starts_key(kind))
+    end
     kind_use[kind] = use
   end
   return use
 end
 
+-- How many more tasks of `kind` may start now.
+local function room_of(kind, most)
+  local limit = kind_limits[kind]
+  if not limit then return most end
+  local use = use_of(kind)
+  if limit.most >= 0 then most = math.min(most, limit.most - use.running) end
+  if limit.rate > 0 then most = math.min(most, limit.rate - use.recent) end
+  return most
+end
+
 -- Whether one more task of `kind` may start now; if so it is counted.
 local function take_room(kind)
-  local limit = kind_limits[kind]
-  if not limit then return true end
+  if room_of(kind, 1) < 1 then return false end
   local use = use_of(kind)
-  if limit.most >= 0 and use.running >= limit.most then return false end
-  if limit.interval > 0 then
-    if use.next > now_ms then return false end
-    use.next, use.spaced = now_ms + limit.interval, true
-  end
-  use.running = use.running + 1
+  use.running, use.recent, use.started = use.running + 1, use.recent + 1, use.started + 1
   return true
 end
+
+-- Tasks each user started in this call: their count of running tasks is
+-- written only at its end.
+local started_now = {}
 
 -- Sets a task that came up with no room for its kind aside, with its
 -- place in its user's queue; its user goes on to the next.
@@ -155,22 +168,21 @@ local function let_parked_users_go_on()
 end
 
 -- Parked tasks whose kind has room again (or no limits any more) go back
--- to their places in their users' queues, oldest first.
+-- to their places in their users' queues, oldest first. One that is no
+-- longer waiting (cancelled by a version that did not know of parking)
+-- is dropped.
 if redis.call('SCARD', PARKED_KINDS) > 0 then
   for _, kind in ipairs(redis.call('SMEMBERS', PARKED_KINDS)) do
-    local limit, room = kind_limits[kind], tonumber(ARGV[7])
-    if limit then
-      local use = use_of(kind)
-      if limit.most >= 0 then room = math.min(room, limit.most - use.running) end
-      if limit.interval > 0 then room = use.next > now_ms and 0 or math.min(room, 1) end
-    end
+    local room = room_of(kind, tonumber(ARGV[7]))
     if room > 0 then
       local back = redis.call('ZPOPMIN', parked_key(kind), room)
       for i = 1, #back, 2 do
-        local t = redis.call('HMGET', task_key(back[i]), 'user', 'run_at')
-        redis.call('ZADD', ready_key(t[1]), back[i + 1], back[i])
-        if not is_paused(t[1]) then redis.call('ZADD', DUE, t[2], back[i]) end
-        activate(t[1], max_running)
+        local t = redis.call('HMGET', task_key(back[i]), 'user', 'run_at', 'status')
+        if t[1] and WAITING[t[3]] then
+          redis.call('ZADD', ready_key(t[1]), back[i + 1], back[i])
+          if not is_paused(t[1]) then redis.call('ZADD', DUE, t[2], back[i]) end
+          activate(t[1], max_running)
+        end
       end
       if redis.call('EXISTS', parked_key(kind)) == 0 then redis.call('SREM', PARKED_KINDS, kind) end
     end
@@ -216,6 +228,7 @@ while #granted < want do
     room[i] = ready[i]
     if max_running > 0 then
       local running = tonumber(redis.call('HGET', user_key(user), 'running') or 0)
+        + (started_now[user] or 0)
       room[i] = math.max(math.min(ready[i], max_running - running), 0)
     end
   end
@@ -259,6 +272,7 @@ while #granted < want do
     else
       granted[#granted + 1] = { users[i], id }
       ids_of[#ids_of + 1] = id
+      started_now[users[i]] = (started_now[users[i]] or 0) + 1
     end
   end
   let_parked_users_go_on()
@@ -272,7 +286,7 @@ end
 -- waiting first, each given its first ready task. A user keeps its place
 -- in the ring while it has more to run and room to run it. Entries of
 -- users that have started something since are dropped.
-local any, started, looked = #granted, {}, 0
+local any, started, looked, fresh_again = #granted, {}, 0, {}
 for _, held in ipairs(granted) do started[held[1]] = true end
 while #granted - any < newcomers and looked < tonumber(ARGV[11]) do
   local head = redis.call('ZPOPMIN', FRESH)
@@ -287,9 +301,10 @@ while #granted - any < newcomers and looked < tonumber(ARGV[11]) do
     local more = redis.call('ZCARD', ready_key(user)) > 0
     if kind and not take_room(kind) then
       park(user, id, first[2], kind)
-      -- Still a newcomer: its next task may have room.
+      -- Still a newcomer, at the next call: its next task may have room.
       if more then
-        redis.call('ZADD', FRESH, 'NX', redis.call('ZSCORE', RING, user), user)
+        fresh_again[#fresh_again + 1] = redis.call('ZSCORE', RING, user)
+        fresh_again[#fresh_again + 1] = user
       else
         redis.call('ZREM', RING, user)
       end
@@ -304,11 +319,19 @@ while #granted - any < newcomers and looked < tonumber(ARGV[11]) do
     end
   end
 end
+if #fresh_again > 0 then redis.call('ZADD', FRESH, 'NX', unpack(fresh_again)) end
 batch_zrem(DUE, parked)
 parked_users = {}
+-- The starts of rate-bound kinds, each a member of its own, kept a second.
 for kind, use in pairs(kind_use) do
-  if use.spaced then
-    redis.call('SET', kind_next_key(kind), use.next, 'PX', math.max(use.next - now_ms, 1))
+  if use.started > 0 and kind_limits[kind] and kind_limits[kind].rate > 0 then
+    local entries = {}
+    for n = 1, use.started do
+      entries[#entries + 1] = now_ms
+      entries[#entries + 1] = ARGV[8] .. ':' .. n
+    end
+    redis.call('ZADD', kind_starts_key(kind), unpack(entries))
+    redis.call('PEXPIRE', kind_starts_key(kind), 1000)
   end
 end
 if #granted == 0 then return { finished, {}, {} } end
@@ -326,7 +349,7 @@ for n, held in ipairs(granted) do
   local from = task[fields.status]
   local attempts = tonumber(task[fields.attempts]) + 1
   redis.call('HSET', task_key(id), 'status', 'running', 'attempts', attempts,
-    'started_at', now, 'fence', fence)
+    'started_at', now, 'fence', fence, 'counted', fence)
   -- Answer the task as written, without reading it again.
   for field, value in pairs({ status = 'running', attempts = attempts, started_at = now, fence = fence }) do
     if fields[field] then

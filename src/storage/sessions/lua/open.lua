@@ -1,7 +1,8 @@
 -- Opens a session. ARGV: prefix, id, user, now, absolute, idle_ttl, grace,
 -- the user's name, email ('' for none) and joined (ms), the session's user
 -- agent and address ('' for none), and the most sessions a user holds.
--- A user past that loses the sessions used longest ago; answers their ids.
+-- A user past that loses sessions that have lapsed, or else those used
+-- longest ago; answers their ids.
 local id, user = ARGV[2], ARGV[3]
 local now, absolute, idle_ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local most = tonumber(ARGV[13])
@@ -10,7 +11,11 @@ local others = redis.call('SMEMBERS', user_sessions_key(user))
 if #others >= most then
   local by_seen = {}
   for _, other in ipairs(others) do
-    by_seen[#by_seen + 1] = { tonumber(redis.call('HGET', session_key(other), 'seen')) or 0, other }
+    local s = redis.call('HMGET', session_key(other), 'seen', 'absolute')
+    local seen, ends = tonumber(s[1]), tonumber(s[2])
+    -- Gone or lapsed: first to go.
+    if not seen or not ends or now >= math.min(seen + idle_ttl, ends) then seen = -1 end
+    by_seen[#by_seen + 1] = { seen, other }
   end
   table.sort(by_seen, function(a, b) return a[1] < b[1] end)
   for i = 1, #others - most + 1 do
