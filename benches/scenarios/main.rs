@@ -99,11 +99,12 @@ async fn main() {
     let chosen = |n: &str| only.is_empty() || only.split(',').any(|o| o.trim() == n);
     use web::Config::{Embedded, Production};
     // Each scenario starts only when awaited: the ones not chosen never run.
-    let scenarios: [(&str, Scenario); 9] = [
+    let scenarios: [(&str, Scenario); 10] = [
         ("1", Box::pin(web::sign_ins(plan, Embedded))),
         ("1", Box::pin(web::sign_ins(plan, Production))),
         ("2", Box::pin(web::requests(plan, Embedded))),
         ("2", Box::pin(web::requests(plan, Production))),
+        ("2", Box::pin(web::eddsa_over_hs256(plan))),
         ("4", Box::pin(queue::drain(plan))),
         ("5", Box::pin(queue::noisy_neighbour(plan))),
         (

@@ -217,6 +217,74 @@ pub async fn requests(plan: Plan, config: Config) -> Vec<Figure> {
     figures
 }
 
+/// 2. Authenticated reads with tokens signed by EdDSA ↔ the same reads
+///    with HS256 tokens, both on the production configuration, the HS256
+///    run before and after the EdDSA one.
+pub async fn eddsa_over_hs256(plan: Plan) -> Vec<Figure> {
+    let dir = std::env::temp_dir().join(format!("tollgate-bench-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let key = dir.join("eddsa.pem");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let pem = tollgate::auth::keys::generate(tollgate::config::JwtAlgorithm::EdDSA);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key)
+            .expect("the key file opens");
+        file.write_all(pem.as_bytes()).expect("the key is written");
+    }
+    let key_path = key.display().to_string();
+    let eddsa = [
+        ("TOLLGATE__AUTH__JWT_ALGORITHM", "EdDSA"),
+        ("TOLLGATE__AUTH__JWT_KEY_FILE", key_path.as_str()),
+    ];
+    let before = session_reads(plan, &[]).await;
+    let signed = session_reads(plan, &eddsa).await;
+    let after = session_reads(plan, &[]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    vec![Figure::new(
+        "2",
+        "GET /api/v1/auth/session with EdDSA tokens (production)",
+        (signed.requests_per_sec, "/s"),
+        (
+            "the same with HS256 tokens",
+            (before.requests_per_sec + after.requests_per_sec) / 2.0,
+        ),
+        Goal::RatioAtLeast { target: 0.9 },
+        format!(
+            "{CONNECTIONS} connections; {}; HS256 {} then {}",
+            signed.summary(),
+            before.summary(),
+            after.summary()
+        ),
+    )]
+}
+
+/// `GET /api/v1/auth/session` with one user's token on a production
+/// service signing as `signing` says.
+async fn session_reads(plan: Plan, signing: &[(&str, &str)]) -> WrkRun {
+    let cheap_hashes = ("TOLLGATE__AUTH__BCRYPT_COST", "4");
+    let env = [BENCH_LIMITS.as_slice(), &[cheap_hashes], signing].concat();
+    let (service, stores) = Config::Production.start(&env).await;
+    service.sign_up_many("reader", 1).await;
+    let tokens = service.sign_in_many("reader", 1).await;
+    let path = "/api/v1/auth/session";
+    let run = wrk(
+        &service,
+        path,
+        Request::get().with_tokens(&tokens),
+        plan.window,
+    )
+    .await;
+    drop(service);
+    remove(stores).await;
+    run
+}
+
 /// 6. The p99 of authenticated reads while others sign in as fast as they
 ///    can ↔ the same reads alone.
 pub async fn reads_during_a_sign_in_storm(plan: Plan, config: Config) -> Vec<Figure> {

@@ -8,6 +8,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use super::Application;
 use crate::accounts::AbuseLimits;
 use crate::actors::{HasherPool, Queue};
+use crate::auth::TokenKeys;
 use crate::config::{ConfigError, Settings, threads_or_cores};
 use crate::domain::KindLimits;
 
@@ -42,7 +43,15 @@ impl Application {
                     tracing::info!(signal, "stopping");
                     break None;
                 }
-                _ = hangup.recv() => retune(&self.queue, &self.hashers, &self.limits, reload()),
+                _ = hangup.recv() => {
+                    let tunable = Tunable {
+                        queue: &self.queue,
+                        hashers: &self.hashers,
+                        abuse_limits: &self.limits,
+                        tokens: &self.tokens,
+                    };
+                    retune(&tunable, reload());
+                }
             }
         };
         let served = match stopped {
@@ -124,21 +133,42 @@ impl StopSignals {
     }
 }
 
-/// Applies the pool sizes, per-user limits and rate limits of reloaded
-/// settings.
+/// What a reload retunes.
+struct Tunable<'a> {
+    queue: &'a Queue,
+    hashers: &'a HasherPool,
+    abuse_limits: &'a AbuseLimits,
+    tokens: &'a TokenKeys,
+}
+
+/// Applies the pool sizes, per-user and per-kind limits, rate limits and
+/// signing keys of reloaded settings.
 fn retune(
-    queue: &Queue,
-    hashers: &HasherPool,
-    abuse_limits: &AbuseLimits,
+    Tunable {
+        queue,
+        hashers,
+        abuse_limits,
+        tokens,
+    }: &Tunable<'_>,
     reloaded: Result<Settings, ConfigError>,
 ) {
-    let settings = match reloaded {
-        Ok(settings) => settings,
+    // The key files are read again here, after the settings checked them:
+    // one that changed between the two is refused the same way.
+    let loaded = reloaded.and_then(|settings| {
+        let ring = settings
+            .key_ring()
+            .map_err(|problem| ConfigError(vec![problem]))?;
+        Ok((settings, ring))
+    });
+    let (settings, ring) = match loaded {
+        Ok(loaded) => loaded,
         Err(problems) => {
-            tracing::error!(%problems, "reload refused; pools and limits stay as they were");
+            tracing::error!(%problems, "reload refused; pools, limits and keys stay as they were");
             return;
         }
     };
+    tokens.reload(ring);
+    let (algorithm, kid) = tokens.signing();
     let hasher_threads = threads_or_cores(settings.auth.hasher_threads);
     queue.retune(&settings.queue);
     hashers.resize(hasher_threads);
@@ -154,7 +184,10 @@ fn retune(
         signup_per_minute_per_ip = limits.signup_per_minute_per_ip,
         password_checks_per_minute_per_user = limits.password_checks_per_minute_per_user,
         kinds = %kind_limits(&settings.queue.kind_limits()),
-        "reloaded pool sizes and limits; other settings apply at the next start"
+        signing_key = %kid,
+        ?algorithm,
+        verification_keys = settings.auth.previous_key_files.len() + 1,
+        "reloaded pool sizes, limits and signing keys; other settings apply at the next start"
     );
 }
 

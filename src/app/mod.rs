@@ -47,6 +47,7 @@ pub struct Application {
     queue: Queue,
     hashers: Arc<HasherPool>,
     limits: Arc<AbuseLimits>,
+    tokens: Arc<TokenKeys>,
     export: Arc<MetricsExport>,
     /// The stop signal of every long-running task (the events writer).
     shutdown: Shutdown,
@@ -159,12 +160,15 @@ impl Application {
             },
         ));
 
-        let secret = settings.jwt_secret().context("reading auth.jwt_key_file")?;
+        let ring = settings
+            .key_ring()
+            .map_err(|problem| anyhow::anyhow!(problem))?;
+        let tokens = Arc::new(TokenKeys::new(ring, &settings.auth.issuer));
         metrics.known_routes(http::ROUTES);
         let state = AppState {
             registry,
             sessions: sessions.clone(),
-            tokens: TokenKeys::new(&secret, settings.auth.jwt_algorithm, &settings.auth.issuer),
+            tokens: tokens.clone(),
             clock,
             introspection_secret: settings.auth.introspection_secret.clone(),
             queue: queue.clone(),
@@ -213,6 +217,7 @@ impl Application {
             queue,
             hashers,
             limits: abuse_limits,
+            tokens,
             export,
             shutdown,
             shutdown_timeout: settings.server.shutdown_timeout(),

@@ -2,7 +2,12 @@
 //! provider. jsonwebtoken's own `rust_crypto` provider compiles every
 //! algorithm it knows, RSA among them (whose crate carries an unfixed
 //! timing advisory, RUSTSEC-2023-0071); this one holds only what
-//! `auth.jwt_algorithm` can name, and refuses anything else.
+//! `auth.jwt_algorithm` can name (HMAC, EdDSA over Ed25519, ES256), and
+//! refuses anything else, or a key of another kind than the algorithm.
+//!
+//! Keys reach it as `keys.rs` builds them: an Ed25519 signing key as its
+//! 32-byte seed and verifying key as its 32 bytes; a P-256 signing key as
+//! its 32-byte scalar and verifying key as an uncompressed SEC1 point.
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
@@ -101,18 +106,94 @@ impl JwtVerifier for Keyed {
     }
 }
 
-fn signer_factory(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>> {
-    if key.family() != AlgorithmFamily::Hmac {
-        return Err(ErrorKind::InvalidKeyFormat.into());
+/// Ed25519 (`EdDSA`) or P-256 with SHA-256 (`ES256`), signing.
+enum Signing {
+    Ed(ed25519_dalek::SigningKey),
+    Es(p256::ecdsa::SigningKey),
+}
+
+/// Ed25519 or P-256, verifying.
+enum Verifying {
+    Ed(ed25519_dalek::VerifyingKey),
+    Es(p256::ecdsa::VerifyingKey),
+}
+
+impl Signer<Vec<u8>> for Signing {
+    fn try_sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, signature::Error> {
+        Ok(match self {
+            Self::Ed(key) => key.try_sign(message)?.to_bytes().to_vec(),
+            Self::Es(key) => {
+                let signature: p256::ecdsa::Signature = key.try_sign(message)?;
+                signature.to_bytes().to_vec()
+            }
+        })
     }
-    Ok(Box::new(Keyed::new(*algorithm, key.as_bytes())?))
+}
+
+impl JwtSigner for Signing {
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            Self::Ed(_) => Algorithm::EdDSA,
+            Self::Es(_) => Algorithm::ES256,
+        }
+    }
+}
+
+impl Verifier<Vec<u8>> for Verifying {
+    fn verify(&self, message: &[u8], tag: &Vec<u8>) -> std::result::Result<(), signature::Error> {
+        match self {
+            Self::Ed(key) => {
+                key.verify_strict(message, &ed25519_dalek::Signature::from_slice(tag)?)
+            }
+            Self::Es(key) => key.verify(message, &p256::ecdsa::Signature::from_slice(tag)?),
+        }
+    }
+}
+
+impl JwtVerifier for Verifying {
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            Self::Ed(_) => Algorithm::EdDSA,
+            Self::Es(_) => Algorithm::ES256,
+        }
+    }
+}
+
+fn invalid_key(_: impl std::fmt::Debug) -> jsonwebtoken::errors::Error {
+    ErrorKind::InvalidKeyFormat.into()
+}
+
+fn signer_factory(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>> {
+    let bytes = key.as_bytes();
+    Ok(match (algorithm, key.family()) {
+        (_, AlgorithmFamily::Hmac) => Box::new(Keyed::new(*algorithm, bytes)?),
+        (Algorithm::EdDSA, AlgorithmFamily::Ed) => {
+            let seed: &[u8; 32] = bytes.try_into().map_err(invalid_key)?;
+            Box::new(Signing::Ed(ed25519_dalek::SigningKey::from_bytes(seed)))
+        }
+        (Algorithm::ES256, AlgorithmFamily::Ec) => {
+            let key = p256::ecdsa::SigningKey::from_slice(bytes).map_err(invalid_key)?;
+            Box::new(Signing::Es(key))
+        }
+        _ => return Err(ErrorKind::InvalidKeyFormat.into()),
+    })
 }
 
 fn verifier_factory(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
-    if key.family() != AlgorithmFamily::Hmac {
-        return Err(ErrorKind::InvalidKeyFormat.into());
-    }
-    Ok(Box::new(Keyed::new(*algorithm, key.try_get_as_bytes()?)?))
+    let bytes = key.try_get_as_bytes()?;
+    Ok(match (algorithm, key.family()) {
+        (_, AlgorithmFamily::Hmac) => Box::new(Keyed::new(*algorithm, bytes)?),
+        (Algorithm::EdDSA, AlgorithmFamily::Ed) => {
+            let public: &[u8; 32] = bytes.try_into().map_err(invalid_key)?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(public).map_err(invalid_key)?;
+            Box::new(Verifying::Ed(key))
+        }
+        (Algorithm::ES256, AlgorithmFamily::Ec) => {
+            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(invalid_key)?;
+            Box::new(Verifying::Es(key))
+        }
+        _ => return Err(ErrorKind::InvalidKeyFormat.into()),
+    })
 }
 
 #[cfg(test)]
@@ -153,11 +234,15 @@ mod tests {
     }
 
     #[test]
-    fn algorithms_other_than_hmac_are_refused() {
+    fn an_hmac_key_serves_no_other_algorithm_nor_a_key_another() {
         for algorithm in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
             assert!(Keyed::new(algorithm, b"secret").is_err(), "{algorithm:?}");
             let key = EncodingKey::from_secret(b"secret");
             assert!(signer_factory(&algorithm, &key).is_err());
         }
+        let ed = EncodingKey::from_ed_der(&[7; 32]);
+        assert!(signer_factory(&Algorithm::EdDSA, &ed).is_ok());
+        assert!(signer_factory(&Algorithm::ES256, &ed).is_err());
+        assert!(signer_factory(&Algorithm::RS256, &EncodingKey::from_rsa_der(&[1; 64])).is_err());
     }
 }

@@ -2,14 +2,13 @@
 //! who issued a token; the session decides whether it still works.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use secrecy::{ExposeSecret, SecretString};
+use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::JwtAlgorithm;
+use super::keys::{Jwk, Key};
 use crate::domain::{Session, SessionId, UserId};
 
 /// The claims of a Tollgate access token.
@@ -47,17 +46,86 @@ pub enum TokenError {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("token expired")]
     Expired,
+    #[error("token names a key that is not in the key set")]
+    UnknownKey,
+}
+
+/// The key tokens are signed with and the earlier ones still accepted.
+#[derive(Debug)]
+pub struct KeyRing {
+    pub current: Key,
+    /// Accepted for verification, never used to sign.
+    pub previous: Vec<Key>,
+}
+
+impl KeyRing {
+    pub fn new(current: Key, previous: Vec<Key>) -> Self {
+        Self { current, previous }
+    }
+
+    /// The public keys, current first, for `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> Vec<Jwk> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .filter_map(|key| key.public.clone())
+            .collect()
+    }
+}
+
+/// A key ring with what signing and verifying with it need, made once.
+struct Loaded {
+    ring: KeyRing,
+    header: Header,
+    /// By key, in the ring's order (current first): each pins its key's
+    /// algorithm, so a token cannot choose another for itself.
+    validations: Vec<Validation>,
+}
+
+impl Loaded {
+    fn new(ring: KeyRing, issuer: &str) -> Self {
+        let mut header = Header::new(ring.current.algorithm);
+        header.kid = Some(ring.current.kid.clone());
+        let validations = std::iter::once(&ring.current)
+            .chain(&ring.previous)
+            .map(|key| {
+                // `Validation::new` accepts this one algorithm and nothing
+                // else: no `none`, no other key type.
+                let mut validation = Validation::new(key.algorithm);
+                validation.set_issuer(&[issuer]);
+                validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+                // Expiry is checked against the service's clock in `verify`.
+                validation.validate_exp = false;
+                validation.leeway = 0;
+                validation
+            })
+            .collect();
+        Self {
+            ring,
+            header,
+            validations,
+        }
+    }
+
+    /// The key a token's header names, with its validation. A token with
+    /// no `kid` (issued before tokens carried one) is checked against the
+    /// current key if that is an HMAC secret, as it was then.
+    fn key_for(&self, kid: Option<&str>) -> Option<(&Key, &Validation)> {
+        let keys = std::iter::once(&self.ring.current).chain(&self.ring.previous);
+        match kid {
+            Some(kid) => keys.zip(&self.validations).find(|(key, _)| key.kid == kid),
+            None => Some((&self.ring.current, &self.validations[0]))
+                .filter(|(key, _)| key.public.is_none()),
+        }
+    }
 }
 
 /// Tokens remembered as verified before they are forgotten all at once.
 const VERIFIED_CAPACITY: usize = 10_000;
 
-/// Signs and verifies tokens with one key and one pinned algorithm.
+/// Signs tokens with the current key and verifies them with the key their
+/// `kid` names; the ring is swapped whole on a reload.
 pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    header: Header,
-    validation: Validation,
+    loaded: RwLock<Arc<Loaded>>,
     issuer: String,
     /// Tokens whose signature was checked, with their claims: a client
     /// uses its token again and again, and a lookup costs less than the
@@ -67,30 +135,43 @@ pub struct TokenKeys {
 }
 
 impl TokenKeys {
-    pub fn new(secret: &SecretString, algorithm: JwtAlgorithm, issuer: &str) -> Self {
+    pub fn new(ring: KeyRing, issuer: &str) -> Self {
         super::signing::install();
-        let algorithm = match algorithm {
-            JwtAlgorithm::HS256 => Algorithm::HS256,
-            JwtAlgorithm::HS384 => Algorithm::HS384,
-            JwtAlgorithm::HS512 => Algorithm::HS512,
-        };
-        let secret = secret.expose_secret().as_bytes();
-        // `Validation::new` accepts this one algorithm and nothing else, so a
-        // token cannot choose `none` or another key type for itself.
-        let mut validation = Validation::new(algorithm);
-        validation.set_issuer(&[issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        // Expiry is checked against the service's clock in `verify`.
-        validation.validate_exp = false;
-        validation.leeway = 0;
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            header: Header::new(algorithm),
-            validation,
+            loaded: RwLock::new(Arc::new(Loaded::new(ring, issuer))),
             issuer: issuer.to_owned(),
             verified: Mutex::default(),
         }
+    }
+
+    /// Swaps in a re-read key ring: new tokens are signed with its current
+    /// key, and a key no longer in it verifies nothing from now on.
+    pub fn reload(&self, ring: KeyRing) {
+        let loaded = Arc::new(Loaded::new(ring, &self.issuer));
+        *self.loaded.write().unwrap_or_else(PoisonError::into_inner) = loaded;
+        // Remembered verifications may be by a key that is gone.
+        self.verified().clear();
+    }
+
+    fn loaded(&self) -> Arc<Loaded> {
+        self.loaded
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The public keys, current first.
+    pub fn jwks(&self) -> Vec<Jwk> {
+        self.loaded().ring.jwks()
+    }
+
+    /// The algorithm and `kid` new tokens are signed with.
+    pub fn signing(&self) -> (Algorithm, String) {
+        let loaded = self.loaded();
+        (
+            loaded.ring.current.algorithm,
+            loaded.ring.current.kid.clone(),
+        )
     }
 
     /// Issues the token for `session`: issued when the session was created,
@@ -104,7 +185,12 @@ impl TokenKeys {
             exp: session.absolute_expires_at.timestamp(),
             jti: Uuid::new_v4(),
         };
-        Ok(jsonwebtoken::encode(&self.header, &claims, &self.encoding)?)
+        let loaded = self.loaded();
+        Ok(jsonwebtoken::encode(
+            &loaded.header,
+            &claims,
+            &loaded.ring.current.encoding,
+        )?)
     }
 
     /// Checks signature, algorithm, issuer and expiry at `now_secs`.
@@ -113,8 +199,13 @@ impl TokenKeys {
         let claims = match remembered {
             Some(claims) => claims,
             None => {
+                let header = jsonwebtoken::decode_header(token)?;
+                let loaded = self.loaded();
+                let (key, validation) = loaded
+                    .key_for(header.kid.as_deref())
+                    .ok_or(TokenError::UnknownKey)?;
                 let claims =
-                    jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
+                    jsonwebtoken::decode::<Claims>(token, &key.decoding, validation)?.claims;
                 let mut verified = self.verified();
                 if verified.len() >= VERIFIED_CAPACITY {
                     verified.clear();
@@ -142,10 +233,27 @@ mod tests {
 
     use super::*;
 
+    use crate::auth::keys::generate;
+    use crate::config::JwtAlgorithm;
+
     const SECRET: &str = "unit-test-secret-unit-test-secret!";
 
+    fn hmac(secret: &str, algorithm: JwtAlgorithm, issuer: &str) -> TokenKeys {
+        let ring = KeyRing::new(Key::hmac(algorithm, &secret.into()), Vec::new());
+        TokenKeys::new(ring, issuer)
+    }
+
     fn keys() -> TokenKeys {
-        TokenKeys::new(&SECRET.into(), JwtAlgorithm::HS256, "tollgate")
+        hmac(SECRET, JwtAlgorithm::HS256, "tollgate")
+    }
+
+    fn new_key(algorithm: JwtAlgorithm) -> Key {
+        let text = generate(algorithm);
+        let dir = std::env::temp_dir().join(format!("tollgate-key-{}", Uuid::new_v4()));
+        std::fs::write(&dir, text.as_bytes()).unwrap();
+        let key = Key::read(algorithm, &dir).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        key
     }
 
     fn session(created: i64, absolute: i64) -> Session {
@@ -202,15 +310,93 @@ mod tests {
     #[test]
     fn another_issuer_or_key_or_algorithm_is_refused() {
         let token = keys().issue(&session(1_000, 4_600)).unwrap();
-        let other_issuer = TokenKeys::new(&SECRET.into(), JwtAlgorithm::HS256, "someone-else");
-        let other_key = TokenKeys::new(
-            &"another-secret-another-secret-xx!".into(),
+        let other_issuer = hmac(SECRET, JwtAlgorithm::HS256, "someone-else");
+        let other_key = hmac(
+            "another-secret-another-secret-xx!",
             JwtAlgorithm::HS256,
             "tollgate",
         );
-        let other_alg = TokenKeys::new(&SECRET.into(), JwtAlgorithm::HS512, "tollgate");
+        let other_alg = hmac(SECRET, JwtAlgorithm::HS512, "tollgate");
         assert!(other_issuer.verify(&token, 1_001).is_err());
         assert!(other_key.verify(&token, 1_001).is_err());
         assert!(other_alg.verify(&token, 1_001).is_err());
+    }
+
+    #[test]
+    fn each_algorithm_signs_with_its_kid_and_verifies_only_with_its_key() {
+        for algorithm in [
+            JwtAlgorithm::EdDSA,
+            JwtAlgorithm::ES256,
+            JwtAlgorithm::HS256,
+        ] {
+            let keys = TokenKeys::new(KeyRing::new(new_key(algorithm), Vec::new()), "tollgate");
+            let token = keys.issue(&session(1_000, 4_600)).unwrap();
+            let header = jsonwebtoken::decode_header(&token).unwrap();
+            assert_eq!(header.alg, Algorithm::from(algorithm));
+            assert_eq!(header.kid, Some(keys.signing().1));
+            assert!(keys.verify(&token, 1_001).is_ok(), "{algorithm:?}");
+            let stranger = TokenKeys::new(KeyRing::new(new_key(algorithm), Vec::new()), "tollgate");
+            assert!(matches!(
+                stranger.verify(&token, 1_001),
+                Err(TokenError::UnknownKey)
+            ));
+        }
+    }
+
+    #[test]
+    fn a_previous_key_verifies_until_it_is_dropped_and_never_signs() {
+        let old = new_key(JwtAlgorithm::EdDSA);
+        let old_kid = old.kid.clone();
+        let keys = TokenKeys::new(KeyRing::new(old.clone(), Vec::new()), "tollgate");
+        let old_token = keys.issue(&session(1_000, 4_600)).unwrap();
+
+        keys.reload(KeyRing::new(new_key(JwtAlgorithm::ES256), vec![old]));
+        let new_token = keys.issue(&session(1_000, 4_600)).unwrap();
+        let accepted = keys.verify(&old_token, 1_001).is_ok();
+        let new_kid = jsonwebtoken::decode_header(&new_token).unwrap().kid;
+        keys.reload(KeyRing::new(new_key(JwtAlgorithm::ES256), Vec::new()));
+
+        assert!(accepted, "the previous key still verifies");
+        assert_ne!(new_kid.as_deref(), Some(old_kid.as_str()));
+        assert!(matches!(
+            keys.verify(&old_token, 1_001),
+            Err(TokenError::UnknownKey)
+        ));
+    }
+
+    #[test]
+    fn a_token_choosing_another_algorithm_for_the_key_is_refused() {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let key = new_key(JwtAlgorithm::EdDSA);
+        let (kid, public) = (key.kid.clone(), key.public.clone().unwrap());
+        let keys = TokenKeys::new(KeyRing::new(key, Vec::new()), "tollgate");
+        let claims = format!(
+            r#"{{"iss":"tollgate","sub":"{}","sid":"{}","iat":1000,"exp":4600,"jti":"{}"}}"#,
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4()
+        );
+        // HS256 keyed with the public key a JWKS publishes, and `none`.
+        let forged_hs = {
+            let header = format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{kid}"}}"#);
+            let signed = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+            let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&public.x)
+                .unwrap();
+            let mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret)
+                .unwrap()
+                .chain_update(signed.as_bytes())
+                .finalize()
+                .into_bytes();
+            format!("{signed}.{}", b64(&mac))
+        };
+        let none = {
+            let header = format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#);
+            format!("{}.{}.", b64(header.as_bytes()), b64(claims.as_bytes()))
+        };
+        assert!(keys.verify(&forged_hs, 1_001).is_err());
+        assert!(keys.verify(&none, 1_001).is_err());
     }
 }

@@ -1,16 +1,18 @@
 //! The command line: `tollgate [--config FILE] serve | check-config |
-//! migrate | admin ...`.
+//! migrate | admin ... | keys generate`.
 
 mod admin;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::app::{Application, Signals};
+use crate::auth::keys;
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{JwtAlgorithm, Settings};
 use crate::{storage, telemetry};
 
 #[derive(Debug, Parser)]
@@ -34,10 +36,42 @@ enum Command {
     Migrate,
     /// Call a running service's admin API.
     Admin(admin::AdminCommand),
+    /// Make signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Write a new signing key to a file of its own (mode 0600): a private
+    /// key in PKCS#8 PEM for EdDSA and ES256, a random secret for HMAC.
+    Generate {
+        #[arg(long, value_enum)]
+        algorithm: JwtAlgorithm,
+        /// The file to create; an existing one is left alone.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 impl Cli {
     pub async fn run(self) -> ExitCode {
+        // Needs no settings: it makes the key a configuration names.
+        if let Some(Command::Keys(KeysCommand::Generate { algorithm, out })) = &self.command {
+            return match write_key(*algorithm, out) {
+                Ok(kid) => {
+                    println!(
+                        "wrote a new {algorithm:?} key to {} (kid {kid})",
+                        out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         let settings = match Settings::load(self.config.as_deref()) {
             Ok(settings) => settings,
             Err(err) => {
@@ -53,6 +87,7 @@ impl Cli {
             }
             Command::Migrate => migrate(settings).await,
             Command::Admin(command) => command.run(&settings).await,
+            Command::Keys(_) => unreachable!("answered before the settings load"),
         };
         match outcome {
             Ok(()) => ExitCode::SUCCESS,
@@ -101,6 +136,32 @@ fn check_config(settings: &Settings) {
         settings.session.idle_ttl_secs, settings.session.shards
     );
     println!("  bcrypt cost     {}", settings.auth.bcrypt_cost);
+    if let Ok(ring) = settings.key_ring() {
+        println!(
+            "  signing         {:?}, kid {}, {} previous key(s)",
+            settings.auth.jwt_algorithm,
+            ring.current.kid,
+            ring.previous.len()
+        );
+    }
+}
+
+/// Writes a new key for `algorithm` to `out`, readable by its owner only;
+/// answers its `kid`.
+fn write_key(algorithm: JwtAlgorithm, out: &Path) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let text = keys::generate(algorithm);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("creating {}", out.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    let key = keys::Key::read(algorithm, out).map_err(|problem| anyhow::anyhow!(problem))?;
+    Ok(key.kid)
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {

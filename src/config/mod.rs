@@ -26,6 +26,7 @@ pub use values::{
     SslMode, StreamName,
 };
 
+use crate::auth::{Key, KeyRing};
 use crate::domain::{KindLimit, KindLimits, Limits, TaskKind};
 use values::parsed_list;
 
@@ -127,8 +128,14 @@ pub struct AuthSettings {
     /// HMAC signing secret; ignored when `jwt_key_file` is set.
     #[serde(default)]
     pub jwt_secret: Option<SecretString>,
+    /// The signing key: an HMAC secret, or for `EdDSA` and `ES256` a
+    /// private key in PEM.
     #[serde(default)]
     pub jwt_key_file: Option<PathBuf>,
+    /// Keys still accepted for verification, never used to sign: the way
+    /// a key rotates without signing anyone out. Any algorithm.
+    #[serde(default, deserialize_with = "parsed_list")]
+    pub previous_key_files: Vec<PathBuf>,
     pub jwt_algorithm: JwtAlgorithm,
     pub issuer: String,
     pub token_max_lifetime_secs: u64,
@@ -143,13 +150,30 @@ pub struct AuthSettings {
     pub introspection_secret: Option<SecretString>,
 }
 
-/// The HMAC algorithms a token may be signed with. Verification accepts
-/// exactly the configured one, never what a token's header asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The algorithms a token may be signed with. A token is verified by the
+/// key its `kid` names, with that key's algorithm, never with what its
+/// header asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 pub enum JwtAlgorithm {
+    #[value(name = "HS256")]
     HS256,
+    #[value(name = "HS384")]
     HS384,
+    #[value(name = "HS512")]
     HS512,
+    /// Ed25519.
+    #[value(name = "EdDSA")]
+    EdDSA,
+    /// ECDSA over P-256 with SHA-256.
+    #[value(name = "ES256")]
+    ES256,
+}
+
+impl JwtAlgorithm {
+    /// Whether the key has a public half to publish.
+    pub fn is_asymmetric(self) -> bool {
+        matches!(self, Self::EdDSA | Self::ES256)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -505,11 +529,72 @@ impl Settings {
         }
     }
 
+    /// The signing key and the previous keys, read from their files, each
+    /// checked: of the configured algorithm, private keys not readable by
+    /// others, no previous key the current one again.
+    pub fn key_ring(&self) -> Result<KeyRing, String> {
+        let auth = &self.auth;
+        let current = match &auth.jwt_key_file {
+            Some(path) => {
+                let key = Key::read(auth.jwt_algorithm, path)
+                    .map_err(|problem| format!("auth.jwt_key_file {problem}"))?;
+                if key.public.is_some() {
+                    owner_only(path).map_err(|problem| format!("auth.jwt_key_file {problem}"))?;
+                }
+                key
+            }
+            None if auth.jwt_algorithm.is_asymmetric() => {
+                return Err(format!(
+                    "auth.jwt_algorithm = \"{:?}\" needs auth.jwt_key_file, a private key in \
+                     PEM (`tollgate keys generate --algorithm {:?} --out FILE` writes one)",
+                    auth.jwt_algorithm, auth.jwt_algorithm
+                ));
+            }
+            None => Key::hmac(
+                auth.jwt_algorithm,
+                &self.jwt_secret_literal().unwrap_or_default().into(),
+            ),
+        };
+        let mut previous = Vec::new();
+        for path in &auth.previous_key_files {
+            let problem =
+                |problem: String| format!("auth.previous_key_files: {} {problem}", path.display());
+            let key = Key::read_any(path).map_err(problem)?;
+            if key.public.is_some() {
+                owner_only(path).map_err(problem)?;
+            }
+            if key.kid == current.kid {
+                return Err(problem(
+                    "is the current signing key; list only keys it replaced".into(),
+                ));
+            }
+            previous.push(key);
+        }
+        Ok(KeyRing::new(current, previous))
+    }
+
     /// `auth.jwt_secret`, with an empty value counted as unset.
     fn jwt_secret_literal(&self) -> Option<&str> {
         let secret = self.auth.jwt_secret.as_ref()?.expose_secret();
         (!secret.is_empty()).then_some(secret)
     }
+}
+
+/// Refuses a private key file that anyone may read, beyond its owner and
+/// group (a group, as Kubernetes' `fsGroup` gives a mounted Secret).
+fn owner_only(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .map_err(|err| format!("cannot be read: {err}"))?
+        .permissions()
+        .mode();
+    if mode & 0o007 != 0 {
+        return Err(format!(
+            "is readable by others (mode {:o}): `chmod 600` it",
+            mode & 0o777
+        ));
+    }
+    Ok(())
 }
 
 /// The embedded default's value for `key`, if it has one.

@@ -68,24 +68,15 @@ impl Settings {
         );
 
         let auth = &self.auth;
-        match (&auth.jwt_key_file, self.jwt_secret_literal()) {
-            (Some(path), _) => match self.jwt_secret() {
-                Ok(secret) => {
-                    let len = secret.expose_secret().len();
-                    problems.require(len >= 32, || {
-                        format!("auth.jwt_key_file must hold at least 32 bytes (got {len})")
-                    });
-                }
-                Err(err) => problems.require(false, || {
-                    format!("auth.jwt_key_file: cannot read {}: {err}", path.display())
-                }),
-            },
-            (None, None) => problems.require(false, || {
+        let literal_secret = auth.jwt_key_file.is_none() && !auth.jwt_algorithm.is_asymmetric();
+        match self.jwt_secret_literal() {
+            _ if !literal_secret => {}
+            None => problems.require(false, || {
                 "auth.jwt_secret is not set: set TOLLGATE__AUTH__JWT_SECRET (32 bytes or more) \
                  or auth.jwt_key_file"
                     .into()
             }),
-            (None, Some(secret)) => {
+            Some(secret) => {
                 problems.require(secret.len() >= 32, || {
                     format!(
                         "auth.jwt_secret must be at least 32 bytes (got {})",
@@ -101,6 +92,11 @@ impl Settings {
                     },
                 );
             }
+        }
+        // The key files: readable, of the algorithm, kept private, and no
+        // previous key the current one again.
+        if let Err(problem) = self.key_ring() {
+            problems.require(false, || problem);
         }
         problems.require(!auth.issuer.trim().is_empty(), || {
             "auth.issuer must not be empty".into()

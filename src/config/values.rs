@@ -44,7 +44,7 @@ deserialize_from_str!(
 pub fn parsed_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
-    T: FromStr<Err = String>,
+    T: FromStr<Err: std::fmt::Display>,
 {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -68,7 +68,11 @@ where
     if bad.is_empty() {
         Ok(parsed.into_iter().flatten().collect())
     } else {
-        let problems: Vec<String> = bad.into_iter().filter_map(Result::err).collect();
+        let problems: Vec<String> = bad
+            .into_iter()
+            .filter_map(Result::err)
+            .map(|err| err.to_string())
+            .collect();
         Err(D::Error::custom(problems.join("; ")))
     }
 }

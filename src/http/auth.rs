@@ -15,6 +15,7 @@ use super::extract::{Authenticated, ServiceCredential};
 use super::views::{SessionView, UserView};
 use super::{AppState, schema};
 use crate::accounts::{AccountError, Grant, Limit};
+use crate::auth::Jwk;
 use crate::domain::{Credentials, PasswordChange, Registration, Session, SessionId};
 use crate::events::{Event, RevokeReason};
 
@@ -175,6 +176,29 @@ pub async fn revoke_session(
         reason: RevokeReason::SignOut,
     });
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JwkSet {
+    /// The public keys tokens are signed with (first) or still accepted
+    /// with; none while tokens are signed with an HMAC secret.
+    keys: Vec<Jwk>,
+}
+
+/// The public keys of the signing key and of the previous keys, by `kid`,
+/// for services that verify tokens themselves. A signature proves who a
+/// token was issued to, not that its session is alive: for that, they
+/// still introspect.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, body = JwkSet, description = "The key set (RFC 7517)")))]
+pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        // Short, so that a rotation reaches verifiers soon; they fetch
+        // again on a `kid` they do not know anyway.
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .json(JwkSet {
+            keys: state.tokens.jwks(),
+        })
 }
 
 /// RFC 7662 introspection response: `{"active": false}` alone for a token

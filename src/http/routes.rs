@@ -70,6 +70,7 @@ routes! {
     "/api/v1/auth/sessions" => { get auth::list_sessions },
     "/api/v1/auth/sessions/{id}" => { delete auth::revoke_session },
     "/api/v1/auth/introspect" => { post auth::introspect },
+    "/.well-known/jwks.json" => { get auth::jwks },
     "/api/v1/users/me" => { get users::get_me, delete users::delete_me },
     "/api/v1/tasks", body tasks => { post tasks::enqueue_task, get tasks::list_tasks },
     "/api/v1/tasks/{id}" => { get tasks::get_task, delete tasks::cancel_task },

@@ -19,7 +19,7 @@ use crate::telemetry::{Metrics, MetricsExport};
 pub struct AppState {
     pub registry: UserRegistry,
     pub sessions: SessionManager,
-    pub tokens: TokenKeys,
+    pub tokens: Arc<TokenKeys>,
     pub clock: Clock,
     /// Credential for introspection; `None` disables it.
     pub introspection_secret: Option<SecretString>,

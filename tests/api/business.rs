@@ -11,7 +11,12 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{client, refused_as_invalid_token, spawn_app_with};
+use tollgate::config::JwtAlgorithm;
+
+use crate::helpers::{
+    PATIENCE, Server, TempDir, TestRedis, TestSchema, as_env, client, eventually, new_key_file,
+    production_env, refused_as_invalid_token, spawn_app_with,
+};
 
 const SERVICE_SECRET: &str = "a-service-credential-for-introspection";
 const SECOND: Duration = Duration::from_secs(1);
@@ -64,6 +69,11 @@ impl BusinessService {
     /// from the line it prints once it is listening: no port is guessed, so
     /// nothing else can take it first.
     async fn start(tollgate: &str) -> Self {
+        Self::start_with(tollgate, &[]).await
+    }
+
+    /// Like [`BusinessService::start`], with more of its settings.
+    async fn start_with(tollgate: &str, env: &[(&str, &str)]) -> Self {
         // Building may take seconds: off this thread, which serves Tollgate.
         let binary = tokio::task::spawn_blocking(example_binary).await.unwrap();
         let mut child = Command::new(binary)
@@ -71,6 +81,7 @@ impl BusinessService {
             .env("TOLLGATE_URL", tollgate)
             .env("INTROSPECTION_SECRET", SERVICE_SECRET)
             .env("BIND", "127.0.0.1:0")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -96,8 +107,12 @@ impl BusinessService {
 
     /// `GET /data` with the token in the old `token` header.
     async fn data(&self, token: &str) -> reqwest::Response {
+        self.get("/data", token).await
+    }
+
+    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
         client()
-            .get(format!("{}/data", self.address))
+            .get(format!("{}{path}", self.address))
             .header("token", token)
             .send()
             .await
@@ -140,4 +155,89 @@ async fn using_the_business_service_keeps_the_session_alive_until_30_seconds_aft
     refused_as_invalid_token(app.session(&user.token).await).await;
     let forged = business.data("not-a-token").await;
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Writes a config file signing with `current` (EdDSA) and accepting
+/// `previous` too.
+fn configure_keys(
+    config: &std::path::Path,
+    current: &std::path::Path,
+    previous: Option<&std::path::Path>,
+) {
+    let previous = previous
+        .map(|path| format!("{:?}", path.display().to_string()))
+        .unwrap_or_default();
+    let toml = format!(
+        "[auth]\njwt_algorithm = \"EdDSA\"\njwt_key_file = {:?}\nprevious_key_files = [{previous}]\n\
+         introspection_secret = {SERVICE_SECRET:?}\n",
+        current.display().to_string()
+    );
+    std::fs::write(config, toml).unwrap();
+}
+
+#[actix_web::test]
+async fn a_service_verifying_with_the_jwks_follows_a_rotation_and_still_introspects_for_liveness() {
+    let dir = TempDir::new("jwks-service");
+    let (schema, redis) = (TestSchema::create().await, TestRedis::new());
+    let (config, output) = (dir.join("tollgate.toml"), dir.join("output"));
+    let first = new_key_file(&dir, "first.key", JwtAlgorithm::EdDSA);
+    configure_keys(&config, &first, None);
+    let config_arg = config.display().to_string();
+    let env = production_env(&schema, &redis);
+    let tollgate = Server::start_with_output(
+        &["--config", &config_arg, "serve"],
+        &as_env(&env),
+        Some(&output),
+    )
+    .await;
+    let service = BusinessService::start_with(
+        &tollgate.address,
+        &[("VERIFY", "jwks"), ("JWKS_MIN_REFRESH_SECS", "0")],
+    )
+    .await;
+    tollgate.sign_up("verified-locally").await;
+    let (first_token, _) = tollgate.sign_in("verified-locally").await;
+
+    let checked: Value = service.data(&first_token).await.json().await.unwrap();
+
+    assert_eq!(checked["data"]["checked_by"], "signature", "{checked}");
+
+    // A rotation: the new key signs, the old one is still accepted. The
+    // service meets the new kid and fetches the set again.
+    let second = new_key_file(&dir, "second.key", JwtAlgorithm::EdDSA);
+    configure_keys(&config, &second, Some(&first));
+    let reloads = || {
+        std::fs::read_to_string(&output)
+            .unwrap_or_default()
+            .matches("reloaded pool sizes")
+            .count()
+    };
+    tollgate.signal("HUP");
+    assert!(eventually(PATIENCE, || async { reloads() == 1 }).await);
+    let (second_token, _) = tollgate.sign_in("verified-locally").await;
+    assert_eq!(service.data(&second_token).await.status(), StatusCode::OK);
+    assert_eq!(service.data(&first_token).await.status(), StatusCode::OK);
+    assert_eq!(
+        service.data("not.a.token").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Signed out: the signature still holds until the token expires, so
+    // only introspection can tell the session has ended.
+    let signout = tollgate.request(
+        reqwest::Method::POST,
+        "/api/v1/auth/signout",
+        Some(&second_token),
+    );
+    assert_eq!(
+        signout.send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(service.data(&second_token).await.status(), StatusCode::OK);
+    let live = service.get("/data/live", &second_token).await;
+    assert_eq!(live.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        service.get("/data/live", &first_token).await.status(),
+        StatusCode::OK
+    );
 }

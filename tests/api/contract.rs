@@ -69,6 +69,7 @@ async fn every_documented_route_is_served_and_other_methods_get_405_with_allow()
         ("GET", "/api/v1/auth/sessions"),
         ("DELETE", "/api/v1/auth/sessions/{id}"),
         ("POST", "/api/v1/auth/introspect"),
+        ("GET", "/.well-known/jwks.json"),
         ("GET", "/api/v1/users/me"),
         ("DELETE", "/api/v1/users/me"),
         ("POST", "/api/v1/tasks"),
@@ -239,7 +240,7 @@ async fn the_docs_page_is_the_document_rendered_on_the_server_and_loads_nothing(
 
 /// The Schemathesis command `make test` provides (see `.ci/ensure-services`);
 /// openapi-spec-validator is installed beside it.
-fn schemathesis() -> String {
+pub fn schemathesis() -> String {
     let path = std::env::var("TOLLGATE_SCHEMATHESIS").unwrap_or_default();
     assert!(
         !path.is_empty() && Path::new(&path).exists(),

@@ -31,6 +31,7 @@ mod scale_out;
 mod session_store;
 mod sessions;
 mod signin;
+mod signing_keys;
 mod signup;
 mod slow_clients;
 mod store_tls;

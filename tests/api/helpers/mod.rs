@@ -23,7 +23,7 @@ use tollgate::tasks::TaskHandlers;
 
 pub use browser::Browser;
 pub use postgres::{PrivatePostgres, TcpProxy, TestSchema};
-pub use process::{Server, as_env, output_of, production_env, refused_start};
+pub use process::{Server, as_env, new_key_file, output_of, production_env, refused_start};
 pub use scrape::Scrape;
 pub use tls::TestCa;
 

@@ -27,6 +27,21 @@ pub fn production_env(schema: &TestSchema, redis: &TestRedis) -> Vec<(&'static s
     ]
 }
 
+/// Writes a new signing key for `algorithm` to `dir/name` with the command
+/// an operator would use (`tollgate keys generate`).
+pub fn new_key_file(
+    dir: &super::TempDir,
+    name: &str,
+    algorithm: tollgate::config::JwtAlgorithm,
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let (algorithm, out) = (format!("{algorithm:?}"), path.display().to_string());
+    let args = ["keys", "generate", "--algorithm", &algorithm, "--out", &out];
+    let (output, text) = output_of(&args, &[]);
+    assert!(output.status.success(), "{text}");
+    path
+}
+
 /// `env` as [`Server::start`] takes it.
 pub fn as_env<'a>(env: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
