@@ -36,7 +36,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, http::header, web};
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
@@ -92,31 +92,44 @@ struct LocalKeys {
     jwks_url: String,
     issuer: String,
     keys: Mutex<Fetched>,
+    /// Held while fetching: requests that meet an unknown `kid` meanwhile
+    /// wait for that fetch instead of making their own.
+    fetching: tokio::sync::Mutex<()>,
     /// Least time between two fetches, however many unknown `kid`s come:
     /// a forged token cannot make this service hammer Tollgate.
     min_refresh: Duration,
 }
 
+/// How long a fetched key set is used before it is fetched again, as
+/// Tollgate's `Cache-Control` says: a key Tollgate dropped stops working
+/// here within it.
+const KEYS_MAX_AGE: Duration = Duration::from_secs(300);
+
 impl LocalKeys {
+    /// The key `kid` names, unless the set is too old to trust.
     fn cached(&self, kid: &str) -> Option<(Algorithm, DecodingKey)> {
-        let keys = self
-            .keys
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        keys.by_kid.get(kid).cloned()
+        let keys = self.fetched();
+        let fresh = keys.at.is_some_and(|at| at.elapsed() < KEYS_MAX_AGE);
+        keys.by_kid.get(kid).filter(|_| fresh).cloned()
     }
 
-    /// Fetches the key set again, unless it was fetched a moment ago.
-    async fn refresh(&self) -> Result<(), String> {
-        {
-            let mut keys = self
-                .keys
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            if keys.at.is_some_and(|at| at.elapsed() < self.min_refresh) {
-                return Ok(());
-            }
-            keys.at = Some(Instant::now());
+    fn fetched(&self) -> std::sync::MutexGuard<'_, Fetched> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Fetches the key set again to find `kid`, unless another request is
+    /// doing so (then its answer is used) or it was fetched a moment ago.
+    /// Only a fetch that worked counts against the pace.
+    async fn refresh(&self, kid: &str) -> Result<(), String> {
+        let _fetching = self.fetching.lock().await;
+        if self.cached(kid).is_some() {
+            return Ok(());
+        }
+        let at = self.fetched().at;
+        if at.is_some_and(|at| at.elapsed() < self.min_refresh.min(KEYS_MAX_AGE)) {
+            return Ok(());
         }
         let set: JwkSet = self
             .client
@@ -132,20 +145,29 @@ impl LocalKeys {
             .keys
             .iter()
             .filter_map(|jwk| {
-                // Only the asymmetric algorithms Tollgate publishes.
-                let algorithm = match jwk.common.key_algorithm?.to_string().as_str() {
-                    "EdDSA" => Algorithm::EdDSA,
-                    "ES256" => Algorithm::ES256,
+                // Only the asymmetric algorithms Tollgate publishes, each
+                // with a key of its own kind.
+                let algorithm = match (&jwk.algorithm, jwk.common.key_algorithm?) {
+                    (AlgorithmParameters::OctetKeyPair(okp), KeyAlgorithm::EdDSA)
+                        if okp.curve == EllipticCurve::Ed25519 =>
+                    {
+                        Algorithm::EdDSA
+                    }
+                    (AlgorithmParameters::EllipticCurve(ec), KeyAlgorithm::ES256)
+                        if ec.curve == EllipticCurve::P256 =>
+                    {
+                        Algorithm::ES256
+                    }
                     _ => return None,
                 };
                 let key = DecodingKey::from_jwk(jwk).ok()?;
                 Some((jwk.common.key_id.clone()?, (algorithm, key)))
             })
             .collect();
-        self.keys
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .by_kid = fetched;
+        *self.fetched() = Fetched {
+            by_kid: fetched,
+            at: Some(Instant::now()),
+        };
         Ok(())
     }
 
@@ -161,7 +183,7 @@ impl LocalKeys {
         let key = match self.cached(&kid) {
             Some(key) => key,
             None => {
-                if let Err(why) = self.refresh().await {
+                if let Err(why) = self.refresh(&kid).await {
                     return Verdict::Unknown(why);
                 }
                 match self.cached(&kid) {
@@ -173,6 +195,8 @@ impl LocalKeys {
         // The key's own algorithm, whatever the token's header says.
         let mut validation = Validation::new(key.0);
         validation.set_issuer(&[&self.issuer]);
+        // Tollgate allows no slack on `exp` either.
+        validation.leeway = 0;
         match jsonwebtoken::decode::<Value>(token, &key.1, &validation) {
             Ok(data) => Verdict::Active(data.claims),
             Err(_) => Verdict::Inactive,
@@ -263,10 +287,14 @@ async fn main() -> std::io::Result<()> {
     let checker = web::Data::new(match setting("VERIFY", Some("introspect"))?.as_str() {
         "introspect" => Checker::Introspect,
         "jwks" => Checker::Jwks(LocalKeys {
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(std::io::Error::other)?,
             jwks_url: format!("{}/.well-known/jwks.json", base.trim_end_matches('/')),
             issuer: setting("ISSUER", Some("tollgate"))?,
             keys: Mutex::default(),
+            fetching: tokio::sync::Mutex::default(),
             min_refresh: Duration::from_secs(
                 setting("JWKS_MIN_REFRESH_SECS", Some("10"))?
                     .parse()

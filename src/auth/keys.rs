@@ -148,14 +148,18 @@ impl Key {
             std::fs::read_to_string(path)
                 .map_err(|err| format!("cannot read {}: {err}", path.display()))?,
         );
-        let algorithm = if !text.contains("-----BEGIN") {
-            JwtAlgorithm::HS256
-        } else if Self::parse(JwtAlgorithm::EdDSA, &text).is_ok() {
-            JwtAlgorithm::EdDSA
-        } else {
-            JwtAlgorithm::ES256
-        };
-        Self::parse(algorithm, &text)
+        if !text.contains("-----BEGIN") {
+            // Verifies HS384 and HS512 tokens too: see `token.rs`.
+            return Self::parse(JwtAlgorithm::HS256, &text);
+        }
+        [JwtAlgorithm::EdDSA, JwtAlgorithm::ES256]
+            .into_iter()
+            .find_map(|algorithm| Self::parse(algorithm, &text).ok())
+            .ok_or_else(|| {
+                "is not a private key Tollgate knows: Ed25519 (PKCS#8) or P-256 (PKCS#8 or \
+                 SEC1) in PEM, or an HMAC secret"
+                    .to_owned()
+            })
     }
 
     fn parse(algorithm: JwtAlgorithm, text: &str) -> Result<Self, String> {
@@ -181,7 +185,12 @@ impl Key {
                 .map_err(|_| "is not an Ed25519 private key in PKCS#8 PEM (EdDSA)".to_owned()),
             JwtAlgorithm::ES256 => p256::ecdsa::SigningKey::from_pkcs8_pem(text)
                 .or_else(|_| {
-                    p256::SecretKey::from_sec1_pem(text).map(p256::ecdsa::SigningKey::from)
+                    // `openssl ecparam -genkey` writes the curve's
+                    // parameters first: the key is the block after them.
+                    let sec1 = text
+                        .find("-----BEGIN EC PRIVATE KEY-----")
+                        .map_or(text, |at| &text[at..]);
+                    p256::SecretKey::from_sec1_pem(sec1).map(p256::ecdsa::SigningKey::from)
                 })
                 .map(|key| Self::p256(&key))
                 .map_err(|_| "is not a P-256 private key in PKCS#8 or SEC1 PEM (ES256)".to_owned()),
@@ -195,7 +204,10 @@ pub fn generate(algorithm: JwtAlgorithm) -> Zeroizing<String> {
     match algorithm {
         JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512 => {
             let bytes = Zeroizing::new(rand::random::<[u8; 48]>());
-            Zeroizing::new(URL_SAFE_NO_PAD.encode(*bytes) + "\n")
+            let mut secret = Zeroizing::new(String::with_capacity(65));
+            URL_SAFE_NO_PAD.encode_string(*bytes, &mut secret);
+            secret.push('\n');
+            secret
         }
         JwtAlgorithm::EdDSA => {
             let seed = Zeroizing::new(rand::random::<[u8; 32]>());

@@ -124,7 +124,12 @@ impl Signer<Vec<u8>> for Signing {
             Self::Ed(key) => key.try_sign(message)?.to_bytes().to_vec(),
             Self::Es(key) => {
                 let signature: p256::ecdsa::Signature = key.try_sign(message)?;
-                signature.to_bytes().to_vec()
+                // The low-S form, the only one verification accepts.
+                signature
+                    .normalize_s()
+                    .unwrap_or(signature)
+                    .to_bytes()
+                    .to_vec()
             }
         })
     }
@@ -145,7 +150,14 @@ impl Verifier<Vec<u8>> for Verifying {
             Self::Ed(key) => {
                 key.verify_strict(message, &ed25519_dalek::Signature::from_slice(tag)?)
             }
-            Self::Es(key) => key.verify(message, &p256::ecdsa::Signature::from_slice(tag)?),
+            Self::Es(key) => {
+                let signature = p256::ecdsa::Signature::from_slice(tag)?;
+                // Only the low-S form: each token has one valid signature.
+                if signature.normalize_s().is_some() {
+                    return Err(signature::Error::new());
+                }
+                key.verify(message, &signature)
+            }
         }
     }
 }
@@ -244,5 +256,33 @@ mod tests {
         assert!(signer_factory(&Algorithm::EdDSA, &ed).is_ok());
         assert!(signer_factory(&Algorithm::ES256, &ed).is_err());
         assert!(signer_factory(&Algorithm::RS256, &EncodingKey::from_rsa_der(&[1; 64])).is_err());
+    }
+
+    #[test]
+    fn an_es256_signature_verifies_only_in_its_low_s_form() {
+        let secret = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+        let point = secret.verifying_key().to_encoded_point(false);
+        let signer = signer_factory(
+            &Algorithm::ES256,
+            &EncodingKey::from_ec_der(&secret.to_bytes()),
+        )
+        .unwrap();
+        let verifier = verifier_factory(
+            &Algorithm::ES256,
+            &DecodingKey::from_ec_der(point.as_bytes()),
+        )
+        .unwrap();
+        let message = b"header.claims";
+        let tag = signer.try_sign(message).unwrap();
+        let signature = p256::ecdsa::Signature::from_slice(&tag).unwrap();
+        let (r, s) = signature.split_scalars();
+        let high = p256::ecdsa::Signature::from_scalars(r.to_bytes(), (-*s).to_bytes()).unwrap();
+
+        assert!(verifier.verify(message, &tag).is_ok());
+        assert!(verifier.verify(message, &high.to_bytes().to_vec()).is_err());
+        assert!(
+            verifier.verify(message, &tag[..63].to_vec()).is_err(),
+            "no panic either"
+        );
     }
 }

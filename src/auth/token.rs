@@ -79,18 +79,33 @@ struct Loaded {
     /// By key, in the ring's order (current first): each pins its key's
     /// algorithm, so a token cannot choose another for itself.
     validations: Vec<Validation>,
+    /// Tokens whose signature one of these keys checked, with their
+    /// claims: a client uses its token again and again, and a lookup costs
+    /// less than the signature and the JSON. Keyed by the whole token, so
+    /// any change to one is a miss; expiry is still checked at every use.
+    /// Kept with the keys, so a reload drops it in the same step: no
+    /// verification by a removed key can be remembered after.
+    verified: Mutex<HashMap<Box<str>, Claims>>,
 }
 
 impl Loaded {
     fn new(ring: KeyRing, issuer: &str) -> Self {
         let mut header = Header::new(ring.current.algorithm);
         header.kid = Some(ring.current.kid.clone());
-        let validations = std::iter::once(&ring.current)
-            .chain(&ring.previous)
-            .map(|key| {
+        let previous = ring.previous.iter().map(|key| (key, true));
+        let validations = std::iter::once((&ring.current, false))
+            .chain(previous)
+            .map(|(key, previous)| {
                 // `Validation::new` accepts this one algorithm and nothing
                 // else: no `none`, no other key type.
                 let mut validation = Validation::new(key.algorithm);
+                // A previous HMAC secret may have signed with any of the
+                // three (a file says nothing of which); all are HMAC under
+                // a secret, so none lets a token pick another kind of key.
+                if previous && key.public.is_none() {
+                    validation.algorithms =
+                        vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+                }
                 validation.set_issuer(&[issuer]);
                 validation.set_required_spec_claims(&["exp", "iss", "sub"]);
                 // Expiry is checked against the service's clock in `verify`.
@@ -103,7 +118,14 @@ impl Loaded {
             ring,
             header,
             validations,
+            verified: Mutex::default(),
         }
+    }
+
+    fn verified(&self) -> MutexGuard<'_, HashMap<Box<str>, Claims>> {
+        // Only ever inserted into or cleared whole: a poisoned lock still
+        // holds verified tokens only.
+        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The key a token's header names, with its validation. A token with
@@ -127,11 +149,6 @@ const VERIFIED_CAPACITY: usize = 10_000;
 pub struct TokenKeys {
     loaded: RwLock<Arc<Loaded>>,
     issuer: String,
-    /// Tokens whose signature was checked, with their claims: a client
-    /// uses its token again and again, and a lookup costs less than the
-    /// signature and the JSON. Keyed by the whole token, so any change to
-    /// one is a miss; expiry is still checked at every use.
-    verified: Mutex<HashMap<Box<str>, Claims>>,
 }
 
 impl TokenKeys {
@@ -140,7 +157,6 @@ impl TokenKeys {
         Self {
             loaded: RwLock::new(Arc::new(Loaded::new(ring, issuer))),
             issuer: issuer.to_owned(),
-            verified: Mutex::default(),
         }
     }
 
@@ -149,8 +165,6 @@ impl TokenKeys {
     pub fn reload(&self, ring: KeyRing) {
         let loaded = Arc::new(Loaded::new(ring, &self.issuer));
         *self.loaded.write().unwrap_or_else(PoisonError::into_inner) = loaded;
-        // Remembered verifications may be by a key that is gone.
-        self.verified().clear();
     }
 
     fn loaded(&self) -> Arc<Loaded> {
@@ -195,18 +209,18 @@ impl TokenKeys {
 
     /// Checks signature, algorithm, issuer and expiry at `now_secs`.
     pub fn verify(&self, token: &str, now_secs: i64) -> Result<Claims, TokenError> {
-        let remembered = self.verified().get(token).cloned();
+        let loaded = self.loaded();
+        let remembered = loaded.verified().get(token).cloned();
         let claims = match remembered {
             Some(claims) => claims,
             None => {
                 let header = jsonwebtoken::decode_header(token)?;
-                let loaded = self.loaded();
                 let (key, validation) = loaded
                     .key_for(header.kid.as_deref())
                     .ok_or(TokenError::UnknownKey)?;
                 let claims =
                     jsonwebtoken::decode::<Claims>(token, &key.decoding, validation)?.claims;
-                let mut verified = self.verified();
+                let mut verified = loaded.verified();
                 if verified.len() >= VERIFIED_CAPACITY {
                     verified.clear();
                 }
@@ -218,12 +232,6 @@ impl TokenKeys {
             return Err(TokenError::Expired);
         }
         Ok(claims)
-    }
-
-    fn verified(&self) -> MutexGuard<'_, HashMap<Box<str>, Claims>> {
-        // Only ever inserted into or cleared whole: a poisoned lock still
-        // holds verified tokens only.
-        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -398,5 +406,26 @@ mod tests {
         };
         assert!(keys.verify(&forged_hs, 1_001).is_err());
         assert!(keys.verify(&none, 1_001).is_err());
+    }
+
+    #[test]
+    fn a_previous_hmac_secret_verifies_whichever_hmac_it_signed_with() {
+        let secret = "a-previous-secret-of-at-least-32-bytes!";
+        let old = TokenKeys::new(
+            KeyRing::new(Key::hmac(JwtAlgorithm::HS384, &secret.into()), Vec::new()),
+            "tollgate",
+        );
+        let token = old.issue(&session(1_000, 4_600)).unwrap();
+        let file = std::env::temp_dir().join(format!("tollgate-key-{}", Uuid::new_v4()));
+        std::fs::write(&file, secret).unwrap();
+        let previous = Key::read_any(&file).unwrap();
+        std::fs::remove_file(&file).unwrap();
+
+        let rotated = TokenKeys::new(
+            KeyRing::new(new_key(JwtAlgorithm::EdDSA), vec![previous]),
+            "tollgate",
+        );
+
+        assert!(rotated.verify(&token, 1_001).is_ok());
     }
 }

@@ -536,12 +536,9 @@ impl Settings {
         let auth = &self.auth;
         let current = match &auth.jwt_key_file {
             Some(path) => {
-                let key = Key::read(auth.jwt_algorithm, path)
-                    .map_err(|problem| format!("auth.jwt_key_file {problem}"))?;
-                if key.public.is_some() {
-                    owner_only(path).map_err(|problem| format!("auth.jwt_key_file {problem}"))?;
-                }
-                key
+                let problem = |problem: String| format!("auth.jwt_key_file {problem}");
+                owner_only(path).map_err(problem)?;
+                Key::read(auth.jwt_algorithm, path).map_err(problem)?
             }
             None if auth.jwt_algorithm.is_asymmetric() => {
                 return Err(format!(
@@ -559,13 +556,18 @@ impl Settings {
         for path in &auth.previous_key_files {
             let problem =
                 |problem: String| format!("auth.previous_key_files: {} {problem}", path.display());
+            owner_only(path).map_err(problem)?;
             let key = Key::read_any(path).map_err(problem)?;
-            if key.public.is_some() {
-                owner_only(path).map_err(problem)?;
-            }
             if key.kid == current.kid {
                 return Err(problem(
                     "is the current signing key; list only keys it replaced".into(),
+                ));
+            }
+            if key.kid == Key::hmac(JwtAlgorithm::HS256, &embedded_jwt_secret()).kid {
+                return Err(problem(
+                    "is the public default secret from config/default.toml: tokens it \
+                     verifies anyone could have made"
+                        .into(),
                 ));
             }
             previous.push(key);
@@ -580,8 +582,17 @@ impl Settings {
     }
 }
 
-/// Refuses a private key file that anyone may read, beyond its owner and
-/// group (a group, as Kubernetes' `fsGroup` gives a mounted Secret).
+/// The public HMAC secret of the embedded default.
+fn embedded_jwt_secret() -> SecretString {
+    embedded_value("auth.jwt_secret")
+        .and_then(|public| public.into_string().ok())
+        .unwrap_or_default()
+        .into()
+}
+
+/// Refuses a key file that anyone may read, beyond its owner and group (a
+/// group, as Kubernetes' `fsGroup` gives a mounted Secret): whoever reads
+/// a signing key can mint tokens.
 fn owner_only(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(path)

@@ -99,6 +99,10 @@ async fn a_jwt_key_file_signs_the_tokens_and_a_short_one_is_refused() {
     let secret = "a-signing-key-read-from-a-file-not-the-environment";
     std::fs::write(&key, format!("{secret}\n")).unwrap();
     std::fs::write(&short, "too-short\n").unwrap();
+    for file in [&key, &short] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let production = ["--config", "config/production.toml"];
     let with_key = |file: &std::path::Path| {
         [

@@ -216,6 +216,11 @@ async fn max_running_2_holds_over_two_replicas_and_sighup_pauses_and_resumes_the
     let echoed = deployment.succeeded(&tokens, &echoes).await;
     let slept = deployment.succeeded(&tokens, &sleeps).await;
 
+    eprintln!(
+        "{} sleeps on two replicas with 4 workers each: at most {} at once",
+        slept.len(),
+        most_at_once(&slept)
+    );
     assert_eq!(
         most_at_once(&slept),
         2,
@@ -302,9 +307,13 @@ async fn max_per_second_5_holds_over_two_replicas_for_10_seconds() {
         most_in(chrono::TimeDelta::seconds(1)),
         most_in(chrono::TimeDelta::seconds(10)),
     );
+    let span = *starts.last().unwrap() - starts[0];
+    eprintln!(
+        "60 starts over two replicas in {:.2} s: at most {one} in any second, {ten} in any 10 s",
+        span.as_seconds_f64()
+    );
     assert!(one <= 5, "{one} starts in one second");
     assert!(ten <= 51, "{ten} starts in 10 s");
-    let span = *starts.last().unwrap() - starts[0];
     assert!(
         span >= chrono::TimeDelta::seconds(11),
         "60 starts at 5 a second take 11 s at least, not {span}"

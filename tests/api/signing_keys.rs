@@ -355,12 +355,20 @@ async fn check_config_refuses_a_mismatched_exposed_or_repeated_key() {
     let dir = TempDir::new("bad-keys");
     let ed = new_key_file(&dir, "ed.key", JwtAlgorithm::EdDSA);
     let es = new_key_file(&dir, "es.key", JwtAlgorithm::ES256);
-    let exposed = dir.join("exposed.key");
-    std::fs::write(&exposed, generate(JwtAlgorithm::EdDSA).as_bytes()).unwrap();
-    {
+    let write = |name: &str, text: &str, mode: u32| {
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    };
+    let exposed = write("exposed.key", &generate(JwtAlgorithm::EdDSA), 0o644);
+    let exposed_secret = write("exposed.secret", &generate(JwtAlgorithm::HS256), 0o604);
+    let public_default = write(
+        "default.secret",
+        "tollgate-embedded-default-secret-do-not-use-in-production",
+        0o600,
+    );
     let check = |algorithm: &str, key: &Path, previous: &str| {
         let key = key.display().to_string();
         output_of(
@@ -377,6 +385,8 @@ async fn check_config_refuses_a_mismatched_exposed_or_repeated_key() {
     let (mismatch, mismatch_text) = check("ES256", &ed, "");
     let (open, open_text) = check("EdDSA", &exposed, "");
     let (repeated, repeated_text) = check("EdDSA", &ed, &ed.display().to_string());
+    let (open_secret, open_secret_text) = check("HS256", &exposed_secret, "");
+    let (public, public_text) = check("EdDSA", &ed, &public_default.display().to_string());
     let (overwrite, overwrite_text) = output_of(
         &[
             "keys",
@@ -405,6 +415,16 @@ async fn check_config_refuses_a_mismatched_exposed_or_repeated_key() {
     assert!(
         repeated_text.contains("is the current signing key"),
         "{repeated_text}"
+    );
+    assert!(!open_secret.status.success());
+    assert!(
+        open_secret_text.contains("is readable by others (mode 604)"),
+        "{open_secret_text}"
+    );
+    assert!(!public.status.success());
+    assert!(
+        public_text.contains("is the public default secret"),
+        "{public_text}"
     );
     assert!(!overwrite.status.success(), "an existing key is kept");
     assert!(overwrite_text.contains("File exists"), "{overwrite_text}");
