@@ -985,8 +985,10 @@ mod tests {
 
     #[test]
     fn a_short_key_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
         let path = std::env::temp_dir().join(format!("tollgate-key-{}", uuid::Uuid::new_v4()));
         std::fs::write(&path, "short\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let key_file = path.to_str().unwrap();
         let err = load_env(&[("TOLLGATE__AUTH__JWT_KEY_FILE", key_file)]).unwrap_err();
         assert!(
