@@ -91,7 +91,13 @@ async fn hold(count: usize) -> (Held, f64) {
                 email: None,
                 created_at: chrono::Utc::now(),
             };
-            async move { manager.open(&user, origin).await.expect("a session opens") }
+            async move {
+                manager
+                    .open(&user, origin)
+                    .await
+                    .map(|(session, _)| session)
+                    .expect("a session opens")
+            }
         });
         let mut opened = futures_util::stream::iter(opened).buffer_unordered(512);
         let mut n = 0;

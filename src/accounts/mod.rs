@@ -232,7 +232,8 @@ impl Accounts {
         let outcome = async {
             let user = self.insert_user(registration).await?;
             match self.sessions.open(&Profile::from(&user), origin).await {
-                Ok(session) => Ok((user, session)),
+                // A new user's first session ends none.
+                Ok((session, _)) => Ok((user, session)),
                 Err(err) => {
                     if let Err(undo) = self.store.delete(user.id).await {
                         tracing::warn!(user_id = %user.id, error = %undo, "a user whose first session failed to open is left behind");
@@ -308,7 +309,15 @@ impl Accounts {
         if user.disabled_at.is_some() {
             return Err(AccountError::Disabled);
         }
-        let session = self.sessions.open(&Profile::from(&user), &origin).await?;
+        let (session, ended) = self.sessions.open(&Profile::from(&user), &origin).await?;
+        for id in ended {
+            self.events.publish(Event::SessionsRevoked {
+                user_id: user.id,
+                session_id: Some(id),
+                sessions: 1,
+                reason: RevokeReason::SessionLimit,
+            });
+        }
 
         // A password change may have swapped the hash while this sign-in
         // checked the old one, and revoked the user's sessions before this

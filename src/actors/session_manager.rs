@@ -129,9 +129,13 @@ impl SessionManager {
     }
 
     /// Opens a session for `user`, ending at most `max_lifetime` from now.
-    /// If they hold `session.max_per_user` already, the one used longest
-    /// ago ends.
-    pub async fn open(&self, user: &Profile, origin: &Origin) -> Result<Session, SessionError> {
+    /// If they hold `session.max_per_user` already, a lapsed one or the one
+    /// used longest ago ends; those that ended are answered too.
+    pub async fn open(
+        &self,
+        user: &Profile,
+        origin: &Origin,
+    ) -> Result<(Session, Vec<SessionId>), SessionError> {
         let id = SessionId::random();
         let lifetime = i64::try_from(self.max_lifetime.as_millis()).unwrap_or(i64::MAX);
         let now_ms = self.clock.now_millis();
@@ -146,8 +150,8 @@ impl SessionManager {
             Store::Shared(sessions) => sessions.open(id, user, origin, now_ms, absolute_ms).await?,
         };
         self.metrics.session_opened();
-        self.metrics.sessions_ended(ended);
-        Ok(session)
+        self.metrics.sessions_ended(ended.len());
+        Ok((session, ended))
     }
 
     /// Uses a session, reinflating it if it is live.

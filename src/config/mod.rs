@@ -510,23 +510,9 @@ impl Settings {
     /// Whether the signing secret is the public one from the embedded default.
     pub fn uses_embedded_jwt_secret(&self) -> bool {
         self.auth.jwt_key_file.is_none()
-            && self.jwt_secret_literal().is_some_and(|secret| {
-                embedded_value("auth.jwt_secret")
-                    .and_then(|public| public.into_string().ok())
-                    .is_some_and(|public| public == secret)
-            })
-    }
-
-    /// The signing secret: the key file's contents (trailing newline
-    /// trimmed) or the literal `auth.jwt_secret`.
-    pub fn jwt_secret(&self) -> std::io::Result<SecretString> {
-        match &self.auth.jwt_key_file {
-            Some(path) => {
-                let contents = std::fs::read_to_string(path)?;
-                Ok(contents.trim_end_matches(['\r', '\n']).into())
-            }
-            None => Ok(self.jwt_secret_literal().unwrap_or_default().into()),
-        }
+            && self
+                .jwt_secret_literal()
+                .is_some_and(|secret| secret == embedded_jwt_secret().expose_secret())
     }
 
     /// The signing key and the previous keys, read from their files, each
@@ -980,7 +966,8 @@ mod tests {
     fn an_all_digit_secret_is_kept_exactly() {
         let digits = "01234567890123456789012345678901234567";
         let settings = load_env(&[("TOLLGATE__AUTH__JWT_SECRET", digits)]).unwrap();
-        assert_eq!(settings.jwt_secret().unwrap().expose_secret(), digits);
+        let expected = Key::hmac(JwtAlgorithm::HS256, &digits.into()).kid;
+        assert_eq!(settings.key_ring().unwrap().current.kid, expected);
     }
 
     #[test]
@@ -999,10 +986,10 @@ mod tests {
 
         std::fs::write(&path, "a-key-file-secret-of-at-least-32-bytes\n").unwrap();
         let settings = load_env(&[("TOLLGATE__AUTH__JWT_KEY_FILE", key_file)]).unwrap();
-        assert_eq!(
-            settings.jwt_secret().unwrap().expose_secret(),
-            "a-key-file-secret-of-at-least-32-bytes"
-        );
+        // The file's contents, its line ending left off.
+        let secret = "a-key-file-secret-of-at-least-32-bytes";
+        let expected = Key::hmac(JwtAlgorithm::HS256, &secret.into()).kid;
+        assert_eq!(settings.key_ring().unwrap().current.kid, expected);
         std::fs::remove_file(path).unwrap();
     }
 

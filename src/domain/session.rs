@@ -194,7 +194,7 @@ impl SessionTable {
 
     /// Records a new session opened from `origin`, last seen at `now`. A
     /// user already holding `max_per_user` loses one that has lapsed, or
-    /// else the one used longest ago. Returns the session and how many
+    /// else the one used longest ago. Returns the session and those that
     /// ended to make room.
     pub fn open(
         &mut self,
@@ -203,7 +203,7 @@ impl SessionTable {
         origin: &Origin,
         now_ms: i64,
         absolute_ms: i64,
-    ) -> (Session, usize) {
+    ) -> (Session, Vec<SessionId>) {
         let ended = match self.users.get(&user_id) {
             Some(row) if row.len() >= self.max_per_user => {
                 let mut by_staleness: Vec<(i64, SessionId)> = row
@@ -218,9 +218,10 @@ impl SessionTable {
                     .iter()
                     .map(|(_, id)| *id)
                     .collect();
-                self.remove(user_id, |held| doomed.contains(&held.id))
+                self.remove(user_id, |held| doomed.contains(&held.id));
+                doomed
             }
-            _ => 0,
+            _ => Vec::new(),
         };
         let held = Held {
             id,
@@ -585,7 +586,7 @@ mod tests {
 
         let (_, ended) = table.open(third, user, &Origin::default(), 3, HOUR_MS);
 
-        assert_eq!(ended, 1);
+        assert_eq!(ended, [second]);
         assert_eq!(table.touch(second, user, 4), TouchOutcome::Unknown);
         assert!(matches!(table.touch(first, user, 4), TouchOutcome::Live(_)));
         assert_eq!(table.len(), 2);

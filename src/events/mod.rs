@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `user.signed_up` | `{user_id, username}` |
 //! | `user.signed_in` | `{user_id, session_id}` |
-//! | `session.revoked` | `{user_id, session_id, sessions, reason}`: `session_id` is null when all of a user's sessions (but one, for a password change) ended; `reason` is `sign_out`, `sign_out_all`, `password_changed` or `account_deleted` |
+//! | `session.revoked` | `{user_id, session_id, sessions, reason}`: `session_id` is null when all of a user's sessions (but one, for a password change) ended; `reason` is `sign_out`, `sign_out_all`, `password_changed`, `account_deleted`, `operator` (disabled or signed out by an operator) or `session_limit` (one event per session a sign-in past `session.max_per_user` ended) |
 //! | `task.finished` | `{task_id, user_id, kind, status, attempts}`: `status` is `succeeded`, `dead` or `cancelled` |
 //!
 //! Publishing never holds up a request: events go through a bounded channel
@@ -83,6 +83,8 @@ pub enum RevokeReason {
     AccountDeleted,
     /// An operator disabled the account or signed its user out.
     Operator,
+    /// A sign-in past `session.max_per_user` ended this session.
+    SessionLimit,
 }
 
 /// Where events are published. Cheap to clone; without `[events]` it

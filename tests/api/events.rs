@@ -128,6 +128,46 @@ async fn a_sign_up_a_sign_in_a_sign_out_and_a_finished_task_reach_the_stream_in_
 }
 
 #[actix_web::test]
+async fn a_sign_in_past_the_session_limit_tells_which_session_it_ended() {
+    let app = spawn_app_with(|s| {
+        s.events = Some(EventSettings {
+            stream: "events".parse().unwrap(),
+            max_len: 1000,
+        });
+        s.session.max_per_user = 2;
+    })
+    .await;
+    let user = app.new_user("busy").await;
+    app.clock.advance(Duration::from_secs(1));
+    let second = app.new_token(&user).await;
+    app.clock.advance(Duration::from_secs(1));
+    app.new_token(&user).await;
+
+    let ended = || async {
+        events(&app)
+            .into_iter()
+            .find(|event| event.data["reason"] == "session_limit")
+    };
+    let told = eventually(PATIENCE, || async { ended().await.is_some() }).await;
+
+    assert!(told, "{:?}", events(&app));
+    let first_sid = crate::helpers::claims_of(&user.token)["sid"].clone();
+    let event = ended().await.unwrap();
+    assert_eq!(event.kind, "session.revoked");
+    assert_eq!(
+        event.data,
+        json!({
+            "user_id": user.id,
+            "session_id": first_sid,
+            "sessions": 1,
+            "reason": "session_limit",
+        })
+    );
+    assert_eq!(app.me(&second).await.status(), StatusCode::OK);
+    crate::helpers::refused_as_invalid_token(app.me(&user.token).await).await;
+}
+
+#[actix_web::test]
 async fn the_older_register_route_is_a_sign_up_without_a_sign_in() {
     let app = with_events().await;
     let credentials = json!({ "username": "legacy", "password": crate::helpers::PASSWORD });

@@ -101,7 +101,7 @@ impl Sessions {
             email: None,
             created_at: self.clock.now(),
         };
-        self.manager.open(&profile, origin).await.unwrap()
+        self.manager.open(&profile, origin).await.unwrap().0
     }
 
     async fn touch(&self, session: &Session) -> TouchOutcome {

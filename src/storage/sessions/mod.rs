@@ -125,7 +125,7 @@ impl RedisSessions {
 
     /// Records a new session of `profile`'s user opened from `origin`, last
     /// seen at `now_ms`, ending the sessions the user used longest ago if
-    /// they hold `max_per_user` already. Returns the session and how many
+    /// they hold `max_per_user` already. Returns the session and those that
     /// ended.
     pub async fn open(
         &self,
@@ -134,7 +134,7 @@ impl RedisSessions {
         origin: &Origin,
         now_ms: i64,
         absolute_ms: i64,
-    ) -> Result<(Session, usize), StoreError> {
+    ) -> Result<(Session, Vec<SessionId>), StoreError> {
         let epoch = self.usable_epoch(id);
         let args = vec![
             id.0.to_string(),
@@ -163,7 +163,11 @@ impl RedisSessions {
             self.copies(id)
                 .fill(id, stored, Arc::new(profile.clone()), epoch);
         }
-        Ok((stored.snapshot(id, self.idle_ttl_ms), ended.len()))
+        let ended = ended
+            .iter()
+            .filter_map(|id| id.parse().ok().map(SessionId))
+            .collect();
+        Ok((stored.snapshot(id, self.idle_ttl_ms), ended))
     }
 
     /// Uses a session: if it is live and belongs to `user_id`, it is
