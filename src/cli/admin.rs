@@ -334,6 +334,18 @@ fn show_user_detail(detail: &Value) {
         ""
     };
     println!("tasks: {}{paused}", counts.join(", "));
+    let sessions = detail["sessions"].as_array().map_or(&[][..], Vec::as_slice);
+    let rows: Vec<[String; 5]> = sessions
+        .iter()
+        .map(|session| {
+            ["id", "last_seen_at", "expires_at", "user_agent", "ip"]
+                .map(|field| text(&session[field]))
+        })
+        .collect();
+    print_table(
+        ["SESSION", "LAST SEEN", "EXPIRES", "USER AGENT", "ADDRESS"],
+        &rows,
+    );
 }
 
 fn show_disabled(answer: &Value) {

@@ -378,6 +378,15 @@ async fn the_admin_command_lists_disables_and_enables_users_of_a_live_service() 
     let refused_sign_in = app.sign_in("zed", PASSWORD).await;
     let (enabled, enabled_text) =
         admin_command(&url, &["--json", "users", "enable", &user.id], &by_env).await;
+    let from_a_laptop = app
+        .post("/api/v1/auth/signin")
+        .header("user-agent", "Laptop/2.0")
+        .json(&json!({ "username": "zed", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(from_a_laptop.status(), StatusCode::OK);
+    let (shown, shown_text) = admin_command(&url, &["users", "show", &user.id], &by_env).await;
     let (wrong, wrong_text) = admin_command(
         &url,
         &["users", "show", &user.id],
@@ -417,6 +426,12 @@ async fn the_admin_command_lists_disables_and_enables_users_of_a_live_service() 
     assert!(enabled.status.success(), "{enabled_text}");
     let enabled: Value = serde_json::from_slice(&enabled.stdout).unwrap();
     assert_eq!(enabled["disabled"], false);
+    assert!(shown.status.success(), "{shown_text}");
+    let session_row = shown_text
+        .lines()
+        .find(|line| line.contains("Laptop/2.0"))
+        .unwrap_or_else(|| panic!("no session row in\n{shown_text}"));
+    assert!(session_row.contains("127.0.0.1"), "{shown_text}");
     assert!(!wrong.status.success());
     assert!(wrong_text.contains("401 invalid_token"), "{wrong_text}");
     assert!(!unknown.status.success());
