@@ -52,6 +52,16 @@ impl Sessions {
 
     /// A manager on `shared`, listening for revocations, reading `clock`.
     fn start_on(shared: Option<Arc<RedisSessions>>, lifetime: Duration, clock: Clock) -> Self {
+        Self::start_sweeping(shared, lifetime, clock, SECOND)
+    }
+
+    /// Like [`Sessions::start_on`], sweeping lapsed sessions every `sweep`.
+    fn start_sweeping(
+        shared: Option<Arc<RedisSessions>>,
+        lifetime: Duration,
+        clock: Clock,
+        sweep: Duration,
+    ) -> Self {
         let listening = Shutdown::new();
         if let Some(shared) = &shared {
             listening.spawn(shared.clone().listen(listening.clone()));
@@ -59,7 +69,7 @@ impl Sessions {
         let settings = SessionSettings {
             idle_ttl_secs: IDLE_TTL.as_secs(),
             shards: 4,
-            sweep_interval_secs: 1,
+            sweep_interval_secs: sweep.as_secs(),
             store: SessionStoreKind::Memory,
             max_per_user: MAX_PER_USER,
         };
@@ -351,6 +361,66 @@ for_each_store!(
     a_users_live_sessions_are_listed_with_their_origin_newest_first,
     a_user_past_the_limit_loses_the_session_used_longest_ago,
 );
+
+#[actix_web::test]
+async fn redis_ends_a_lapsed_session_before_a_live_one_at_the_limit() {
+    let redis = TestRedis::new();
+    let shared = Arc::new(RedisSessions::new(
+        redis.connect().await,
+        IDLE_TTL,
+        MAX_PER_USER,
+        4,
+    ));
+    // Two managers on one store, one issuing sessions that end 45 s after
+    // they open; no sweep runs, so only the opening can end a lapsed one.
+    let unswept = |lifetime| {
+        let clock = Clock::manual(DateTime::from_timestamp_millis(T0).unwrap());
+        Sessions::start_sweeping(Some(shared.clone()), lifetime, clock, 3600 * SECOND)
+    };
+    let (sessions, short) = (unswept(LIFETIME), unswept(45 * SECOND));
+    sessions.copying().await;
+    let advance = |by: Duration| {
+        sessions.clock.advance(by);
+        short.clock.advance(by);
+    };
+    let user = UserId::new();
+    let ending = short.open(user).await;
+    advance(SECOND);
+    let mut others = Vec::new();
+    for _ in 1..MAX_PER_USER {
+        others.push(sessions.open(user).await);
+    }
+    advance(20 * SECOND);
+    for session in &others {
+        live(sessions.touch(session).await);
+    }
+    advance(4 * SECOND);
+    // Used last of all, but it ends at 45 s whatever its use.
+    live(short.touch(&ending).await);
+    sessions.write_uses().await;
+    advance(21 * SECOND);
+
+    let profile = Profile {
+        id: user,
+        username: "someone".into(),
+        email: None,
+        created_at: sessions.clock.now(),
+    };
+    let (_, ended) = sessions
+        .manager
+        .open(&profile, &Origin::default())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        ended,
+        [ending.id],
+        "the lapsed one, not the one used longest ago"
+    );
+    for session in &others {
+        live(sessions.touch(session).await);
+    }
+}
 
 #[actix_web::test]
 async fn sessions_in_redis_expire_there_too_and_leave_no_key_behind() {
