@@ -1,7 +1,7 @@
 //! Sessions and the table that holds one shard's share of them. Pure data:
 //! the `SessionShard` actor owns a table and supplies the time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -129,17 +129,18 @@ pub struct ListedSession {
     pub origin: Arc<Origin>,
 }
 
-/// One session in a user's row of the table. 48 bytes: at a million idle
+/// One session in a user's row of the table. 56 bytes: at a million idle
 /// sessions every byte here costs a megabyte.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Held {
     id: SessionId,
     created_ms: i64,
     last_seen_ms: i64,
     absolute_ms: i64,
     refresh_count: u32,
-    /// Its slot in the table's [`Origins`].
-    origin: u32,
+    /// Shared with the table's [`Origins`] and every session opened from
+    /// the same place; `None` when nothing is known of it.
+    origin: Option<Arc<Origin>>,
 }
 
 impl Held {
@@ -231,12 +232,13 @@ impl SessionTable {
             refresh_count: 0,
             origin: self.origins.take(origin),
         };
+        let session = held.stored(user_id).snapshot(id, self.idle_ttl_ms);
         let row = self.users.entry(user_id).or_default();
         let mut grown = std::mem::take(row).into_vec();
         grown.push(held);
         *row = grown.into_boxed_slice();
         self.len += 1;
-        (held.stored(user_id).snapshot(id, self.idle_ttl_ms), ended)
+        (session, ended)
     }
 
     /// Uses a session: if it is live and belongs to `user_id`, it is
@@ -298,7 +300,7 @@ impl SessionTable {
         kept.retain(|held| {
             let ends = doomed(held);
             if ends {
-                origins.give_back(held.origin);
+                origins.give_back(&held.origin);
             }
             !ends
         });
@@ -321,7 +323,9 @@ impl SessionTable {
             .filter(|held| now_ms < held.stored(user).expires_ms(self.idle_ttl_ms))
             .map(|held| ListedSession {
                 session: held.stored(user).snapshot(held.id, self.idle_ttl_ms),
-                origin: self.origins.get(held.origin),
+                // A copy: the table's own records must be held by its
+                // sessions alone, so that the last one can let go of it.
+                origin: Arc::new(held.origin.as_deref().cloned().unwrap_or_default()),
             })
             .collect();
         live.sort_unstable_by_key(|listed| std::cmp::Reverse(listed.session.created_at));
@@ -368,66 +372,30 @@ impl SessionTable {
 /// once however many sessions share it (a device signing in again, or a
 /// flood from one client), and dropped with its last session.
 #[derive(Debug, Default)]
-struct Origins {
-    /// Each slot's origin and how many sessions hold it; `None` is free.
-    slots: Vec<Option<(Arc<Origin>, u32)>>,
-    slot_of: HashMap<Arc<Origin>, u32>,
-    free: Vec<u32>,
-}
+struct Origins(HashSet<Arc<Origin>>);
 
 impl Origins {
-    /// The slot of a session with no origin at all.
-    const NONE: u32 = u32::MAX;
-
-    /// A slot for one more session opened from `origin`.
-    fn take(&mut self, origin: &Origin) -> u32 {
+    /// The shared record of `origin` for one more session; `None` for an
+    /// origin of which nothing is known.
+    fn take(&mut self, origin: &Origin) -> Option<Arc<Origin>> {
         if *origin == Origin::default() {
-            return Self::NONE;
+            return None;
         }
-        if let Some(&slot) = self.slot_of.get(origin) {
-            if let Some((_, holders)) = &mut self.slots[slot as usize] {
-                *holders += 1;
-            }
-            return slot;
+        if let Some(shared) = self.0.get(origin) {
+            return Some(shared.clone());
         }
         let shared = Arc::new(origin.clone());
-        let entry = Some((shared.clone(), 1));
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot as usize] = entry;
-                slot
-            }
-            None => {
-                self.slots.push(entry);
-                u32::try_from(self.slots.len() - 1).unwrap_or(Self::NONE)
-            }
-        };
-        self.slot_of.insert(shared, slot);
-        slot
+        self.0.insert(shared.clone());
+        Some(shared)
     }
 
-    /// One session that held `slot` has ended.
-    fn give_back(&mut self, slot: u32) {
-        let Some(entry) = self.slots.get_mut(slot as usize) else {
-            return;
-        };
-        let last = match entry {
-            Some((_, holders)) => {
-                *holders -= 1;
-                *holders == 0
-            }
-            None => false,
-        };
-        if last && let Some((origin, _)) = entry.take() {
-            self.slot_of.remove(&origin);
-            self.free.push(slot);
-        }
-    }
-
-    fn get(&self, slot: u32) -> Arc<Origin> {
-        match self.slots.get(slot as usize) {
-            Some(Some((origin, _))) => origin.clone(),
-            _ => Arc::default(),
+    /// A session that held `origin` is ending: the record goes with the
+    /// last one (then only this set and that session hold it).
+    fn give_back(&mut self, origin: &Option<Arc<Origin>>) {
+        if let Some(shared) = origin
+            && Arc::strong_count(shared) == 2
+        {
+            self.0.remove(shared);
         }
     }
 }
@@ -556,19 +524,21 @@ mod tests {
         table.open(ids[0], user, &phone, 0, HOUR_MS);
         table.open(ids[1], user, &phone, 1, HOUR_MS);
         table.open(ids[2], user, &laptop, 2, HOUR_MS);
-        assert_eq!(table.origins.slot_of.len(), 2);
+        assert_eq!(table.origins.0.len(), 2);
 
         let listed = table.sessions_of(user, 3);
-        assert_eq!(*listed[0].origin, laptop);
-        assert!(Arc::ptr_eq(&listed[1].origin, &listed[2].origin));
+        let origins: Vec<&Origin> = listed.iter().map(|l| &*l.origin).collect();
+        assert_eq!(origins, [&laptop, &phone, &phone]);
 
         assert!(table.revoke(ids[0], user));
-        assert_eq!(table.origins.slot_of.len(), 2, "one phone session is left");
+        assert_eq!(table.origins.0.len(), 2, "one phone session is left");
         assert_eq!(table.revoke_user(user, None), 2);
-        assert!(table.origins.slot_of.is_empty());
-        // The freed slots are used again rather than grown.
+        assert!(table.origins.0.is_empty());
         table.open(SessionId::random(), user, &laptop, 4, HOUR_MS);
-        assert_eq!(table.origins.slots.len(), 2);
+        assert_eq!(table.origins.0.len(), 1);
+        // Lapsed and swept, the last session takes its origin with it.
+        table.sweep(HOUR_MS);
+        assert!(table.origins.0.is_empty());
     }
 
     #[test]

@@ -14,8 +14,8 @@ use serde_json::Value;
 use tollgate::config::JwtAlgorithm;
 
 use crate::helpers::{
-    PATIENCE, Server, TempDir, TestRedis, TestSchema, as_env, client, eventually, new_key_file,
-    production_env, refused_as_invalid_token, spawn_app_with,
+    Server, TempDir, TestRedis, TestSchema, as_env, client, new_key_file, production_env,
+    refused_as_invalid_token, spawn_app_with,
 };
 
 const SERVICE_SECRET: &str = "a-service-credential-for-introspection";
@@ -206,14 +206,7 @@ async fn a_service_verifying_with_the_jwks_follows_a_rotation_and_still_introspe
     // service meets the new kid and fetches the set again.
     let second = new_key_file(&dir, "second.key", JwtAlgorithm::EdDSA);
     configure_keys(&config, &second, Some(&first));
-    let reloads = || {
-        std::fs::read_to_string(&output)
-            .unwrap_or_default()
-            .matches("reloaded pool sizes")
-            .count()
-    };
-    tollgate.signal("HUP");
-    assert!(eventually(PATIENCE, || async { reloads() == 1 }).await);
+    tollgate.reload(&output).await;
     let (second_token, _) = tollgate.sign_in("verified-locally").await;
     assert_eq!(service.data(&second_token).await.status(), StatusCode::OK);
     assert_eq!(service.data(&first_token).await.status(), StatusCode::OK);

@@ -168,6 +168,43 @@ async fn a_sign_in_past_the_session_limit_tells_which_session_it_ended() {
 }
 
 #[actix_web::test]
+async fn ending_one_of_your_sessions_is_an_event_naming_it() {
+    let app = with_events().await;
+    let user = app.new_user("tidy-device").await;
+    let other = app.new_token(&user).await;
+    let other_sid = crate::helpers::claims_of(&other)["sid"].clone();
+
+    let ended = app
+        .client
+        .delete(app.url(&format!(
+            "/api/v1/auth/sessions/{}",
+            other_sid.as_str().unwrap()
+        )))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    let revoked = || async {
+        events(&app)
+            .into_iter()
+            .find(|event| event.kind == "session.revoked")
+    };
+    let told = eventually(PATIENCE, || async { revoked().await.is_some() }).await;
+
+    assert!(told, "{:?}", events(&app));
+    assert_eq!(
+        revoked().await.unwrap().data,
+        json!({
+            "user_id": user.id,
+            "session_id": other_sid,
+            "sessions": 1,
+            "reason": "sign_out",
+        })
+    );
+}
+
+#[actix_web::test]
 async fn the_older_register_route_is_a_sign_up_without_a_sign_in() {
     let app = with_events().await;
     let credentials = json!({ "username": "legacy", "password": crate::helpers::PASSWORD });

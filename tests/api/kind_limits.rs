@@ -65,19 +65,10 @@ impl Deployment {
     /// Writes new limits and has every replica re-read them; returns once
     /// each says it has.
     async fn reload(&self, kinds: &str) {
-        let before: Vec<usize> = self.outputs.iter().map(|o| reloads(o)).collect();
         write_kinds(&self.config, kinds);
-        for server in &self.servers {
-            server.signal("HUP");
+        for (server, output) in self.servers.iter().zip(&self.outputs) {
+            server.reload(output).await;
         }
-        let reloaded = eventually(PATIENCE, || async {
-            self.outputs
-                .iter()
-                .zip(&before)
-                .all(|(output, before)| reloads(output) > *before)
-        })
-        .await;
-        assert!(reloaded, "every replica re-read its limits");
     }
 
     /// Signs up `count` users, each on the next replica; answers their
@@ -133,12 +124,6 @@ impl Deployment {
 
 fn write_kinds(path: &Path, kinds: &str) {
     std::fs::write(path, format!("[queue]\nnewcomer_workers = 1\n\n{kinds}")).unwrap();
-}
-
-/// How many reloads a replica has logged.
-fn reloads(output: &Path) -> usize {
-    let printed = std::fs::read_to_string(output).unwrap_or_default();
-    printed.matches("reloaded pool sizes").count()
 }
 
 fn time(task: &Value, field: &str) -> DateTime<Utc> {

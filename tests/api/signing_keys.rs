@@ -16,8 +16,8 @@ use tollgate::auth::keys::generate;
 use tollgate::config::JwtAlgorithm;
 
 use crate::helpers::{
-    PATIENCE, Server, TempDir, TestApp, TestRedis, TestSchema, as_env, claims_of, eventually,
-    new_key_file, output_of, production_env, refused_as_invalid_token, spawn_app_with,
+    Server, TempDir, TestApp, TestRedis, TestSchema, as_env, claims_of, new_key_file, output_of,
+    production_env, refused_as_invalid_token, spawn_app_with,
 };
 
 const SERVICE_SECRET: &str = "a-service-credential-for-introspection";
@@ -213,19 +213,6 @@ fn configure_keys(config: &Path, current: &Path, previous: &[&Path]) {
     std::fs::write(config, toml).unwrap();
 }
 
-/// How many reloads a replica has logged.
-fn reloads(output: &Path) -> usize {
-    let printed = std::fs::read_to_string(output).unwrap_or_default();
-    printed.matches("reloaded pool sizes").count()
-}
-
-async fn reload(server: &Server, output: &Path) {
-    let before = reloads(output);
-    server.signal("HUP");
-    let reloaded = eventually(PATIENCE, || async { reloads(output) > before }).await;
-    assert!(reloaded, "the replica re-read its keys");
-}
-
 async fn status_with(server: &Server, token: &str) -> StatusCode {
     let request = server.request(Method::GET, "/api/v1/auth/session", Some(token));
     request.send().await.unwrap().status()
@@ -268,7 +255,7 @@ async fn a_key_rotated_under_traffic_signs_no_one_out_until_it_is_dropped() {
     let rotation = async {
         let second = new_key_file(&dir, "second.key", JwtAlgorithm::EdDSA);
         configure_keys(&config, &second, &[&first]);
-        reload(&server, &output).await;
+        server.reload(&output).await;
         let (new_token, _) = server.sign_in("rotating").await;
         let set = jwks(&server.url("/.well-known/jwks.json")).await;
         // Both keys published, the new one first, while the old verifies.
@@ -296,7 +283,7 @@ async fn a_key_rotated_under_traffic_signs_no_one_out_until_it_is_dropped() {
 
     // Dropped from the previous keys: its tokens end, the new ones live.
     configure_keys(&config, &second, &[]);
-    reload(&server, &output).await;
+    server.reload(&output).await;
     let old = server.request(Method::GET, "/api/v1/auth/session", Some(&old_token));
     refused_as_invalid_token(old.send().await.unwrap()).await;
     assert_eq!(status_with(&server, &new_token).await, StatusCode::OK);

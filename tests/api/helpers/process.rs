@@ -224,6 +224,19 @@ impl Server {
         assert!(status.unwrap().success());
     }
 
+    /// Sends SIGHUP and waits until `output`, where the process prints,
+    /// logs one more reload than before.
+    pub async fn reload(&self, output: &Path) {
+        let reloads = || {
+            let printed = std::fs::read_to_string(output).unwrap_or_default();
+            printed.matches("reloaded pool sizes").count()
+        };
+        let before = reloads();
+        self.signal("HUP");
+        let reloaded = eventually(Duration::from_secs(30), || async { reloads() > before }).await;
+        assert!(reloaded, "no reload logged in {}", output.display());
+    }
+
     /// Kills the process outright (SIGKILL), as a crash would, and reaps it.
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
