@@ -23,7 +23,7 @@ use crate::http::{self, AdminState, AppState, BodyLimits, TaskIntake};
 use crate::shutdown::Shutdown;
 use crate::storage::{
     self, AttemptStore, MemoryAttempts, MemoryQueueStore, MemoryUserStore, PostgresUserStore,
-    QueuePolicy, QueueStore, Redis, RedisAttempts, RedisQueueStore, RedisSessions, UserStore,
+    QueuePolicy, QueueStore, Redis, RedisAttempts, RedisSessions, UserStore,
 };
 use crate::tasks::TaskHandlers;
 use crate::telemetry::{MetricsExport, Pool};
@@ -83,7 +83,7 @@ impl Application {
         // The kinds with limits are in the very first scrape, at 0 until
         // the worker pool's first reading.
         metrics.kind_loads(&KindLoad::none_of(&limits.kinds()));
-        let queue_store = queue_store(&settings, redis.as_ref(), policy)?;
+        let queue_store = queue_store(&settings, redis.as_ref(), policy).await?;
         warn_about_credentials(&settings);
 
         let hasher_threads = threads_or_cores(settings.auth.hasher_threads);
@@ -284,13 +284,15 @@ async fn user_store(settings: &Settings) -> anyhow::Result<Arc<dyn UserStore>> {
 }
 
 /// The task store the settings name, applying `policy`.
-fn queue_store(
+async fn queue_store(
     settings: &Settings,
     redis: Option<&Arc<Redis>>,
     policy: QueuePolicy,
 ) -> anyhow::Result<Arc<dyn QueueStore>> {
     Ok(match (settings.queue.backend, redis) {
-        (QueueBackend::Redis, Some(redis)) => Arc::new(RedisQueueStore::new(redis.clone(), policy)),
+        (QueueBackend::Redis, Some(redis)) => {
+            storage::redis_queue(redis.clone(), policy, settings.queue.partitions).await?
+        }
         (QueueBackend::Redis, None) => anyhow::bail!("queue.backend = \"redis\" needs [redis]"),
         (QueueBackend::Memory, _) => {
             tracing::warn!(
@@ -308,12 +310,15 @@ fn shared_sessions(
     redis: Option<&Arc<Redis>>,
 ) -> anyhow::Result<Option<Arc<RedisSessions>>> {
     Ok(match (settings.session.store, redis) {
-        (SessionStoreKind::Redis, Some(redis)) => Some(Arc::new(RedisSessions::new(
-            redis.clone(),
-            settings.session.idle_ttl(),
-            settings.session.max_per_user,
-            settings.session.shards,
-        ))),
+        (SessionStoreKind::Redis, Some(redis)) => Some(Arc::new(
+            RedisSessions::new(
+                redis.clone(),
+                settings.session.idle_ttl(),
+                settings.session.max_per_user,
+                settings.session.shards,
+            )
+            .partitioned(settings.session.partitions),
+        )),
         (SessionStoreKind::Redis, None) => anyhow::bail!("session.store = \"redis\" needs [redis]"),
         (SessionStoreKind::Memory, _) => None,
     })

@@ -187,6 +187,11 @@ pub struct SessionSettings {
     /// longest ago.
     #[serde(default = "SessionSettings::default_max_per_user")]
     pub max_per_user: usize,
+    /// Key groups the sessions in Redis are spread over by user, each
+    /// under its own hash tag, so that a Redis Cluster spreads them over
+    /// its masters.
+    #[serde(default = "default_partitions")]
+    pub partitions: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -250,6 +255,16 @@ pub struct QueueSettings {
     /// Limits per task kind (`[queue.kinds.<kind>]`), across every replica.
     #[serde(default)]
     pub kinds: BTreeMap<TaskKind, KindSettings>,
+    /// Key groups the queue in Redis is spread over by user, each under its
+    /// own hash tag, so that a Redis Cluster spreads them over its masters.
+    /// Fixed for the life of the queue: a start with another count is
+    /// refused.
+    #[serde(default = "default_partitions")]
+    pub partitions: usize,
+}
+
+fn default_partitions() -> usize {
+    1
 }
 
 /// `[queue.kinds.<kind>]`: the bounds on one kind of task.

@@ -15,6 +15,9 @@ use crate::domain::{LISTED_SESSIONS, MAX_ATTEMPTS};
 const MAX_TOKEN_LIFETIME_SECS: u64 = 30 * 24 * 3600;
 /// Longest that finished tasks and idempotency keys may be kept: 30 days.
 const MAX_RETENTION_SECS: u64 = 30 * 24 * 3600;
+/// Most partitions of the queue or the sessions: each is asked on its own
+/// by every look across users.
+const MAX_PARTITIONS: usize = 256;
 
 /// The problems found so far.
 #[derive(Default)]
@@ -128,6 +131,7 @@ impl Settings {
         let session = &self.session;
         problems.range("session.idle_ttl_secs", session.idle_ttl_secs, 1..=86_400);
         problems.range("session.shards", session.shards, 1..=256);
+        problems.range("session.partitions", session.partitions, 1..=MAX_PARTITIONS);
         problems.range(
             "session.max_per_user",
             session.max_per_user,
@@ -141,6 +145,7 @@ impl Settings {
 
         let queue = &self.queue;
         problems.range("queue.workers", queue.workers, 1..=1024);
+        problems.range("queue.partitions", queue.partitions, 1..=MAX_PARTITIONS);
         problems.range("queue.newcomer_workers", queue.newcomer_workers, 0..=1024);
         for (kind, limits) in &queue.kinds {
             let key = |name: &str| format!("queue.kinds.{kind}.{name}");

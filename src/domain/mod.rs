@@ -14,10 +14,10 @@ pub use credentials::{
     Credentials, Email, Login, Password, PasswordChange, Registration, Username,
 };
 pub use queue::{
-    Bulk, Cancelled, CancelledTask, Enqueued, Finished, Idempotency, IdempotencyKey, KindLimit,
-    KindLimits, KindLoad, LeaseCall, Limits, MAX_ATTEMPTS, MAX_DELAY_MS, Page, QueueStats, Retried,
-    Settled, TaskDraft, TaskFilter, TaskKinds, TaskQuery, TaskRefusal, TaskRequest, TaskRules,
-    UserLoad, Wanted,
+    Backlog, Bulk, Cancelled, CancelledTask, Enqueued, Finished, Idempotency, IdempotencyKey,
+    KindLimit, KindLimits, KindLoad, LeaseCall, Limits, MAX_ATTEMPTS, MAX_DELAY_MS, Page,
+    QueueStats, Retried, Settled, TaskDraft, TaskFilter, TaskKinds, TaskQuery, TaskRefusal,
+    TaskRequest, TaskRules, UserLoad, Wanted,
 };
 pub use session::{
     LISTED_SESSIONS, ListedSession, Origin, Session, SessionId, SessionTable, StoredSession,

@@ -266,6 +266,21 @@ pub struct Settled {
     pub finished: Vec<Finished>,
     pub leased: Vec<super::LeasedTask>,
     pub newcomers: Vec<super::LeasedTask>,
+    /// What was left to lease after the call.
+    pub left: Backlog,
+}
+
+/// What a queue (or a partition of one) has left to lease: the users
+/// with ready tasks and room to run them, those of them waiting as
+/// newcomers (an upper bound: some may have started since), the kinds with
+/// tasks parked by their limits, and when the soonest task not yet due (a
+/// delayed one, or a retry) falls due.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub users: u64,
+    pub newcomers: u64,
+    pub parked_kinds: u64,
+    pub next_due_ms: Option<i64>,
 }
 
 /// How many tasks a lease call asks for: `any` round robin between users,

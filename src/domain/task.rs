@@ -231,16 +231,18 @@ impl NewTask {
     }
 }
 
-/// The fencing token of a lease: it grows with every lease of any task, so
-/// a later lease always holds a larger one than any before it.
+/// The fencing token of a lease: it grows with every lease of any task in
+/// the task's partition (all of them, unpartitioned), so a later lease of
+/// a task always holds a larger one than any before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Fence(pub u64);
 
-/// A running task's lease: its id and the fencing token that proves the
-/// lease current.
+/// A running task's lease: its id, its user (whose partition holds it)
+/// and the fencing token that proves the lease current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Lease {
     pub task: TaskId,
+    pub user: UserId,
     pub fence: Fence,
 }
 
@@ -255,6 +257,7 @@ impl LeasedTask {
     pub fn lease(&self) -> Lease {
         Lease {
             task: self.task.id,
+            user: self.task.user_id,
             fence: self.fence,
         }
     }

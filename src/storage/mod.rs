@@ -11,8 +11,11 @@ mod sessions;
 mod users;
 
 pub use attempts::{AttemptStore, Counted, MemoryAttempts, RedisAttempts, Take, WINDOW_MS};
-pub use queue::{MemoryQueueStore, QueuePolicy, QueueStore, RedisQueueStore, SharedLimits};
-pub use redis::Redis;
+pub use queue::{
+    MemoryQueueStore, PartitionedQueue, QueuePolicy, QueueStore, RedisQueueStore, SharedLimits,
+    redis_queue,
+};
+pub use redis::{Keyspace, Redis};
 pub use sessions::{RedisSessions, SESSION_FLUSH_INTERVAL};
 pub use users::{MemoryUserStore, PostgresUserStore, UserStore, migrate};
 

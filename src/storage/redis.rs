@@ -75,11 +75,63 @@ impl From<FredError> for StoreError {
 /// The shared pool, with the prefix of the keys it may touch.
 pub struct Redis {
     pool: Pool,
-    /// `{key_prefix}`: the hash tag every key starts with.
+    /// `key_prefix`, without braces.
     prefix: String,
-    /// A key in the prefix's slot, so that a cluster routes each script to
-    /// the node holding all of Tollgate's keys.
+    /// `{key_prefix}`: the hash tag every key outside a partition starts with.
+    home: Keyspace,
+}
+
+/// A group of keys under one hash tag, so that on a Redis Cluster they
+/// share a slot and one script may touch any of them.
+#[derive(Debug, Clone)]
+pub struct Keyspace {
+    /// The hash tag, braces included, that each key starts with.
+    tag: String,
+    /// A key in the tag's slot, so that a cluster routes each script run
+    /// in this keyspace to the node holding it.
     route_key: String,
+}
+
+/// Slots in a Redis Cluster.
+const SLOTS: usize = 16_384;
+
+impl Keyspace {
+    fn new(tag: String) -> Self {
+        Self {
+            route_key: format!("{tag}:ring"),
+            tag,
+        }
+    }
+
+    /// The hash tag every key of this keyspace starts with.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// `count` keyspaces for `prefix`: with one, `{prefix}` itself, as
+    /// before partitions existed; with more, `{prefix.<i>}` (or
+    /// `{prefix.<i>.<n>}` for the first `n` that lands right), partition
+    /// `i`'s slot in the `i`th of `count` equal ranges of slots, so that a
+    /// cluster whose masters hold equal ranges holds equal shares of them.
+    pub fn partitions(prefix: &str, count: usize) -> Vec<Self> {
+        if count <= 1 {
+            return vec![Self::new(format!("{{{prefix}}}"))];
+        }
+        (0..count)
+            .map(|i| {
+                let range = i * SLOTS / count..(i + 1) * SLOTS / count;
+                let lands = |tag: &String| {
+                    range.contains(&usize::from(fred::util::redis_keyslot(tag.as_bytes())))
+                };
+                let first = format!("{{{prefix}.{i}}}");
+                let tag = std::iter::once(first)
+                    .chain((1..).map(|n| format!("{{{prefix}.{i}.{n}}}")))
+                    .find(lands)
+                    .expect("some suffix lands in every range");
+                Self::new(tag)
+            })
+            .collect()
+    }
 }
 
 impl Redis {
@@ -135,26 +187,42 @@ impl Redis {
         if !matches!(connected, Ok(Ok(()))) {
             tracing::warn!("Redis does not answer yet; what needs it answers 503 until it does");
         }
-        let prefix = format!("{{{}}}", settings.key_prefix.as_str());
+        let prefix = settings.key_prefix.as_str().to_owned();
         Ok(Self {
             pool,
-            route_key: format!("{prefix}:ring"),
+            home: Keyspace::new(format!("{{{prefix}}}")),
             prefix,
         })
     }
 
-    /// The hash tag every key starts with.
+    /// The hash tag every key outside a partition starts with.
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        &self.home.tag
+    }
+
+    /// `count` partitions of this prefix's keys (see [`Keyspace::partitions`]).
+    pub fn partitions(&self, count: usize) -> Vec<Keyspace> {
+        Keyspace::partitions(&self.prefix, count)
     }
 
     /// Runs a script with the prefix as its first argument, on the node
     /// that holds the prefix's slot.
     pub async fn run(&self, script: &Script, args: Vec<String>) -> Result<Value, StoreError> {
-        let args: Vec<String> = std::iter::once(self.prefix.clone()).chain(args).collect();
+        self.run_in(&self.home, script, args).await
+    }
+
+    /// Runs a script with `space`'s tag as its first argument, on the node
+    /// that holds its slot.
+    pub async fn run_in(
+        &self,
+        space: &Keyspace,
+        script: &Script,
+        args: Vec<String>,
+    ) -> Result<Value, StoreError> {
+        let args: Vec<String> = std::iter::once(space.tag.clone()).chain(args).collect();
         let client = self.pool.next_connected();
         Ok(script
-            .evalsha_with_reload(client, self.route_key.as_str(), args)
+            .evalsha_with_reload(client, space.route_key.as_str(), args)
             .await?)
     }
 
@@ -163,12 +231,13 @@ impl Redis {
     /// Returns the items handled.
     pub async fn run_in_slices(
         &self,
+        space: &Keyspace,
         script: &Script,
         args: impl Fn() -> Vec<String>,
     ) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            let handled = count(self.run(script, args()).await?)?;
+            let handled = count(self.run_in(space, script, args()).await?)?;
             total += handled;
             if handled < SLICE as u64 {
                 return Ok(total);
@@ -235,6 +304,22 @@ async fn check_handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_spread_over_equal_ranges_of_slots() {
+        assert_eq!(Keyspace::partitions("tg", 1)[0].tag(), "{tg}");
+        for count in [2, 7, 12, 256] {
+            let spaces = Keyspace::partitions("tg", count);
+            assert_eq!(spaces.len(), count);
+            for (i, space) in spaces.iter().enumerate() {
+                let slot = usize::from(fred::util::redis_keyslot(space.tag().as_bytes()));
+                let range = i * SLOTS / count..(i + 1) * SLOTS / count;
+                assert!(range.contains(&slot), "{} of {count}", space.tag());
+                let route = fred::util::redis_keyslot(space.route_key.as_bytes());
+                assert_eq!(usize::from(route), slot);
+            }
+        }
+    }
 
     #[test]
     fn a_server_that_cannot_serve_yet_is_unavailable_not_failed() {

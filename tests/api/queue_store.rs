@@ -12,7 +12,7 @@ use tollgate::domain::{
     KindLoad, Lease, LeaseCall, LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Retried,
     Settled, TaskFilter, TaskId, TaskKind, TaskQuery, TaskRequest, TaskStatus, UserId, Wanted,
 };
-use tollgate::storage::{MemoryQueueStore, QueuePolicy, QueueStore, RedisQueueStore, SharedLimits};
+use tollgate::storage::{MemoryQueueStore, QueuePolicy, QueueStore, SharedLimits, redis_queue};
 
 use crate::helpers::TestRedis;
 
@@ -29,11 +29,13 @@ const OPEN: Limits = Limits {
     max_running: 0,
 };
 
-/// A store under test, with the clock it reads and the limits it applies.
+/// A store under test, with the clock it reads, the limits it applies and
+/// the partitions it keeps users' tasks in.
 pub struct Queue {
     store: Arc<dyn QueueStore>,
     clock: Clock,
     limits: Arc<SharedLimits>,
+    partitions: usize,
 }
 
 impl std::ops::Deref for Queue {
@@ -45,8 +47,12 @@ impl std::ops::Deref for Queue {
 }
 
 impl Queue {
-    /// A store made by `make` from a policy on a manual clock at `T0`.
-    fn new(make: impl FnOnce(QueuePolicy) -> Arc<dyn QueueStore>) -> Self {
+    /// A store in `partitions` partitions made by `make` from a policy on a
+    /// manual clock at `T0`.
+    async fn new<F: std::future::Future<Output = Arc<dyn QueueStore>>>(
+        partitions: usize,
+        make: impl FnOnce(QueuePolicy) -> F,
+    ) -> Self {
         let clock = Clock::manual(at(T0));
         let policy = QueuePolicy {
             clock: clock.clone(),
@@ -57,9 +63,10 @@ impl Queue {
         };
         let limits = policy.limits.clone();
         Self {
-            store: make(policy),
+            store: make(policy).await,
             clock,
             limits,
+            partitions,
         }
     }
 
@@ -75,8 +82,30 @@ impl Queue {
         self.limits.set(limits);
     }
 
-    /// Sets `kind`'s limits, as a reload of `[queue.kinds.<kind>]` would.
+    /// `count` new users whose tasks the store keeps in one partition:
+    /// their turns keep the order they arrived in. (Across partitions, a
+    /// round gives every user a turn in the order the partitions are
+    /// walked; see `turns_across_partitions_go_round_every_user`.)
+    fn neighbours<const N: usize>(&self) -> [UserId; N] {
+        let first = UserId::new();
+        let mut users = [first; N];
+        for user in users.iter_mut().skip(1) {
+            *user = std::iter::repeat_with(UserId::new)
+                .find(|user| user.shard(self.partitions) == first.shard(self.partitions))
+                .unwrap();
+        }
+        users
+    }
+
+    /// Sets `kind`'s limits as one partition applies them, as a reload of
+    /// `[queue.kinds.<kind>]` with that many times the partitions would:
+    /// each partition applies its share.
     fn limit_kind(&self, kind: &str, limit: KindLimit) {
+        let times = self.partitions as u64;
+        let limit = KindLimit {
+            max_running: limit.max_running.map(|most| most * times),
+            max_per_second: limit.max_per_second.map(|rate| rate * times as u32),
+        };
         let kinds: KindLimits = [(TaskKind::parse(kind).unwrap(), limit)].into();
         self.limits.set_kinds(kinds);
     }
@@ -212,7 +241,7 @@ async fn one_users_tasks_are_leased_in_enqueue_order(store: Queue) {
 }
 
 async fn users_take_turns_in_the_order_they_arrived(store: Queue) {
-    let (a, b, c) = (UserId::new(), UserId::new(), UserId::new());
+    let [a, b, c] = store.neighbours();
     for n in 0..4 {
         enqueue(&store, task(a, n)).await;
     }
@@ -225,7 +254,7 @@ async fn users_take_turns_in_the_order_they_arrived(store: Queue) {
 }
 
 async fn a_batch_lease_goes_round_the_users_too(store: Queue) {
-    let (a, b) = (UserId::new(), UserId::new());
+    let [a, b] = store.neighbours();
     for n in 0..3 {
         enqueue(&store, task(a, n)).await;
     }
@@ -248,7 +277,7 @@ async fn batches_of_any_size_take_the_turns_single_leases_would(store: Queue) {
         max_running: 3,
         ..OPEN
     });
-    let (a, b, c, d) = (UserId::new(), UserId::new(), UserId::new(), UserId::new());
+    let [a, b, c, d] = store.neighbours();
     for n in 0..5 {
         enqueue(&store, task(a, n)).await;
     }
@@ -275,7 +304,7 @@ async fn max_running_holds_a_user_back_until_a_task_finishes(store: Queue) {
         max_running: 1,
         ..OPEN
     });
-    let (a, b) = (UserId::new(), UserId::new());
+    let [a, b] = store.neighbours();
     for n in 0..3 {
         enqueue(&store, task(a, n)).await;
     }
@@ -312,7 +341,7 @@ async fn lifting_max_running_lets_held_users_run_at_once(store: Queue) {
 }
 
 async fn newcomers_workers_take_users_with_nothing_running_in_the_order_they_came(store: Queue) {
-    let (a, b, c) = (UserId::new(), UserId::new(), UserId::new());
+    let [a, b, c] = store.neighbours();
     for n in 0..3 {
         enqueue(&store, task(a, n)).await;
     }
@@ -346,7 +375,7 @@ async fn newcomers_workers_take_users_with_nothing_running_in_the_order_they_cam
 }
 
 async fn a_user_started_round_robin_is_no_newcomer_in_the_same_call(store: Queue) {
-    let (a, b) = (UserId::new(), UserId::new());
+    let [a, b] = store.neighbours();
     enqueue(&store, task(a, 0)).await;
     enqueue(&store, task(a, 1)).await;
     enqueue(&store, task(b, 10)).await;
@@ -578,6 +607,7 @@ async fn released_leases_go_back_first_without_counting_the_attempt(store: Queue
 
     let never_leased = Lease {
         task: id,
+        user,
         fence: Fence(0),
     };
     let released = store
@@ -678,7 +708,7 @@ async fn waiting_payloads_are_bounded_in_bytes_until_they_run_or_are_cancelled(s
         max_pending_bytes: 21,
         ..OPEN
     });
-    let user = UserId::new();
+    let [user, other] = store.neighbours();
     let mut ids = Vec::new();
     for n in 0..3 {
         ids.push(enqueue(&store, task(user, n)).await);
@@ -687,7 +717,7 @@ async fn waiting_payloads_are_bounded_in_bytes_until_they_run_or_are_cancelled(s
     assert_eq!(refused, Enqueued::FullBytes { bytes: 21 });
     assert!(
         matches!(
-            store.enqueue(task(UserId::new(), 3), None).await.unwrap(),
+            store.enqueue(task(other, 3), None).await.unwrap(),
             Enqueued::Created(_)
         ),
         "the bound is each user's own"
@@ -846,7 +876,7 @@ async fn a_page_of_large_tasks_ends_early_and_the_cursor_goes_on(store: Queue) {
 }
 
 async fn listing_pages_newest_first_and_filters_by_status(store: Queue) {
-    let (user, other) = (UserId::new(), UserId::new());
+    let [user, other] = store.neighbours();
     let mut ids = Vec::new();
     for n in 0..5 {
         ids.push(enqueue(&store, task(user, n)).await);
@@ -909,7 +939,7 @@ async fn a_lease_call_made_again_answers_the_leases_it_made(store: Queue) {
 }
 
 async fn cancelled_tasks_leave_nothing_behind_to_skip(store: Queue) {
-    let (user, other) = (UserId::new(), UserId::new());
+    let [user, other] = store.neighbours();
     for n in 0..100 {
         let id = enqueue(&store, task(user, n)).await;
         store.cancel(user, id).await.unwrap();
@@ -990,7 +1020,7 @@ async fn a_lowered_max_running_holds_back_users_already_waiting(store: Queue) {
 }
 
 async fn the_figures_count_waiting_tasks_and_the_longest_due(store: Queue) {
-    let (a, b) = (UserId::new(), UserId::new());
+    let [a, b] = store.neighbours();
     let figures = || async { store.stats().await.unwrap() };
     let expect = |waiting, users_waiting, oldest_due_ms| QueueStats {
         waiting,
@@ -1121,7 +1151,7 @@ async fn a_deleted_users_tasks_and_expired_ones_are_never_retried(store: Queue) 
 }
 
 async fn tasks_across_users_are_found_newest_first_by_user_status_and_kind(store: Queue) {
-    let (ann, bob) = (UserId::new(), UserId::new());
+    let [ann, bob] = store.neighbours();
     // Ids are made with the task, in creation order.
     let sha = || {
         let mut sha = task(bob, 3);
@@ -1295,7 +1325,7 @@ const RUNNING_TWO: KindLimit = KindLimit {
 
 async fn a_kind_at_its_max_running_waits_while_the_tasks_behind_it_run(store: Queue) {
     store.limit_kind("webhook", RUNNING_TWO);
-    let (ann, bob) = (UserId::new(), UserId::new());
+    let [ann, bob] = store.neighbours();
     for (n, kind) in ["webhook", "webhook", "webhook", "echo"].iter().enumerate() {
         enqueue(&store, task_of(ann, n as u32, kind)).await;
     }
@@ -1332,7 +1362,7 @@ async fn a_kind_paused_by_max_running_0_resumes_in_order_when_raised(store: Queu
             max_per_second: None,
         },
     );
-    let (ann, bob) = (UserId::new(), UserId::new());
+    let [ann, bob] = store.neighbours();
     let mut webhooks = Vec::new();
     for n in 0..3 {
         webhooks.push(enqueue(&store, task_of(ann, n, "webhook")).await);
@@ -1362,11 +1392,11 @@ async fn a_kinds_max_per_second_holds_in_any_second(store: Queue) {
         max_per_second: Some(5),
     };
     store.limit_kind("webhook", five);
-    let user = UserId::new();
+    let [user, other] = store.neighbours();
     for n in 0..20 {
         enqueue(&store, task_of(user, n, "webhook")).await;
     }
-    enqueue(&store, task_of(UserId::new(), 99, "echo")).await;
+    enqueue(&store, task_of(other, 99, "echo")).await;
 
     // Workers asking every 50 ms for a little over two seconds, three at
     // a time.
@@ -1422,25 +1452,36 @@ async fn parking_a_task_never_lets_a_user_past_max_running(store: Queue) {
 }
 
 async fn memory_store() -> (Queue, ()) {
-    (
-        Queue::new(|policy| Arc::new(MemoryQueueStore::new(policy))),
-        (),
-    )
+    let store = Queue::new(1, |policy| async {
+        Arc::new(MemoryQueueStore::new(policy)) as _
+    })
+    .await;
+    (store, ())
 }
 
 async fn redis_store() -> (Queue, TestRedis) {
     redis_store_at(TestRedis::new()).await
 }
 
-/// A store under `redis`'s prefix, on whichever Redis it names.
+/// The queue in seven partitions on one Redis.
+async fn redis_store_in_7() -> (Queue, TestRedis) {
+    redis_store_at(TestRedis::new().partitioned(7)).await
+}
+
+/// A store under `redis`'s prefix, in its partitions, on whichever Redis
+/// it names.
 pub async fn redis_store_at(redis: TestRedis) -> (Queue, TestRedis) {
     let connection = redis.connect().await;
-    let store = Queue::new(|policy| Arc::new(RedisQueueStore::new(connection, policy)));
+    let partitions = redis.partitions;
+    let store = Queue::new(partitions, |policy| async move {
+        redis_queue(connection, policy, partitions).await.unwrap()
+    })
+    .await;
     (store, redis)
 }
 
 for_each_store!(
-    Queue: memory => memory_store, redis => redis_store;
+    Queue: memory => memory_store, redis => redis_store, redis_in_7 => redis_store_in_7;
     one_users_tasks_are_leased_in_enqueue_order,
     users_take_turns_in_the_order_they_arrived,
     a_batch_lease_goes_round_the_users_too,
@@ -1507,7 +1548,10 @@ async fn redis_finds_across_users_the_tasks_stored_before_their_index() {
     redis.del(&format!("{tag}:tasks")).await;
 
     let connection = redis.connect().await;
-    let fresh = Queue::new(|policy| Arc::new(RedisQueueStore::new(connection, policy)));
+    let fresh = Queue::new(1, |policy| async {
+        redis_queue(connection, policy, 1).await.unwrap()
+    })
+    .await;
     let found = fresh.scan(&TaskFilter::default(), None, 10).await.unwrap();
 
     let ids: Vec<TaskId> = found.items.iter().map(|task| task.id).collect();
@@ -1525,15 +1569,23 @@ async fn redis_keeps_nothing_of_a_finished_task_once_it_is_purged() {
 
     assert_eq!(store.now(T0 + TTL_MS).purge().await.unwrap(), 1);
 
-    // Only the counters remain, and the record of the lease call, which
-    // Redis drops by itself when a lease would have lapsed.
+    // Only the counters remain, the number of partitions the queue is laid
+    // out in, and the record of the lease call, which Redis drops by itself
+    // when a lease would have lapsed.
     let mut kept = redis.keys().await;
     kept.sort();
     let tag = format!("{{{}}}", redis.prefix());
     let call = kept.remove(1);
     assert!(call.starts_with(&format!("{tag}:lease-call:")), "{call}");
     assert!(redis.ttl_ms(&call).await > 0, "{call} expires");
-    let counters = ["fences", "sequence", "tickets", "waiting"].map(|c| format!("{tag}:{c}"));
+    let counters = [
+        "fences",
+        "queue-partitions",
+        "sequence",
+        "tickets",
+        "waiting",
+    ]
+    .map(|c| format!("{tag}:{c}"));
     assert_eq!(kept, counters);
 }
 
@@ -1553,4 +1605,182 @@ async fn redis_purges_every_expired_idempotency_key_however_many() {
     store.now(T0 + KEY_MS).purge().await.unwrap();
 
     assert_eq!(redis.keys_matching("idempotency:*").await.len(), 0);
+}
+
+/// What holds across partitions: the checks above keep the users whose
+/// turns they compare in one partition; these spread users over them.
+pub mod partitioned {
+    use super::*;
+
+    /// One new user in each partition, in partition order.
+    fn one_per_partition(store: &Queue) -> Vec<UserId> {
+        (0..store.partitions)
+            .map(|part| {
+                std::iter::repeat_with(UserId::new)
+                    .find(|user| user.shard(store.partitions) == part)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// The user whose task `n` is: task `10 * u + k` is user `u`'s `k`th.
+    fn owner(n: u64) -> usize {
+        (n / 10) as usize
+    }
+
+    async fn turns_across_partitions_go_round_every_user(store: Queue) {
+        let users = one_per_partition(&store);
+        for (u, &user) in users.iter().enumerate() {
+            for k in 0..3 {
+                enqueue(&store, task(user, (10 * u + k) as u32)).await;
+            }
+        }
+
+        let batch = ns(&lease(&store, users.len()).await);
+        let rest = drain_order(&store).await;
+
+        let mut first_round: Vec<usize> = batch.iter().map(|&n| owner(n)).collect();
+        first_round.sort_unstable();
+        assert_eq!(
+            first_round,
+            (0..users.len()).collect::<Vec<_>>(),
+            "{batch:?}"
+        );
+        for round in rest.chunks(users.len()) {
+            let mut owners: Vec<usize> = round.iter().map(|&n| owner(n)).collect();
+            owners.sort_unstable();
+            assert_eq!(owners, (0..users.len()).collect::<Vec<_>>(), "{rest:?}");
+        }
+        let order = [batch, rest].concat();
+        for u in 0..users.len() {
+            let own: Vec<u64> = order.iter().copied().filter(|&n| owner(n) == u).collect();
+            assert_eq!(own, [0, 1, 2].map(|k| (10 * u + k) as u64), "in order");
+        }
+    }
+
+    async fn a_newcomer_in_another_partition_starts_at_once(store: Queue) {
+        let users = one_per_partition(&store);
+        let (busy, newcomer) = (users[0], users[users.len() - 1]);
+        for n in 0..5 {
+            enqueue(&store, task(busy, n)).await;
+        }
+        assert_eq!(ns(&lease(&store, 1).await), [0]);
+
+        enqueue(&store, task(newcomer, 60)).await;
+        let settled = lease_both(&store, LeaseCall::new(), 0, 1).await;
+
+        assert_eq!(ns(&settled.newcomers), [60]);
+    }
+
+    async fn pages_across_partitions_come_newest_first_without_gaps(store: Queue) {
+        let users = one_per_partition(&store);
+        let mut ids = Vec::new();
+        for n in 0..20 {
+            let user = users[(n * 3) % users.len()];
+            ids.push(enqueue(&store, task(user, n as u32)).await);
+        }
+        ids.reverse();
+
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.scan(&TaskFilter::default(), before, 3).await.unwrap();
+            assert!(page.items.len() <= 3);
+            seen.extend(page.items.iter().map(|task| task.id));
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        let everyone = store.scan(&TaskFilter::default(), None, 100).await.unwrap();
+
+        assert_eq!(seen, ids);
+        assert_eq!(everyone.items.len(), 20);
+        assert_eq!(everyone.next, None);
+    }
+
+    async fn looks_across_users_add_up_every_partition(store: Queue) {
+        let users = one_per_partition(&store);
+        for (u, &user) in users.iter().enumerate() {
+            for k in 0..=u {
+                enqueue(&store, task(user, (10 * u + k) as u32)).await;
+            }
+        }
+        let leased = lease(&store, users.len()).await;
+        let finished = finish(&store, &leased[0], succeeded(0)).await;
+
+        let stats = store.stats().await.unwrap();
+        let busiest = store.busiest(2).await.unwrap();
+        let cancelled = store.cancel_matching(&TaskFilter::default()).await.unwrap();
+
+        assert_eq!(finished, Finished::Recorded(TaskStatus::Succeeded));
+        let total: usize = (1..=users.len()).sum();
+        assert_eq!(stats.waiting, (total - users.len()) as u64);
+        assert_eq!(stats.users_waiting, users.len() as u64 - 1);
+        let loads: Vec<(UserId, u64)> = busiest.iter().map(|l| (l.user, l.waiting)).collect();
+        let last = users.len() - 1;
+        assert_eq!(
+            loads,
+            [
+                (users[last], last as u64),
+                (users[last - 1], last as u64 - 1)
+            ]
+        );
+        assert_eq!(cancelled.0.changed, (total - users.len()) as u64);
+    }
+
+    async fn a_queue_is_refused_another_number_of_partitions(store: Queue, redis: &TestRedis) {
+        enqueue(&store, task(UserId::new(), 0)).await;
+        let policy = QueuePolicy {
+            clock: store.clock.clone(),
+            limits: store.limits.clone(),
+            lease_for: millis(LEASE_MS),
+            result_ttl: millis(TTL_MS),
+            idempotency_ttl: millis(KEY_MS),
+        };
+        let other = store.partitions + 1;
+
+        let refused = redis_queue(redis.connect().await, policy, other).await;
+
+        let err = format!("{:#}", refused.err().expect("refused"));
+        assert!(
+            err.contains(&format!("queue.partitions is {other}")),
+            "{err}"
+        );
+    }
+
+    /// Runs every check above, each on a partitioned queue `make` builds.
+    pub async fn every_check_on(make: impl AsyncFn() -> (Queue, TestRedis)) {
+        turns_across_partitions_go_round_every_user(make().await.0).await;
+        a_newcomer_in_another_partition_starts_at_once(make().await.0).await;
+        pages_across_partitions_come_newest_first_without_gaps(make().await.0).await;
+        looks_across_users_add_up_every_partition(make().await.0).await;
+        let (store, redis) = make().await;
+        a_queue_is_refused_another_number_of_partitions(store, &redis).await;
+    }
+
+    #[actix_web::test]
+    async fn the_queue_in_seven_partitions_is_fair_and_whole_across_them() {
+        every_check_on(redis_store_in_7).await;
+    }
+
+    #[actix_web::test]
+    async fn an_unpartitioned_queue_with_tasks_is_refused_partitions() {
+        let (store, redis) = redis_store().await;
+        enqueue(&store, task(UserId::new(), 0)).await;
+        // As a version before the number of partitions was written left it.
+        let tag = format!("{{{}}}", redis.prefix());
+        redis.del(&format!("{tag}:queue-partitions")).await;
+        let policy = QueuePolicy::new(
+            &tollgate::config::Settings::embedded_default().queue,
+            store.clock.clone(),
+        );
+
+        let refused = redis_queue(redis.connect().await, policy.clone(), 12).await;
+        let kept = redis_queue(redis.connect().await, policy, 1).await;
+
+        let err = format!("{:#}", refused.err().expect("refused"));
+        assert!(err.contains("laid out in 1"), "{err}");
+        assert!(kept.is_ok());
+    }
 }

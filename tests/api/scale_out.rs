@@ -339,14 +339,24 @@ async fn the_queue_and_session_suites_pass_on_a_three_master_redis_cluster() {
     let cluster = RedisCluster::start(3).await;
     let url = cluster.url();
 
-    let queue_checks =
-        queue_store::every_check(|| queue_store::redis_store_at(TestRedis::on(url.clone()))).await;
-    let session_checks =
-        session_store::every_check(|| session_store::redis_sessions_at(TestRedis::on(url.clone())))
-            .await;
+    for partitions in [1, 7] {
+        let on_cluster = || TestRedis::on(url.clone()).partitioned(partitions);
+        let queue_checks =
+            queue_store::every_check(|| queue_store::redis_store_at(on_cluster())).await;
+        let session_checks =
+            session_store::every_check(|| session_store::redis_sessions_at(on_cluster())).await;
 
-    assert_eq!(queue_checks, queue_store::CHECKS);
-    assert_eq!(session_checks, session_store::CHECKS);
+        assert_eq!(queue_checks, queue_store::CHECKS, "{partitions} partitions");
+        assert_eq!(
+            session_checks,
+            session_store::CHECKS,
+            "{partitions} partitions"
+        );
+    }
+    queue_store::partitioned::every_check_on(async || {
+        queue_store::redis_store_at(TestRedis::on(url.clone()).partitioned(7)).await
+    })
+    .await;
 }
 
 #[actix_web::test]

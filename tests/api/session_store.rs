@@ -72,6 +72,7 @@ impl Sessions {
             sweep_interval_secs: sweep.as_secs(),
             store: SessionStoreKind::Memory,
             max_per_user: MAX_PER_USER,
+            partitions: 1,
         };
         let manager = SessionManager::start(
             &settings,
@@ -330,9 +331,16 @@ async fn redis_sessions() -> (Sessions, TestRedis) {
     redis_sessions_at(TestRedis::new()).await
 }
 
-/// Sessions under `redis`'s prefix, on whichever Redis it names.
+/// Sessions in seven partitions on one Redis.
+async fn redis_sessions_in_7() -> (Sessions, TestRedis) {
+    redis_sessions_at(TestRedis::new().partitioned(7)).await
+}
+
+/// Sessions under `redis`'s prefix, in its partitions, on whichever Redis
+/// it names.
 pub async fn redis_sessions_at(redis: TestRedis) -> (Sessions, TestRedis) {
-    let shared = RedisSessions::new(redis.connect().await, IDLE_TTL, MAX_PER_USER, 4);
+    let shared = RedisSessions::new(redis.connect().await, IDLE_TTL, MAX_PER_USER, 4)
+        .partitioned(redis.partitions);
     let sessions = Sessions::start(Some(Arc::new(shared)), LIFETIME);
     sessions.copying().await;
     (sessions, redis)
@@ -347,7 +355,8 @@ async fn replica(redis: &TestRedis) -> Sessions {
 }
 
 for_each_store!(
-    Sessions: memory => memory_sessions, redis => redis_sessions;
+    Sessions: memory => memory_sessions, redis => redis_sessions,
+        redis_in_7 => redis_sessions_in_7;
     each_use_pushes_the_idle_deadline_back_and_counts,
     a_session_idle_for_the_ttl_lapses_and_is_removed,
     no_use_extends_a_session_past_its_absolute_expiry,

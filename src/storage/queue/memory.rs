@@ -13,9 +13,10 @@ use super::{
     QueuePolicy, QueueStore,
 };
 use crate::domain::{
-    Bulk, Cancelled, CancelledTask, Enqueued, Fence, Finished, Idempotency, KindLimit, KindLimits,
-    KindLoad, Lease, LeaseCall, LeasedTask, Limits, NewTask, Outcome, Page, QueueStats, Retried,
-    Settled, Task, TaskCounts, TaskFilter, TaskId, TaskKind, TaskStatus, UserId, UserLoad, Wanted,
+    Backlog, Bulk, Cancelled, CancelledTask, Enqueued, Fence, Finished, Idempotency, KindLimit,
+    KindLimits, KindLoad, Lease, LeaseCall, LeasedTask, Limits, NewTask, Outcome, Page, QueueStats,
+    Retried, Settled, Task, TaskCounts, TaskFilter, TaskId, TaskKind, TaskStatus, UserId, UserLoad,
+    Wanted,
 };
 use crate::storage::StoreError;
 use crate::storage::redis::SLICE;
@@ -1098,6 +1099,12 @@ impl QueueStore for MemoryQueueStore {
             finished,
             leased,
             newcomers,
+            left: Backlog {
+                users: state.ring.len() as u64,
+                newcomers: state.fresh.len() as u64,
+                parked_kinds: state.parked.values().filter(|p| !p.is_empty()).count() as u64,
+                next_due_ms: state.delayed.first().map(|&(run_at, _)| run_at),
+            },
         })
     }
 
@@ -1134,6 +1141,7 @@ impl QueueStore for MemoryQueueStore {
             .iter()
             .map(|&(_, id)| Lease {
                 task: id,
+                user: state.tasks[&id].task.user_id,
                 fence: Fence(state.tasks[&id].fence),
             })
             .collect();

@@ -30,9 +30,11 @@
 //! epoch, from that clock.
 
 mod memory;
+mod partitioned;
 mod redis;
 
 pub use memory::MemoryQueueStore;
+pub use partitioned::PartitionedQueue;
 pub use redis::RedisQueueStore;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -205,6 +207,81 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// A short name for health reports: `memory` or `redis`.
     fn name(&self) -> &'static str;
+}
+
+/// The queue in Redis under `redis`'s prefix, in `partitions` partitions
+/// (one: the whole queue under the prefix itself, as before partitions).
+///
+/// Which partition holds a user's tasks follows from the count, so the
+/// count is written beside the queue the first time, and a start with
+/// another count is refused: tasks would be looked for in the wrong
+/// partition. (A Redis that does not answer yet cannot be asked; the start
+/// goes on, as it does for everything else that needs Redis.)
+pub async fn redis_queue(
+    redis: Arc<super::Redis>,
+    policy: QueuePolicy,
+    partitions: usize,
+) -> anyhow::Result<Arc<dyn QueueStore>> {
+    match check_layout(&redis, partitions).await {
+        Err(StoreError::Unavailable(err)) => tracing::warn!(
+            error = %err,
+            "could not check queue.partitions against the queue in Redis: it does not answer"
+        ),
+        checked => checked?,
+    }
+    if partitions <= 1 {
+        return Ok(Arc::new(RedisQueueStore::new(redis, policy)));
+    }
+    let parts = redis
+        .partitions(partitions)
+        .into_iter()
+        .map(|space| {
+            let part =
+                RedisQueueStore::in_partition(redis.clone(), space, partitions, policy.clone());
+            Arc::new(part) as Arc<dyn QueueStore>
+        })
+        .collect();
+    Ok(Arc::new(PartitionedQueue::new(parts, &policy)))
+}
+
+/// Refuses a partition count other than the one the queue in Redis was
+/// laid out for; records it if none was.
+async fn check_layout(redis: &super::Redis, partitions: usize) -> Result<(), StoreError> {
+    use fred::prelude::KeysInterface as _;
+    let key = format!("{}:queue-partitions", redis.prefix());
+    let client = redis.client();
+    let laid_out: Option<usize> = client.get(&key).await?;
+    // Keys any queue that ever held a task has (the counters stay).
+    let marks: Vec<String> = ["tasks", "sequence", "fences"]
+        .iter()
+        .map(|name| format!("{}:{name}", redis.prefix()))
+        .collect();
+    let laid_out = match laid_out {
+        Some(count) => count,
+        // Before the count was written there were no partitions: tasks
+        // stored then are in the one under the prefix itself.
+        None if client.exists::<u64, _>(marks).await? > 0 => 1,
+        None => partitions,
+    };
+    if laid_out != partitions {
+        return Err(StoreError::Failed(anyhow::anyhow!(
+            "queue.partitions is {partitions}, but the queue under {} in Redis is laid out in \
+             {laid_out}: set it back to {laid_out}. To change it, let the queue drain, stop every \
+             replica, delete the key {key} (tasks kept from before are then out of reach), \
+             and start them all with the new count",
+            redis.prefix()
+        )));
+    }
+    client
+        .set::<(), _, _>(
+            &key,
+            partitions,
+            None,
+            Some(fred::types::SetOptions::NX),
+            false,
+        )
+        .await?;
+    Ok(())
 }
 
 /// What a queue store is told besides its data: where time comes from,

@@ -1,7 +1,9 @@
 //! Tasks in Redis through fred. Each state change is one Lua script (in
 //! `lua/`), so it happens whole or not at all, and each script is safe to
 //! run twice, so a command resent after a dropped connection does no harm.
-//! Every key starts with the hash tag `{prefix}` (see [`Redis`]).
+//! Every key starts with the hash tag `{prefix}` (see [`Redis`]), or with a
+//! partition's own (`{prefix.<i>}`) when the queue is partitioned: then
+//! each partition holds every key below for its users.
 //!
 //! Keys, for prefix `p`:
 //! - `{p}:task:<id>`: a hash per task, the fields of [`Task`] plus the
@@ -48,13 +50,13 @@ use super::{
     QueueStore,
 };
 use crate::domain::{
-    Bulk, Cancelled, CancelledTask, Enqueued, Fence, Finished, Idempotency, KindLimits, KindLoad,
-    Lease, LeaseCall, LeasedTask, NewTask, Outcome, Page, QueueStats, Retried, Settled, Task,
-    TaskCounts, TaskFilter, TaskId, TaskKind, TaskStatus, UserId, UserLoad, Wanted,
+    Backlog, Bulk, Cancelled, CancelledTask, Enqueued, Fence, Finished, Idempotency, KindLimits,
+    KindLoad, Lease, LeaseCall, LeasedTask, NewTask, Outcome, Page, QueueStats, Retried, Settled,
+    Task, TaskCounts, TaskFilter, TaskId, TaskKind, TaskStatus, UserId, UserLoad, Wanted,
 };
 use crate::lua_script;
 use crate::storage::StoreError;
-use crate::storage::redis::{Redis, SLICE, count};
+use crate::storage::redis::{Keyspace, Redis, SLICE, count};
 
 /// The queue scripts, loaded into Redis on first use (and again after a
 /// Redis restart forgets them).
@@ -102,6 +104,12 @@ impl Scripts {
 
 pub struct RedisQueueStore {
     redis: Arc<Redis>,
+    /// The keys this store keeps its tasks under: the whole queue, or one
+    /// partition of it.
+    space: Keyspace,
+    /// How many partitions the queue has: each applies its share of the
+    /// limits per kind.
+    partitions: usize,
     scripts: Scripts,
     policy: QueuePolicy,
     /// Whether the index of every task is known to hold the tasks stored
@@ -114,9 +122,23 @@ pub struct RedisQueueStore {
 const INDEXED_MARK: &str = "tasks-indexed";
 
 impl RedisQueueStore {
+    /// The whole queue under `redis`'s prefix.
     pub fn new(redis: Arc<Redis>, policy: QueuePolicy) -> Self {
+        let space = redis.partitions(1).remove(0);
+        Self::in_partition(redis, space, 1, policy)
+    }
+
+    /// One of `partitions` partitions of the queue, kept under `space`.
+    pub fn in_partition(
+        redis: Arc<Redis>,
+        space: Keyspace,
+        partitions: usize,
+        policy: QueuePolicy,
+    ) -> Self {
         Self {
             redis,
+            space,
+            partitions: partitions.max(1),
             scripts: Scripts::new(),
             policy,
             indexed: tokio::sync::OnceCell::new(),
@@ -125,7 +147,7 @@ impl RedisQueueStore {
 
     /// Runs a script with the prefix as its first argument.
     async fn run(&self, script: &Script, args: Vec<String>) -> Result<Value, StoreError> {
-        self.redis.run(script, args).await
+        self.redis.run_in(&self.space, script, args).await
     }
 
     /// Adds the tasks stored before the index of every task existed (each
@@ -136,7 +158,7 @@ impl RedisQueueStore {
     async fn index_older_tasks(&self) -> Result<(), StoreError> {
         self.indexed
             .get_or_try_init(|| async {
-                let mark = format!("{}:{INDEXED_MARK}", self.redis.prefix());
+                let mark = format!("{}:{INDEXED_MARK}", self.space.tag());
                 if self.redis.client().exists::<u64, _>(&mark).await? > 0 {
                     return Ok(());
                 }
@@ -429,7 +451,7 @@ impl QueueStore for RedisQueueStore {
 
     async fn get(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
         let now_ms = self.policy.clock.now_millis();
-        let key = format!("{}:task:{id}", self.redis.prefix());
+        let key = format!("{}:task:{id}", self.space.tag());
         let fields: HashMap<String, String> = self.redis.client().hgetall(key).await?;
         if fields.is_empty() {
             return Ok(None);
@@ -547,7 +569,7 @@ impl QueueStore for RedisQueueStore {
     }
 
     async fn is_paused(&self, user: UserId) -> Result<bool, StoreError> {
-        let key = format!("{}:paused", self.redis.prefix());
+        let key = format!("{}:paused", self.space.tag());
         Ok(self.redis.client().sismember(key, user.to_string()).await?)
     }
 
@@ -626,7 +648,7 @@ impl QueueStore for RedisQueueStore {
             (now.lease_deadline_ms - now.now_ms).max(1).to_string(),
             wanted.newcomers.to_string(),
             NEWCOMER_LOOKS.to_string(),
-            kind_limits_arg(&self.policy.limits.kinds()),
+            kind_limits_arg(&self.policy.limits.kinds(), self.partitions),
         ];
         for (lease, outcome) in ended {
             let [kind, value, retry_at] = outcome_args(outcome);
@@ -663,10 +685,24 @@ impl QueueStore for RedisQueueStore {
         }
         let leased = leases_from(answer.next()).map_err(failed)?;
         let newcomers = leases_from(answer.next()).map_err(failed)?;
+        let left: Vec<i64> = answer
+            .next()
+            .map(|left| left.convert())
+            .transpose()?
+            .unwrap_or_default();
+        let &[users, newcomers_left, parked_kinds, next_due_ms] = left.as_slice() else {
+            return Err(failed(anyhow!("settle answered what is left as {left:?}")));
+        };
         Ok(Settled {
             finished,
             leased,
             newcomers,
+            left: Backlog {
+                users: users.unsigned_abs(),
+                newcomers: newcomers_left.unsigned_abs(),
+                parked_kinds: parked_kinds.unsigned_abs(),
+                next_due_ms: (next_due_ms >= 0).then_some(next_due_ms),
+            },
         })
     }
 
@@ -708,7 +744,9 @@ impl QueueStore for RedisQueueStore {
                 LEASE_LAPSED.to_owned(),
             ]
         };
-        self.redis.run_in_slices(&self.scripts.reclaim, args).await
+        self.redis
+            .run_in_slices(&self.space, &self.scripts.reclaim, args)
+            .await
     }
 
     async fn purge(&self) -> Result<u64, StoreError> {
@@ -768,13 +806,19 @@ impl QueueStore for RedisQueueStore {
 }
 
 /// The limits per kind as `settle.lua` reads them: "kind max_running
-/// max_per_second ...", -1 and 0 for no bound.
-fn kind_limits_arg(kinds: &KindLimits) -> String {
+/// max_per_second ...", -1 and 0 for no bound. Each of `partitions`
+/// partitions applies its share, rounded up (so that every partition may
+/// run a kind that may run at all).
+fn kind_limits_arg(kinds: &KindLimits, partitions: usize) -> String {
+    let share = |limit: u64| limit.div_ceil(partitions as u64);
     kinds
         .iter()
         .map(|(kind, limit)| {
-            let most = limit.max_running.map_or(-1, |most| most as i64);
-            format!("{kind} {most} {}", limit.max_per_second.unwrap_or(0))
+            let most = limit.max_running.map_or(-1, |most| share(most) as i64);
+            let rate = limit
+                .max_per_second
+                .map_or(0, |rate| share(u64::from(rate)));
+            format!("{kind} {most} {rate}")
         })
         .collect::<Vec<_>>()
         .join(" ")

@@ -22,6 +22,11 @@
 //!   by the sweep.
 //! - `{p}:sessions-revoked`: the channel revoked ids are published on.
 //!
+//! With `session.partitions` above one, users are spread over that many
+//! partitions, and `{p}` above stands for each partition's own hash tag
+//! (`{prefix.<i>}`, see [`Keyspace::partitions`]): a user's sessions are
+//! all in theirs, so every script still touches one slot.
+//!
 //! Times come from the caller's clock, so replicas' clocks should agree
 //! (as NTP keeps them) to well within the idle timeout.
 
@@ -45,7 +50,7 @@ use crate::domain::{
 use crate::lua_script;
 use crate::shutdown::Shutdown;
 use crate::storage::StoreError;
-use crate::storage::redis::{Redis, SLICE, count};
+use crate::storage::redis::{Keyspace, Redis, SLICE, count};
 
 /// Longest a use served from a replica's copy waits to be written to Redis.
 pub const SESSION_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -66,6 +71,8 @@ struct Scripts {
 
 pub struct RedisSessions {
     redis: Arc<Redis>,
+    /// The partitions sessions are kept in, by user (`session.partitions`).
+    spaces: Vec<Keyspace>,
     idle_ttl_ms: i64,
     max_per_user: usize,
     scripts: Scripts,
@@ -78,9 +85,11 @@ pub struct RedisSessions {
 impl RedisSessions {
     /// Sessions under `redis`'s prefix, lapsing `idle_ttl` after their last
     /// use, at most `max_per_user` for each user, with this replica's
-    /// copies in `shards` shards.
+    /// copies in `shards` shards. Users are spread over one partition
+    /// (see [`RedisSessions::partitioned`]).
     pub fn new(redis: Arc<Redis>, idle_ttl: Duration, max_per_user: usize, shards: usize) -> Self {
         Self {
+            spaces: redis.partitions(1),
             redis,
             idle_ttl_ms: millis(idle_ttl),
             max_per_user: max_per_user.max(1),
@@ -97,6 +106,19 @@ impl RedisSessions {
             copies: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
             subscribed: AtomicBool::new(false),
         }
+    }
+
+    /// The same, with users spread over `partitions` partitions, each under
+    /// its own hash tag. A user's sessions are all in theirs, so every
+    /// script still touches one slot.
+    pub fn partitioned(mut self, partitions: usize) -> Self {
+        self.spaces = self.redis.partitions(partitions);
+        self
+    }
+
+    /// The partition that keeps `user`'s sessions.
+    fn space_of(&self, user: UserId) -> &Keyspace {
+        &self.spaces[user.shard(self.spaces.len())]
     }
 
     /// How long Redis keeps a session's keys past its lapse: long enough
@@ -150,7 +172,12 @@ impl RedisSessions {
             origin.ip.map(|ip| ip.to_string()).unwrap_or_default(),
             self.max_per_user.to_string(),
         ];
-        let ended: Vec<String> = self.redis.run(&self.scripts.open, args).await?.convert()?;
+        let space = self.space_of(profile.id);
+        let ended: Vec<String> = self
+            .redis
+            .run_in(space, &self.scripts.open, args)
+            .await?
+            .convert()?;
         self.evict_ids(ended.iter().map(String::as_str));
         let stored = StoredSession {
             user_id: profile.id,
@@ -195,7 +222,8 @@ impl RedisSessions {
             self.idle_ttl_ms.to_string(),
             self.grace_ms().to_string(),
         ];
-        let answer = self.redis.run(&self.scripts.touch, args).await?;
+        let space = self.space_of(user_id);
+        let answer = self.redis.run_in(space, &self.scripts.touch, args).await?;
         let touched = touched(answer, user_id).map_err(StoreError::Failed)?;
         Ok(match touched {
             Touched::Live(stored, profile) => {
@@ -224,7 +252,8 @@ impl RedisSessions {
     /// was theirs.
     pub async fn revoke(&self, id: SessionId, user_id: UserId) -> Result<bool, StoreError> {
         let args = vec![id.0.to_string(), user_id.to_string()];
-        let answer = self.redis.run(&self.scripts.revoke, args).await;
+        let space = self.space_of(user_id);
+        let answer = self.redis.run_in(space, &self.scripts.revoke, args).await;
         // Dropped whatever Redis answered: a copy must not outlive a
         // revocation that may have happened.
         self.copies(id).evict(id);
@@ -239,22 +268,32 @@ impl RedisSessions {
     ) -> Result<usize, StoreError> {
         let kept = keep.map(|id| id.0.to_string()).unwrap_or_default();
         let args = vec![user_id.to_string(), kept];
-        let answer = self.redis.run(&self.scripts.revoke_user, args).await?;
+        let space = self.space_of(user_id);
+        let answer = self
+            .redis
+            .run_in(space, &self.scripts.revoke_user, args)
+            .await?;
         let ended: Vec<String> = answer.convert()?;
         self.evict_ids(ended.iter().map(String::as_str));
         Ok(ended.len())
     }
 
-    /// Writes the uses shard `shard`'s copies served to Redis.
+    /// Writes the uses shard `shard`'s copies served to Redis, a batch
+    /// per partition at a time. If a batch fails, its uses and those not
+    /// yet sent wait for the next flush.
     pub async fn flush(&self, shard: usize, now_ms: i64) -> Result<(), StoreError> {
-        let pending = self.shard(shard).take_dirty();
-        for batch in pending.chunks(FLUSH_BATCH) {
+        let mut pending = self.shard(shard).take_dirty();
+        pending.sort_by_key(|sent| sent.user.shard(self.spaces.len()));
+        let batches = pending
+            .chunk_by(|a, b| a.user.shard(self.spaces.len()) == b.user.shard(self.spaces.len()));
+        let batches: Vec<_> = batches.flat_map(|part| part.chunks(FLUSH_BATCH)).collect();
+        for (n, batch) in batches.iter().enumerate() {
             let mut args = vec![
                 now_ms.to_string(),
                 self.idle_ttl_ms.to_string(),
                 self.grace_ms().to_string(),
             ];
-            for sent in batch {
+            for sent in *batch {
                 args.extend([
                     sent.id.0.to_string(),
                     sent.user.to_string(),
@@ -262,11 +301,15 @@ impl RedisSessions {
                     sent.uses.to_string(),
                 ]);
             }
-            let answers = match self.redis.run(&self.scripts.flush, args).await {
+            let space = self.space_of(batch[0].user);
+            let answers = match self.redis.run_in(space, &self.scripts.flush, args).await {
                 Ok(answer) => answer.into_array(),
                 Err(err) => {
                     let mut copies = self.shard(shard);
-                    pending.iter().for_each(|sent| copies.unflushed(*sent));
+                    batches[n..]
+                        .iter()
+                        .flat_map(|batch| batch.iter())
+                        .for_each(|sent| copies.unflushed(*sent));
                     return Err(err);
                 }
             };
@@ -297,14 +340,24 @@ impl RedisSessions {
     /// uses may have kept a session alive.
     pub async fn sweep(&self, now_ms: i64) -> Result<usize, StoreError> {
         let args = || vec![now_ms.to_string(), SLICE.to_string()];
-        let swept = self.redis.run_in_slices(&self.scripts.sweep, args).await?;
+        let mut swept = 0;
+        for space in &self.spaces {
+            swept += self
+                .redis
+                .run_in_slices(space, &self.scripts.sweep, args)
+                .await?;
+        }
         Ok(swept as usize)
     }
 
     /// Sessions held, live or lapsed but not yet swept, on every replica.
     pub async fn count(&self) -> Result<usize, StoreError> {
-        let key = format!("{}:session-expiry", self.redis.prefix());
-        Ok(self.redis.client().zcard(key).await?)
+        let mut held = 0;
+        for space in &self.spaces {
+            let key = format!("{}:session-expiry", space.tag());
+            held += self.redis.client().zcard::<usize, _>(key).await?;
+        }
+        Ok(held)
     }
 
     /// How many sessions each of `users` holds, lapsed ones not yet swept
@@ -313,9 +366,25 @@ impl RedisSessions {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let args = users.iter().map(UserId::to_string).collect();
-        let answer = self.redis.run(&self.scripts.count_of, args).await?;
-        Ok(answer.convert()?)
+        let mut counts = vec![0; users.len()];
+        for (part, space) in self.spaces.iter().enumerate() {
+            let mine: Vec<usize> = (0..users.len())
+                .filter(|&i| users[i].shard(self.spaces.len()) == part)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let args = mine.iter().map(|&i| users[i].to_string()).collect();
+            let answer = self
+                .redis
+                .run_in(space, &self.scripts.count_of, args)
+                .await?;
+            let answer: Vec<usize> = answer.convert()?;
+            for (i, held) in mine.into_iter().zip(answer) {
+                counts[i] = held;
+            }
+        }
+        Ok(counts)
     }
 
     /// `user`'s sessions live at `now_ms` (up to [`LISTED_SESSIONS`] of
@@ -335,7 +404,7 @@ impl RedisSessions {
         ];
         let rows: Vec<Vec<String>> = self
             .redis
-            .run(&self.scripts.sessions_of, args)
+            .run_in(self.space_of(user), &self.scripts.sessions_of, args)
             .await?
             .convert()?;
         let number = |text: &str| {
@@ -390,7 +459,11 @@ impl RedisSessions {
     /// connection until it is back) no copy is used or kept.
     pub async fn listen(self: Arc<Self>, shutdown: Shutdown) {
         let client = self.redis.client().clone_new();
-        let channel = format!("{}:sessions-revoked", self.redis.prefix());
+        let channels: Vec<String> = self
+            .spaces
+            .iter()
+            .map(|space| format!("{}:sessions-revoked", space.tag()))
+            .collect();
         let (mut messages, mut errors, mut reconnects) = (
             client.message_rx(),
             client.error_rx(),
@@ -399,7 +472,7 @@ impl RedisSessions {
         drop(client.connect());
         let subscribe = || async {
             self.forget_copies();
-            match client.subscribe(channel.as_str()).await {
+            match client.subscribe(channels.clone()).await {
                 Ok(()) => self.subscribed.store(true, Ordering::SeqCst),
                 Err(err) => tracing::warn!(error = %err, "could not subscribe to revocations"),
             }

@@ -27,28 +27,29 @@ pub use process::{Server, as_env, new_key_file, output_of, production_env, refus
 pub use scrape::Scrape;
 pub use tls::TestCa;
 
-/// Runs each `check(store)` against two stores of type `$store`, each made
-/// afresh by its maker (an async fn returning the store and a guard that
-/// cleans up), and defines `every_check(make)`, which runs them all in turn
-/// against stores another maker builds (such as one on a Redis Cluster a
-/// test started).
+/// Runs each `check(store)` against stores of type `$store`, one module
+/// of tests per maker, each store made afresh by its maker (an async fn
+/// returning the store and a guard that cleans up), and defines
+/// `every_check(make)`, which runs them all in turn against stores another
+/// maker builds (such as one on a Redis Cluster a test started).
 macro_rules! for_each_store {
-    ($store:ty: $first:ident => $make_first:ident, $second:ident => $make_second:ident;
-     $($check:ident),* $(,)?) => {
-        mod $first {
+    (@module $name:ident => $make:ident, [$($check:ident),*]) => {
+        mod $name {
             $(#[actix_web::test]
             async fn $check() {
-                let (store, _guard) = super::$make_first().await;
+                let (store, _guard) = super::$make().await;
                 super::$check(store).await;
             })*
         }
-        mod $second {
-            $(#[actix_web::test]
-            async fn $check() {
-                let (store, _guard) = super::$make_second().await;
-                super::$check(store).await;
-            })*
-        }
+    };
+    ($store:ty: $($name:ident => $make:ident),+ ; $($check:ident),* $(,)?) => {
+        for_each_store!(@modules [$($name => $make),+], [$($check),*]);
+        for_each_store!(@every $store, [$($check),*]);
+    };
+    (@modules [$($name:ident => $make:ident),+], $checks:tt) => {
+        $(for_each_store!(@module $name => $make, $checks);)+
+    };
+    (@every $store:ty, [$($check:ident),*]) => {
 
         /// How many checks the suite has.
         #[allow(dead_code)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use fred::prelude::{Builder, ClientLike, Config, HashesInterface, KeysInterface, LuaInterface};
 use tollgate::clock::Clock;
 use tollgate::config::{RedisSettings, Settings};
-use tollgate::storage::{QueuePolicy, Redis, RedisQueueStore};
+use tollgate::storage::{Keyspace, QueuePolicy, Redis, RedisQueueStore};
 
 use super::{eventually, on_a_fresh_runtime, spare_port};
 
@@ -22,10 +22,14 @@ pub fn redis_url() -> String {
     std::env::var("TOLLGATE_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned())
 }
 
-/// A key prefix of one test's own, whose keys are deleted when dropped.
+/// A key prefix of one test's own, whose keys are deleted when dropped:
+/// those under the prefix's own hash tag and under those of its
+/// partitions.
 pub struct TestRedis {
     url: String,
     prefix: String,
+    /// Partitions of the queue and sessions kept under the prefix.
+    pub partitions: usize,
 }
 
 impl TestRedis {
@@ -56,7 +60,25 @@ impl TestRedis {
         Self {
             url,
             prefix: Self::new_prefix(),
+            partitions: 1,
         }
+    }
+
+    /// The same prefix, with the queue and sessions kept in `partitions`
+    /// partitions.
+    pub fn partitioned(mut self, partitions: usize) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// The hash tags of the prefix's keys: its own and its partitions'.
+    fn tags(&self) -> Vec<String> {
+        let mut tags = vec![format!("{{{}}}", self.prefix)];
+        if self.partitions > 1 {
+            let spaces = Keyspace::partitions(&self.prefix, self.partitions);
+            tags.extend(spaces.iter().map(|space| space.tag().to_owned()));
+        }
+        tags
     }
 
     /// Takes charge of the keys under the prefix `settings` name.
@@ -70,6 +92,7 @@ impl TestRedis {
         Self {
             url,
             prefix: redis.key_prefix.as_str().to_owned(),
+            partitions: settings.queue.partitions.max(settings.session.partitions),
         }
     }
 
@@ -134,9 +157,14 @@ impl TestRedis {
     /// matches.
     pub async fn keys_matching(&self, pattern: &str) -> Vec<String> {
         let script = "return redis.call('KEYS', ARGV[1])";
-        eval_on_prefix(&self.url, &self.prefix, script, pattern)
-            .await
-            .expect("Redis answers")
+        let mut keys = Vec::new();
+        for tag in self.tags() {
+            let found: Vec<String> = eval_on_tag(&self.url, &tag, script, pattern)
+                .await
+                .expect("Redis answers");
+            keys.extend(found);
+        }
+        keys
     }
 
     /// How long `key` has left to live, in milliseconds (negative: forever
@@ -189,17 +217,16 @@ fn is_entry_id(line: &str) -> bool {
         .is_some_and(|(ms, seq)| number(ms) && number(seq))
 }
 
-/// Runs `script` with the pattern of `prefix`'s keys ending in `pattern`
-/// as its one argument, on the node that holds the prefix's slot.
-async fn eval_on_prefix<R: fred::types::FromValue>(
+/// Runs `script` with the pattern of `tag`'s keys ending in `pattern` as
+/// its one argument, on the node that holds the tag's slot.
+async fn eval_on_tag<R: fred::types::FromValue>(
     url: &str,
-    prefix: &str,
+    tag: &str,
     script: &'static str,
     pattern: &str,
 ) -> Result<R, fred::error::Error> {
     let client = Builder::from_config(Config::from_url(url)?).build()?;
     client.init().await?;
-    let tag = format!("{{{prefix}}}");
     let answer = client
         .eval(script, format!("{tag}:ring"), format!("{tag}*{pattern}"))
         .await;
@@ -211,16 +238,19 @@ impl Drop for TestRedis {
     fn drop(&mut self) {
         // One atomic step: once no task key is left, no script can bring a
         // key back, so a worker still finishing cannot leave one behind.
-        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        let (url, tags) = (self.url.clone(), self.tags());
         let deleted = on_a_fresh_runtime(async move {
-            eval_on_prefix::<()>(
-                &url,
-                &prefix,
-                "for _, key in ipairs(redis.call('KEYS', ARGV[1])) do \
-                 redis.call('UNLINK', key) end",
-                "",
-            )
-            .await
+            for tag in tags {
+                eval_on_tag::<()>(
+                    &url,
+                    &tag,
+                    "for _, key in ipairs(redis.call('KEYS', ARGV[1])) do \
+                     redis.call('UNLINK', key) end",
+                    "",
+                )
+                .await?;
+            }
+            Ok::<(), fred::error::Error>(())
         });
         if !matches!(deleted, Ok(Ok(()))) && !std::thread::panicking() {
             panic!("could not delete the keys of {}: {deleted:?}", self.prefix);

@@ -8,9 +8,12 @@
 --       retry_at.
 -- Records how the attempts ended, then leases up to the numbers asked for:
 -- one call where a worker would otherwise make two. Answers {finished,
--- leased, newcomers}: for each attempt the status it left the task in
--- ('stale' if its lease was no longer current), and {fence, task} for each
--- task leased round robin and for newcomers.
+-- leased, newcomers, left}: for each attempt the status it left the task
+-- in ('stale' if its lease was no longer current), {fence, task} for each
+-- task leased round robin and for newcomers, and {users in the ring,
+-- users waiting as newcomers, kinds with tasks parked, the soonest delayed
+-- task's run_at or -1} after the call, for a caller choosing between
+-- partitions.
 -- Both halves are safe to repeat: an outcome recorded already is answered
 -- again, and the call id makes a repeated call answer the leases it made
 -- the first time that are still current, instead of leasing more.
@@ -89,7 +92,14 @@ if max_running > 0 then
   for _, user in ipairs(finishers) do activate(user, max_running) end
 end
 
-if want == 0 and newcomers == 0 then return { finished, {}, {} } end
+-- What is left to lease after the call.
+local function left()
+  local soonest = redis.call('ZRANGE', DELAYED, 0, 0, 'WITHSCORES')[2]
+  return { redis.call('ZCARD', RING), redis.call('ZCARD', FRESH), redis.call('SCARD', PARKED_KINDS),
+    tonumber(soonest or -1) }
+end
+
+if want == 0 and newcomers == 0 then return { finished, {}, {}, left() } end
 
 -- A call sent again answers the leases it made that are still current:
 -- "id fence ..." round robin, then "|", then those for newcomers.
@@ -107,6 +117,7 @@ if made then
     end
     answer[#answer + 1] = granted
   end
+  answer[#answer + 1] = left()
   return answer
 end
 
@@ -334,7 +345,7 @@ for kind, use in pairs(kind_use) do
     redis.call('PEXPIRE', kind_starts_key(kind), 1000)
   end
 end
-if #granted == 0 then return { finished, {}, {} } end
+if #granted == 0 then return { finished, {}, {}, left() } end
 batch_zrem(DUE, ids_of)
 
 -- Each task taken gets the next fence, in the order of the turns.
@@ -370,4 +381,4 @@ if any == 0 then table.insert(made, 1, '|') end
 apply_moves()
 batch_zadd(LEASES, leases)
 redis.call('SET', call, table.concat(made, ' '), 'PX', ARGV[9])
-return { finished, { unpack(granted, 1, any) }, { unpack(granted, any + 1) } }
+return { finished, { unpack(granted, 1, any) }, { unpack(granted, any + 1) }, left() }
