@@ -7,7 +7,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tollgate::clock::Clock;
 use tollgate::domain::{TaskId, TaskStatus, UserId};
-use tollgate::storage::QueueStore;
 
 use crate::helpers::{JWT_SECRET, Server, TestRedis, TestSchema, eventually};
 

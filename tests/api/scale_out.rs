@@ -10,8 +10,7 @@ use futures_util::future::{join, join_all};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tollgate::config::{RedisSettings, SessionStoreKind};
-use tollgate::domain::UserId;
-use tollgate::storage::QueueStore;
+use tollgate::domain::{NewTask, TaskFilter, TaskId, TaskKind, TaskRequest, UserId};
 
 use crate::helpers::{
     JWT_SECRET, PrivateRedis, RedisCluster, Server, TcpProxy, TestRedis, TestSchema, as_env,
@@ -212,11 +211,25 @@ async fn after_redis_restarts_no_replica_accepts_a_session_revoked_while_it_was_
 
 #[actix_web::test]
 async fn three_replicas_finish_5000_tasks_of_50_users_through_one_being_killed() {
+    finish_5000_tasks_through_a_kill(&TestRedis::new()).await;
+}
+
+#[actix_web::test]
+async fn three_replicas_on_a_cluster_in_12_partitions_lose_nothing_through_a_kill() {
+    let cluster = RedisCluster::start(3).await;
+    finish_5000_tasks_through_a_kill(&TestRedis::on(cluster.url()).partitioned(12)).await;
+}
+
+/// Three replicas on `redis` take 5000 tasks of 50 users, one of them
+/// SIGKILLed while it runs some: every task succeeds once as its user
+/// sees it, re-run at most as many times as the killed replica had
+/// workers.
+async fn finish_5000_tasks_through_a_kill(redis: &TestRedis) {
     const USERS: usize = 50;
     const TASKS_EACH: usize = 100;
     const VICTIM: usize = 1;
-    let (schema, redis) = (TestSchema::create().await, TestRedis::new());
-    let servers = replicas(&schema, &redis).await;
+    let schema = TestSchema::create().await;
+    let servers = replicas(&schema, redis).await;
     let (mut tokens, mut users) = (Vec::new(), Vec::new());
     for user in 0..USERS {
         let server = &servers[user % 3];
@@ -322,9 +335,11 @@ async fn three_replicas_finish_5000_tasks_of_50_users_through_one_being_killed()
     );
     eprintln!(
         "{} tasks of {USERS} users enqueued and finished in {:.1?} by 3 replicas \
-         (one killed mid-run); {reruns} re-runs",
+         (one killed mid-run) on {} in {} partitions; {reruns} re-runs",
         ids.len(),
-        started.elapsed()
+        started.elapsed(),
+        redis.redis_url(),
+        redis.partitions
     );
 }
 
@@ -400,4 +415,139 @@ async fn the_service_runs_on_a_cluster_named_by_its_nodes() {
         .unwrap();
     assert_eq!(ready["checks"]["sessions"]["store"], "redis");
     assert_eq!(ready["checks"]["tasks"]["status"], "up");
+}
+
+/// Script calls each node of `cluster` has served since its figures were
+/// last reset (`EVALSHA`, and `EVAL` for a script loaded again).
+fn script_calls(cluster: &RedisCluster) -> Vec<u64> {
+    cluster
+        .ports
+        .iter()
+        .map(|port| {
+            let info = std::process::Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "INFO", "commandstats"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&info.stdout)
+                .lines()
+                .filter(|line| {
+                    line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
+                })
+                .filter_map(|line| {
+                    let calls = line.split("calls=").nth(1)?.split(',').next()?;
+                    calls.parse::<u64>().ok()
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// Jain's fairness index of `shares`: 1 when all are equal, 1/n when one
+/// has everything.
+fn jain(shares: &[f64]) -> f64 {
+    let sum: f64 = shares.iter().sum();
+    let squares: f64 = shares.iter().map(|share| share * share).sum();
+    sum * sum / (shares.len() as f64 * squares)
+}
+
+#[actix_web::test]
+async fn a_queue_in_12_partitions_spreads_over_three_masters_and_stays_fair() {
+    const USERS: usize = 300;
+    const TASKS_EACH: usize = 100;
+    let cluster = RedisCluster::start(3).await;
+    let (schema, redis) = (
+        TestSchema::create().await,
+        TestRedis::on(cluster.url()).partitioned(12),
+    );
+    let store = redis.queue_store(tollgate::clock::Clock::system()).await;
+    let users: Vec<UserId> = (0..USERS).map(|_| UserId::new()).collect();
+    for user in &users {
+        let tasks = (0..TASKS_EACH)
+            .map(|n| {
+                let request = TaskRequest {
+                    kind: TaskKind::parse("echo").unwrap(),
+                    payload: json!({ "n": n }),
+                    max_attempts: 3,
+                    delay: Duration::ZERO,
+                    trace_parent: None,
+                };
+                let new = NewTask {
+                    id: TaskId::new(),
+                    user_id: *user,
+                    created_at: chrono::Utc::now(),
+                    request,
+                };
+                (new, None)
+            })
+            .collect();
+        store.enqueue_many(tasks).await.unwrap();
+    }
+    for port in &cluster.ports {
+        let reset = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "CONFIG", "RESETSTAT"])
+            .output()
+            .unwrap();
+        assert!(reset.status.success());
+    }
+
+    // Two replicas drain it; the script calls are counted from here.
+    let started = std::time::Instant::now();
+    let mut env = production_env(&schema, &redis);
+    env.push(("TOLLGATE__QUEUE__WORKERS", "8".to_owned()));
+    let env = as_env(&env);
+    let _servers = [
+        Server::start(&["serve"], &env).await,
+        Server::start(&["serve"], &env).await,
+    ];
+    // Asked twice a second, so that asking adds few calls of its own.
+    while store.stats().await.unwrap().waiting > 0 {
+        assert!(started.elapsed() < PATIENCE, "the queue did not drain");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let calls = script_calls(&cluster);
+    let mut finished_at: Vec<Vec<i64>> = Vec::new();
+    for user in &users {
+        let filter = TaskFilter {
+            user: Some(*user),
+            ..TaskFilter::default()
+        };
+        let done = eventually(PATIENCE, || async {
+            let page = store.scan(&filter, None, TASKS_EACH).await.unwrap();
+            page.items.iter().all(|task| task.finished_at.is_some())
+        })
+        .await;
+        assert!(done, "user {user}'s tasks all finished");
+        let page = store.scan(&filter, None, TASKS_EACH).await.unwrap();
+        assert_eq!(page.items.len(), TASKS_EACH);
+        finished_at.push(
+            page.items
+                .iter()
+                .map(|task| task.finished_at.unwrap().timestamp_millis())
+                .collect(),
+        );
+    }
+    let took = started.elapsed();
+
+    let total: u64 = calls.iter().sum();
+    let busiest = *calls.iter().max().unwrap() as f64 / total as f64;
+    let mut every: Vec<i64> = finished_at.iter().flatten().copied().collect();
+    every.sort_unstable();
+    let half_time = every[every.len() / 2 - 1];
+    let by_half: Vec<f64> = finished_at
+        .iter()
+        .map(|times| times.iter().filter(|&&at| at <= half_time).count() as f64)
+        .collect();
+    let fairness = jain(&by_half);
+    eprintln!(
+        "{} tasks of {USERS} users drained in {took:.1?} by 2 replicas on 3 masters in 12 \
+         partitions: script calls per master {calls:?} (busiest {:.1} %, {:.2} calls a task); \
+         Jain's index at half time {fairness:.4} (fewest {}, most {} of {TASKS_EACH})",
+        USERS * TASKS_EACH,
+        busiest * 100.0,
+        total as f64 / (USERS * TASKS_EACH) as f64,
+        by_half.iter().copied().fold(f64::INFINITY, f64::min),
+        by_half.iter().copied().fold(0.0, f64::max),
+    );
+    assert!(busiest <= 0.45, "{calls:?}");
+    assert!(fairness >= 0.95, "{by_half:?}");
 }

@@ -10,7 +10,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tollgate::clock::Clock;
 use tollgate::domain::{Task, TaskKind};
-use tollgate::storage::QueueStore;
 use tollgate::tasks::{Echo, Sleep, TaskError, TaskHandler, TaskHandlers};
 
 use crate::helpers::{

@@ -7,9 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
-use super::{
-    JWT_SECRET, PASSWORD, Scrape, TestRedis, TestSchema, client, eventually, redis_url, spare_port,
-};
+use super::{JWT_SECRET, PASSWORD, Scrape, TestRedis, TestSchema, client, eventually, spare_port};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_tollgate");
 
@@ -22,8 +20,13 @@ pub fn production_env(schema: &TestSchema, redis: &TestRedis) -> Vec<(&'static s
         ("TOLLGATE__AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
         ("TOLLGATE__SESSION__STORE", "redis".to_owned()),
         ("TOLLGATE__QUEUE__BACKEND", "redis".to_owned()),
-        ("TOLLGATE__REDIS__URL", redis_url()),
+        ("TOLLGATE__REDIS__URL", redis.redis_url().to_owned()),
         ("TOLLGATE__REDIS__KEY_PREFIX", redis.prefix().to_owned()),
+        ("TOLLGATE__QUEUE__PARTITIONS", redis.partitions.to_string()),
+        (
+            "TOLLGATE__SESSION__PARTITIONS",
+            redis.partitions.to_string(),
+        ),
     ]
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use fred::prelude::{Builder, ClientLike, Config, HashesInterface, KeysInterface, LuaInterface};
 use tollgate::clock::Clock;
 use tollgate::config::{RedisSettings, Settings};
-use tollgate::storage::{Keyspace, QueuePolicy, Redis, RedisQueueStore};
+use tollgate::storage::{Keyspace, QueuePolicy, QueueStore, Redis, redis_queue};
 
 use super::{eventually, on_a_fresh_runtime, spare_port};
 
@@ -123,11 +123,18 @@ impl TestRedis {
         entries
     }
 
-    /// The queue store on this prefix, with the embedded default's
-    /// policy, reading time from `clock`.
-    pub async fn queue_store(&self, clock: Clock) -> RedisQueueStore {
+    /// The queue store on this prefix, in its partitions, with the
+    /// embedded default's policy, reading time from `clock`.
+    pub async fn queue_store(&self, clock: Clock) -> Arc<dyn QueueStore> {
         let policy = QueuePolicy::new(&Settings::embedded_default().queue, clock);
-        RedisQueueStore::new(self.connect().await, policy)
+        redis_queue(self.connect().await, policy, self.partitions)
+            .await
+            .unwrap()
+    }
+
+    /// The URL of the Redis (or Redis Cluster) the prefix is on.
+    pub fn redis_url(&self) -> &str {
+        &self.url
     }
 
     pub fn prefix(&self) -> &str {
