@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tollgate::clock::Clock;
 use tollgate::config::{RedisSettings, Settings};
-use tollgate::storage::{QueuePolicy, Redis, RedisQueueStore};
+use tollgate::storage::{QueuePolicy, QueueStore, Redis, redis_queue};
 
 use crate::load::http_client;
 use crate::wrk::Cores;
@@ -206,13 +206,15 @@ impl Stores {
         }
     }
 
-    /// The queue store on these keys, bounded only by the pool: preloads
-    /// may hold any number of tasks.
-    pub fn queue(&self) -> RedisQueueStore {
+    /// The queue store on these keys in `partitions` partitions, bounded
+    /// only by the pool: preloads may hold any number of tasks.
+    pub async fn queue(&self, partitions: usize) -> Arc<dyn QueueStore> {
         let mut settings = Settings::embedded_default().queue;
         settings.max_pending_per_user = usize::MAX;
         let policy = QueuePolicy::new(&settings, Clock::system());
-        RedisQueueStore::new(self.redis.clone(), policy)
+        redis_queue(self.redis.clone(), policy, partitions)
+            .await
+            .expect("the queue's partitions match")
     }
 
     /// Drops the schema and every key under the prefix.
@@ -223,7 +225,9 @@ impl Stores {
             .await;
         let unlink_all = "for _, key in ipairs(redis.call('KEYS', ARGV[1])) do \
                           redis.call('UNLINK', key) end";
-        let pattern = format!("{}:*", self.redis.prefix());
+        // `{prefix}:*` and every partition's `{prefix.<i>}:*`.
+        let tag = self.redis.prefix();
+        let pattern = format!("{}*", &tag[..tag.len() - 1]);
         let route = format!("{}:ring", self.redis.prefix());
         let _: Result<(), _> = self
             .redis
