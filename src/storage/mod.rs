@@ -11,6 +11,8 @@ mod sessions;
 mod users;
 
 pub use attempts::{AttemptStore, Counted, MemoryAttempts, RedisAttempts, Take, WINDOW_MS};
+#[cfg(test)]
+pub(crate) use queue::queue_store_settling_with;
 pub use queue::{
     MemoryQueueStore, PartitionedQueue, QueuePolicy, QueueStore, RedisQueueStore, SharedLimits,
     redis_queue,

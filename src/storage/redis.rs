@@ -111,15 +111,17 @@ impl Keyspace {
     /// `count` keyspaces for `prefix`: with one, `{prefix}` itself, as
     /// before partitions existed; with more, `{prefix.<i>}` (or
     /// `{prefix.<i>.<n>}` for the first `n` that lands right), partition
-    /// `i`'s slot in the `i`th of `count` equal ranges of slots, so that a
-    /// cluster whose masters hold equal ranges holds equal shares of them.
+    /// `i`'s slot inside the `i`th of `count` equal ranges of slots, so
+    /// that a cluster whose masters hold equal ranges holds equal shares of
+    /// them. (Never a range's first or last slot: a master's range may start
+    /// or end one slot off the partitions' boundary.)
     pub fn partitions(prefix: &str, count: usize) -> Vec<Self> {
         if count <= 1 {
             return vec![Self::new(format!("{{{prefix}}}"))];
         }
         (0..count)
             .map(|i| {
-                let range = i * SLOTS / count..(i + 1) * SLOTS / count;
+                let range = i * SLOTS / count + 1..(i + 1) * SLOTS / count - 1;
                 let lands = |tag: &String| {
                     range.contains(&usize::from(fred::util::redis_keyslot(tag.as_bytes())))
                 };

@@ -274,8 +274,7 @@ mod tests {
     use super::*;
     use crate::config::Settings;
     use crate::domain::{
-        CancelledTask, Lease, LeaseCall, NewTask, Outcome, QueueStats, Settled, TaskKind,
-        TaskStatus, Wanted,
+        Lease, LeaseCall, NewTask, Outcome, Settled, TaskKind, TaskStatus, Wanted,
     };
     use crate::storage::{MemoryQueueStore, QueuePolicy, StoreError};
     use crate::tasks::{TaskError, TaskHandler};
@@ -291,72 +290,10 @@ mod tests {
         finishes_to_fail: AtomicU32,
     }
 
-    #[async_trait]
-    impl QueueStore for Unsteady {
-        async fn enqueue_many(
-            &self,
-            tasks: Vec<(NewTask, Option<Idempotency>)>,
-        ) -> Result<Vec<Enqueued>, StoreError> {
-            self.inner.enqueue_many(tasks).await
-        }
+    crate::storage::queue_store_settling_with!(Unsteady, inner, settle_unsteadily);
 
-        async fn get(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
-            self.inner.get(user, id).await
-        }
-
-        async fn scan(
-            &self,
-            filter: &TaskFilter,
-            before: Option<TaskId>,
-            limit: usize,
-        ) -> Result<Page, StoreError> {
-            self.inner.scan(filter, before, limit).await
-        }
-
-        async fn retry(&self, id: TaskId) -> Result<Retried, StoreError> {
-            self.inner.retry(id).await
-        }
-
-        async fn retry_matching(&self, filter: &TaskFilter) -> Result<Bulk, StoreError> {
-            self.inner.retry_matching(filter).await
-        }
-
-        async fn cancel_matching(
-            &self,
-            filter: &TaskFilter,
-        ) -> Result<(Bulk, Vec<CancelledTask>), StoreError> {
-            self.inner.cancel_matching(filter).await
-        }
-
-        async fn pause(&self, user: UserId) -> Result<bool, StoreError> {
-            self.inner.pause(user).await
-        }
-
-        async fn resume(&self, user: UserId) -> Result<bool, StoreError> {
-            self.inner.resume(user).await
-        }
-
-        async fn is_paused(&self, user: UserId) -> Result<bool, StoreError> {
-            self.inner.is_paused(user).await
-        }
-
-        async fn busiest(&self, most: usize) -> Result<Vec<UserLoad>, StoreError> {
-            self.inner.busiest(most).await
-        }
-
-        async fn counts(&self, user: UserId) -> Result<TaskCounts, StoreError> {
-            self.inner.counts(user).await
-        }
-
-        async fn cancel(&self, user: UserId, id: TaskId) -> Result<Cancelled, StoreError> {
-            self.inner.cancel(user, id).await
-        }
-
-        async fn cancel_all(&self, user: UserId) -> Result<u64, StoreError> {
-            self.inner.cancel_all(user).await
-        }
-
-        async fn settle(
+    impl Unsteady {
+        async fn settle_unsteadily(
             &self,
             ended: &[(Lease, Outcome)],
             call: LeaseCall,
@@ -380,34 +317,6 @@ mod tests {
                 self.leases_answered.fetch_add(1, Ordering::SeqCst);
             }
             settled
-        }
-
-        async fn renew(&self, leases: &[Lease]) -> Result<Vec<bool>, StoreError> {
-            self.inner.renew(leases).await
-        }
-
-        async fn release(&self, leases: &[Lease]) -> Result<u64, StoreError> {
-            self.inner.release(leases).await
-        }
-
-        async fn reclaim(&self) -> Result<u64, StoreError> {
-            self.inner.reclaim().await
-        }
-
-        async fn purge(&self) -> Result<u64, StoreError> {
-            self.inner.purge().await
-        }
-
-        async fn stats(&self) -> Result<QueueStats, StoreError> {
-            self.inner.stats().await
-        }
-
-        async fn ping(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-
-        fn name(&self) -> &'static str {
-            "unsteady"
         }
     }
 

@@ -284,6 +284,142 @@ async fn check_layout(redis: &super::Redis, partitions: usize) -> Result<(), Sto
     Ok(())
 }
 
+/// Implements [`QueueStore`] for a test's store `$store` that wraps
+/// another (its field `$inner`) to change how it settles: `settle` is its
+/// own method `$settle`, and every other method is passed through.
+#[cfg(test)]
+macro_rules! queue_store_settling_with {
+    ($store:ty, $inner:ident, $settle:ident) => {
+        #[async_trait::async_trait]
+        impl $crate::storage::QueueStore for $store {
+            async fn enqueue_many(
+                &self,
+                tasks: Vec<($crate::domain::NewTask, Option<$crate::domain::Idempotency>)>,
+            ) -> Result<Vec<$crate::domain::Enqueued>, $crate::storage::StoreError> {
+                self.$inner.enqueue_many(tasks).await
+            }
+            async fn get(
+                &self,
+                user: $crate::domain::UserId,
+                id: $crate::domain::TaskId,
+            ) -> Result<Option<$crate::domain::Task>, $crate::storage::StoreError> {
+                self.$inner.get(user, id).await
+            }
+            async fn scan(
+                &self,
+                filter: &$crate::domain::TaskFilter,
+                before: Option<$crate::domain::TaskId>,
+                limit: usize,
+            ) -> Result<$crate::domain::Page, $crate::storage::StoreError> {
+                self.$inner.scan(filter, before, limit).await
+            }
+            async fn retry(
+                &self,
+                id: $crate::domain::TaskId,
+            ) -> Result<$crate::domain::Retried, $crate::storage::StoreError> {
+                self.$inner.retry(id).await
+            }
+            async fn retry_matching(
+                &self,
+                filter: &$crate::domain::TaskFilter,
+            ) -> Result<$crate::domain::Bulk, $crate::storage::StoreError> {
+                self.$inner.retry_matching(filter).await
+            }
+            async fn cancel_matching(
+                &self,
+                filter: &$crate::domain::TaskFilter,
+            ) -> Result<
+                ($crate::domain::Bulk, Vec<$crate::domain::CancelledTask>),
+                $crate::storage::StoreError,
+            > {
+                self.$inner.cancel_matching(filter).await
+            }
+            async fn pause(
+                &self,
+                user: $crate::domain::UserId,
+            ) -> Result<bool, $crate::storage::StoreError> {
+                self.$inner.pause(user).await
+            }
+            async fn resume(
+                &self,
+                user: $crate::domain::UserId,
+            ) -> Result<bool, $crate::storage::StoreError> {
+                self.$inner.resume(user).await
+            }
+            async fn is_paused(
+                &self,
+                user: $crate::domain::UserId,
+            ) -> Result<bool, $crate::storage::StoreError> {
+                self.$inner.is_paused(user).await
+            }
+            async fn busiest(
+                &self,
+                most: usize,
+            ) -> Result<Vec<$crate::domain::UserLoad>, $crate::storage::StoreError> {
+                self.$inner.busiest(most).await
+            }
+            async fn counts(
+                &self,
+                user: $crate::domain::UserId,
+            ) -> Result<$crate::domain::TaskCounts, $crate::storage::StoreError> {
+                self.$inner.counts(user).await
+            }
+            async fn cancel(
+                &self,
+                user: $crate::domain::UserId,
+                id: $crate::domain::TaskId,
+            ) -> Result<$crate::domain::Cancelled, $crate::storage::StoreError> {
+                self.$inner.cancel(user, id).await
+            }
+            async fn cancel_all(
+                &self,
+                user: $crate::domain::UserId,
+            ) -> Result<u64, $crate::storage::StoreError> {
+                self.$inner.cancel_all(user).await
+            }
+            async fn renew(
+                &self,
+                leases: &[$crate::domain::Lease],
+            ) -> Result<Vec<bool>, $crate::storage::StoreError> {
+                self.$inner.renew(leases).await
+            }
+            async fn release(
+                &self,
+                leases: &[$crate::domain::Lease],
+            ) -> Result<u64, $crate::storage::StoreError> {
+                self.$inner.release(leases).await
+            }
+            async fn reclaim(&self) -> Result<u64, $crate::storage::StoreError> {
+                self.$inner.reclaim().await
+            }
+            async fn purge(&self) -> Result<u64, $crate::storage::StoreError> {
+                self.$inner.purge().await
+            }
+            async fn stats(
+                &self,
+            ) -> Result<$crate::domain::QueueStats, $crate::storage::StoreError> {
+                self.$inner.stats().await
+            }
+            async fn ping(&self) -> Result<(), $crate::storage::StoreError> {
+                Ok(())
+            }
+            fn name(&self) -> &'static str {
+                "a test's"
+            }
+            async fn settle(
+                &self,
+                ended: &[($crate::domain::Lease, $crate::domain::Outcome)],
+                call: $crate::domain::LeaseCall,
+                wanted: $crate::domain::Wanted,
+            ) -> Result<$crate::domain::Settled, $crate::storage::StoreError> {
+                self.$settle(ended, call, wanted).await
+            }
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use queue_store_settling_with;
+
 /// What a queue store is told besides its data: where time comes from,
 /// the per-user limits in force, and how long things last.
 #[derive(Clone)]

@@ -22,7 +22,8 @@
 //! [`RECHECK_MS`] for work other replicas queued there.
 //!
 //! A call sent again (its answer lost) makes the same asks, each with its
-//! own call id, and no more: each partition answers what that ask leased.
+//! own call id, and no more: each partition answers what that ask leased,
+//! and an ask that leased nothing asks for nothing.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -54,6 +55,11 @@ const SLACK: f64 = 1.0;
 /// Lease calls remembered, with the asks each made, so that one sent again
 /// is made again alike (the pool sends only its latest again).
 const REMEMBERED_CALLS: usize = 64;
+
+/// How long a partition with tasks parked by their kind's limits goes
+/// unasked when nothing of it finished meanwhile: a kind's rate frees room
+/// with time alone.
+const PARKED_RECHECK_MS: i64 = 50;
 
 pub struct PartitionedQueue {
     parts: Vec<Arc<dyn QueueStore>>,
@@ -170,6 +176,12 @@ struct Standing {
     pass: f64,
     /// When that answer came (ms); never, at first.
     heard_ms: Option<i64>,
+    /// Work this replica gave it, counted: an answer to a call sent before
+    /// the latest may not have seen it.
+    announced: u64,
+    /// Whether outcomes were recorded in it since it was last asked for
+    /// leases: a task of a parked kind may have made room.
+    finished_since_lease: bool,
 }
 
 impl Standing {
@@ -178,9 +190,11 @@ impl Standing {
         let Some(heard_ms) = self.heard_ms else {
             return true;
         };
+        let parked_may_start = self.left.parked_kinds > 0
+            && (self.finished_since_lease || now_ms - heard_ms >= PARKED_RECHECK_MS);
         (wanted.any > 0 && self.left.users > 0)
             || (wanted.newcomers > 0 && self.left.newcomers > 0)
-            || self.left.parked_kinds > 0
+            || parked_may_start
             || self.left.next_due_ms.is_some_and(|due| due <= now_ms)
             || now_ms - heard_ms >= RECHECK_MS
     }
@@ -191,6 +205,19 @@ impl Standing {
 struct Ask {
     part: usize,
     wanted: Wanted,
+    /// How many it leased; unknown while its answer has not come.
+    got: Option<usize>,
+}
+
+/// A partition's answer, as the planner takes it in.
+struct Answer {
+    /// What it was asked for (none: outcomes only).
+    asked: Wanted,
+    got: usize,
+    recorded: bool,
+    left: Backlog,
+    /// The partition's announcements when the call was sent.
+    announced: u64,
 }
 
 impl Planner {
@@ -237,7 +264,11 @@ impl Planner {
             },
             false => wanted,
         };
-        Some(Ask { part, wanted })
+        Some(Ask {
+            part,
+            wanted,
+            got: None,
+        })
     }
 
     /// The fewest turns among partitions with users ready: where one that
@@ -252,22 +283,32 @@ impl Planner {
             .unwrap_or(0.0)
     }
 
-    /// Takes in partition `part`'s answer: it leased `got` tasks and has
-    /// `left` to lease.
-    fn heard(&mut self, part: usize, got: usize, left: Backlog, now_ms: i64) {
+    /// Takes in partition `part`'s answer. Its turns are counted over the
+    /// users it had ready before the lease (or after, if more).
+    fn heard(&mut self, part: usize, answer: Answer, now_ms: i64) {
         self.rejoin(part);
         let standing = &mut self.standings[part];
-        standing.pass += got as f64 / left.users.max(1) as f64;
-        standing.left = left;
+        let ready = standing.left.users.max(answer.left.users).max(1);
+        standing.pass += answer.got as f64 / ready as f64;
+        standing.left = answer.left;
         standing.heard_ms = Some(now_ms);
+        match answer.asked.is_none() {
+            true => standing.finished_since_lease |= answer.recorded,
+            false => standing.finished_since_lease = false,
+        }
+        if standing.announced != answer.announced {
+            standing.left.users = standing.left.users.max(1);
+            standing.left.newcomers = standing.left.newcomers.max(1);
+        }
     }
 
     /// Notes work this replica gave partition `part`: it is worth asking.
     fn announce(&mut self, part: usize) {
         self.rejoin(part);
-        let left = &mut self.standings[part].left;
-        left.users = left.users.max(1);
-        left.newcomers = left.newcomers.max(1);
+        let standing = &mut self.standings[part];
+        standing.announced += 1;
+        standing.left.users = standing.left.users.max(1);
+        standing.left.newcomers = standing.left.newcomers.max(1);
     }
 
     /// Brings a partition that had no users ready up to the floor.
@@ -343,8 +384,14 @@ impl PartitionedQueue {
             };
             let mut calls = Vec::new();
             if let Some(ask) = ask {
-                gathered.asks.push(ask);
-                calls.push((ask.part, ask.wanted));
+                gathered.asks.push(Ask { got: None, ..ask });
+                // An ask that leased nothing the first time asks for
+                // nothing again: what it would lease now was not wanted.
+                let wanted = match ask.got {
+                    Some(0) => Wanted::default(),
+                    _ => ask.wanted,
+                };
+                calls.push((ask.part, wanted));
             }
             // Outcomes go with the first call to their partition; at the
             // first ask (or, with none, now) every partition not asked
@@ -362,6 +409,11 @@ impl PartitionedQueue {
                 .iter()
                 .map(|&(part, _)| std::mem::take(&mut outcomes[part]))
                 .collect();
+            let announced: Vec<u64> = {
+                let planner = self.planner();
+                let at = |part: usize| planner.standings[part].announced;
+                calls.iter().map(|&(part, _)| at(part)).collect()
+            };
             // Each ask has its own call id (the first the call's own), so
             // that a partition asked twice leases twice, and the asks of a
             // call made again answer what they leased the first time.
@@ -373,12 +425,25 @@ impl PartitionedQueue {
             ))
             .await?;
             let now_ms = self.clock.now_millis();
-            for ((&(part, asked), (_, places)), settled) in calls.iter().zip(&sent).zip(answers) {
+            let answered = calls.iter().zip(&sent).zip(announced).zip(answers);
+            for (((&(part, asked), (ended, places)), announced), settled) in answered {
                 in_places(places, settled.finished, &mut gathered.finished)?;
                 let got = settled.leased.len() + settled.newcomers.len();
                 done[part] |=
                     settled.leased.len() < asked.any || settled.newcomers.len() < asked.newcomers;
-                self.planner().heard(part, got, settled.left, now_ms);
+                if ask.is_some_and(|ask| ask.part == part)
+                    && let Some(made) = gathered.asks.last_mut()
+                {
+                    made.got = Some(got);
+                }
+                let answer = Answer {
+                    asked,
+                    got,
+                    recorded: !ended.is_empty(),
+                    left: settled.left,
+                    announced,
+                };
+                self.planner().heard(part, answer, now_ms);
                 remaining.any = remaining.any.saturating_sub(settled.leased.len());
                 remaining.newcomers = remaining.newcomers.saturating_sub(settled.newcomers.len());
                 gathered.leased.extend(settled.leased);
@@ -546,11 +611,24 @@ impl QueueStore for PartitionedQueue {
             newcomers: Vec::new(),
             asks: Vec::new(),
         };
+        let first_time = replay.clone();
         let answered = self
             .gather(&mut gathered, outcomes, call, wanted, replay)
             .await;
-        if !gathered.asks.is_empty() {
-            self.planner().remember(call, gathered.asks);
+        // Sent again, a call is remembered with all its asks, each with
+        // what it leased this time if it was answered.
+        let asks = match first_time {
+            Some(asks) => {
+                let mut asks = Vec::from(asks);
+                for (made, again) in asks.iter_mut().zip(&gathered.asks) {
+                    made.got = again.got.or(made.got);
+                }
+                asks
+            }
+            None => gathered.asks,
+        };
+        if !asks.is_empty() {
+            self.planner().remember(call, asks);
         }
         answered?;
         Ok(Settled {
@@ -597,6 +675,11 @@ impl QueueStore for PartitionedQueue {
 
     async fn reclaim(&self) -> Result<u64, StoreError> {
         let reclaimed = try_join_all(self.parts.iter().map(|part| part.reclaim())).await?;
+        for (part, &count) in reclaimed.iter().enumerate() {
+            if count > 0 {
+                self.planner().announce(part);
+            }
+        }
         Ok(reclaimed.into_iter().sum())
     }
 
@@ -633,5 +716,107 @@ impl QueueStore for PartitionedQueue {
 
     fn name(&self) -> &'static str {
         self.parts[0].name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Settings;
+    use crate::domain::{TaskKind, TaskRequest};
+    use crate::storage::MemoryQueueStore;
+
+    /// A memory partition whose next lease call, once `lose` is set, runs
+    /// but loses its answer, as a dropped connection would.
+    struct Lossy {
+        inner: MemoryQueueStore,
+        lose: AtomicBool,
+    }
+
+    crate::storage::queue_store_settling_with!(Lossy, inner, settle_lossily);
+
+    impl Lossy {
+        async fn settle_lossily(
+            &self,
+            ended: &[(Lease, Outcome)],
+            call: LeaseCall,
+            wanted: Wanted,
+        ) -> Result<Settled, StoreError> {
+            let settled = self.inner.settle(ended, call, wanted).await?;
+            if !wanted.is_none() && self.lose.swap(false, Ordering::SeqCst) {
+                return Err(StoreError::Unavailable(anyhow!("connection reset")));
+            }
+            Ok(settled)
+        }
+    }
+
+    fn new_task(user: UserId) -> (NewTask, Option<Idempotency>) {
+        let request = TaskRequest {
+            kind: TaskKind::parse("echo").unwrap(),
+            payload: json!({}),
+            max_attempts: 3,
+            delay: std::time::Duration::ZERO,
+            trace_parent: None,
+        };
+        let new = NewTask {
+            id: TaskId::new(),
+            user_id: user,
+            created_at: chrono::Utc::now(),
+            request,
+        };
+        (new, None)
+    }
+
+    /// A user whose tasks `parts` partitions keep in `part`.
+    fn user_in(part: usize, parts: usize) -> UserId {
+        std::iter::repeat_with(UserId::new)
+            .find(|user| user.shard(parts) == part)
+            .unwrap()
+    }
+
+    #[actix_web::test]
+    async fn a_call_sent_again_after_lost_answers_leases_what_it_leased_and_no_more() {
+        let policy = QueuePolicy::new(&Settings::embedded_default().queue, Clock::system());
+        let lossy: Vec<Arc<Lossy>> = (0..4)
+            .map(|_| {
+                Arc::new(Lossy {
+                    inner: MemoryQueueStore::new(policy.clone()),
+                    lose: AtomicBool::new(false),
+                })
+            })
+            .collect();
+        let parts = lossy.iter().map(|p| p.clone() as Arc<dyn QueueStore>);
+        let queue = PartitionedQueue::new(parts.collect(), &policy);
+        // Work in partitions 1, 2 and 3; none in 0, asked first.
+        let users: Vec<UserId> = (0..4).map(|part| user_in(part, 4)).collect();
+        for user in &users[1..] {
+            queue.enqueue_many(vec![new_task(*user)]).await.unwrap();
+        }
+        let call = LeaseCall::new();
+
+        // The ask to partition 3 leases, and its answer is lost; asked
+        // again, partition 2's answer is lost too.
+        lossy[3].lose.store(true, Ordering::SeqCst);
+        assert!(queue.settle(&[], call, Wanted::any(3)).await.is_err());
+        lossy[2].lose.store(true, Ordering::SeqCst);
+        assert!(queue.settle(&[], call, Wanted::any(3)).await.is_err());
+        // Partition 0, which had nothing, has work when the call comes again.
+        queue.enqueue_many(vec![new_task(users[0])]).await.unwrap();
+        let settled = queue.settle(&[], call, Wanted::any(3)).await.unwrap();
+
+        let mut owners: Vec<UserId> = settled.leased.iter().map(|l| l.task.user_id).collect();
+        owners.sort();
+        let mut with_work = users[1..].to_vec();
+        with_work.sort();
+        assert_eq!(owners, with_work, "each leased once, and nothing new");
+        for (part, user) in users.iter().enumerate() {
+            let counts = queue.counts(*user).await.unwrap();
+            assert_eq!(counts.running, u64::from(part > 0), "partition {part}");
+            assert_eq!(counts.queued, u64::from(part == 0), "partition {part}");
+        }
     }
 }

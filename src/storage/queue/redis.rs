@@ -823,3 +823,33 @@ fn kind_limits_arg(kinds: &KindLimits, partitions: usize) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::KindLimit;
+
+    #[test]
+    fn each_partition_applies_its_share_of_a_kinds_limits_rounded_up() {
+        let kind = |name: &str| TaskKind::parse(name).unwrap();
+        let limit = |max_running, max_per_second| KindLimit {
+            max_running,
+            max_per_second,
+        };
+        let kinds: KindLimits = [
+            (kind("paused"), limit(Some(0), None)),
+            (kind("sleep"), limit(Some(24), Some(5))),
+            (kind("webhook"), limit(None, Some(12))),
+        ]
+        .into();
+
+        assert_eq!(
+            kind_limits_arg(&kinds, 1),
+            "paused 0 0 sleep 24 5 webhook -1 12"
+        );
+        assert_eq!(
+            kind_limits_arg(&kinds, 12),
+            "paused 0 0 sleep 2 1 webhook -1 1"
+        );
+    }
+}
