@@ -171,6 +171,7 @@ fn retune(
     let (algorithm, kid) = tokens.signing();
     let hasher_threads = threads_or_cores(settings.auth.hasher_threads);
     queue.retune(&settings.queue);
+    super::warn_about_kind_limits(&settings);
     hashers.resize(hasher_threads);
     let limits = settings.rate_limit;
     abuse_limits.set_limits(&limits);

@@ -85,6 +85,7 @@ impl Application {
         metrics.kind_loads(&KindLoad::none_of(&limits.kinds()));
         let queue_store = queue_store(&settings, redis.as_ref(), policy).await?;
         warn_about_credentials(&settings);
+        warn_about_kind_limits(&settings);
 
         let hasher_threads = threads_or_cores(settings.auth.hasher_threads);
         let hashers = Arc::new(HasherPool::start(
@@ -322,6 +323,14 @@ fn shared_sessions(
         (SessionStoreKind::Redis, None) => anyhow::bail!("session.store = \"redis\" needs [redis]"),
         (SessionStoreKind::Memory, _) => None,
     })
+}
+
+/// Says so (at start and at each reload) when the queue's partitions
+/// loosen a limit per kind.
+pub(crate) fn warn_about_kind_limits(settings: &Settings) {
+    for loosened in settings.queue.loosened_kind_limits() {
+        tracing::warn!("{loosened}: each partition applies its share, rounded up");
+    }
 }
 
 /// Says so at start when tokens are signed with the public secret, or

@@ -710,6 +710,33 @@ impl QueueSettings {
             .collect()
     }
 
+    /// Each limit per kind that the queue's partitions loosen, in words:
+    /// every partition applies its share rounded up, so the deployment
+    /// allows up to the partitions times that share.
+    pub fn loosened_kind_limits(&self) -> Vec<String> {
+        let partitions = self.partitions as u64;
+        if partitions <= 1 || self.backend != QueueBackend::Redis {
+            return Vec::new();
+        }
+        let mut loosened = Vec::new();
+        for (kind, set) in &self.kinds {
+            let limits = [
+                ("max_running", set.max_running),
+                ("max_per_second", set.max_per_second.map(u64::from)),
+            ];
+            for (name, limit) in limits {
+                if let Some(limit) = limit.filter(|limit| limit % partitions != 0) {
+                    loosened.push(format!(
+                        "queue.kinds.{kind}.{name} = {limit} over {partitions} partitions \
+                         allows up to {}",
+                        limit.div_ceil(partitions) * partitions
+                    ));
+                }
+            }
+        }
+        loosened
+    }
+
     pub fn visibility_timeout(&self) -> Duration {
         Duration::from_secs(self.visibility_timeout_secs)
     }
@@ -890,6 +917,50 @@ mod tests {
             load_env(&[("TOLLGATE__TELEMETRY__LOG_FILE", dir.to_str().unwrap())]).unwrap();
         let file = settings.telemetry.log_file.unwrap();
         assert_eq!(file.path(), dir);
+    }
+
+    #[test]
+    fn limits_per_kind_that_partitions_loosen_are_named() {
+        let settings = load_env(&[
+            ("TOLLGATE__QUEUE__BACKEND", "redis"),
+            ("TOLLGATE__QUEUE__PARTITIONS", "12"),
+            ("TOLLGATE__QUEUE__KINDS__WEBHOOK__MAX_RUNNING", "5"),
+            ("TOLLGATE__QUEUE__KINDS__WEBHOOK__MAX_PER_SECOND", "24"),
+            ("TOLLGATE__REDIS__URL", "redis://127.0.0.1:6379"),
+            (
+                "TOLLGATE__AUTH__JWT_SECRET",
+                "an-operator-chosen-secret-of-32-bytes!",
+            ),
+        ])
+        .unwrap();
+
+        assert_eq!(
+            settings.queue.loosened_kind_limits(),
+            ["queue.kinds.webhook.max_running = 5 over 12 partitions allows up to 12"]
+        );
+    }
+
+    #[test]
+    fn partitions_are_bounded_and_need_the_stores_in_redis() {
+        let err = load_env(&[
+            ("TOLLGATE__QUEUE__PARTITIONS", "12"),
+            ("TOLLGATE__SESSION__PARTITIONS", "0"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("queue.partitions above 1 needs queue.backend = \"redis\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("session.partitions must be between 1 and 256"),
+            "{err}"
+        );
+        let defaults = load_env(&[]).unwrap();
+        assert_eq!(
+            (defaults.queue.partitions, defaults.session.partitions),
+            (1, 1)
+        );
     }
 
     #[test]

@@ -234,6 +234,26 @@ impl Settings {
                 format!("{what} needs a [redis] section with a url or cluster_nodes")
             });
         }
+        // Partitions are key groups in Redis: the memory stores have none.
+        let partitioned = [
+            (
+                "queue.partitions",
+                queue.partitions,
+                queue.backend == QueueBackend::Redis,
+                "queue.backend",
+            ),
+            (
+                "session.partitions",
+                self.session.partitions,
+                self.session.store == SessionStoreKind::Redis,
+                "session.store",
+            ),
+        ];
+        for (key, partitions, in_redis, store) in partitioned {
+            problems.require(partitions == 1 || in_redis, || {
+                format!("{key} above 1 needs {store} = \"redis\"")
+            });
+        }
 
         match (&self.server.tls_cert, &self.server.tls_key) {
             (Some(_), Some(_)) => {
