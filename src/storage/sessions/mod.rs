@@ -340,14 +340,22 @@ impl RedisSessions {
     /// uses may have kept a session alive.
     pub async fn sweep(&self, now_ms: i64) -> Result<usize, StoreError> {
         let args = || vec![now_ms.to_string(), SLICE.to_string()];
-        let mut swept = 0;
+        // A partition that cannot be swept now holds up none of the others.
+        let (mut swept, mut failed) = (0, None);
         for space in &self.spaces {
-            swept += self
+            match self
                 .redis
                 .run_in_slices(space, &self.scripts.sweep, args)
-                .await?;
+                .await
+            {
+                Ok(count) => swept += count,
+                Err(err) => failed = failed.or(Some(err)),
+            }
         }
-        Ok(swept as usize)
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(swept as usize),
+        }
     }
 
     /// Sessions held, live or lapsed but not yet swept, on every replica.
