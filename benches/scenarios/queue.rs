@@ -115,16 +115,17 @@ impl Drained {
 }
 
 /// Preloads `each` no-op tasks for every one of `users` users, one user
-/// after another (so a FIFO queue would serve them in that order), then
-/// starts the service and lets its workers drain them.
-async fn drain_preloaded(users: usize, each: usize) -> Drained {
+/// after another (so a FIFO queue would serve them in that order), into a
+/// queue in `partitions` partitions, then starts the service and lets its
+/// workers drain them.
+async fn drain_preloaded(users: usize, each: usize, partitions: usize) -> Drained {
     let stores = Stores::create("drain").await;
-    let store = stores.queue(1).await;
+    let store = stores.queue(partitions).await;
     let ids: Vec<UserId> = (0..users).map(|_| UserId::new()).collect();
     for user in &ids {
         preload(&*store, *user, each, "echo", Value::Null).await;
     }
-    let workers = WORKERS.to_string();
+    let (workers, partitions) = (WORKERS.to_string(), partitions.to_string());
     let calls_before = stores.script_calls();
     let service = Service::production(
         &stores,
@@ -132,6 +133,7 @@ async fn drain_preloaded(users: usize, each: usize) -> Drained {
             CHEAP_HASHES,
             ("TOLLGATE__QUEUE__WORKERS", workers.as_str()),
             ("TOLLGATE__QUEUE__POLL_INTERVAL_MS", "10"),
+            ("TOLLGATE__QUEUE__PARTITIONS", partitions.as_str()),
         ],
     )
     .await;
@@ -196,30 +198,42 @@ async fn round_trips_around(
 }
 
 /// 4. No-op tasks per second drained from preloaded queues, one user and
-///    many ↔ raw Redis round trips at the workers' concurrency, measured
-///    around each drain; Jain's index over the many; 4b. the worst wait
-///    for a user's first task ↔ what a FIFO queue would have made the last
-///    user wait.
+///    many, and many in 12 partitions on the same one Redis (what
+///    partitions cost where there is one core to spread over) ↔ raw Redis
+///    round trips at the workers' concurrency, measured around each drain;
+///    Jain's index over the many; 4b. the worst wait for a user's first
+///    task ↔ what a FIFO queue would have made the last user wait.
 pub async fn drain(plan: Plan) -> Vec<Figure> {
     let (one, one_baseline) =
-        round_trips_around(plan.window, drain_preloaded(1, plan.one_user_tasks)).await;
+        round_trips_around(plan.window, drain_preloaded(1, plan.one_user_tasks, 1)).await;
     let (many, many_baseline) =
-        round_trips_around(plan.window, drain_preloaded(plan.users, plan.tasks_each)).await;
+        round_trips_around(plan.window, drain_preloaded(plan.users, plan.tasks_each, 1)).await;
+    let (parted, parted_baseline) = round_trips_around(
+        plan.window,
+        drain_preloaded(plan.users, plan.tasks_each, PARTITIONS),
+    )
+    .await;
     // A FIFO queue at the same rate reaches the last user's first task
     // only after everyone else's tasks.
     let fifo_wait = ((plan.users - 1) * plan.tasks_each) as f64 / many.rate();
     vec![
         drain_figure("no-op tasks drained, 1 user", &one, one_baseline),
         drain_figure("no-op tasks drained, 100 users", &many, many_baseline),
+        drain_figure(
+            "no-op tasks drained, 100 users, 12 partitions on one Redis",
+            &parted,
+            parted_baseline,
+        ),
         calls_figure("Redis script calls per task, 1 user", &one),
         calls_figure("Redis script calls per task, 100 users", &many),
-        Figure::new(
-            "4",
-            "Jain's index over 100 users at half time",
-            (many.fairness, ""),
-            ("perfectly fair", 1.0),
-            Goal::ValueAtLeast { target: 0.95 },
-            String::new(),
+        calls_figure(
+            "Redis script calls per task, 100 users, 12 partitions",
+            &parted,
+        ),
+        fairness_figure("Jain's index over 100 users at half time", &many),
+        fairness_figure(
+            "Jain's index over 100 users at half time, 12 partitions",
+            &parted,
         ),
         Figure::new(
             "4b",
@@ -230,6 +244,21 @@ pub async fn drain(plan: Plan) -> Vec<Figure> {
             format!("{} users × {} tasks", plan.users, plan.tasks_each),
         ),
     ]
+}
+
+/// Partitions of the partitioned drain and noisy-neighbour runs.
+const PARTITIONS: usize = 12;
+
+/// How evenly the users of a drain were served by half time.
+fn fairness_figure(name: &'static str, drained: &Drained) -> Figure {
+    Figure::new(
+        "4",
+        name,
+        (drained.fairness, ""),
+        ("perfectly fair", 1.0),
+        Goal::ValueAtLeast { target: 0.95 },
+        String::new(),
+    )
 }
 
 /// A drain's rate ↔ what Redis does when asked nothing but round trips.
@@ -281,7 +310,7 @@ pub async fn noisy_neighbour(plan: Plan) -> Vec<Figure> {
         partitions: 1,
     };
     let partitioned = Neighbours {
-        partitions: 12,
+        partitions: PARTITIONS,
         ..defaults
     };
     vec![
