@@ -13,7 +13,7 @@ export TOLLGATE_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 export TOLLGATE_CONTRACT_VENV ?= $(HOME)/.cache/tollgate/contract-$(shell sha256sum tests/contract/requirements.txt | cut -c1-12)
 export TOLLGATE_SCHEMATHESIS ?= $(TOLLGATE_CONTRACT_VENV)/bin/schemathesis
 
-.PHONY: run test bench soak fuzz services bench-tools lint fmt deploy-check
+.PHONY: run test bench soak soak-production fuzz services bench-tools lint fmt deploy-check
 
 run: ## Serve on http://127.0.0.1:8080 with users, sessions and tasks in memory.
 	$(CARGO) run -- serve
@@ -29,6 +29,9 @@ bench: services bench-tools ## Every performance figure against a same-run basel
 
 soak: ## Mixed traffic for SOAK_SECS (300; at most 540), sampling memory; idle sessions must be swept to zero.
 	$(CARGO) bench --bench scenarios -- soak
+
+soak-production: services ## The same on two replicas over PostgreSQL and Redis, through restarts of each and a replica killed; checks what must hold.
+	$(CARGO) bench --bench scenarios -- soak-production
 
 fuzz: services ## Schemathesis against /openapi.json of the real binary on PostgreSQL and Redis: a long run, new seed.
 	TOLLGATE_CONTRACT_EXAMPLES=$${FUZZ_EXAMPLES:-150} TOLLGATE_CONTRACT_SEED=random \

@@ -7,15 +7,18 @@
 //! others where the machine allows; the baselines pay the same price.
 //! `BENCH_QUICK=1` runs every scenario briefly, as a smoke run.
 //! `BENCH_ONLY=4,5` runs only those scenarios; `make soak` (the argument
-//! `soak`) runs the soak instead, see `soak.rs`. Prints a table and writes
+//! `soak`) runs the soak instead, see `soak.rs`, and `make soak-production`
+//! (`soak-production`) the soak with faults, see `soak_production.rs`. Prints a table and writes
 //! `target/bench/results.json`.
 
 mod figures;
 mod load;
 mod queue;
+mod servers;
 mod service;
 mod sessions;
 mod soak;
+mod soak_production;
 mod web;
 mod wrk;
 
@@ -79,6 +82,11 @@ async fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
         println!("benchmarks run with `make bench` (cargo bench --bench scenarios)");
         return;
+    }
+    // `make soak-production`: `cargo bench --bench scenarios -- soak-production`.
+    if std::env::args().any(|arg| arg == "soak-production") {
+        let held = soak_production::run().await;
+        std::process::exit(if held { 0 } else { 1 });
     }
     // `make soak`: `cargo bench --bench scenarios -- soak`.
     if std::env::args().any(|arg| arg == "soak") {

@@ -17,7 +17,7 @@ use crate::load::http_client;
 use crate::wrk::Cores;
 
 pub const PASSWORD: &str = "correct horse battery staple";
-const JWT_SECRET: &str = "a-benchmark-signing-secret-of-enough-length";
+pub const JWT_SECRET: &str = "a-benchmark-signing-secret-of-enough-length";
 
 /// A running `tollgate serve`, killed when dropped.
 pub struct Service {
@@ -30,6 +30,17 @@ impl Service {
     /// Starts the service on its embedded default: everything in memory.
     pub async fn in_memory(env: &[(&str, &str)]) -> Self {
         Self::start(env).await
+    }
+
+    /// Starts the service with the settings `env` gives, and nothing else.
+    pub async fn configured(env: &[(&str, &str)]) -> Self {
+        Self::start(env).await
+    }
+
+    /// Kills the process (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Starts the service in the production configuration: users in

@@ -26,13 +26,19 @@ struct Sample {
     sessions: f64,
 }
 
-/// Answers whether the idle sessions were swept back to zero.
-pub async fn run() -> bool {
-    let seconds: u64 = std::env::var("SOAK_SECS")
+/// How long the traffic of a soak lasts: `SOAK_SECS`, 300 by default, at
+/// most 540.
+pub fn soak_secs() -> u64 {
+    std::env::var("SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300)
-        .clamp(10, 540);
+        .clamp(10, 540)
+}
+
+/// Answers whether the idle sessions were swept back to zero.
+pub async fn run() -> bool {
+    let seconds = soak_secs();
     // Finished tasks are kept a minute, not a day: what is measured is
     // whether memory settles while everything is kept as configured.
     let service = Service::in_memory(&[

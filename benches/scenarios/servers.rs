@@ -1,0 +1,252 @@
+//! A Redis and a PostgreSQL of the production soak's own, on spare loopback
+//! ports with their data in a temporary directory, which it restarts while
+//! the service runs. Stopped and removed when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-soak-{what}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Waits up to 30 s for `ready`.
+async fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `redis-server` with an append-only file fsynced at every write, so
+/// that what it acknowledged survives a restart.
+pub struct OwnRedis {
+    port: u16,
+    dir: PathBuf,
+    server: Mutex<Option<Child>>,
+}
+
+impl OwnRedis {
+    pub async fn start() -> Self {
+        let redis = Self {
+            port: spare_port(),
+            dir: temp_dir("redis"),
+            server: Mutex::default(),
+        };
+        redis.resume().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// What `redis-cli` prints for `args`.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs; `make test` installs it");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// A field of `INFO`, such as `used_memory`.
+    pub fn info(&self, field: &str) -> f64 {
+        let info = self.cli(&["INFO"]);
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("{field}:")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    /// Keys held.
+    pub fn keys(&self) -> f64 {
+        self.cli(&["DBSIZE"]).trim().parse().unwrap_or(f64::NAN)
+    }
+
+    /// Stops the server as an operator would (SIGTERM: it writes what it
+    /// has and exits), then starts it again on the same port and data.
+    pub async fn restart(&self) {
+        let server = self.server.lock().unwrap().take();
+        if let Some(mut server) = server {
+            let pid = server.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let _ = server.wait();
+        }
+        self.resume().await;
+    }
+
+    async fn resume(&self) {
+        let server = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs; `make test` installs it");
+        *self.server.lock().unwrap() = Some(server);
+        wait_until("redis-server", || self.cli(&["PING"]).trim() == "PONG").await;
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.get_mut().unwrap().as_mut() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A PostgreSQL cluster (`initdb`, `pg_ctl`), run as the `postgres`
+/// account when this is root.
+pub struct OwnPostgres {
+    port: u16,
+    dir: PathBuf,
+    bindir: PathBuf,
+}
+
+impl OwnPostgres {
+    pub async fn start() -> Self {
+        let postgres = Self {
+            port: spare_port(),
+            dir: temp_dir("postgres"),
+            bindir: postgres_bindir(),
+        };
+        if is_root() {
+            let owned = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&postgres.dir)
+                .status();
+            assert!(owned.is_ok_and(|status| status.success()));
+        }
+        let data = postgres.data();
+        postgres.run(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync"],
+        );
+        let (log, options) = (
+            format!("{}/server.log", postgres.dir.display()),
+            format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                postgres.port,
+                postgres.dir.display()
+            ),
+        );
+        postgres.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
+        );
+        postgres
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Connections from clients other than the one asking.
+    pub fn connections(&self) -> f64 {
+        let sql = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
+        let output = self
+            .command("psql")
+            .args(["-h", &self.dir.display().to_string()])
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-At", "-c", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(f64::NAN)
+    }
+
+    /// Restarts the server as an operator would (a fast shutdown: open
+    /// connections are cut), and waits until it accepts connections.
+    pub fn restart(&self) {
+        let data = self.data();
+        self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "restart"]);
+    }
+
+    fn data(&self) -> String {
+        format!("{}/data", self.dir.display())
+    }
+
+    /// A PostgreSQL program, from `/` so that the `postgres` account need
+    /// not enter the caller's directory.
+    fn command(&self, program: &str) -> Command {
+        let program = self.bindir.join(program);
+        let mut command = if is_root() {
+            let mut runuser = Command::new("runuser");
+            runuser.args(["-u", "postgres", "--"]).arg(program);
+            runuser
+        } else {
+            Command::new(program)
+        };
+        command.current_dir("/");
+        command
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self.command(program).args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        let stop = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
+        let _ = self.command("pg_ctl").args(stop).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// The directory holding `initdb` and `pg_ctl`: `pg_config`'s, or
+/// Debian's newest `/usr/lib/postgresql/<version>/bin`.
+fn postgres_bindir() -> PathBuf {
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if dir.join("initdb").exists() {
+            return dir;
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("bin"))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("PostgreSQL's initdb is installed; `make test` installs it")
+}

@@ -1,0 +1,746 @@
+//! `make soak-production`: the configuration operators deploy (users in
+//! PostgreSQL, sessions and tasks in Redis, two replicas of the release
+//! binary) under `make soak`'s mixed traffic plus floods of tasks from a few
+//! users, for `SOAK_SECS` (300; at most 540). At set times Redis is
+//! restarted (its append-only file on), then PostgreSQL, then one replica
+//! is killed with SIGKILL and started again. Every five seconds it samples
+//! each replica's resident memory and live sessions, Redis's memory and
+//! keys, the replicas' PostgreSQL connections and the answers by status.
+//! Then it waits for idle sessions to lapse and finished tasks to expire,
+//! and checks what must hold (see [`verdicts`]); it fails if any does not.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::load::http_client;
+use crate::servers::{OwnPostgres, OwnRedis};
+use crate::service::{JWT_SECRET, PASSWORD, Service};
+use crate::soak::soak_secs;
+
+/// Clients of the mixed traffic, and the accounts they share.
+const CLIENTS: usize = 16;
+const ACCOUNTS: usize = 50;
+/// Users who each queue a burst of tasks every few seconds.
+const FLOODERS: usize = 3;
+const BURST: usize = 40;
+const BURST_EVERY: Duration = Duration::from_secs(3);
+/// Each replica's workers, and those kept for newcomers.
+const WORKERS: usize = 8;
+const NEWCOMER_WORKERS: usize = 2;
+/// How often everything is sampled.
+const EVERY: Duration = Duration::from_secs(5);
+/// Finished tasks are kept this long (not a day), so that the soak can see
+/// Redis give their memory back.
+const RESULT_TTL_SECS: u64 = 60;
+/// Longest a fault may keep the service from answering once the part is
+/// back.
+const RECOVERY: Duration = Duration::from_secs(5);
+
+/// The two replicas, as a load balancer sees them: a request a replica
+/// cannot take (no connection) goes to the other.
+struct Replicas {
+    services: Mutex<Vec<Service>>,
+    env: Vec<(String, String)>,
+}
+
+impl Replicas {
+    async fn start(env: Vec<(String, String)>) -> Self {
+        let mut services = Vec::new();
+        for _ in 0..2 {
+            services.push(Service::configured(&as_env(&env)).await);
+        }
+        Self {
+            services: Mutex::new(services),
+            env,
+        }
+    }
+
+    fn url(&self, replica: usize, path: &str) -> String {
+        self.services.lock().unwrap()[replica].url(path)
+    }
+
+    /// Kills replica `replica` (SIGKILL) and starts another in its place.
+    async fn kill_and_restart(&self, replica: usize) {
+        self.services.lock().unwrap()[replica].kill();
+        let fresh = Service::configured(&as_env(&self.env)).await;
+        self.services.lock().unwrap()[replica] = fresh;
+    }
+}
+
+fn as_env(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// What the traffic saw, for the checks at the end.
+#[derive(Default)]
+struct Ledger {
+    /// Answers by second of the run and status (0: no answer at all).
+    answers: Mutex<BTreeMap<(u64, u16), u64>>,
+    /// Tasks answered 202: owner, id, second of the run.
+    acknowledged: Mutex<Vec<(String, String, u64)>>,
+    /// Users answered 201.
+    signed_up: Mutex<Vec<String>>,
+    /// Tokens whose sign-out was answered 204.
+    revoked: Mutex<Vec<String>>,
+}
+
+/// The answers of one window of the run, by class.
+#[derive(Default, Clone, Copy)]
+struct Classes {
+    ok: u64,
+    client_errors: u64,
+    server_errors: u64,
+    unanswered: u64,
+}
+
+impl Ledger {
+    fn answered(&self, at: Duration, status: u16) {
+        *self
+            .answers
+            .lock()
+            .unwrap()
+            .entry((at.as_secs(), status))
+            .or_default() += 1;
+    }
+
+    /// The answers of the seconds `from..to`, by class, those whose
+    /// second falls in one of `excused` left out.
+    fn classes(&self, from: u64, to: u64, excused: &[(u64, u64)]) -> Classes {
+        let mut classes = Classes::default();
+        let answers = self.answers.lock().unwrap();
+        for (&(second, status), &count) in answers.range((from, 0)..(to, 0)) {
+            if excused.iter().any(|&(a, b)| (a..=b).contains(&second)) {
+                continue;
+            }
+            match status {
+                0 => classes.unanswered += count,
+                200..=399 => classes.ok += count,
+                400..=499 => classes.client_errors += count,
+                _ => classes.server_errors += count,
+            }
+        }
+        classes
+    }
+}
+
+/// The client side of the soak: requests through the replicas, answers
+/// recorded in the ledger.
+struct Traffic<'a> {
+    replicas: &'a Replicas,
+    ledger: &'a Ledger,
+    started: Instant,
+    client: reqwest::Client,
+}
+
+impl Traffic<'_> {
+    /// Sends a request to `replica`, or to the other if it cannot be
+    /// reached; answers the status (0 if neither answered) and body.
+    async fn send(
+        &self,
+        replica: usize,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        for replica in [replica % 2, (replica + 1) % 2] {
+            let mut request = self
+                .client
+                .request(method.clone(), self.replicas.url(replica, path));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            if let Some(key) = key {
+                request = request.header("Idempotency-Key", key);
+            }
+            if let Ok(response) = request.send().await {
+                let status = response.status().as_u16();
+                self.ledger.answered(self.started.elapsed(), status);
+                return (status, response.json().await.unwrap_or_default());
+            }
+        }
+        self.ledger.answered(self.started.elapsed(), 0);
+        (0, Value::Null)
+    }
+
+    async fn sign_in(&self, replica: usize, name: &str) -> Option<String> {
+        let credentials = json!({ "username": name, "password": PASSWORD });
+        let path = "/api/v1/auth/signin";
+        let (status, grant) = self
+            .send(replica, Method::POST, path, None, Some(&credentials), None)
+            .await;
+        let token = grant["access_token"].as_str().map(str::to_owned);
+        token.filter(|_| status == 200)
+    }
+
+    /// `make soak`'s visit: sign in, five reads, a task queued and read
+    /// back, and a sign-out one visit in three; one visit in ten also
+    /// signs a new user up.
+    async fn visit(&self, name: &str, round: usize) {
+        let replica = round % 2;
+        if round.is_multiple_of(10) {
+            let newcomer = format!("newcomer-{round}");
+            let credentials = json!({ "username": newcomer, "password": PASSWORD });
+            let path = "/api/v1/auth/signup";
+            let (status, _) = self
+                .send(replica, Method::POST, path, None, Some(&credentials), None)
+                .await;
+            if status == 201 {
+                self.ledger.signed_up.lock().unwrap().push(newcomer);
+            }
+        }
+        let Some(signed_in) = self.sign_in(replica, name).await else {
+            return;
+        };
+        let token = Some(signed_in.as_str());
+        for _ in 0..5 {
+            self.send(replica, Method::GET, "/api/v1/users/me", token, None, None)
+                .await;
+        }
+        let task = json!({ "kind": "echo", "payload": { "round": round } });
+        let (status, task) = self
+            .send(replica, Method::POST, "/api/v1/tasks", token, Some(&task), None)
+            .await;
+        if let (202, Some(id)) = (status, task["id"].as_str()) {
+            self.acknowledged(name, id);
+            let path = format!("/api/v1/tasks/{id}");
+            self.send(replica, Method::GET, &path, token, None, None)
+                .await;
+        }
+        if round.is_multiple_of(3) {
+            let path = "/api/v1/auth/signout";
+            let (status, _) = self.send(replica, Method::POST, path, token, None, None).await;
+            if status == 204 {
+                self.ledger.revoked.lock().unwrap().push(signed_in);
+            }
+        }
+    }
+
+    fn acknowledged(&self, owner: &str, id: &str) {
+        let at = self.started.elapsed().as_secs();
+        let task = (owner.to_owned(), id.to_owned(), at);
+        self.ledger.acknowledged.lock().unwrap().push(task);
+    }
+
+    /// One flooder: a burst of 20 ms `sleep` tasks every few seconds, each
+    /// sent again with its key until a replica takes it (or the run ends).
+    async fn flood(&self, flooder: usize, until: Duration) {
+        let name = format!("flooder-{flooder}");
+        let mut token = None;
+        let mut sent = 0;
+        while self.started.elapsed() < until {
+            let mut burst = 0;
+            while burst < BURST && self.started.elapsed() < until {
+                if token.is_none() {
+                    token = self.sign_in(flooder, &name).await;
+                }
+                let key = format!("flood-{flooder}-{sent}");
+                let task = json!({ "kind": "sleep", "payload": { "ms": 20 } });
+                let (status, answer) = self
+                    .send(
+                        flooder + sent,
+                        Method::POST,
+                        "/api/v1/tasks",
+                        token.as_deref(),
+                        Some(&task),
+                        Some(&key),
+                    )
+                    .await;
+                match (status, answer["id"].as_str()) {
+                    (202, Some(id)) => {
+                        self.acknowledged(&name, id);
+                        (sent, burst) = (sent + 1, burst + 1);
+                    }
+                    (401, _) => token = None,
+                    // Sent again with the same key once the fault passes.
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            tokio::time::sleep(BURST_EVERY).await;
+        }
+    }
+}
+
+/// One sample of every part.
+struct Sample {
+    at: Duration,
+    rss_mib: [f64; 2],
+    sessions: f64,
+    redis_mib: f64,
+    redis_keys: f64,
+    pg_connections: f64,
+    answers: Classes,
+}
+
+/// One fault: when it began, when the part was back, and when both
+/// replicas answered ready again.
+struct Fault {
+    what: &'static str,
+    began: Duration,
+    back: Duration,
+    recovered: Duration,
+    /// Re-runs it may cause at most: the workers of the replicas it hit.
+    workers_hit: usize,
+}
+
+impl Fault {
+    /// The seconds its answers are excused in: from its start until a
+    /// second past its recovery.
+    fn window(&self) -> (u64, u64) {
+        (self.began.as_secs(), self.recovered.as_secs() + 1)
+    }
+}
+
+/// Answers whether every check held.
+pub async fn run() -> bool {
+    let seconds = soak_secs();
+    let redis = OwnRedis::start().await;
+    let postgres = OwnPostgres::start().await;
+    let env: Vec<(String, String)> = [
+        ("TOLLGATE__DATABASE__URL", postgres.url()),
+        ("TOLLGATE__AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
+        ("TOLLGATE__AUTH__BCRYPT_COST", "4".to_owned()),
+        ("TOLLGATE__SESSION__STORE", "redis".to_owned()),
+        ("TOLLGATE__QUEUE__BACKEND", "redis".to_owned()),
+        ("TOLLGATE__QUEUE__WORKERS", WORKERS.to_string()),
+        ("TOLLGATE__QUEUE__NEWCOMER_WORKERS", NEWCOMER_WORKERS.to_string()),
+        ("TOLLGATE__QUEUE__RESULT_TTL_SECS", RESULT_TTL_SECS.to_string()),
+        ("TOLLGATE__QUEUE__IDEMPOTENCY_TTL_SECS", RESULT_TTL_SECS.to_string()),
+        ("TOLLGATE__REDIS__URL", redis.url()),
+        ("TOLLGATE__REDIS__KEY_PREFIX", "soak".to_owned()),
+        ("TOLLGATE__REDIS__TIMEOUT_SECS", "1".to_owned()),
+        ("TOLLGATE__DATABASE__TIMEOUT_SECS", "2".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let replicas = Replicas::start(env).await;
+    let ledger = Ledger::default();
+    let started = Instant::now();
+    let traffic = Traffic {
+        replicas: &replicas,
+        ledger: &ledger,
+        started,
+        client: http_client(),
+    };
+    let names: Vec<String> = (0..ACCOUNTS).map(|n| format!("soaker-{n}")).collect();
+    let flooders: Vec<String> = (0..FLOODERS).map(|n| format!("flooder-{n}")).collect();
+    for name in names.iter().chain(&flooders) {
+        let credentials = json!({ "username": name, "password": PASSWORD });
+        let path = "/api/v1/auth/signup";
+        let (status, _) = traffic
+            .send(0, Method::POST, path, None, Some(&credentials), None)
+            .await;
+        assert_eq!(status, 201, "signing {name} up");
+    }
+    let until = Duration::from_secs(seconds);
+    eprintln!(
+        "soak-production: 2 replicas on PostgreSQL and Redis, {CLIENTS} clients and \
+         {FLOODERS} flooders for {seconds} s; Redis restarted at {:.0} s, PostgreSQL at \
+         {:.0} s, a replica killed at {:.0} s",
+        seconds as f64 * 0.2,
+        seconds as f64 * 0.35,
+        seconds as f64 * 0.5
+    );
+
+    let clients = join_all((0..CLIENTS).map(|client| {
+        let (traffic, names) = (&traffic, &names);
+        async move {
+            let mut round = client;
+            while started.elapsed() < until {
+                traffic.visit(&names[round % names.len()], round).await;
+                round += CLIENTS;
+            }
+        }
+    }));
+    let floods = join_all((0..FLOODERS).map(|flooder| traffic.flood(flooder, until)));
+    let faults = inflict_faults(&replicas, &redis, &postgres, started, seconds);
+    let sampling = async {
+        let mut samples = Vec::new();
+        while started.elapsed() < until {
+            tokio::time::sleep(EVERY).await;
+            samples.push(sample(&replicas, &redis, &postgres, &ledger, started).await);
+        }
+        samples
+    };
+    let (_, _, faults, mut samples) =
+        futures_util::future::join4(clients, floods, faults, sampling).await;
+    let traffic_samples = samples.len();
+
+    // Quiet: idle sessions lapse (30 s) and finished tasks expire.
+    let quiet_until = started.elapsed() + Duration::from_secs(RESULT_TTL_SECS + 15);
+    while started.elapsed() < quiet_until {
+        tokio::time::sleep(EVERY).await;
+        samples.push(sample(&replicas, &redis, &postgres, &ledger, started).await);
+    }
+    let verdicts = verdicts(&traffic, &samples, traffic_samples, &faults, seconds).await;
+    report(&samples, &faults, &verdicts);
+    verdicts.iter().all(|verdict| verdict.held)
+}
+
+/// Restarts Redis at a fifth of the run, PostgreSQL at 35 %, and kills
+/// replica 1 at half time; answers how each went.
+async fn inflict_faults(
+    replicas: &Replicas,
+    redis: &OwnRedis,
+    postgres: &OwnPostgres,
+    started: Instant,
+    seconds: u64,
+) -> Vec<Fault> {
+    let at = |share: f64| Duration::from_secs_f64(seconds as f64 * share);
+    let mut faults = Vec::new();
+    for (share, what) in [
+        (0.2, "Redis restarted"),
+        (0.35, "PostgreSQL restarted"),
+        (0.5, "replica 1 killed (SIGKILL) and started again"),
+    ] {
+        tokio::time::sleep(at(share).saturating_sub(started.elapsed())).await;
+        let began = started.elapsed();
+        let workers_hit = match what {
+            "Redis restarted" => {
+                redis.restart().await;
+                2
+            }
+            "PostgreSQL restarted" => {
+                postgres.restart();
+                2
+            }
+            _ => {
+                replicas.kill_and_restart(1).await;
+                1
+            }
+        } * (WORKERS + NEWCOMER_WORKERS);
+        let back = started.elapsed();
+        let recovered = ready_again(replicas, started).await;
+        eprintln!(
+            "  {what} at {:.1} s: back after {:.2} s, the service ready {:.2} s later",
+            began.as_secs_f64(),
+            (back - began).as_secs_f64(),
+            (recovered - back).as_secs_f64()
+        );
+        faults.push(Fault {
+            what,
+            began,
+            back,
+            recovered,
+            workers_hit,
+        });
+    }
+    faults
+}
+
+/// When both replicas answer `/health/ready` with 200 again.
+async fn ready_again(replicas: &Replicas, started: Instant) -> Duration {
+    let client = http_client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut ready = 0;
+        for replica in 0..2 {
+            let url = replicas.url(replica, "/health/ready");
+            let answer = client.get(url).send().await;
+            ready += usize::from(answer.is_ok_and(|a| a.status() == StatusCode::OK));
+        }
+        if ready == 2 || Instant::now() > deadline {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn sample(
+    replicas: &Replicas,
+    redis: &OwnRedis,
+    postgres: &OwnPostgres,
+    ledger: &Ledger,
+    started: Instant,
+) -> Sample {
+    let client = http_client();
+    let mut rss_mib = [f64::NAN; 2];
+    let mut sessions = f64::NAN;
+    for (replica, rss) in rss_mib.iter_mut().enumerate() {
+        let url = replicas.url(replica, "/metrics");
+        let Ok(scrape) = client.get(url).send().await else {
+            continue;
+        };
+        let scrape = scrape.text().await.unwrap_or_default();
+        // `name{labels} value`, whatever the labels.
+        let metric = |name: &str| {
+            scrape
+                .lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        *rss = metric("process_resident_memory_bytes") / (1024.0 * 1024.0);
+        // Sessions are counted in Redis: every replica reports them all.
+        sessions = metric("tollgate_sessions_active");
+    }
+    let at = started.elapsed();
+    let from = at.saturating_sub(EVERY).as_secs();
+    let sample = Sample {
+        at,
+        rss_mib,
+        sessions,
+        redis_mib: redis.info("used_memory") / (1024.0 * 1024.0),
+        redis_keys: redis.keys(),
+        pg_connections: postgres.connections(),
+        answers: ledger.classes(from, at.as_secs(), &[]),
+    };
+    eprintln!(
+        "  {:>5.0} s  resident {:>6.1} {:>6.1} MiB  sessions {:>6.0}  Redis {:>6.1} MiB \
+         {:>7.0} keys  PostgreSQL {:>3.0} connections  answers {} ok, {} 4xx, {} 5xx, {} none",
+        sample.at.as_secs_f64(),
+        sample.rss_mib[0],
+        sample.rss_mib[1],
+        sample.sessions,
+        sample.redis_mib,
+        sample.redis_keys,
+        sample.pg_connections,
+        sample.answers.ok,
+        sample.answers.client_errors,
+        sample.answers.server_errors,
+        sample.answers.unanswered,
+    );
+    sample
+}
+
+/// One check at the end, and whether it held.
+struct Verdict {
+    check: &'static str,
+    held: bool,
+    detail: String,
+}
+
+/// Checks, in turn: every acknowledged task finished once as its owner
+/// sees it (re-runs at most the workers each fault hit); every sign-up
+/// answered 201 signs in; every revoked session stays revoked; idle
+/// sessions swept to zero; Redis's memory back within 10 % of its level
+/// after warm-up; each replica's memory flat over the last third of the
+/// traffic; no 5xx (or unanswered request) outside the faults; the service
+/// ready again within [`RECOVERY`] of each part's return.
+async fn verdicts(
+    traffic: &Traffic<'_>,
+    samples: &[Sample],
+    traffic_samples: usize,
+    faults: &[Fault],
+    seconds: u64,
+) -> Vec<Verdict> {
+    let mut verdicts = Vec::new();
+    let mut verdict = |check, held, detail| {
+        verdicts.push(Verdict {
+            check,
+            held,
+            detail,
+        })
+    };
+
+    // Tasks, as each owner sees them.
+    let acknowledged = traffic.ledger.acknowledged.lock().unwrap().clone();
+    let mut tokens: HashMap<String, String> = HashMap::new();
+    let (mut succeeded, mut reruns, mut wrong) = (0, 0, Vec::new());
+    for (owner, id, _) in &acknowledged {
+        let path = format!("/api/v1/tasks/{id}");
+        let mut task = Value::Null;
+        for _ in 0..2 {
+            if !tokens.contains_key(owner) {
+                let token = traffic.sign_in(0, owner).await.unwrap_or_default();
+                tokens.insert(owner.clone(), token);
+            }
+            let token = tokens.get(owner).map(String::as_str);
+            let (status, answer) = traffic.send(0, Method::GET, &path, token, None, None).await;
+            if status == 401 {
+                tokens.remove(owner);
+                continue;
+            }
+            task = answer;
+            break;
+        }
+        match task["status"].as_str() {
+            Some("succeeded") => {
+                succeeded += 1;
+                reruns += task["attempts"].as_u64().unwrap_or(1) - 1;
+            }
+            other => wrong.push(format!("{id}: {other:?}")),
+        }
+    }
+    let rerun_bound: usize = faults.iter().map(|fault| fault.workers_hit).sum();
+    verdict(
+        "every acknowledged task succeeded once, as its owner sees it",
+        wrong.is_empty() && reruns as usize <= rerun_bound,
+        format!(
+            "{succeeded} of {} succeeded; {reruns} re-runs (at most {rerun_bound}: the \
+             workers of the replicas each fault hit){}",
+            acknowledged.len(),
+            if wrong.is_empty() {
+                String::new()
+            } else {
+                format!("; not succeeded: {:?}", &wrong[..wrong.len().min(5)])
+            }
+        ),
+    );
+
+    // Users answered 201 are there.
+    let signed_up = traffic.ledger.signed_up.lock().unwrap().clone();
+    let mut missing = Vec::new();
+    for name in &signed_up {
+        if traffic.sign_in(1, name).await.is_none() {
+            missing.push(name.clone());
+        }
+    }
+    verdict(
+        "no sign-up answered 201 is missing",
+        missing.is_empty(),
+        format!("{} signed up, {} missing {missing:?}", signed_up.len(), missing.len()),
+    );
+
+    // Revoked sessions stay revoked, on both replicas.
+    let revoked = traffic.ledger.revoked.lock().unwrap().clone();
+    let mut alive = 0;
+    for (n, token) in revoked.iter().enumerate() {
+        let path = "/api/v1/users/me";
+        let (status, _) = traffic.send(n, Method::GET, path, Some(token), None, None).await;
+        alive += usize::from(status != 401);
+    }
+    verdict(
+        "every revoked session stays revoked",
+        alive == 0,
+        format!("{} signed out, {alive} still accepted", revoked.len()),
+    );
+
+    let last = samples.last().expect("sampled");
+    verdict(
+        "idle sessions swept to zero",
+        last.sessions == 0.0,
+        format!("{} sessions at the end", last.sessions),
+    );
+
+    // Redis after warm-up (the first sample past a tenth of the run,
+    // before the first fault) against Redis once everything expired.
+    let warm = samples
+        .iter()
+        .find(|s| s.at.as_secs_f64() >= seconds as f64 * 0.1)
+        .unwrap_or(&samples[0]);
+    verdict(
+        "Redis's memory back within 10 % of its level after warm-up",
+        last.redis_mib <= warm.redis_mib * 1.10,
+        format!(
+            "{:.2} MiB at {:.0} s, {:.2} MiB at the end ({:+.1} %)",
+            warm.redis_mib,
+            warm.at.as_secs_f64(),
+            last.redis_mib,
+            (last.redis_mib / warm.redis_mib - 1.0) * 100.0
+        ),
+    );
+
+    // Each replica's memory over the last third of the traffic.
+    let last_third: Vec<&Sample> = samples[..traffic_samples]
+        .iter()
+        .filter(|s| s.at.as_secs_f64() >= seconds as f64 * 2.0 / 3.0)
+        .collect();
+    for replica in 0..2 {
+        let points: Vec<(f64, f64)> = last_third
+            .iter()
+            .map(|s| (s.at.as_secs_f64() / 60.0, s.rss_mib[replica]))
+            .filter(|(_, rss)| rss.is_finite())
+            .collect();
+        let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len().max(1) as f64;
+        let per_minute = slope(&points) / mean * 100.0;
+        verdict(
+            if replica == 0 {
+                "replica 0's memory flat over the last third (under 1 % a minute)"
+            } else {
+                "replica 1's memory flat over the last third (under 1 % a minute)"
+            },
+            per_minute < 1.0,
+            format!("{per_minute:+.2} % a minute around {mean:.1} MiB"),
+        );
+    }
+
+    let windows: Vec<(u64, u64)> = faults.iter().map(Fault::window).collect();
+    let outside = traffic.ledger.classes(0, u64::MAX, &windows);
+    let inside = traffic.ledger.classes(0, u64::MAX, &[]);
+    verdict(
+        "no 5xx and no unanswered request outside the faults",
+        outside.server_errors == 0 && outside.unanswered == 0,
+        format!(
+            "outside: {} ok, {} 5xx, {} unanswered; in all: {} 5xx, {} unanswered",
+            outside.ok,
+            outside.server_errors,
+            outside.unanswered,
+            inside.server_errors,
+            inside.unanswered
+        ),
+    );
+
+    for fault in faults {
+        let recovery = fault.recovered - fault.back;
+        verdict(
+            "the service ready again within 5 s of the part's return",
+            recovery <= RECOVERY,
+            format!("{}: {:.2} s", fault.what, recovery.as_secs_f64()),
+        );
+    }
+    verdicts
+}
+
+/// Least-squares slope of `points` (y per x).
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let covariance: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let variance: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    covariance / variance
+}
+
+fn report(samples: &[Sample], faults: &[Fault], verdicts: &[Verdict]) {
+    println!("\n| s | replica 0 MiB | replica 1 MiB | sessions | Redis MiB | Redis keys | PostgreSQL connections | ok | 4xx | 5xx | unanswered |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for s in samples {
+        println!(
+            "| {:.0} | {:.1} | {:.1} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} |",
+            s.at.as_secs_f64(),
+            s.rss_mib[0],
+            s.rss_mib[1],
+            s.sessions,
+            s.redis_mib,
+            s.redis_keys,
+            s.pg_connections,
+            s.answers.ok,
+            s.answers.client_errors,
+            s.answers.server_errors,
+            s.answers.unanswered
+        );
+    }
+    println!("\n| fault | at | part back after | service ready after that |");
+    println!("|---|---|---|---|");
+    for fault in faults {
+        println!(
+            "| {} | {:.1} s | {:.2} s | {:.2} s |",
+            fault.what,
+            fault.began.as_secs_f64(),
+            (fault.back - fault.began).as_secs_f64(),
+            (fault.recovered - fault.back).as_secs_f64()
+        );
+    }
+    println!("\n| check | held | figures |");
+    println!("|---|---|---|");
+    for verdict in verdicts {
+        let held = if verdict.held { "yes" } else { "NO" };
+        println!("| {} | {held} | {} |", verdict.check, verdict.detail);
+    }
+}
