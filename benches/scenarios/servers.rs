@@ -92,7 +92,14 @@ impl OwnRedis {
     async fn resume(&self) {
         let server = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -167,7 +174,15 @@ impl OwnPostgres {
         let output = self
             .command("psql")
             .args(["-h", &self.dir.display().to_string()])
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-At", "-c", sql])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-At",
+                "-c",
+                sql,
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&output.stdout)

@@ -87,6 +87,9 @@ struct Ledger {
     signed_up: Mutex<Vec<String>>,
     /// Tokens whose sign-out was answered 204.
     revoked: Mutex<Vec<String>>,
+    /// What each acknowledged task ended as, as its owner read it: status
+    /// and attempts, by id.
+    ended: Mutex<HashMap<String, (String, u64)>>,
 }
 
 /// The answers of one window of the run, by class.
@@ -208,7 +211,14 @@ impl Traffic<'_> {
         }
         let task = json!({ "kind": "echo", "payload": { "round": round } });
         let (status, task) = self
-            .send(replica, Method::POST, "/api/v1/tasks", token, Some(&task), None)
+            .send(
+                replica,
+                Method::POST,
+                "/api/v1/tasks",
+                token,
+                Some(&task),
+                None,
+            )
             .await;
         if let (202, Some(id)) = (status, task["id"].as_str()) {
             self.acknowledged(name, id);
@@ -218,9 +228,68 @@ impl Traffic<'_> {
         }
         if round.is_multiple_of(3) {
             let path = "/api/v1/auth/signout";
-            let (status, _) = self.send(replica, Method::POST, path, token, None, None).await;
+            let (status, _) = self
+                .send(replica, Method::POST, path, token, None, None)
+                .await;
             if status == 204 {
                 self.ledger.revoked.lock().unwrap().push(signed_in);
+            }
+        }
+    }
+
+    /// Reads, every few seconds, each acknowledged task not yet seen to
+    /// end, as its owner (with a session of the checker's own), until
+    /// every one has ended or a minute past `until`. Finished tasks are
+    /// kept only a minute, so they are read while they last.
+    async fn check_tasks(&self, until: Duration) {
+        let mut tokens: HashMap<String, String> = HashMap::new();
+        loop {
+            tokio::time::sleep(EVERY).await;
+            let now = self.started.elapsed();
+            let pending: Vec<(String, String, u64)> = {
+                let ended = self.ledger.ended.lock().unwrap();
+                let acknowledged = self.ledger.acknowledged.lock().unwrap();
+                acknowledged
+                    .iter()
+                    .filter(|(_, id, at)| !ended.contains_key(id) && at + 2 <= now.as_secs())
+                    .cloned()
+                    .collect()
+            };
+            if pending.is_empty() && now >= until {
+                return;
+            }
+            if now >= until + Duration::from_secs(60) {
+                eprintln!(
+                    "  {} tasks had not ended a minute after the traffic",
+                    pending.len()
+                );
+                return;
+            }
+            for (owner, id, _) in pending {
+                let path = format!("/api/v1/tasks/{id}");
+                if !tokens.contains_key(&owner) {
+                    let Some(token) = self.sign_in(0, &owner).await else {
+                        continue;
+                    };
+                    tokens.insert(owner.clone(), token);
+                }
+                let token = tokens.get(&owner).map(String::as_str);
+                let (status, task) = self.send(0, Method::GET, &path, token, None, None).await;
+                let ended = match (status, task["status"].as_str()) {
+                    (401, _) => {
+                        tokens.remove(&owner);
+                        None
+                    }
+                    // Gone before it was seen to end: lost.
+                    (404, _) => Some(("not found".to_owned(), 0)),
+                    (200, Some(end @ ("succeeded" | "dead" | "cancelled"))) => {
+                        Some((end.to_owned(), task["attempts"].as_u64().unwrap_or(0)))
+                    }
+                    _ => None,
+                };
+                if let Some(ended) = ended {
+                    self.ledger.ended.lock().unwrap().insert(id, ended);
+                }
             }
         }
     }
@@ -312,9 +381,18 @@ pub async fn run() -> bool {
         ("TOLLGATE__SESSION__STORE", "redis".to_owned()),
         ("TOLLGATE__QUEUE__BACKEND", "redis".to_owned()),
         ("TOLLGATE__QUEUE__WORKERS", WORKERS.to_string()),
-        ("TOLLGATE__QUEUE__NEWCOMER_WORKERS", NEWCOMER_WORKERS.to_string()),
-        ("TOLLGATE__QUEUE__RESULT_TTL_SECS", RESULT_TTL_SECS.to_string()),
-        ("TOLLGATE__QUEUE__IDEMPOTENCY_TTL_SECS", RESULT_TTL_SECS.to_string()),
+        (
+            "TOLLGATE__QUEUE__NEWCOMER_WORKERS",
+            NEWCOMER_WORKERS.to_string(),
+        ),
+        (
+            "TOLLGATE__QUEUE__RESULT_TTL_SECS",
+            RESULT_TTL_SECS.to_string(),
+        ),
+        (
+            "TOLLGATE__QUEUE__IDEMPOTENCY_TTL_SECS",
+            RESULT_TTL_SECS.to_string(),
+        ),
         ("TOLLGATE__REDIS__URL", redis.url()),
         ("TOLLGATE__REDIS__KEY_PREFIX", "soak".to_owned()),
         ("TOLLGATE__REDIS__TIMEOUT_SECS", "1".to_owned()),
@@ -372,15 +450,26 @@ pub async fn run() -> bool {
         }
         samples
     };
-    let (_, _, faults, mut samples) =
-        futures_util::future::join4(clients, floods, faults, sampling).await;
-    let traffic_samples = samples.len();
+    let checking = traffic.check_tasks(until);
+    let ((_, _, faults, mut samples), ()) = futures_util::future::join(
+        futures_util::future::join4(clients, floods, faults, sampling),
+        checking,
+    )
+    .await;
+    let traffic_samples = samples.iter().take_while(|s| s.at <= until + EVERY).count();
 
-    // Quiet: idle sessions lapse (30 s) and finished tasks expire.
-    let quiet_until = started.elapsed() + Duration::from_secs(RESULT_TTL_SECS + 15);
-    while started.elapsed() < quiet_until {
+    // Quiet: idle sessions lapse (30 s after their last use) and finished
+    // tasks expire (a minute after they ended).
+    let expired = until + Duration::from_secs(RESULT_TTL_SECS + 15);
+    let give_up = until + Duration::from_secs(RESULT_TTL_SECS + 120);
+    loop {
         tokio::time::sleep(EVERY).await;
         samples.push(sample(&replicas, &redis, &postgres, &ledger, started).await);
+        let swept = samples.last().is_some_and(|s| s.sessions == 0.0);
+        let now = started.elapsed();
+        if (swept && now >= expired) || now >= give_up {
+            break;
+        }
     }
     let verdicts = verdicts(&traffic, &samples, traffic_samples, &faults, seconds).await;
     report(&samples, &faults, &verdicts);
@@ -543,31 +632,15 @@ async fn verdicts(
         })
     };
 
-    // Tasks, as each owner sees them.
+    // Tasks, as each owner saw them end.
     let acknowledged = traffic.ledger.acknowledged.lock().unwrap().clone();
-    let mut tokens: HashMap<String, String> = HashMap::new();
+    let ended = traffic.ledger.ended.lock().unwrap().clone();
     let (mut succeeded, mut reruns, mut wrong) = (0, 0, Vec::new());
-    for (owner, id, _) in &acknowledged {
-        let path = format!("/api/v1/tasks/{id}");
-        let mut task = Value::Null;
-        for _ in 0..2 {
-            if !tokens.contains_key(owner) {
-                let token = traffic.sign_in(0, owner).await.unwrap_or_default();
-                tokens.insert(owner.clone(), token);
-            }
-            let token = tokens.get(owner).map(String::as_str);
-            let (status, answer) = traffic.send(0, Method::GET, &path, token, None, None).await;
-            if status == 401 {
-                tokens.remove(owner);
-                continue;
-            }
-            task = answer;
-            break;
-        }
-        match task["status"].as_str() {
-            Some("succeeded") => {
+    for (_, id, _) in &acknowledged {
+        match ended.get(id) {
+            Some((status, attempts)) if status == "succeeded" => {
                 succeeded += 1;
-                reruns += task["attempts"].as_u64().unwrap_or(1) - 1;
+                reruns += attempts.saturating_sub(1);
             }
             other => wrong.push(format!("{id}: {other:?}")),
         }
@@ -599,7 +672,11 @@ async fn verdicts(
     verdict(
         "no sign-up answered 201 is missing",
         missing.is_empty(),
-        format!("{} signed up, {} missing {missing:?}", signed_up.len(), missing.len()),
+        format!(
+            "{} signed up, {} missing {missing:?}",
+            signed_up.len(),
+            missing.len()
+        ),
     );
 
     // Revoked sessions stay revoked, on both replicas.
@@ -607,7 +684,9 @@ async fn verdicts(
     let mut alive = 0;
     for (n, token) in revoked.iter().enumerate() {
         let path = "/api/v1/users/me";
-        let (status, _) = traffic.send(n, Method::GET, path, Some(token), None, None).await;
+        let (status, _) = traffic
+            .send(n, Method::GET, path, Some(token), None, None)
+            .await;
         alive += usize::from(status != 401);
     }
     verdict(
@@ -708,7 +787,9 @@ fn slope(points: &[(f64, f64)]) -> f64 {
 }
 
 fn report(samples: &[Sample], faults: &[Fault], verdicts: &[Verdict]) {
-    println!("\n| s | replica 0 MiB | replica 1 MiB | sessions | Redis MiB | Redis keys | PostgreSQL connections | ok | 4xx | 5xx | unanswered |");
+    println!(
+        "\n| s | replica 0 MiB | replica 1 MiB | sessions | Redis MiB | Redis keys | PostgreSQL connections | ok | 4xx | 5xx | unanswered |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for s in samples {
         println!(
