@@ -22,9 +22,9 @@ fn temp_dir(what: &str) -> PathBuf {
 }
 
 /// Waits up to 30 s for `ready`.
-async fn wait_until(what: &str, ready: impl Fn() -> bool) {
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, ready: impl Fn() -> F) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
+    while !ready().await {
         assert!(Instant::now() < deadline, "{what} did not come up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -53,19 +53,20 @@ impl OwnRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// What `redis-cli` prints for `args`.
-    pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
+    /// What `redis-cli` prints for `args`, run off the async thread.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let mut cli = Command::new("redis-cli");
+        cli.args(["-p", &self.port.to_string()]).args(args);
+        let output = tokio::task::spawn_blocking(move || cli.output())
+            .await
+            .unwrap()
             .expect("redis-cli runs; `make test` installs it");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// A field of `INFO`, such as `used_memory`.
-    pub fn info(&self, field: &str) -> f64 {
-        let info = self.cli(&["INFO"]);
+    pub async fn info(&self, field: &str) -> f64 {
+        let info = self.cli(&["INFO"]).await;
         info.lines()
             .find_map(|line| line.strip_prefix(&format!("{field}:")))
             .and_then(|value| value.trim().parse().ok())
@@ -73,8 +74,9 @@ impl OwnRedis {
     }
 
     /// Keys held.
-    pub fn keys(&self) -> f64 {
-        self.cli(&["DBSIZE"]).trim().parse().unwrap_or(f64::NAN)
+    pub async fn keys(&self) -> f64 {
+        let keys = self.cli(&["DBSIZE"]).await;
+        keys.trim().parse().unwrap_or(f64::NAN)
     }
 
     /// Stops the server as an operator would (SIGTERM: it writes what it
@@ -107,7 +109,8 @@ impl OwnRedis {
             .spawn()
             .expect("redis-server runs; `make test` installs it");
         *self.server.lock().unwrap() = Some(server);
-        wait_until("redis-server", || self.cli(&["PING"]).trim() == "PONG").await;
+        let pong = || async { self.cli(&["PING"]).await.trim() == "PONG" };
+        wait_until("redis-server", pong).await;
     }
 }
 
@@ -149,7 +152,7 @@ impl OwnPostgres {
             &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync"],
         );
         let (log, options) = (
-            format!("{}/server.log", postgres.dir.display()),
+            postgres.log(),
             format!(
                 "-p {} -k {} -c listen_addresses=127.0.0.1",
                 postgres.port,
@@ -168,34 +171,43 @@ impl OwnPostgres {
     }
 
     /// Connections from clients other than the one asking.
-    pub fn connections(&self) -> f64 {
+    pub async fn connections(&self) -> f64 {
         let sql = "SELECT count(*) FROM pg_stat_activity \
                    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
-        let output = self
-            .command("psql")
-            .args(["-h", &self.dir.display().to_string()])
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-At",
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout)
+        let mut psql = self.command("psql");
+        psql.args(["-h", &self.dir.display().to_string()]).args([
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-At",
+            "-c",
+            sql,
+        ]);
+        let output = tokio::task::spawn_blocking(move || psql.output()).await;
+        let stdout = output.ok().and_then(Result::ok).map(|o| o.stdout);
+        String::from_utf8_lossy(&stdout.unwrap_or_default())
             .trim()
             .parse()
             .unwrap_or(f64::NAN)
     }
 
     /// Restarts the server as an operator would (a fast shutdown: open
-    /// connections are cut), and waits until it accepts connections.
-    pub fn restart(&self) {
-        let data = self.data();
-        self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "restart"]);
+    /// connections are cut), and waits until it accepts connections; off
+    /// the async thread, which the traffic goes on using meanwhile.
+    pub async fn restart(&self) {
+        let (data, log) = (self.data(), self.log());
+        let mut restart = self.command("pg_ctl");
+        restart.args(["-D", &data, "-l", &log, "-m", "fast", "-w", "restart"]);
+        let output = tokio::task::spawn_blocking(move || restart.output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(output.status.success(), "pg_ctl restart: {output:?}");
+    }
+
+    fn log(&self) -> String {
+        format!("{}/server.log", self.dir.display())
     }
 
     fn data(&self) -> String {

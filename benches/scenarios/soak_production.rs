@@ -500,7 +500,7 @@ async fn inflict_faults(
                 2
             }
             "PostgreSQL restarted" => {
-                postgres.restart();
+                postgres.restart().await;
                 2
             }
             _ => {
@@ -579,9 +579,9 @@ async fn sample(
         at,
         rss_mib,
         sessions,
-        redis_mib: redis.info("used_memory") / (1024.0 * 1024.0),
-        redis_keys: redis.keys(),
-        pg_connections: postgres.connections(),
+        redis_mib: redis.info("used_memory").await / (1024.0 * 1024.0),
+        redis_keys: redis.keys().await,
+        pg_connections: postgres.connections().await,
         answers: ledger.classes(from, at.as_secs(), &[]),
     };
     eprintln!(
