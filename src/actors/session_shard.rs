@@ -99,12 +99,18 @@ impl SessionShard {
                 let sweep = async move {
                     // Uses not yet written may have kept a session alive.
                     sessions.flush_all(now_ms).await?;
-                    sessions.sweep(now_ms).await
+                    let swept = sessions.sweep(now_ms).await?;
+                    Ok::<_, crate::storage::StoreError>((swept, sessions.count().await?))
                 };
                 let sweep = sweep.into_actor(self).map(|swept, shard, _| {
                     shard.sweeping = false;
                     match swept {
-                        Ok(swept) => shard.metrics.sessions_expired(swept),
+                        Ok((swept, held)) => {
+                            shard.metrics.sessions_expired(swept);
+                            // Whatever replicas opened them: one that
+                            // stopped took its own count with it.
+                            shard.metrics.sessions_counted(held);
+                        }
                         Err(err) => {
                             tracing::warn!(error = %err, "could not sweep the session store");
                         }

@@ -6,6 +6,7 @@
 //! Labels are bounded by design: route templates, outcomes, kinds, actor and
 //! pool names. No label carries a user, a raw path or anything secret.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use opentelemetry::KeyValue;
@@ -39,7 +40,11 @@ struct Instruments {
     signups: Counter<u64>,
     admin_actions: Counter<u64>,
     hash_duration: Histogram<f64>,
-    sessions_active: UpDownCounter<i64>,
+    sessions_active: Gauge<i64>,
+    /// What `sessions_active` reads: this process's count with sessions in
+    /// memory; with sessions in Redis, the count there at the last sweep,
+    /// moved by this replica's opens and ends since.
+    sessions_held: AtomicI64,
     sessions_created: Counter<u64>,
     sessions_reinflated: Counter<u64>,
     sessions_expired: Counter<u64>,
@@ -147,9 +152,10 @@ impl Metrics {
                 &LATENCY_BUCKETS,
             ),
             sessions_active: meter
-                .i64_up_down_counter("tollgate.sessions.active")
+                .i64_gauge("tollgate.sessions.active")
                 .with_description("Sessions held, live or lapsed but not yet swept")
                 .build(),
+            sessions_held: AtomicI64::new(0),
             sessions_created: counter("tollgate.sessions.created", "Sessions opened"),
             sessions_reinflated: counter(
                 "tollgate.sessions.reinflated",
@@ -218,7 +224,7 @@ impl Metrics {
     fn start_at_zero(self) -> Self {
         self.queue_depth(0, 0, 0.0);
         self.workers_busy(0);
-        self.0.sessions_active.add(0, &[]);
+        self.0.sessions_active.record(0, &[]);
         for actor in ACTORS {
             self.0
                 .actor_restarts
@@ -287,7 +293,7 @@ impl Metrics {
 
     pub fn session_opened(&self) {
         self.0.sessions_created.add(1, &[]);
-        self.0.sessions_active.add(1, &[]);
+        self.sessions_held_by(1);
     }
 
     pub fn session_reinflated(&self) {
@@ -302,7 +308,20 @@ impl Metrics {
 
     /// `count` sessions left the table (revoked or lapsed).
     pub fn sessions_ended(&self, count: usize) {
-        self.0.sessions_active.add(-(count as i64), &[]);
+        self.sessions_held_by(-(count as i64));
+    }
+
+    /// Sessions held in the shared store, counted there: every replica
+    /// reports the same total, whatever replicas opened them or are gone.
+    pub fn sessions_counted(&self, held: usize) {
+        let held = i64::try_from(held).unwrap_or(i64::MAX);
+        self.0.sessions_held.store(held, Ordering::Relaxed);
+        self.0.sessions_active.record(held, &[]);
+    }
+
+    fn sessions_held_by(&self, change: i64) {
+        let held = self.0.sessions_held.fetch_add(change, Ordering::Relaxed) + change;
+        self.0.sessions_active.record(held, &[]);
     }
 
     pub fn task_enqueued(&self, kind: &str) {

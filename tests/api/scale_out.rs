@@ -551,3 +551,29 @@ async fn a_queue_in_12_partitions_spreads_over_three_masters_and_stays_fair() {
     assert!(busiest <= 0.45, "{calls:?}");
     assert!(fairness >= 0.95, "{by_half:?}");
 }
+
+#[actix_web::test]
+async fn a_replica_reports_the_sessions_in_redis_whichever_replica_opened_them() {
+    let (schema, redis) = (TestSchema::create().await, TestRedis::new());
+    let mut env = production_env(&schema, &redis);
+    env.push(("TOLLGATE__SESSION__IDLE_TTL_SECS", "3".to_owned()));
+    let env = as_env(&env);
+    let mut opener = Server::start(&["serve"], &env).await;
+    opener.sign_up("opener").await;
+    for _ in 0..3 {
+        opener.sign_in("opener").await;
+    }
+    // Four sessions: the sign-up's and three sign-ins'.
+    opener.kill();
+    let survivor = Server::start(&["serve"], &env).await;
+    let active = || async {
+        let scrape = survivor.metrics().await;
+        scrape.value("tollgate_sessions_active", &[])
+    };
+
+    let counted = eventually(PATIENCE, || async { active().await == Some(4.0) }).await;
+    assert!(counted, "{:?}", active().await);
+    // They lapse and the survivor sweeps them: none left, not minus four.
+    let swept = eventually(PATIENCE, || async { active().await == Some(0.0) }).await;
+    assert!(swept, "{:?}", active().await);
+}
