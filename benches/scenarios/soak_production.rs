@@ -472,7 +472,7 @@ pub async fn run() -> bool {
         }
     }
     let verdicts = verdicts(&traffic, &samples, traffic_samples, &faults, seconds).await;
-    report(&samples, &faults, &verdicts);
+    report(&samples, &faults, &verdicts, &ledger);
     verdicts.iter().all(|verdict| verdict.held)
 }
 
@@ -786,7 +786,7 @@ fn slope(points: &[(f64, f64)]) -> f64 {
     covariance / variance
 }
 
-fn report(samples: &[Sample], faults: &[Fault], verdicts: &[Verdict]) {
+fn report(samples: &[Sample], faults: &[Fault], verdicts: &[Verdict], ledger: &Ledger) {
     println!(
         "\n| s | replica 0 MiB | replica 1 MiB | sessions | Redis MiB | Redis keys | PostgreSQL connections | ok | 4xx | 5xx | unanswered |"
     );
@@ -807,15 +807,22 @@ fn report(samples: &[Sample], faults: &[Fault], verdicts: &[Verdict]) {
             s.answers.unanswered
         );
     }
-    println!("\n| fault | at | part back after | service ready after that |");
-    println!("|---|---|---|---|");
+    println!(
+        "\n| fault | at | part back after | service ready after that | answers in its window: ok, 5xx, unanswered |"
+    );
+    println!("|---|---|---|---|---|");
     for fault in faults {
+        let (from, to) = fault.window();
+        let answers = ledger.classes(from, to + 1, &[]);
         println!(
-            "| {} | {:.1} s | {:.2} s | {:.2} s |",
+            "| {} | {:.1} s | {:.2} s | {:.2} s | {}, {}, {} |",
             fault.what,
             fault.began.as_secs_f64(),
             (fault.back - fault.began).as_secs_f64(),
-            (fault.recovered - fault.back).as_secs_f64()
+            (fault.recovered - fault.back).as_secs_f64(),
+            answers.ok,
+            answers.server_errors,
+            answers.unanswered
         );
     }
     println!("\n| check | held | figures |");
