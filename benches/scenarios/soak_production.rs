@@ -473,6 +473,13 @@ pub async fn run() -> bool {
     }
     let verdicts = verdicts(&traffic, &samples, traffic_samples, &faults, seconds).await;
     report(&samples, &faults, &verdicts, &ledger);
+    let answered = ledger.classes(0, seconds, &[]);
+    let total = answered.ok + answered.client_errors + answered.server_errors + answered.unanswered;
+    println!(
+        "\n{total} answers while the traffic ran ({:.0}/s); {} tasks acknowledged",
+        total as f64 / seconds as f64,
+        ledger.acknowledged.lock().unwrap().len()
+    );
     verdicts.iter().all(|verdict| verdict.held)
 }
 
