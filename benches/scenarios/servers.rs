@@ -79,14 +79,17 @@ impl OwnRedis {
         keys.trim().parse().unwrap_or(f64::NAN)
     }
 
-    /// Stops the server as an operator would (SIGTERM: it writes what it
-    /// has and exits), then starts it again on the same port and data.
-    pub async fn restart(&self) {
+    /// Kills the server outright (SIGKILL: what it acknowledged is in its
+    /// append-only file, fsynced at every write), then starts it again on
+    /// the same port and data.
+    pub async fn crash_and_restart(&self) {
         let server = self.server.lock().unwrap().take();
         if let Some(mut server) = server {
-            let pid = server.id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-            let _ = server.wait();
+            let reaped = tokio::task::spawn_blocking(move || {
+                let _ = server.kill();
+                server.wait()
+            });
+            let _ = reaped.await;
         }
         self.resume().await;
     }
@@ -250,10 +253,13 @@ impl Drop for OwnPostgres {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+    })
 }
 
 /// The directory holding `initdb` and `pg_ctl`: `pg_config`'s, or

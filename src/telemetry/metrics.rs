@@ -40,11 +40,13 @@ struct Instruments {
     signups: Counter<u64>,
     admin_actions: Counter<u64>,
     hash_duration: Histogram<f64>,
-    sessions_active: Gauge<i64>,
-    /// What `sessions_active` reads: this process's count with sessions in
-    /// memory; with sessions in Redis, the count there at the last sweep,
-    /// moved by this replica's opens and ends since.
-    sessions_held: AtomicI64,
+    /// Read at each collection from `sessions_held`.
+    _sessions_active: ObservableGauge<i64>,
+    /// Sessions held: this process's count with sessions in memory; with
+    /// sessions in Redis, the count there at the last sweep, moved by this
+    /// replica's opens and ends since (an open between a sweep's count and
+    /// its reading may be counted twice or not at all until the next).
+    sessions_held: Arc<AtomicI64>,
     sessions_created: Counter<u64>,
     sessions_reinflated: Counter<u64>,
     sessions_expired: Counter<u64>,
@@ -107,6 +109,7 @@ impl Metrics {
         let gauge = |name: &'static str, description: &'static str| {
             meter.u64_gauge(name).with_description(description).build()
         };
+        let sessions_held = Arc::new(AtomicI64::new(0));
         let pools: Arc<Mutex<Vec<(Pool, SizeSource)>>> = Arc::default();
         let pool_size = {
             let pools = pools.clone();
@@ -151,11 +154,17 @@ impl Metrics {
                 "Time the hasher pool spends on one bcrypt call",
                 &LATENCY_BUCKETS,
             ),
-            sessions_active: meter
-                .i64_gauge("tollgate.sessions.active")
-                .with_description("Sessions held, live or lapsed but not yet swept")
-                .build(),
-            sessions_held: AtomicI64::new(0),
+            _sessions_active: {
+                let held = sessions_held.clone();
+                meter
+                    .i64_observable_gauge("tollgate.sessions.active")
+                    .with_description("Sessions held, live or lapsed but not yet swept")
+                    .with_callback(move |observer| {
+                        observer.observe(held.load(Ordering::Relaxed), &[]);
+                    })
+                    .build()
+            },
+            sessions_held,
             sessions_created: counter("tollgate.sessions.created", "Sessions opened"),
             sessions_reinflated: counter(
                 "tollgate.sessions.reinflated",
@@ -224,7 +233,6 @@ impl Metrics {
     fn start_at_zero(self) -> Self {
         self.queue_depth(0, 0, 0.0);
         self.workers_busy(0);
-        self.0.sessions_active.record(0, &[]);
         for actor in ACTORS {
             self.0
                 .actor_restarts
@@ -316,12 +324,10 @@ impl Metrics {
     pub fn sessions_counted(&self, held: usize) {
         let held = i64::try_from(held).unwrap_or(i64::MAX);
         self.0.sessions_held.store(held, Ordering::Relaxed);
-        self.0.sessions_active.record(held, &[]);
     }
 
     fn sessions_held_by(&self, change: i64) {
-        let held = self.0.sessions_held.fetch_add(change, Ordering::Relaxed) + change;
-        self.0.sessions_active.record(held, &[]);
+        self.0.sessions_held.fetch_add(change, Ordering::Relaxed);
     }
 
     pub fn task_enqueued(&self, kind: &str) {

@@ -556,7 +556,7 @@ async fn a_queue_in_12_partitions_spreads_over_three_masters_and_stays_fair() {
 async fn a_replica_reports_the_sessions_in_redis_whichever_replica_opened_them() {
     let (schema, redis) = (TestSchema::create().await, TestRedis::new());
     let mut env = production_env(&schema, &redis);
-    env.push(("TOLLGATE__SESSION__IDLE_TTL_SECS", "3".to_owned()));
+    env.push(("TOLLGATE__SESSION__IDLE_TTL_SECS", "10".to_owned()));
     let env = as_env(&env);
     let mut opener = Server::start(&["serve"], &env).await;
     opener.sign_up("opener").await;
