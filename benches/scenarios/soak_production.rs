@@ -38,6 +38,9 @@ const EVERY: Duration = Duration::from_secs(5);
 /// Finished tasks are kept this long (not a day), so that the soak can see
 /// Redis give their memory back.
 const RESULT_TTL_SECS: u64 = 60;
+/// How long after a sign-out the other replica is asked: ten times what
+/// a revocation takes to reach it (`scale_out.rs` shows within 10 ms).
+const REVOCATION_REACHES: Duration = Duration::from_millis(100);
 /// Longest a fault may keep the service from answering once the part is
 /// back.
 const RECOVERY: Duration = Duration::from_secs(5);
@@ -260,7 +263,9 @@ impl Traffic<'_> {
                 .send(replica, Method::POST, path, token, None, None)
                 .await;
             if status == 204 {
-                // Refused at once by the other replica too.
+                // Refused by the other replica too, once the revocation
+                // reached it (published through Redis: within about 10 ms).
+                tokio::time::sleep(REVOCATION_REACHES).await;
                 self.still_revoked(replica + 1, &signed_in).await;
                 let at = self.started.elapsed().as_secs();
                 self.ledger.revoked.lock().unwrap().push((signed_in, at));
@@ -339,6 +344,31 @@ impl Traffic<'_> {
                 }
             }
         }
+    }
+
+    /// A task through each replica, waited for, and a pause: Redis then
+    /// holds the scripts the traffic runs (and the sweeps and purges run
+    /// on a timer), as it will at the end.
+    async fn warm_up(&self, name: &str) {
+        for replica in 0..2 {
+            let token = self.sign_in(replica, name, false).await;
+            let (token, path) = (token.as_deref(), "/api/v1/tasks");
+            let task = json!({ "kind": "echo", "payload": {} });
+            let (_, task) = self
+                .exchange(replica, Method::POST, path, token, Some(&task), None)
+                .await;
+            let path = format!("/api/v1/tasks/{}", task["id"].as_str().unwrap_or_default());
+            for _ in 0..100 {
+                let (_, task) = self
+                    .exchange(replica, Method::GET, &path, token, None, None)
+                    .await;
+                if task["status"] == "succeeded" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 
     /// Tries a signed-out token on `replica`; notes it if it is accepted.
@@ -480,7 +510,9 @@ pub async fn run() -> bool {
         assert_eq!(status, 201, "signing {name} up");
     }
     let until = Duration::from_secs(seconds);
-    // Redis and the replicas with the accounts made, before any traffic.
+    traffic.warm_up(&flooders[0]).await;
+    // Redis and the replicas with the accounts made and the scripts
+    // loaded, before any traffic.
     let before = sample(&replicas, &redis, &postgres, &ledger, started, &[]).await;
     eprintln!(
         "soak-production: 2 replicas on PostgreSQL and Redis, {CLIENTS} clients and \
