@@ -26,6 +26,16 @@ struct Sample {
     sessions: f64,
 }
 
+/// The first sample of `name` in a Prometheus scrape (`name{labels}
+/// value`, whatever the labels); NaN if there is none.
+pub fn metric(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find(|line| line.starts_with(name))
+        .and_then(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// How long the traffic of a soak lasts: `SOAK_SECS`, 300 by default, at
 /// most 540.
 pub fn soak_secs() -> u64 {
@@ -154,18 +164,10 @@ async fn sample(service: &Service, started: Instant) -> Sample {
         .text()
         .await
         .unwrap();
-    // `name{labels} value`, whatever the labels.
-    let metric = |name: &str| {
-        scrape
-            .lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.split_whitespace().last()?.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
     let sample = Sample {
         at: started.elapsed(),
-        rss_mib: metric("process_resident_memory_bytes") / (1024.0 * 1024.0),
-        sessions: metric("tollgate_sessions_active"),
+        rss_mib: metric(&scrape, "process_resident_memory_bytes") / (1024.0 * 1024.0),
+        sessions: metric(&scrape, "tollgate_sessions_active"),
     };
     eprintln!(
         "  {:>5.0} s  resident {:>7.1} MiB  sessions {:>7.0}",

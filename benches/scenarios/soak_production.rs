@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::load::http_client;
 use crate::servers::{OwnPostgres, OwnRedis};
 use crate::service::{JWT_SECRET, PASSWORD, Service};
-use crate::soak::soak_secs;
+use crate::soak::{metric, soak_secs};
 
 /// Clients of the mixed traffic, and the accounts they share.
 const CLIENTS: usize = 16;
@@ -667,17 +667,9 @@ async fn sample(
             continue;
         };
         let scrape = scrape.text().await.unwrap_or_default();
-        // `name{labels} value`, whatever the labels.
-        let metric = |name: &str| {
-            scrape
-                .lines()
-                .find(|line| line.starts_with(name))
-                .and_then(|line| line.split_whitespace().last()?.parse::<f64>().ok())
-                .unwrap_or(f64::NAN)
-        };
-        *rss = metric("process_resident_memory_bytes") / (1024.0 * 1024.0);
+        *rss = metric(&scrape, "process_resident_memory_bytes") / (1024.0 * 1024.0);
         // Sessions are counted in Redis: every replica reports them all.
-        sessions = metric("tollgate_sessions_active");
+        sessions = metric(&scrape, "tollgate_sessions_active");
     }
     let at = started.elapsed();
     let from = earlier.last().map_or(0, |s| s.at.as_secs());
