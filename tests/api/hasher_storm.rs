@@ -225,10 +225,17 @@ mod timing {
             );
         }
         let (quiet, flooded) = (p95(quiet), p95(flooded));
-        eprintln!("sign-in p95: quiet {quiet:?}, during the flood {flooded:?}");
+        eprintln!(
+            "sign-in p95: quiet {quiet:?}, during the flood {flooded:?}; one hash {hash_time:?}"
+        );
+        // Ahead of every sign-up, a sign-in still waits for a hash already
+        // under way to finish: at worst one more hash than when quiet
+        // (half again for the scheduling of a loaded machine). Behind the
+        // queued sign-ups, it would wait seconds.
+        let bound = quiet + hash_time * 3 / 2;
         assert!(
-            flooded <= quiet * 2,
-            "sign-in p95 went from {quiet:?} to {flooded:?} during the flood"
+            flooded <= bound,
+            "sign-in p95 went from {quiet:?} to {flooded:?} during the flood (bound {bound:?})"
         );
     }
 
