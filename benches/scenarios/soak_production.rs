@@ -140,34 +140,29 @@ impl Ledger {
 }
 
 /// The client side of the soak: requests through the replicas, answers
-/// recorded in the ledger.
+/// recorded in the ledger as the traffic's (unless `recorded` is off: the
+/// soak's own checks, see [`Traffic::checks`]).
+#[derive(Clone)]
 struct Traffic<'a> {
     replicas: &'a Replicas,
     ledger: &'a Ledger,
     started: Instant,
     client: reqwest::Client,
+    recorded: bool,
 }
 
 impl Traffic<'_> {
-    /// [`exchange`](Self::exchange), its answer recorded as the traffic's.
-    async fn send(
-        &self,
-        replica: usize,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-        key: Option<&str>,
-    ) -> (u16, Value) {
-        let (status, body) = self.exchange(replica, method, path, token, body, key).await;
-        self.ledger.answered(self.started.elapsed(), status);
-        (status, body)
+    /// The same, for the soak's own checks: their answers are not counted.
+    fn checks(&self) -> Self {
+        Self {
+            recorded: false,
+            ..self.clone()
+        }
     }
 
     /// Sends a request to `replica`, or to the other if it cannot be
-    /// reached; answers the status (0 if neither answered) and body. The
-    /// soak's own checks send theirs this way, unrecorded.
-    async fn exchange(
+    /// reached; answers the status (0 if neither answered) and body.
+    async fn send(
         &self,
         replica: usize,
         method: Method,
@@ -191,27 +186,26 @@ impl Traffic<'_> {
             }
             if let Ok(response) = request.send().await {
                 let status = response.status().as_u16();
+                self.answered(status);
                 return (status, response.json().await.unwrap_or_default());
             }
         }
+        self.answered(0);
         (0, Value::Null)
     }
 
-    /// Signs `name` in; `recorded` as the traffic's, or as a check's.
-    async fn sign_in(&self, replica: usize, name: &str, recorded: bool) -> Option<String> {
+    fn answered(&self, status: u16) {
+        if self.recorded {
+            self.ledger.answered(self.started.elapsed(), status);
+        }
+    }
+
+    async fn sign_in(&self, replica: usize, name: &str) -> Option<String> {
         let credentials = json!({ "username": name, "password": PASSWORD });
         let path = "/api/v1/auth/signin";
-        let body = Some(&credentials);
-        let (status, grant) = match recorded {
-            true => {
-                self.send(replica, Method::POST, path, None, body, None)
-                    .await
-            }
-            false => {
-                self.exchange(replica, Method::POST, path, None, body, None)
-                    .await
-            }
-        };
+        let (status, grant) = self
+            .send(replica, Method::POST, path, None, Some(&credentials), None)
+            .await;
         let token = grant["access_token"].as_str().map(str::to_owned);
         token.filter(|_| status == 200)
     }
@@ -232,7 +226,7 @@ impl Traffic<'_> {
                 self.ledger.signed_up.lock().unwrap().push(newcomer);
             }
         }
-        let Some(signed_in) = self.sign_in(replica, name, true).await else {
+        let Some(signed_in) = self.sign_in(replica, name).await else {
             return;
         };
         let token = Some(signed_in.as_str());
@@ -278,6 +272,7 @@ impl Traffic<'_> {
     /// every one has ended or a minute past `until`. Finished tasks are
     /// kept only a minute, so they are read while they last.
     async fn check_tasks(&self, until: Duration) {
+        let checks = self.checks();
         let mut tokens: HashMap<String, String> = HashMap::new();
         // Signed-out tokens are tried again a few seconds on, while a
         // session that was not ended would still be live.
@@ -318,15 +313,13 @@ impl Traffic<'_> {
             for (owner, id, _) in pending {
                 let path = format!("/api/v1/tasks/{id}");
                 if !tokens.contains_key(&owner) {
-                    let Some(token) = self.sign_in(0, &owner, false).await else {
+                    let Some(token) = checks.sign_in(0, &owner).await else {
                         continue;
                     };
                     tokens.insert(owner.clone(), token);
                 }
                 let token = tokens.get(&owner).map(String::as_str);
-                let (status, task) = self
-                    .exchange(0, Method::GET, &path, token, None, None)
-                    .await;
+                let (status, task) = checks.send(0, Method::GET, &path, token, None, None).await;
                 let ended = match (status, task["status"].as_str()) {
                     (401, _) => {
                         tokens.remove(&owner);
@@ -350,17 +343,18 @@ impl Traffic<'_> {
     /// holds the scripts the traffic runs (and the sweeps and purges run
     /// on a timer), as it will at the end.
     async fn warm_up(&self, name: &str) {
+        let checks = self.checks();
         for replica in 0..2 {
-            let token = self.sign_in(replica, name, false).await;
+            let token = checks.sign_in(replica, name).await;
             let (token, path) = (token.as_deref(), "/api/v1/tasks");
             let task = json!({ "kind": "echo", "payload": {} });
-            let (_, task) = self
-                .exchange(replica, Method::POST, path, token, Some(&task), None)
+            let (_, task) = checks
+                .send(replica, Method::POST, path, token, Some(&task), None)
                 .await;
             let path = format!("/api/v1/tasks/{}", task["id"].as_str().unwrap_or_default());
             for _ in 0..100 {
-                let (_, task) = self
-                    .exchange(replica, Method::GET, &path, token, None, None)
+                let (_, task) = checks
+                    .send(replica, Method::GET, &path, token, None, None)
                     .await;
                 if task["status"] == "succeeded" {
                     break;
@@ -373,9 +367,10 @@ impl Traffic<'_> {
 
     /// Tries a signed-out token on `replica`; notes it if it is accepted.
     async fn still_revoked(&self, replica: usize, token: &str) {
+        let checks = self.checks();
         let path = "/api/v1/users/me";
-        let (status, _) = self
-            .exchange(replica, Method::GET, path, Some(token), None, None)
+        let (status, _) = checks
+            .send(replica, Method::GET, path, Some(token), None, None)
             .await;
         *self.ledger.revoked_tried.lock().unwrap() += 1;
         if status != 401 {
@@ -399,7 +394,7 @@ impl Traffic<'_> {
             let mut burst = 0;
             while burst < BURST && self.started.elapsed() < until {
                 if token.is_none() {
-                    token = self.sign_in(flooder, &name, true).await;
+                    token = self.sign_in(flooder, &name).await;
                 }
                 let key = format!("flood-{flooder}-{sent}");
                 let task = json!({ "kind": "sleep", "payload": { "ms": 20 } });
@@ -498,6 +493,7 @@ pub async fn run() -> bool {
         ledger: &ledger,
         started,
         client: http_client(),
+        recorded: true,
     };
     let names: Vec<String> = (0..ACCOUNTS).map(|n| format!("soaker-{n}")).collect();
     let flooders: Vec<String> = (0..FLOODERS).map(|n| format!("flooder-{n}")).collect();
@@ -763,7 +759,7 @@ async fn verdicts(
     let signed_up = traffic.ledger.signed_up.lock().unwrap().clone();
     let mut missing = Vec::new();
     for name in &signed_up {
-        if traffic.sign_in(1, name, false).await.is_none() {
+        if traffic.checks().sign_in(1, name).await.is_none() {
             missing.push(name.clone());
         }
     }
